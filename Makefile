@@ -1,0 +1,52 @@
+# Two commands matter: `make demo` and `make test`. Both set everything up from a clean clone.
+PY      ?= python3.11
+VENV    := .venv
+VPY     := $(VENV)/bin/python
+STAMP   := $(VENV)/.installed
+NODE_STAMP := node_modules/.installed
+IAC_VENV := .venv-iac
+IAC_STAMP := $(IAC_VENV)/.installed
+
+.PHONY: setup demo test lint typecheck pytest bench clean
+
+setup: $(STAMP) $(NODE_STAMP) $(IAC_STAMP)
+
+$(STAMP): requirements.txt requirements-dev.txt
+	$(PY) -m venv $(VENV)
+	$(VPY) -m pip install --quiet --upgrade pip
+	$(VPY) -m pip install --quiet -r requirements-dev.txt
+	touch $@
+
+$(NODE_STAMP): package.json package-lock.json
+	npm ci --no-audit --no-fund --silent
+	touch $@
+
+# Infrastructure checkers (pycep-parser, checkov) pin their own dependency trees: kept apart
+# so they never constrain the app's versions.
+$(IAC_STAMP): requirements-iac.txt
+	$(PY) -m venv $(IAC_VENV)
+	$(IAC_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(IAC_VENV)/bin/python -m pip install --quiet -r requirements-iac.txt
+	touch $@
+
+demo: setup
+	$(VPY) -m scripts.demo
+
+lint: setup
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+typecheck: setup
+	$(VENV)/bin/mypy
+
+# pytest exits 5 when it collected no test: that must fail, never pass quietly.
+pytest: setup
+	$(VPY) -m pytest; rc=$$?; if [ $$rc -eq 5 ]; then echo "pytest collected no tests" >&2; exit 1; fi; exit $$rc
+
+test: lint typecheck pytest
+
+bench: setup
+	$(VPY) -m scripts.bench
+
+clean:
+	rm -rf $(VENV) $(IAC_VENV) node_modules .mypy_cache .ruff_cache .pytest_cache

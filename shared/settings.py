@@ -1,0 +1,196 @@
+"""The one place where app settings (environment variables) are read, parsed and validated.
+
+Every other module receives a `Settings` object instead of reading `os.environ`, so a bad value is
+reported once, at start, with the name of the setting to fix. `SETTINGS_READ` lists every name read
+here; a test cross-checks it against the Bicep template and `local.settings.sample.json`.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Literal
+
+DEFAULT_EXPORT_SCHEDULE = "0 0 */6 * * *"
+DEFAULT_REQUESTS_PER_SECOND = 5.0
+DEFAULT_BULK_IMPORTS_PER_MINUTE = 100.0
+DEFAULT_RUN_TIME_BUDGET_SECONDS = 25 * 60.0
+DEFAULT_SECRET_CACHE_SECONDS = 300.0
+# ActiveCampaign's API hosts (see docs/security.md); ACTIVECAMPAIGN_ALLOWED_HOST_SUFFIXES adds more.
+DEFAULT_ALLOWED_HOST_SUFFIXES: tuple[str, ...] = (".api-us1.com", ".api-eu1.com", ".activehosted.com")
+
+SETTINGS_READ: tuple[str, ...] = (
+    "AzureWebJobsStorage",
+    "SEGMENTS_STORAGE",
+    "KEY_VAULT_URL",
+    "AZURE_CLIENT_ID",
+    "ACTIVECAMPAIGN_REQUESTS_PER_SECOND",
+    "ACTIVECAMPAIGN_BULK_IMPORTS_PER_MINUTE",
+    "ACTIVECAMPAIGN_ALLOWED_HOST_SUFFIXES",
+    "EXPORT_SCHEDULE",
+    "AUTH_MODE",
+    "RUN_TIME_BUDGET_SECONDS",
+    "SECRET_CACHE_SECONDS",
+    "APPLICATIONINSIGHTS_CONNECTION_STRING",
+)
+
+# Set by App Service / Functions on every Azure host, never locally.
+_AZURE_MARKERS = ("WEBSITE_INSTANCE_ID", "WEBSITE_SITE_NAME", "CONTAINER_NAME")
+_IDENTITY_SUFFIXES = ("blobServiceUri", "queueServiceUri", "accountName", "credential", "clientId")
+
+
+class SettingsError(ValueError):
+    """A setting is missing or malformed; the message names it and says what to fix."""
+
+
+@dataclass(frozen=True)
+class StorageConnection:
+    """How to reach one storage account: a connection string, or identity-based service URIs.
+
+    `setting` is the name it came from (e.g. `AzureWebJobsStorage`), kept for error messages.
+    """
+
+    setting: str
+    connection_string: str | None = None
+    blob_service_uri: str | None = None
+    queue_service_uri: str | None = None
+    client_id: str | None = None
+
+    @property
+    def uses_identity(self) -> bool:
+        return self.connection_string is None
+
+
+@dataclass(frozen=True)
+class Settings:
+    storage: StorageConnection | None
+    segments_storage: StorageConnection | None
+    key_vault_url: str | None = None
+    managed_identity_client_id: str | None = None
+    requests_per_second: float = DEFAULT_REQUESTS_PER_SECOND
+    bulk_imports_per_minute: float = DEFAULT_BULK_IMPORTS_PER_MINUTE
+    allowed_host_suffixes: tuple[str, ...] = DEFAULT_ALLOWED_HOST_SUFFIXES
+    export_schedule: str = DEFAULT_EXPORT_SCHEDULE
+    auth_mode: Literal["key", "entra"] = "key"
+    run_time_budget_seconds: float = DEFAULT_RUN_TIME_BUDGET_SECONDS
+    secret_cache_seconds: float = DEFAULT_SECRET_CACHE_SECONDS
+    running_in_azure: bool = False
+    appinsights_connection_string: str | None = None
+
+    def require_storage(self) -> StorageConnection:
+        if self.storage is None:
+            raise SettingsError(
+                "AzureWebJobsStorage is not set: set it to a storage connection string "
+                "(UseDevelopmentStorage=true for Azurite) or set AzureWebJobsStorage__blobServiceUri "
+                "and AzureWebJobsStorage__queueServiceUri for a managed identity"
+            )
+        return self.storage
+
+    def require_segments_storage(self) -> StorageConnection:
+        if self.segments_storage is None:
+            raise SettingsError(
+                "SEGMENTS_STORAGE is not set and there is no AzureWebJobsStorage to default to: "
+                "set SEGMENTS_STORAGE to the connection string of the account holding the segments, "
+                "or SEGMENTS_STORAGE__blobServiceUri for a managed identity"
+            )
+        return self.segments_storage
+
+
+def _storage(env: Mapping[str, str], name: str) -> StorageConnection | None:
+    value = env.get(name, "").strip()
+    if value:
+        if "=" not in value:
+            raise SettingsError(
+                f"{name} must be a storage connection string such as 'UseDevelopmentStorage=true' or "
+                f"'DefaultEndpointsProtocol=https;AccountName=...;...'; for a managed identity leave it "
+                f"unset and set {name}__blobServiceUri instead"
+            )
+        return StorageConnection(setting=name, connection_string=value)
+    parts = {suffix: env.get(f"{name}__{suffix}", "").strip() for suffix in _IDENTITY_SUFFIXES}
+    blob_uri = parts["blobServiceUri"]
+    if not blob_uri and parts["accountName"]:
+        blob_uri = f"https://{parts['accountName']}.blob.core.windows.net"
+    queue_uri = parts["queueServiceUri"]
+    if not queue_uri and parts["accountName"]:
+        queue_uri = f"https://{parts['accountName']}.queue.core.windows.net"
+    if not blob_uri and not queue_uri:
+        return None
+    for key, uri in (("blobServiceUri", blob_uri), ("queueServiceUri", queue_uri)):
+        if uri and not uri.startswith(("https://", "http://127.0.0.1", "http://localhost")):
+            raise SettingsError(f"{name}__{key} must be an https:// URI, got {uri!r}")
+    return StorageConnection(
+        setting=name,
+        blob_service_uri=blob_uri or None,
+        queue_service_uri=queue_uri or None,
+        client_id=parts["clientId"] or None,
+    )
+
+
+def _positive_float(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise SettingsError(f"{name} must be a positive number, got {raw!r}") from None
+    if not math.isfinite(value) or value <= 0:
+        raise SettingsError(f"{name} must be a positive number, got {raw!r}")
+    return value
+
+
+def load_settings(env: Mapping[str, str] | None = None) -> Settings:
+    """Parse settings from `env` (default: the process environment). Raises SettingsError."""
+    env = os.environ if env is None else env
+    storage = _storage(env, "AzureWebJobsStorage")
+    segments = _storage(env, "SEGMENTS_STORAGE") or (
+        StorageConnection(
+            setting="SEGMENTS_STORAGE",
+            connection_string=storage.connection_string,
+            blob_service_uri=storage.blob_service_uri,
+            queue_service_uri=storage.queue_service_uri,
+            client_id=storage.client_id,
+        )
+        if storage is not None
+        else None
+    )
+
+    vault = env.get("KEY_VAULT_URL", "").strip() or None
+    if vault is not None and not vault.startswith("https://"):
+        raise SettingsError(f"KEY_VAULT_URL must start with https:// (e.g. https://myvault.vault.azure.net), got {vault!r}")
+
+    auth_mode = env.get("AUTH_MODE", "key").strip().lower() or "key"
+    if auth_mode not in ("key", "entra"):
+        raise SettingsError(f"AUTH_MODE must be 'key' or 'entra', got {auth_mode!r}")
+
+    suffixes = list(DEFAULT_ALLOWED_HOST_SUFFIXES)
+    for raw in env.get("ACTIVECAMPAIGN_ALLOWED_HOST_SUFFIXES", "").split(","):
+        item = raw.strip().lower()
+        if not item:
+            continue
+        if "/" in item or ":" in item or " " in item or item.strip(".").count(".") < 1:
+            raise SettingsError(
+                "ACTIVECAMPAIGN_ALLOWED_HOST_SUFFIXES must be a comma-separated list of domain suffixes "
+                f"such as '.api-us2.com', got {raw.strip()!r}"
+            )
+        suffixes.append(item if item.startswith(".") else "." + item)
+
+    return Settings(
+        storage=storage,
+        segments_storage=segments,
+        key_vault_url=vault,
+        managed_identity_client_id=env.get("AZURE_CLIENT_ID", "").strip() or None,
+        requests_per_second=_positive_float(env, "ACTIVECAMPAIGN_REQUESTS_PER_SECOND", DEFAULT_REQUESTS_PER_SECOND),
+        bulk_imports_per_minute=_positive_float(
+            env, "ACTIVECAMPAIGN_BULK_IMPORTS_PER_MINUTE", DEFAULT_BULK_IMPORTS_PER_MINUTE
+        ),
+        allowed_host_suffixes=tuple(suffixes),
+        export_schedule=env.get("EXPORT_SCHEDULE", "").strip() or DEFAULT_EXPORT_SCHEDULE,
+        auth_mode="entra" if auth_mode == "entra" else "key",
+        run_time_budget_seconds=_positive_float(env, "RUN_TIME_BUDGET_SECONDS", DEFAULT_RUN_TIME_BUDGET_SECONDS),
+        secret_cache_seconds=_positive_float(env, "SECRET_CACHE_SECONDS", DEFAULT_SECRET_CACHE_SECONDS),
+        running_in_azure=any(env.get(marker) for marker in _AZURE_MARKERS),
+        appinsights_connection_string=env.get("APPLICATIONINSIGHTS_CONNECTION_STRING", "").strip() or None,
+    )

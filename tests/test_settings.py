@@ -1,0 +1,53 @@
+import pytest
+
+from shared.settings import SETTINGS_READ, SettingsError, load_settings
+
+
+def test_defaults_and_segments_storage_falls_back_to_app_storage():
+    s = load_settings({"AzureWebJobsStorage": "UseDevelopmentStorage=true"})
+    assert s.requests_per_second == 5 and s.bulk_imports_per_minute == 100
+    assert s.segments_storage is not None and s.segments_storage.connection_string == "UseDevelopmentStorage=true"
+    assert s.segments_storage.setting == "SEGMENTS_STORAGE"
+    assert s.auth_mode == "key" and not s.running_in_azure and s.key_vault_url is None
+
+
+def test_identity_based_storage_from_double_underscore_settings():
+    s = load_settings({
+        "AzureWebJobsStorage__accountName": "acct",
+        "AzureWebJobsStorage__clientId": "cid",
+        "WEBSITE_INSTANCE_ID": "x",
+    })
+    assert s.storage is not None and s.storage.uses_identity
+    assert s.storage.blob_service_uri == "https://acct.blob.core.windows.net"
+    assert s.storage.queue_service_uri == "https://acct.queue.core.windows.net"
+    assert s.storage.client_id == "cid" and s.running_in_azure
+
+
+@pytest.mark.parametrize(
+    ("env", "named"),
+    [
+        ({"ACTIVECAMPAIGN_REQUESTS_PER_SECOND": "fast"}, "ACTIVECAMPAIGN_REQUESTS_PER_SECOND"),
+        ({"ACTIVECAMPAIGN_BULK_IMPORTS_PER_MINUTE": "0"}, "ACTIVECAMPAIGN_BULK_IMPORTS_PER_MINUTE"),
+        ({"KEY_VAULT_URL": "myvault.vault.azure.net"}, "KEY_VAULT_URL"),
+        ({"AUTH_MODE": "open"}, "AUTH_MODE"),
+        ({"AzureWebJobsStorage": "not a connection string"}, "AzureWebJobsStorage"),
+        ({"ACTIVECAMPAIGN_ALLOWED_HOST_SUFFIXES": "https://evil.example/"}, "ACTIVECAMPAIGN_ALLOWED_HOST_SUFFIXES"),
+        ({"RUN_TIME_BUDGET_SECONDS": "-1"}, "RUN_TIME_BUDGET_SECONDS"),
+    ],
+)
+def test_bad_values_name_the_setting(env, named):
+    with pytest.raises(SettingsError, match=named):
+        load_settings(env)
+
+
+def test_missing_storage_is_reported_only_when_needed():
+    s = load_settings({})
+    with pytest.raises(SettingsError, match="AzureWebJobsStorage"):
+        s.require_storage()
+
+
+def test_extra_host_suffixes_are_added():
+    s = load_settings({"ACTIVECAMPAIGN_ALLOWED_HOST_SUFFIXES": "api-us2.com, .example-ac.net"})
+    assert ".api-us2.com" in s.allowed_host_suffixes and ".example-ac.net" in s.allowed_host_suffixes
+    assert ".api-us1.com" in s.allowed_host_suffixes
+    assert "AzureWebJobsStorage" in SETTINGS_READ
