@@ -1,0 +1,268 @@
+"""Run records: one JSON blob per run (`runs/<export>/<runId>/run.json` in the app container).
+
+At most one run per export is queued or running. That is enforced with a marker blob,
+`runs/<export>/active.json`, created only if absent (`If-None-Match: *`), so the timer, the API and
+the CLI cannot start the same export twice even when they race. Writing a terminal status releases
+the marker. A marker whose run stopped making progress long ago (a crashed CLI, a lost message)
+does not block the export forever: the next `create` marks that run failed and takes over.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import secrets
+from dataclasses import asdict, dataclass, field, fields
+from datetime import UTC, datetime, timedelta
+from typing import Any, Literal, get_args
+
+from azure.core import MatchConditions
+from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
+from azure.storage.blob import ContainerClient, ContentSettings
+
+RunStatus = Literal["queued", "running", "succeeded", "failed"]
+RunTrigger = Literal["schedule", "api", "cli"]
+ACTIVE_STATUSES: frozenset[str] = frozenset({"queued", "running"})
+TERMINAL_STATUSES: frozenset[str] = frozenset({"succeeded", "failed"})
+# Longer than a worker can hold a run without writing to it (30 min functionTimeout plus the
+# 60 min scale-in grace period), so a live run is never taken for an abandoned one.
+DEFAULT_STALE_AFTER = timedelta(hours=3)
+_CREATE_ATTEMPTS = 5
+_JSON = ContentSettings(content_type="application/json")
+
+
+def utc_now() -> str:
+    """Now as ISO 8601 UTC with a `Z`, the timestamp format of run records."""
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def new_run_id() -> str:
+    # Sortable by creation time (newest-first listing is a reverse sort of the names), plus
+    # random bits so two runs created in the same microsecond stay distinct.
+    return datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ") + "-" + secrets.token_hex(3)
+
+
+class RunActive(Exception):
+    """The export already has a queued or running run; `record` is that run."""
+
+    def __init__(self, record: RunRecord) -> None:
+        super().__init__(
+            f"export {record.export!r} already has run {record.run_id} {record.status}; "
+            "wait for it to finish before starting another"
+        )
+        self.record = record
+
+
+@dataclass
+class RunRecord:
+    run_id: str
+    export: str
+    status: RunStatus
+    trigger: RunTrigger
+    dry_run: bool = False
+    full: bool = False
+    force: bool = False
+    queued_at: str = field(default_factory=utc_now)
+    started_at: str | None = None
+    finished_at: str | None = None
+    counts: dict[str, int] = field(default_factory=dict)
+    error: str | None = None
+    snapshot_id: str | None = None
+    report_blob: str | None = None
+    rejected_blob: str | None = None
+    continuations: int = 0
+    # Added to the architecture contract: how many times a worker picked the run up (retries
+    # included), the error of each failed attempt, and the last write (for stale detection).
+    attempts: int = 0
+    attempt_errors: list[str] = field(default_factory=list)
+    updated_at: str | None = None
+
+    @property
+    def active(self) -> bool:
+        return self.status in ACTIVE_STATUSES
+
+    def to_document(self) -> dict[str, Any]:
+        """camelCase JSON document (what is stored and what the API shows)."""
+        return {_camel(k): v for k, v in asdict(self).items()}
+
+    @classmethod
+    def from_document(cls, doc: dict[str, Any]) -> RunRecord:
+        known = {f.name for f in fields(cls)}
+        values = {_snake(k): v for k, v in doc.items() if _snake(k) in known}
+        record = cls(**values)
+        if record.status not in get_args(RunStatus):
+            raise ValueError(f"run {record.run_id}: unknown status {record.status!r}")
+        return record
+
+
+def _camel(name: str) -> str:
+    head, *rest = name.split("_")
+    return head + "".join(part.title() for part in rest)
+
+
+def _snake(name: str) -> str:
+    return "".join("_" + ch.lower() if ch.isupper() else ch for ch in name)
+
+
+def _parse_time(value: str | None) -> datetime | None:
+    return datetime.fromisoformat(value) if value else None
+
+
+class RunStore:
+    """Run records of all exports, in `container` (the app container)."""
+
+    def __init__(self, container: ContainerClient, *, stale_after: timedelta = DEFAULT_STALE_AFTER) -> None:
+        self._container = container
+        self._stale_after = stale_after
+
+    @staticmethod
+    def record_blob(export: str, run_id: str) -> str:
+        return f"runs/{export}/{run_id}/run.json"
+
+    @staticmethod
+    def marker_blob(export: str) -> str:
+        return f"runs/{export}/active.json"
+
+    def create(
+        self,
+        export: str,
+        *,
+        trigger: RunTrigger,
+        dry_run: bool = False,
+        full: bool = False,
+        force: bool = False,
+    ) -> RunRecord:
+        """Create a queued run. Raises RunActive when the export has a live queued or running run."""
+        record = RunRecord(
+            run_id=new_run_id(),
+            export=export,
+            status="queued",
+            trigger=trigger,
+            dry_run=dry_run,
+            full=full,
+            force=force,
+        )
+        self._claim(record)
+        return record
+
+    def get(self, export: str, run_id: str) -> RunRecord | None:
+        try:
+            data = self._container.download_blob(self.record_blob(export, run_id)).readall()
+        except ResourceNotFoundError:
+            return None
+        return RunRecord.from_document(json.loads(data))
+
+    def list(self, export: str, limit: int = 20) -> list[RunRecord]:
+        """The newest `limit` runs of `export`, newest first."""
+        prefix = f"runs/{export}/"
+        names = [
+            blob.name
+            for blob in self._container.list_blobs(name_starts_with=prefix)
+            if blob.name.endswith("/run.json") and blob.name.count("/") == 3
+        ]
+        names.sort(reverse=True)
+        records: list[RunRecord] = []
+        for name in names[:limit]:
+            run_id = name.split("/")[2]
+            record = self.get(export, run_id)
+            if record is not None:
+                records.append(record)
+        return records
+
+    def active(self, export: str) -> RunRecord | None:
+        """The export's queued or running run, if it is still alive."""
+        marker = self._read_marker(export)
+        if marker is None:
+            return None
+        record = self.get(export, marker[0])
+        if record is None or not record.active or self._is_stale(record):
+            return None
+        return record
+
+    def update(self, record: RunRecord) -> None:
+        """Save `record`; a terminal status also releases the export's active marker."""
+        record.updated_at = utc_now()
+        self._container.upload_blob(
+            self.record_blob(record.export, record.run_id),
+            json.dumps(record.to_document()),
+            overwrite=True,
+            content_settings=_JSON,
+        )
+        if not record.active:
+            self._release(record)
+
+    def _claim(self, record: RunRecord) -> None:
+        # The record is written before the marker: a marker never points to a run that does
+        # not exist except after a crash between the two writes, which reads as abandoned.
+        self._container.upload_blob(
+            self.record_blob(record.export, record.run_id),
+            json.dumps(record.to_document()),
+            overwrite=False,
+            content_settings=_JSON,
+        )
+        for _ in range(_CREATE_ATTEMPTS):
+            try:
+                self._container.upload_blob(
+                    self.marker_blob(record.export),
+                    json.dumps({"runId": record.run_id}),
+                    overwrite=False,
+                    content_settings=_JSON,
+                )
+                return
+            except ResourceExistsError:
+                pass
+            marker = self._read_marker(record.export)
+            if marker is None:
+                continue  # released between our write and our read: try again
+            holder_id, etag = marker
+            holder = self.get(record.export, holder_id)
+            if holder is not None and holder.active and not self._is_stale(holder):
+                self._abandon(record, f"not started: run {holder.run_id} was already {holder.status}")
+                raise RunActive(holder)
+            if holder is not None and holder.active:
+                holder.status = "failed"
+                holder.finished_at = utc_now()
+                holder.error = (
+                    f"abandoned: no progress recorded since {holder.updated_at or holder.queued_at}"
+                )
+                self.update(holder)
+            else:
+                self._delete_marker(record.export, etag)
+        self._abandon(record, "not started: the active-run marker kept changing")
+        raise RuntimeError(
+            f"could not start a run of export {record.export!r}: another run was being started at the "
+            "same time; try again"
+        )
+
+    def _abandon(self, record: RunRecord, reason: str) -> None:
+        # The record of a run that lost the race is deleted so run lists show only real runs.
+        with contextlib.suppress(ResourceNotFoundError):
+            self._container.delete_blob(self.record_blob(record.export, record.run_id))
+        record.status = "failed"
+        record.error = reason
+
+    def _read_marker(self, export: str) -> tuple[str, str] | None:
+        try:
+            downloader = self._container.download_blob(self.marker_blob(export))
+            data = downloader.readall()
+        except ResourceNotFoundError:
+            return None
+        run_id = json.loads(data).get("runId")
+        etag = downloader.properties.etag
+        return (str(run_id), etag)
+
+    def _release(self, record: RunRecord) -> None:
+        marker = self._read_marker(record.export)
+        if marker is not None and marker[0] == record.run_id:
+            self._delete_marker(record.export, marker[1])
+
+    def _delete_marker(self, export: str, etag: str) -> None:
+        # Conditional on the ETag we read, so a marker just taken by a new run is never removed.
+        with contextlib.suppress(ResourceNotFoundError, ResourceModifiedError):
+            self._container.delete_blob(
+                self.marker_blob(export), etag=etag, match_condition=MatchConditions.IfNotModified
+            )
+
+    def _is_stale(self, record: RunRecord) -> bool:
+        last = _parse_time(record.updated_at) or _parse_time(record.queued_at)
+        return last is not None and datetime.now(UTC) - last > self._stale_after

@@ -1,0 +1,107 @@
+import json
+from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
+
+import pytest
+from azure.storage.blob import BlobServiceClient, ContainerClient
+
+from shared.runs import RunActive, RunRecord, RunStore
+
+
+@pytest.fixture
+def container(azurite: str, unique_name: str) -> ContainerClient:
+    client = BlobServiceClient.from_connection_string(azurite).get_container_client(unique_name)
+    client.create_container()
+    return client
+
+
+def test_create_get_update_round_trip(container):
+    store = RunStore(container)
+    record = store.create("vip", trigger="api", dry_run=True)
+    assert record.status == "queued"
+    assert record.dry_run
+    assert record.trigger == "api"
+    assert store.get("vip", record.run_id) == record
+
+    record.status = "running"
+    record.counts = {"rows": 3}
+    record.attempt_errors.append("attempt 1: boom")
+    store.update(record)
+    loaded = store.get("vip", record.run_id)
+    assert loaded is not None
+    assert loaded.status == "running"
+    assert loaded.counts == {"rows": 3}
+    assert loaded.attempt_errors == ["attempt 1: boom"]
+    assert loaded.updated_at is not None
+
+
+def test_stored_document_is_camel_case(container):
+    store = RunStore(container)
+    record = store.create("vip", trigger="schedule")
+    raw = json.loads(container.download_blob(RunStore.record_blob("vip", record.run_id)).readall())
+    assert raw["runId"] == record.run_id
+    assert raw["queuedAt"] == record.queued_at
+    assert "run_id" not in raw
+    assert RunRecord.from_document(raw) == record
+
+
+def test_second_run_is_refused_while_one_is_active_and_allowed_after_it_finishes(container):
+    store = RunStore(container)
+    first = store.create("vip", trigger="api")
+    with pytest.raises(RunActive) as refused:
+        store.create("vip", trigger="schedule")
+    assert refused.value.record.run_id == first.run_id
+    assert store.active("vip") == first
+    # Other exports are independent.
+    store.create("other", trigger="api")
+
+    first.status = "succeeded"
+    store.update(first)
+    assert store.active("vip") is None
+    second = store.create("vip", trigger="schedule")
+    assert store.active("vip") == second
+    # The refused attempt left no record behind.
+    assert [r.run_id for r in store.list("vip")] == [second.run_id, first.run_id]
+
+
+def test_concurrent_creates_start_exactly_one_run(container):
+    store = RunStore(container)
+
+    def attempt(_: int) -> str:
+        try:
+            return store.create("vip", trigger="api").run_id
+        except RunActive:
+            return "refused"
+
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        results = list(pool.map(attempt, range(6)))
+    started = [r for r in results if r != "refused"]
+    assert len(started) == 1
+    assert [r.run_id for r in store.list("vip")] == started
+
+
+def test_abandoned_active_run_is_failed_and_replaced(container):
+    store = RunStore(container, stale_after=timedelta(0))
+    old = store.create("vip", trigger="cli")
+    new = store.create("vip", trigger="api")
+    failed = store.get("vip", old.run_id)
+    assert failed is not None
+    assert failed.status == "failed"
+    assert failed.error is not None
+    assert failed.error.startswith("abandoned")
+    assert new.status == "queued"
+
+
+def test_list_is_newest_first_and_limited(container):
+    store = RunStore(container)
+    ids = []
+    for _ in range(4):
+        record = store.create("vip", trigger="api")
+        record.status = "succeeded"
+        store.update(record)
+        ids.append(record.run_id)
+    assert [r.run_id for r in store.list("vip", limit=3)] == ids[::-1][:3]
+    # A prefix of another export's name is not mixed in.
+    store.create("vip2", trigger="api")
+    assert len(store.list("vip")) == 4
+    assert store.get("vip", "nope") is None
