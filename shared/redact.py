@@ -1,0 +1,134 @@
+"""Keep personal data and secrets out of logs.
+
+`mask_email` / `hash_email` make an email safe to log; `scrub` removes known secret values,
+API-key headers, bearer tokens and email addresses from free text; `RedactingFilter` applies
+`scrub` to every log record. Secrets providers call `register_secret_value` with each value they
+hand out, so a key is scrubbed even where it appears without a recognisable label.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+import threading
+import traceback
+
+MASK = "***"
+# Shorter values would scrub ordinary words and numbers out of every log line.
+MIN_SECRET_LENGTH = 8
+# Not a secret: it only keeps log hashes from matching public unsalted email-hash lists. Changing it
+# breaks correlation with hashes already in the logs.
+_HASH_KEY = b"segment-export-activecampaign/log-correlation/v1"
+
+_EMAIL_RE = re.compile(r"[A-Za-z0-9._%+'\-]+@[A-Za-z0-9\-]+(?:\.[A-Za-z0-9\-]+)+")
+# `Api-Token: abc`, `"Api-Token": "abc"`, `api_token=abc` (header dumps, reprs, query strings).
+_API_TOKEN_RE = re.compile(r"""(?i)(api[-_]?token["']?\s*[:=]\s*["']?)([^\s"',;&}]+)""")
+_BEARER_RE = re.compile(r"(?i)\b(bearer\s+)([A-Za-z0-9\-._~+/]+=*)")
+
+_lock = threading.Lock()
+# Copy-on-write tuple, longest first, so `scrub` reads it without taking the lock and a secret
+# containing another one is replaced whole.
+_secret_values: tuple[str, ...] = ()
+
+
+def mask_email(email: str) -> str:
+    """`john.doe@example.com` -> `j***@example.com`: enough to recognise, not to identify."""
+    local, at, domain = email.strip().rpartition("@")
+    if not at:
+        return MASK
+    if not local:
+        return f"{MASK}@{domain}"
+    return f"{local[0]}{MASK}@{domain}"
+
+
+def hash_email(email: str) -> str:
+    """A short stable hex id of an email (case and surrounding spaces ignored), to correlate log lines."""
+    normalized = email.strip().lower().encode("utf-8")
+    return hashlib.blake2b(normalized, key=_HASH_KEY, digest_size=8).hexdigest()
+
+
+def register_secret_value(value: str) -> None:
+    """Remember `value` so that `scrub` (and so every redacted log record) replaces it with `***`."""
+    global _secret_values
+    value = value.strip()
+    if len(value) < MIN_SECRET_LENGTH or value in _secret_values:
+        return
+    with _lock:
+        if value not in _secret_values:
+            _secret_values = tuple(sorted((*_secret_values, value), key=len, reverse=True))
+
+
+def _forget_secret_values() -> None:
+    """Test hook: start from an empty registry."""
+    global _secret_values
+    with _lock:
+        _secret_values = ()
+
+
+def scrub(text: str) -> str:
+    """Replace registered secrets, Api-Token values and bearer tokens with `***`; mask emails."""
+    if not text:
+        return text
+    for secret in _secret_values:
+        if secret in text:
+            text = text.replace(secret, MASK)
+    # Cheap substring checks first: this runs on every log record and most have none of these.
+    lowered = text.lower()
+    if "token" in lowered:
+        text = _API_TOKEN_RE.sub(rf"\g<1>{MASK}", text)
+    if "bearer" in lowered:
+        text = _BEARER_RE.sub(rf"\g<1>{MASK}", text)
+    if "@" in text:
+        text = _EMAIL_RE.sub(lambda match: mask_email(match.group()), text)
+    return text
+
+
+class RedactingFilter(logging.Filter):
+    """Scrubs a record's message (with its args merged in), exception and stack text in place.
+
+    It never drops a record. When the traceback had something to scrub, `exc_info` is removed and the
+    scrubbed text kept in `exc_text`: handlers that format `exc_info` themselves would otherwise
+    print the original exception message.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if getattr(record, "_redacted", False):
+            return True
+        try:
+            message = record.getMessage()
+        except Exception:
+            # Bad format args: logging reports those itself at emit time; still scrub what we have.
+            message = f"{record.msg} {record.args!r}"
+        record.msg = scrub(message)
+        record.args = ()
+        if record.exc_info and record.exc_info[1] is not None:
+            original = "".join(traceback.format_exception(*record.exc_info)).rstrip("\n")
+            scrubbed = scrub(original)
+            if scrubbed != original:
+                record.exc_info = None
+            record.exc_text = scrubbed
+        elif record.exc_text:
+            record.exc_text = scrub(record.exc_text)
+        if record.stack_info:
+            record.stack_info = scrub(record.stack_info)
+        # Marks the record so the same filter on the logger and on its handlers scrubs it once.
+        record.__dict__["_redacted"] = True
+        return True
+
+
+def install_redaction(logger: logging.Logger | None = None) -> RedactingFilter:
+    """Add one `RedactingFilter` to `logger` (default: root) and to each of its handlers.
+
+    Handler filters are what catch records from child loggers (a logger's own filters only see records
+    logged on it directly). Idempotent; call it again after adding handlers.
+    """
+    target = logging.getLogger() if logger is None else logger
+    existing = next((f for f in target.filters if isinstance(f, RedactingFilter)), None)
+    redactor = existing or RedactingFilter()
+    if existing is None:
+        target.addFilter(redactor)
+    for handler in target.handlers:
+        if not any(isinstance(f, RedactingFilter) for f in handler.filters):
+            handler.addFilter(redactor)
+    return redactor

@@ -1,0 +1,296 @@
+"""Where the ActiveCampaign API keys live: Azure Key Vault, or (local development only) env vars.
+
+`secrets_from_settings` picks the provider. Every value a provider returns or stores is registered
+with `shared.redact`, so it is scrubbed from logs wherever it shows up.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import threading
+import time
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any, Protocol
+
+from azure.core.exceptions import (
+    ClientAuthenticationError,
+    HttpResponseError,
+    ResourceExistsError,
+    ResourceNotFoundError,
+    ServiceRequestError,
+)
+from azure.keyvault.secrets import SecretClient
+
+from shared.redact import register_secret_value
+from shared.settings import SETTINGS_READ, Settings, SettingsError
+
+if TYPE_CHECKING:
+    from azure.core.credentials import TokenCredential
+
+# Key Vault's rule for secret names; checked here so a typo fails with a clear message, not a 400.
+_NAME_RE = re.compile(r"^[0-9A-Za-z-]{1,127}$")
+# azure-core waits 300 s per connect/read by default: a function would hang far past any useful point.
+_DEFAULT_CLIENT_KWARGS: dict[str, Any] = {"connection_timeout": 10, "read_timeout": 30, "retry_total": 3}
+# Generous: recovery of a soft-deleted secret usually takes a few seconds.
+_RECOVER_WAIT_SECONDS = 60.0
+
+
+class SecretNotFound(Exception):
+    """The secret does not exist. `name` is the secret, `where` the vault URL or env var looked in."""
+
+    def __init__(self, name: str, where: str, hint: str) -> None:
+        super().__init__(f"secret {name!r} was not found in {where}: {hint}")
+        self.name = name
+        self.where = where
+
+
+class SecretsError(Exception):
+    """The secret store could not be used (unreachable, denied, misconfigured); says what to fix."""
+
+
+class SecretsProvider(Protocol):
+    def get(self, name: str, *, refresh: bool = False) -> str:
+        """The secret's value. `refresh=True` skips any cache (after a 403, to see a rotated key)."""
+        ...
+
+    def set(self, name: str, value: str) -> None: ...
+
+    def delete(self, name: str) -> None: ...
+
+
+def _check_name(name: str) -> None:
+    if not _NAME_RE.match(name):
+        raise SecretsError(
+            f"invalid secret name {name!r}: use 1-127 letters, digits and '-' (Key Vault's naming rule)"
+        )
+
+
+class KeyVaultSecrets:
+    """Secrets in Azure Key Vault through `SecretClient`, cached for `cache_seconds`.
+
+    The short cache keeps Key Vault off the hot path yet picks up a rotated key without a restart.
+    Thread-safe: concurrent `get`s of the same name share one Key Vault read.
+    """
+
+    def __init__(
+        self,
+        vault_url: str,
+        credential: TokenCredential,
+        *,
+        cache_seconds: float,
+        clock: Callable[[], float] = time.monotonic,
+        **client_kwargs: Any,
+    ) -> None:
+        self.vault_url = vault_url.rstrip("/")
+        self.credential = credential
+        self._client = SecretClient(self.vault_url, credential, **{**_DEFAULT_CLIENT_KWARGS, **client_kwargs})
+        self._cache_seconds = cache_seconds
+        self._clock = clock
+        self._cache: dict[str, tuple[str, float]] = {}
+        self._lock = threading.Lock()
+        self._name_locks: dict[str, threading.Lock] = {}
+
+    def _name_lock(self, name: str) -> threading.Lock:
+        with self._lock:
+            return self._name_locks.setdefault(name, threading.Lock())
+
+    def _cached(self, name: str) -> str | None:
+        with self._lock:
+            entry = self._cache.get(name)
+        if entry is None:
+            return None
+        value, fetched_at = entry
+        return value if self._clock() - fetched_at < self._cache_seconds else None
+
+    def _remember(self, name: str, value: str) -> None:
+        with self._lock:
+            self._cache[name] = (value, self._clock())
+
+    def get(self, name: str, *, refresh: bool = False) -> str:
+        _check_name(name)
+        if not refresh and (value := self._cached(name)) is not None:
+            return value
+        with self._name_lock(name):
+            # Another thread may have read it while this one waited.
+            if not refresh and (value := self._cached(name)) is not None:
+                return value
+            try:
+                secret = self._client.get_secret(name)
+            except ResourceNotFoundError:
+                with self._lock:
+                    self._cache.pop(name, None)
+                raise SecretNotFound(
+                    name,
+                    f"Key Vault {self.vault_url}",
+                    f"create it (az keyvault secret set --vault-name <vault> --name {name} --value <key>) "
+                    "or fix the connection's apiKeySecret",
+                ) from None
+            except Exception as exc:
+                raise self._error("read", name, exc) from None
+            if secret.value is None:
+                raise SecretsError(f"secret {name!r} in Key Vault {self.vault_url} has no value: set one")
+            register_secret_value(secret.value)
+            self._remember(name, secret.value)
+            return secret.value
+
+    def set(self, name: str, value: str) -> None:
+        _check_name(name)
+        if not value:
+            raise SecretsError(f"refusing to store an empty value in secret {name!r}")
+        register_secret_value(value)
+        with self._name_lock(name):
+            try:
+                try:
+                    self._client.set_secret(name, value)
+                except ResourceExistsError:
+                    # With soft-delete a deleted name can't be reused until it is recovered or purged;
+                    # recovering needs less permission than purging and purge protection can't block it.
+                    self._client.begin_recover_deleted_secret(name).wait(timeout=_RECOVER_WAIT_SECONDS)
+                    self._client.set_secret(name, value)
+            except Exception as exc:
+                raise self._error("write", name, exc) from None
+            self._remember(name, value)
+
+    def delete(self, name: str) -> None:
+        """Delete the secret (soft-delete where the vault has it); a missing secret is not an error."""
+        _check_name(name)
+        with self._name_lock(name):
+            with self._lock:
+                self._cache.pop(name, None)
+            try:
+                # The DELETE itself takes the secret out of the vault; not waiting for the poller spares
+                # the get-permission and the seconds its polling needs.
+                self._client.begin_delete_secret(name)
+            except ResourceNotFoundError:
+                return
+            except Exception as exc:
+                raise self._error("delete", name, exc) from None
+
+    def close(self) -> None:
+        self._client.close()
+
+    def _error(self, action: str, name: str, exc: Exception) -> SecretsError:
+        where = f"Key Vault {self.vault_url}"
+        if isinstance(exc, ClientAuthenticationError):
+            return SecretsError(
+                f"could not {action} secret {name!r}: {where} did not accept the app's identity "
+                f"({_describe(exc)}); check AZURE_CLIENT_ID names the managed identity assigned to the app"
+            )
+        if isinstance(exc, HttpResponseError) and exc.status_code == 403:
+            role = "Key Vault Secrets User" if action == "read" else "Key Vault Secrets Officer"
+            return SecretsError(
+                f"could not {action} secret {name!r}: {where} denied access ({_describe(exc)}); "
+                f"grant the app's identity the {role} role on the vault"
+            )
+        if isinstance(exc, ServiceRequestError):
+            return SecretsError(
+                f"could not {action} secret {name!r}: {where} is unreachable ({type(exc).__name__}); "
+                "check KEY_VAULT_URL and the network path (private endpoint, firewall)"
+            )
+        if isinstance(exc, ValueError):
+            # Raised by the client's challenge check when the vault's auth challenge names a resource
+            # that does not belong to the vault's host: the token is not sent.
+            return SecretsError(
+                f"could not {action} secret {name!r}: {where} answered with an authentication challenge "
+                "for another domain; check KEY_VAULT_URL is the vault's own URL "
+                "(https://<name>.vault.azure.net)"
+            )
+        return SecretsError(f"could not {action} secret {name!r} in {where}: {_describe(exc)}")
+
+
+def _describe(exc: Exception) -> str:
+    """Status and Key Vault error code, never the response body (which could echo input)."""
+    if isinstance(exc, HttpResponseError):
+        code = exc.error.code if exc.error is not None else None
+        return f"HTTP {exc.status_code}" + (f" {code}" if code else "")
+    return type(exc).__name__
+
+
+class EnvSecrets:
+    """Local development only: secret `ac-key-prod` is read from env var `AC_KEY_PROD`.
+
+    `set` and `delete` change process memory only: nothing persists, and a restart reads the
+    environment again.
+    """
+
+    def __init__(self, env: Mapping[str, str]) -> None:
+        self._env = env
+        self._overrides: dict[str, str | None] = {}  # None: deleted in this process
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def env_var(name: str) -> str:
+        return name.upper().replace("-", "_")
+
+    def get(self, name: str, *, refresh: bool = False) -> str:
+        var = self._checked_var(name)
+        with self._lock:
+            value = self._overrides[var] if var in self._overrides else self._env.get(var) or None
+        if value is None:
+            raise SecretNotFound(
+                name,
+                f"environment variable {var}",
+                f"set {var} (e.g. in local.settings.json Values), or set KEY_VAULT_URL to use Key Vault",
+            )
+        register_secret_value(value)
+        return value
+
+    def set(self, name: str, value: str) -> None:
+        var = self._checked_var(name)
+        if not value:
+            raise SecretsError(f"refusing to store an empty value in secret {name!r}")
+        register_secret_value(value)
+        with self._lock:
+            self._overrides[var] = value
+
+    def delete(self, name: str) -> None:
+        var = self._checked_var(name)
+        with self._lock:
+            self._overrides[var] = None
+
+    def _checked_var(self, name: str) -> str:
+        _check_name(name)
+        var = self.env_var(name)
+        # Otherwise a connection whose apiKeySecret names an app setting would send, say, the
+        # storage connection string to ActiveCampaign as its API key.
+        if var in {setting.upper() for setting in SETTINGS_READ}:
+            raise SecretsError(f"secret name {name!r} maps to app setting {var}; choose another name")
+        return var
+
+
+def _credential(settings: Settings) -> TokenCredential:
+    # Imported here: azure.identity is heavy and only needed when Key Vault is used (cold start).
+    from azure.identity import DefaultAzureCredential, ManagedIdentityCredential
+
+    if settings.running_in_azure and settings.managed_identity_client_id:
+        return ManagedIdentityCredential(client_id=settings.managed_identity_client_id)
+    # Locally (az login, service principal env vars) or a system-assigned identity in Azure.
+    return DefaultAzureCredential(managed_identity_client_id=settings.managed_identity_client_id)
+
+
+def secrets_from_settings(
+    settings: Settings,
+    *,
+    env: Mapping[str, str] = os.environ,
+    credential: TokenCredential | None = None,
+    **client_kwargs: Any,
+) -> SecretsProvider:
+    """Key Vault when KEY_VAULT_URL is set; env vars locally; SettingsError in Azure without a vault.
+
+    `credential` and `client_kwargs` (passed to `SecretClient`) are for tests and special setups.
+    """
+    if settings.key_vault_url:
+        return KeyVaultSecrets(
+            settings.key_vault_url,
+            credential if credential is not None else _credential(settings),
+            cache_seconds=settings.secret_cache_seconds,
+            **client_kwargs,
+        )
+    if settings.running_in_azure:
+        raise SettingsError(
+            "KEY_VAULT_URL is not set: in Azure the ActiveCampaign API keys are read from Key Vault; set "
+            "KEY_VAULT_URL to the vault's URL (https://<name>.vault.azure.net) and grant the app's identity "
+            "the Key Vault Secrets User role"
+        )
+    return EnvSecrets(env)
