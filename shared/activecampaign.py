@@ -1,0 +1,669 @@
+"""The one ActiveCampaign API v3 client: pacing, retries and typed errors.
+
+Every call goes through `ActiveCampaignClient._call`, which paces it (`Pacer`), retries what is
+worth retrying (tenacity) and turns every other answer into a typed error. The API key only ever
+travels in the `Api-Token` header to the validated host: redirects are not followed and no message
+or log line contains it. See /docs/architecture.md for the contract and the reference notes on
+ActiveCampaign's limits (5 requests/s per account, 100 bulk imports/min).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import re
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
+
+import httpx
+from tenacity import RetryCallState, RetryError, Retrying, retry_if_exception_type, wait_exponential_jitter
+
+from shared.hosts import base_url, validate_hostname
+
+if TYPE_CHECKING:
+    from shared.settings import Settings
+
+log = logging.getLogger(__name__)
+
+MAX_BULK_CONTACTS = 250
+MAX_BULK_BODY_BYTES = 400_000  # ActiveCampaign wants the payload strictly under this
+FIELDS_PAGE_SIZE = 100  # the largest page /fields serves
+BULK_WINDOW_SECONDS = 60.0  # ActiveCampaign counts bulk imports over a minute
+DEFAULT_SAFETY_MARGIN = 0.02
+DEFAULT_MAX_RETRY_SECONDS = 180.0
+SETTINGS_HINT = "Settings > Developer"
+_BULK_RATE_LIMIT_MESSAGE = "rate limit exceeded"
+_MESSAGE_LIMIT = 300
+_EMAIL = re.compile(r"([A-Za-z0-9._%+'-])[A-Za-z0-9._%+'-]*@([A-Za-z0-9.-]+)")
+
+
+# --------------------------------------------------------------------------------------------- errors
+
+
+class ActiveCampaignError(Exception):
+    """ActiveCampaign refused or failed a request; `status` is the HTTP status when there was one."""
+
+    def __init__(self, message: str, *, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class InvalidApiKey(ActiveCampaignError):
+    """The API key is wrong, revoked, or its user was deleted (HTTP 401/403)."""
+
+
+class ListNotFound(ActiveCampaignError):
+    """The list does not exist on the account (HTTP 404 on GET /lists/{id})."""
+
+    def __init__(self, message: str, *, list_id: int, status: int | None = 404) -> None:
+        super().__init__(message, status=status)
+        self.list_id = list_id
+
+
+class Unavailable(ActiveCampaignError):
+    """Retries ran out: ActiveCampaign kept rate limiting, failing, or not answering."""
+
+    def __init__(self, message: str, *, status: int | None, attempts: int) -> None:
+        super().__init__(message, status=status)
+        self.attempts = attempts
+
+
+class UnexpectedResponse(ActiveCampaignError):
+    """Neither a success nor a documented error: a redirect, a non-JSON body, a body of the wrong shape."""
+
+
+class BulkImportRejected(ActiveCampaignError):
+    """HTTP 400 on bulk_import: one or more contacts are malformed and nothing was queued.
+
+    `failures` holds (index of the contact in the request, reason) pairs.
+    """
+
+    def __init__(self, message: str, *, failures: list[tuple[int, str]]) -> None:
+        super().__init__(message, status=400)
+        self.failures = failures
+
+
+# --------------------------------------------------------------------------------------------- results
+
+
+@dataclass(frozen=True)
+class CustomField:
+    id: int
+    perstag: str
+    title: str
+
+
+@dataclass(frozen=True)
+class BulkImportQueued:
+    batch_id: str
+    queued: int
+
+
+@dataclass(frozen=True)
+class ImportInfo:
+    status: str | None  # None: ActiveCampaign has not registered the batch yet (it answers `false`)
+    success: list[int]  # contact ids
+    failure: list[str]  # emails: never log them unmasked
+
+
+# --------------------------------------------------------------------------------------------- pacing
+
+
+class _Bucket:
+    """A token bucket kept as the time the next token is due (GCRA), so a caller can reserve a slot
+    under a lock and sleep outside it."""
+
+    def __init__(self, per_second: float, burst: int) -> None:
+        self.interval = 1.0 / per_second
+        self.tolerance = (burst - 1) * self.interval
+        self.due = -math.inf
+
+    def reserve(self, now: float) -> float:
+        """Take the next token; return when it may be used (>= now)."""
+        due = max(self.due, now)
+        start = max(now, due - self.tolerance)
+        self.due = due + self.interval
+        return start
+
+    def hold_until(self, until: float) -> None:
+        self.due = max(self.due, until + self.tolerance)
+
+
+class Pacer:
+    """Thread-safe token buckets for one ActiveCampaign account: all requests, and bulk imports.
+
+    Both buckets leave a `safety_margin` below the published limit, so clock skew and network
+    jitter cannot make ActiveCampaign's sliding window count one request too many. Bulk imports
+    are spaced evenly (burst 1) because ActiveCampaign counts them over a whole minute: a burst
+    at the start of one minute followed by steady sending would overrun the next window.
+    """
+
+    def __init__(
+        self,
+        requests_per_second: float = 5.0,
+        bulk_imports_per_minute: float = 100.0,
+        *,
+        safety_margin: float = DEFAULT_SAFETY_MARGIN,
+        request_burst: int = 1,
+        bulk_window_seconds: float = BULK_WINDOW_SECONDS,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        if requests_per_second <= 0 or bulk_imports_per_minute <= 0:
+            raise ValueError("requests_per_second and bulk_imports_per_minute must be positive")
+        if not 0 <= safety_margin < 1:
+            raise ValueError("safety_margin must be in [0, 1)")
+        if request_burst < 1:
+            raise ValueError("request_burst must be at least 1")
+        keep = 1.0 - safety_margin
+        self.requests_per_second = requests_per_second
+        self.bulk_imports_per_minute = bulk_imports_per_minute
+        self.bulk_window_seconds = bulk_window_seconds
+        self._requests = _Bucket(requests_per_second * keep, request_burst)
+        self._bulk = _Bucket(bulk_imports_per_minute * keep / bulk_window_seconds, 1)
+        self._clock = clock
+        self._sleep = sleep
+        self._lock = threading.Lock()
+
+    def acquire(self, bulk: bool = False) -> None:
+        """Block until a request (and, for a bulk import, a bulk slot) may be sent."""
+        # Bulk slot first: reserving the request slot before a long bulk wait would let the request
+        # be sent late, bunched with later reservations, and overrun the per-second limit.
+        if bulk:
+            self._wait(self._bulk)
+        self._wait(self._requests)
+
+    def hold(self, seconds: float, *, bulk: bool = False) -> None:
+        """Send nothing (or no bulk import) for `seconds`: ActiveCampaign said the budget is spent."""
+        with self._lock:
+            until = self._clock() + seconds
+            (self._bulk if bulk else self._requests).hold_until(until)
+
+    def _wait(self, bucket: _Bucket) -> None:
+        with self._lock:
+            now = self._clock()
+            start = bucket.reserve(now)
+        if start > now:
+            self._sleep(start - now)
+
+
+_shared_pacers: dict[str, Pacer] = {}
+_shared_pacers_lock = threading.Lock()
+
+
+def shared_pacer(hostname: str, requests_per_second: float, bulk_imports_per_minute: float) -> Pacer:
+    """The process-wide Pacer of one account: every key of an account shares its budget.
+
+    The first call for a host fixes its rates (they come from settings, fixed for the process).
+    """
+    key = hostname.strip().lower()
+    with _shared_pacers_lock:
+        pacer = _shared_pacers.get(key)
+        if pacer is None:
+            pacer = Pacer(requests_per_second, bulk_imports_per_minute)
+            _shared_pacers[key] = pacer
+        return pacer
+
+
+# --------------------------------------------------------------------------------------------- retries
+
+
+class _Retryable(Exception):
+    """One attempt failed in a way worth retrying; `what` says how, for the log and `Unavailable`."""
+
+    def __init__(
+        self,
+        what: str,
+        *,
+        status: int | None = None,
+        retry_after: float | None = None,
+        bulk_only: bool = False,
+    ) -> None:
+        super().__init__(what)
+        self.what = what
+        self.status = status
+        self.retry_after = retry_after
+        self.bulk_only = bulk_only  # only the bulk-import budget is spent, not the per-second one
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    raw = response.headers.get("Retry-After", "").strip()
+    try:
+        value = float(raw)
+    except ValueError:
+        return None  # an HTTP date or garbage: fall back to exponential backoff
+    return value if math.isfinite(value) and value >= 0 else None
+
+
+# --------------------------------------------------------------------------------------------- client
+
+
+class ActiveCampaignClient:
+    """A synchronous, thread-safe client for one ActiveCampaign account and key."""
+
+    def __init__(
+        self,
+        hostname: str,
+        api_key: str,
+        *,
+        pacer: Pacer,
+        allowed_suffixes: tuple[str, ...],
+        allow_loopback: bool,
+        timeout: float = 30.0,
+        max_attempts: int = 8,
+        max_retry_seconds: float = DEFAULT_MAX_RETRY_SECONDS,
+        transport: httpx.BaseTransport | None = None,
+        backoff_initial: float = 0.5,
+        backoff_max: float = 30.0,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        # The trust boundary: no client (and so no key) for a host that is not ActiveCampaign's.
+        self.hostname = validate_hostname(
+            hostname, allowed_suffixes=allowed_suffixes, allow_loopback=allow_loopback
+        )
+        if max_attempts < 1:
+            raise ValueError("max_attempts must be at least 1")
+        self._api_key = ""
+        self.set_api_key(api_key)
+        self._pacer = pacer
+        self._max_attempts = max_attempts
+        self._max_retry_seconds = max_retry_seconds
+        self._backoff = wait_exponential_jitter(
+            initial=backoff_initial, max=backoff_max, jitter=backoff_initial
+        )
+        self._sleep = sleep
+        self._http = httpx.Client(
+            base_url=base_url(self.hostname),
+            timeout=timeout,
+            follow_redirects=False,  # a redirect would carry the Api-Token header to another place
+            transport=transport,
+            headers={"Accept": "application/json"},
+        )
+
+    # -- lifecycle
+
+    def set_api_key(self, key: str) -> None:
+        """Use another key from now on (after a rotation); requests in flight keep the old one."""
+        if not isinstance(key, str) or not key.strip():
+            raise ValueError(
+                "the ActiveCampaign API key is empty: copy it from ActiveCampaign, Settings > Developer"
+            )
+        if any(ch in key for ch in "\r\n\0"):
+            # Would corrupt or inject HTTP headers; never echo the value.
+            raise ValueError("the ActiveCampaign API key contains a line break or NUL character")
+        self._api_key = key.strip()
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> ActiveCampaignClient:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    # -- API
+
+    def check_connection(self) -> dict[str, Any]:
+        """GET /users/me: proves host and key work; returns the key's user object."""
+        body = self._call("GET", "/users/me")
+        return _object(body, "user", "GET /users/me")
+
+    def get_list(self, list_id: int) -> dict[str, Any]:
+        """GET /lists/{id}: the list object; ListNotFound when the account has no such list."""
+        body = self._call("GET", f"/lists/{int(list_id)}", list_id=int(list_id))
+        return _object(body, "list", f"GET /lists/{int(list_id)}")
+
+    def list_fields(self) -> list[CustomField]:
+        """GET /fields, every page (ActiveCampaign serves at most 100 per page)."""
+        fields: list[CustomField] = []
+        offset = 0
+        while True:
+            body = self._call("GET", "/fields", params={"limit": FIELDS_PAGE_SIZE, "offset": offset})
+            page = body.get("fields")
+            if not isinstance(page, list):
+                raise UnexpectedResponse("GET /fields answered without a 'fields' array")
+            fields.extend(_custom_field(item) for item in page)
+            total = _int_or_none(
+                body.get("meta", {}).get("total") if isinstance(body.get("meta"), dict) else None
+            )
+            offset += len(page)
+            # An empty page ends the walk even if meta.total disagrees, so a miscount cannot loop forever.
+            if not page or total is None or offset >= total:
+                return fields
+
+    def bulk_import(
+        self, contacts: list[dict[str, Any]], *, exclude_automations: bool = False
+    ) -> BulkImportQueued:
+        """POST /import/bulk_import: queue 1..250 contacts; BulkImportRejected if any is malformed.
+
+        ValueError (before sending) when the batch is empty, too large, or 400,000 bytes or more.
+        """
+        content = bulk_import_body(contacts, exclude_automations=exclude_automations)
+        body = self._call("POST", "/import/bulk_import", content=content, bulk=True)
+        batch_id = body.get("batchId")
+        if not isinstance(batch_id, str) or not batch_id:
+            raise UnexpectedResponse(
+                "bulk_import answered 200 without a batchId; the import may not be queued"
+            )
+        queued = _int_or_none(body.get("queued_contacts"))
+        return BulkImportQueued(batch_id=batch_id, queued=len(contacts) if queued is None else queued)
+
+    def import_info(self, batch_id: str) -> ImportInfo:
+        """GET /import/info: progress of a queued batch (status None until ActiveCampaign knows it)."""
+        body = self._call("GET", "/import/info", params={"batchId": batch_id})
+        status = body.get("status")
+        success = body.get("success") or []
+        failure = body.get("failure") or []
+        if not isinstance(success, list) or not isinstance(failure, list):
+            raise UnexpectedResponse("import/info answered with 'success'/'failure' that are not arrays")
+        try:
+            ids = [int(item) for item in success]
+        except (TypeError, ValueError):
+            raise UnexpectedResponse("import/info answered with contact ids that are not numbers") from None
+        return ImportInfo(
+            status=status if isinstance(status, str) and status else None,
+            success=ids,
+            failure=[str(item) for item in failure],
+        )
+
+    # -- plumbing
+
+    def _call(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Mapping[str, str | int] | None = None,
+        content: bytes | None = None,
+        bulk: bool = False,
+        list_id: int | None = None,
+    ) -> dict[str, Any]:
+        """One API call with pacing and retries; returns the JSON object or raises a typed error."""
+        what = f"{method} {path}"
+        retrying = Retrying(
+            retry=retry_if_exception_type(_Retryable),
+            stop=self._should_stop,
+            wait=self._wait,
+            sleep=self._sleep,
+            before_sleep=lambda state: self._log_retry(what, state),
+        )
+        try:
+            result: dict[str, Any] = retrying(self._attempt, method, path, params, content, bulk, list_id)
+        except RetryError as exc:
+            attempt = exc.last_attempt
+            last = attempt.exception()
+            reason = last.what if isinstance(last, _Retryable) else "an unknown error"
+            status = last.status if isinstance(last, _Retryable) else None
+            raise Unavailable(
+                f"ActiveCampaign at {self.hostname} is unavailable: {what} kept failing "
+                f"({reason}) after {attempt.attempt_number} attempt(s); try again later",
+                status=status,
+                attempts=attempt.attempt_number,
+            ) from None
+        return result
+
+    def _attempt(
+        self,
+        method: str,
+        path: str,
+        params: Mapping[str, str | int] | None,
+        content: bytes | None,
+        bulk: bool,
+        list_id: int | None,
+    ) -> dict[str, Any]:
+        self._pacer.acquire(bulk=bulk)
+        headers = {"Api-Token": self._api_key}
+        if content is not None:
+            headers["Content-Type"] = "application/json"
+        try:
+            # A bulk POST that timed out may have been queued; sending it again may queue it twice.
+            # That is acceptable: bulk import is an upsert by email, so a repeat changes nothing.
+            response = self._http.request(method, path, params=params, content=content, headers=headers)
+        except httpx.TimeoutException:
+            raise _Retryable("timed out") from None
+        except (httpx.NetworkError, httpx.RemoteProtocolError) as exc:
+            raise _Retryable(f"connection failed: {type(exc).__name__}") from None
+        return self._interpret(response, method, path, bulk=bulk, list_id=list_id)
+
+    def _interpret(
+        self, response: httpx.Response, method: str, path: str, *, bulk: bool, list_id: int | None
+    ) -> dict[str, Any]:
+        status = response.status_code
+        what = f"{method} {path}"
+        if 200 <= status < 300:
+            return self._json_object(response, what)
+        if 300 <= status < 400:
+            target = httpx.URL(response.headers.get("Location", "")).host or "an unnamed place"
+            raise UnexpectedResponse(
+                f"ActiveCampaign at {self.hostname} redirected {what} (HTTP {status}) to {target}; "
+                "not followed, so the API key is not sent elsewhere: check the REST endpoint hostname "
+                f"in ActiveCampaign, {SETTINGS_HINT}",
+                status=status,
+            )
+        message = self._error_message(response)
+        if status in (401, 403):
+            raise InvalidApiKey(
+                f"ActiveCampaign at {self.hostname} refused the API key (HTTP {status}): the key is wrong or "
+                f"has been revoked (a key stops working when its user is removed). Get a current key in "
+                f"ActiveCampaign, {SETTINGS_HINT}, and update the connection's secret",
+                status=status,
+            )
+        if status == 404 and list_id is not None:
+            raise ListNotFound(
+                f"ActiveCampaign list {list_id} was not found on {self.hostname} ({message}): "
+                "check the list id in the export configuration",
+                list_id=list_id,
+            )
+        if status == 429 or status == 503:
+            raise _Retryable(f"HTTP {status}", status=status, retry_after=_retry_after(response))
+        if status >= 500:
+            raise _Retryable(f"HTTP {status}", status=status)
+        if bulk and status == 400:
+            self._bulk_400(response, message)
+        raise ActiveCampaignError(
+            f"ActiveCampaign at {self.hostname} refused {what} (HTTP {status}): {message}", status=status
+        )
+
+    def _bulk_400(self, response: httpx.Response, message: str) -> None:
+        """Raise what a bulk_import 400 means: rate limit (retry) or rejected contacts; else return."""
+        body = _json_or_none(response)
+        if message.strip().lower().rstrip(".") == _BULK_RATE_LIMIT_MESSAGE:
+            # The account's bulk budget is spent (maybe by another process): wait a whole window
+            # instead of hammering, then retry.
+            raise _Retryable(
+                "bulk import rate limit exceeded (HTTP 400)",
+                status=400,
+                retry_after=self._pacer.bulk_window_seconds,
+                bulk_only=True,
+            )
+        reasons = body.get("failureReasons") if isinstance(body, dict) else None
+        if not isinstance(reasons, list) or not reasons:
+            return
+        failures: list[tuple[int, str]] = []
+        for item in reasons:
+            if isinstance(item, dict) and _int_or_none(item.get("contact")) is not None:
+                reason = _scrub(str(item.get("failureReason") or "rejected"), self._api_key)
+                failures.append((int(item["contact"]), reason))
+        if failures:
+            first_index, first_reason = failures[0]
+            raise BulkImportRejected(
+                f"ActiveCampaign rejected the bulk import, nothing was queued: {len(failures)} "
+                f"invalid contact(s), first: contact {first_index}: {first_reason}",
+                failures=failures,
+            )
+
+    def _json_object(self, response: httpx.Response, what: str) -> dict[str, Any]:
+        body = _json_or_none(response)
+        if not isinstance(body, dict):
+            kind = response.headers.get("Content-Type", "no content type").split(";")[0]
+            raise UnexpectedResponse(
+                f"ActiveCampaign at {self.hostname} answered {what} with HTTP {response.status_code} and "
+                f"{kind} instead of a JSON object; an expired or revoked API key can cause this "
+                f"(ActiveCampaign answers with its login page): check the key in {SETTINGS_HINT}",
+                status=response.status_code,
+            )
+        return body
+
+    def _error_message(self, response: httpx.Response) -> str:
+        """The human part of an error body: 422 carries `errors[]`, the rest `message`."""
+        body = _json_or_none(response)
+        text = ""
+        if isinstance(body, dict):
+            errors = body.get("errors")
+            if isinstance(errors, list) and errors:
+                text = "; ".join(_error_text(item) for item in errors)
+            elif isinstance(body.get("message"), str):
+                text = body["message"]
+        text = text or response.reason_phrase or f"HTTP {response.status_code}"
+        return _scrub(text, self._api_key)[:_MESSAGE_LIMIT]
+
+    def _should_stop(self, state: RetryCallState) -> bool:
+        if state.attempt_number >= self._max_attempts:
+            return True
+        elapsed = state.seconds_since_start or 0.0
+        exc = state.outcome.exception() if state.outcome else None
+        ahead = exc.retry_after if isinstance(exc, _Retryable) and exc.retry_after else 0.0
+        # Give up now rather than sleep past the time cap only to give up then.
+        return elapsed + ahead >= self._max_retry_seconds
+
+    def _wait(self, state: RetryCallState) -> float:
+        exc = state.outcome.exception() if state.outcome else None
+        if isinstance(exc, _Retryable) and exc.retry_after is not None:
+            wait = exc.retry_after
+            # Everyone on this account is limited, not just this thread: hold the shared pacer too.
+            self._pacer.hold(wait, bulk=exc.bulk_only)
+        else:
+            wait = self._backoff(state)
+        remaining = self._max_retry_seconds - (state.seconds_since_start or 0.0)
+        return max(0.0, min(wait, remaining))
+
+    def _log_retry(self, what: str, state: RetryCallState) -> None:
+        exc = state.outcome.exception() if state.outcome else None
+        reason = exc.what if isinstance(exc, _Retryable) else "error"
+        wait = state.next_action.sleep if state.next_action else 0.0
+        log.warning(
+            "ActiveCampaign %s at %s: %s; retrying in %.1fs (attempt %d of %d)",
+            what,
+            self.hostname,
+            reason,
+            wait,
+            state.attempt_number,
+            self._max_attempts,
+        )
+
+
+# --------------------------------------------------------------------------------------------- helpers
+
+
+def bulk_import_body(contacts: list[dict[str, Any]], *, exclude_automations: bool = False) -> bytes:
+    """The exact bytes POSTed to /import/bulk_import, checked against ActiveCampaign's limits.
+
+    List ids in subscribe/unsubscribe are sent as strings, as the published schema declares them.
+    """
+    if not contacts:
+        raise ValueError("bulk_import needs at least one contact")
+    if len(contacts) > MAX_BULK_CONTACTS:
+        raise ValueError(
+            f"bulk_import got {len(contacts)} contacts; "
+            f"ActiveCampaign accepts at most {MAX_BULK_CONTACTS} per request"
+        )
+    payload = {
+        "contacts": [_with_string_list_ids(contact) for contact in contacts],
+        "exclude_automations": exclude_automations,
+    }
+    content = json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+    if len(content) >= MAX_BULK_BODY_BYTES:
+        raise ValueError(
+            f"bulk_import body is {len(content):,} bytes; "
+            f"ActiveCampaign accepts under {MAX_BULK_BODY_BYTES:,}: "
+            "send fewer contacts per request"
+        )
+    return content
+
+
+def _with_string_list_ids(contact: dict[str, Any]) -> dict[str, Any]:
+    if not any(key in contact for key in ("subscribe", "unsubscribe")):
+        return contact
+    out = dict(contact)
+    for key in ("subscribe", "unsubscribe"):
+        if isinstance(out.get(key), list):
+            out[key] = [
+                {**item, "listid": str(item["listid"])}
+                if isinstance(item, dict) and "listid" in item
+                else item
+                for item in out[key]
+            ]
+    return out
+
+
+def client_for(hostname: str, api_key: str, settings: Settings) -> ActiveCampaignClient:
+    """A client for an account, paced by the process-wide budget of that account."""
+    allow_loopback = not settings.running_in_azure
+    host = validate_hostname(
+        hostname, allowed_suffixes=settings.allowed_host_suffixes, allow_loopback=allow_loopback
+    )
+    return ActiveCampaignClient(
+        host,
+        api_key,
+        pacer=shared_pacer(host, settings.requests_per_second, settings.bulk_imports_per_minute),
+        allowed_suffixes=settings.allowed_host_suffixes,
+        allow_loopback=allow_loopback,
+    )
+
+
+def _json_or_none(response: httpx.Response) -> Any:
+    try:
+        return response.json()
+    except (ValueError, UnicodeDecodeError):
+        return None
+
+
+def _object(body: dict[str, Any], key: str, what: str) -> dict[str, Any]:
+    value = body.get(key)
+    if not isinstance(value, dict):
+        raise UnexpectedResponse(f"{what} answered without a '{key}' object")
+    return value
+
+
+def _custom_field(item: object) -> CustomField:
+    if not isinstance(item, dict):
+        raise UnexpectedResponse("GET /fields answered with a field that is not an object")
+    field_id = _int_or_none(item.get("id"))
+    if field_id is None:
+        raise UnexpectedResponse("GET /fields answered with a field without a numeric id")
+    return CustomField(
+        id=field_id, perstag=str(item.get("perstag") or ""), title=str(item.get("title") or "")
+    )
+
+
+def _int_or_none(value: object) -> int | None:
+    # ActiveCampaign sends most ids and counts as strings ("12").
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str) and value.strip().isdigit():
+        return int(value.strip())
+    return None
+
+
+def _error_text(item: object) -> str:
+    if isinstance(item, dict):
+        parts = [str(item[k]) for k in ("title", "detail") if item.get(k)]
+        return ": ".join(parts) or "error"
+    return str(item)
+
+
+def _scrub(text: str, api_key: str) -> str:
+    """Error text from ActiveCampaign, safe to log: never the key, emails masked."""
+    if api_key:
+        text = text.replace(api_key, "[api key]")
+    return _EMAIL.sub(lambda m: f"{m.group(1)}***@{m.group(2)}", text)
