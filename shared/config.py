@@ -1,0 +1,415 @@
+"""The configuration document: connections (ActiveCampaign accounts) and exports (segment -> list).
+
+The document is JSON, validated against `schemas/config.schema.json` (the one source of truth for its
+shape, also usable by editors) and then cross-checked here (hostnames, connection references). Every
+mistake is reported at once, each as `<json path>: <what is wrong and how to fix it>`, because the
+people editing it are not the people who wrote the code. See docs/configuration.md.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import re
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from functools import cache
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal, cast
+
+import jsonschema
+from jsonschema.exceptions import ValidationError
+
+from shared.hosts import HostError, validate_hostname
+
+Trigger = Literal["scheduled", "manual"]
+Mode = Literal["upsert", "mirror"]
+
+DEFAULT_MAX_REMOVAL_SHARE = 0.2
+NAME_RULE = "1-63 characters of lower-case letters, digits and '-', starting with a letter or digit"
+
+_PathPart = str | int
+_PLAIN_KEY = re.compile(r"^[A-Za-z0-9_%-]+$")
+_NAME = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")  # same rule as $defs/name in the schema
+
+
+class ConfigError(ValueError):
+    """The document is invalid. `errors` lists every problem, each starting with its JSON path."""
+
+    def __init__(self, errors: Sequence[str]) -> None:
+        self.errors = list(errors)
+        super().__init__("invalid configuration:\n" + "\n".join(f"- {e}" for e in self.errors))
+
+
+@dataclass(frozen=True)
+class Connection:
+    name: str
+    display_name: str
+    hostname: str  # normalised by hosts.validate_hostname
+    api_key_secret: str  # name of the secret, never the key itself
+    allow_contributors: bool = False
+    # Without consent the connection may be saved, but the pipeline must send nothing through it.
+    data_privacy_consent: bool = False
+
+
+@dataclass(frozen=True)
+class SegmentSource:
+    container: str
+    folder: str  # "" = the container root; never starts or ends with "/"
+    segment: str
+
+
+@dataclass(frozen=True)
+class FieldMapping:
+    email: str
+    first_name: str | None = None
+    last_name: str | None = None
+    phone: str | None = None
+    fields: dict[str, str] = field(default_factory=dict)  # AC perstag or numeric id -> profile column
+    tags: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class ExportConfig:
+    name: str
+    connection: str
+    source: SegmentSource
+    list_id: int
+    mapping: FieldMapping
+    enabled: bool = True
+    trigger: Trigger = "scheduled"
+    mode: Mode = "upsert"
+    exclude_automations: bool = False
+    full_resync_every_days: int | None = None
+    max_removal_share: float = DEFAULT_MAX_REMOVAL_SHARE
+    max_contacts: int | None = None
+
+
+@dataclass(frozen=True)
+class Config:
+    connections: dict[str, Connection] = field(default_factory=dict)
+    exports: dict[str, ExportConfig] = field(default_factory=dict)
+
+
+# --- schema -------------------------------------------------------------------------------------
+
+
+@cache
+def config_schema() -> dict[str, Any]:
+    """The JSON Schema of the whole document (also served to the UI/editors)."""
+    text = resources.files("shared").joinpath("schemas/config.schema.json").read_text(encoding="utf-8")
+    return cast(dict[str, Any], json.loads(text))
+
+
+def _is_strict_integer(_checker: object, instance: object) -> bool:
+    # JSON Schema counts 3.0 as an integer; a list ID or a day count written as 3.0 is a typo.
+    return isinstance(instance, int) and not isinstance(instance, bool)
+
+
+_Validator = jsonschema.validators.extend(  # type: ignore[no-untyped-call]  # untyped in the stubs
+    jsonschema.Draft202012Validator,
+    type_checker=jsonschema.Draft202012Validator.TYPE_CHECKER.redefine("integer", _is_strict_integer),
+)
+
+
+@cache
+def _validator(definition: str | None) -> jsonschema.protocols.Validator:
+    schema = config_schema()
+    if definition is not None:
+        # Validate one item (an HTTP API body) against its definition, reusing the same $defs.
+        schema = {"$schema": schema["$schema"], "$defs": schema["$defs"], "$ref": f"#/$defs/{definition}"}
+    return cast(jsonschema.protocols.Validator, _Validator(schema))
+
+
+# --- error messages -----------------------------------------------------------------------------
+
+
+def format_path(parts: Iterable[_PathPart]) -> str:
+    """`exports.vip.mapping.tags[0]`; keys that are not plain words are quoted: `fields["a b"]`."""
+    out = ""
+    for part in parts:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif _PLAIN_KEY.match(part):
+            out += f".{part}" if out else part
+        else:
+            out += f"[{json.dumps(part, ensure_ascii=False)}]"
+    return out or "(root)"
+
+
+def _show(value: object, limit: int = 60) -> str:
+    text = json.dumps(value, ensure_ascii=False, default=repr)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _resolve(schema: Mapping[str, Any]) -> Mapping[str, Any]:
+    ref = schema.get("$ref")
+    if isinstance(ref, str) and ref.startswith("#/$defs/"):
+        return cast(Mapping[str, Any], config_schema()["$defs"][ref.removeprefix("#/$defs/")])
+    return schema
+
+
+def _expect(schema: Mapping[str, Any]) -> str:
+    found = schema.get("x-expect") or _resolve(schema).get("x-expect")
+    return str(found) if found else "is not valid"
+
+
+def _suggest(word: str, choices: Iterable[str]) -> str | None:
+    options = list(choices)
+    for option in options:
+        if option.lower() == word.lower():
+            return option
+    close = difflib.get_close_matches(word, options, n=1, cutoff=0.6)
+    return close[0] if close else None
+
+
+def _messages(error: ValidationError, prefix: Sequence[_PathPart]) -> Iterator[str]:
+    path = [*prefix, *error.absolute_path]
+    schema = cast(Mapping[str, Any], error.schema)
+    if "propertyNames" in error.relative_schema_path:
+        # The instance is the offending key itself, so point at it.
+        yield f"{format_path([*path, str(error.instance)])}: invalid name: {_expect(schema)}"
+    elif error.validator == "required":
+        properties = cast(Mapping[str, Any], schema.get("properties", {}))
+        instance = cast(Mapping[str, Any], error.instance)
+        for name in cast(list[str], error.validator_value):
+            if name in instance:
+                continue
+            sub = cast(Mapping[str, Any], properties.get(name, {}))
+            hint = sub.get("x-required") or f"add it; it {_expect(sub)}"
+            yield f"{format_path([*path, name])}: required: {hint}"
+    elif error.validator == "additionalProperties" and isinstance(error.instance, dict):
+        known = list(cast(Mapping[str, Any], schema.get("properties", {})))
+        for key in error.instance:
+            if key in known:
+                continue
+            guess = _suggest(key, known)
+            hint = f"did you mean '{guess}'?" if guess else "known fields: " + ", ".join(known)
+            yield f"{format_path([*path, key])}: unknown field ({hint})"
+    elif error.validator == "uniqueItems":
+        yield f"{format_path(path)}: {_expect(schema)}; remove the repeated entries"
+    else:
+        yield f"{format_path(path)}: {_expect(schema)}, got {_show(error.instance)}"
+
+
+def _schema_errors(instance: object, definition: str | None, prefix: Sequence[_PathPart]) -> list[str]:
+    errors = sorted(
+        _validator(definition).iter_errors(cast(Any, instance)), key=lambda e: [str(p) for p in e.path]
+    )
+    out: list[str] = []
+    for error in errors:
+        for message in _messages(error, prefix):
+            if message not in out:  # e.g. `pattern` and `not` on the same value say the same thing
+                out.append(message)
+    return out
+
+
+def _name_errors(kind: str, name: object) -> list[str]:
+    if isinstance(name, str) and _NAME.fullmatch(name):
+        return []
+    return [f"name: invalid {kind} name {_show(name)}: must be {NAME_RULE}"]
+
+
+def _hostname_errors(doc: object, path: Sequence[_PathPart], **trust: Any) -> list[str]:
+    if not isinstance(doc, dict) or not isinstance(doc.get("hostname"), str) or not doc["hostname"]:
+        return []  # missing or wrong type: already reported by the schema
+    try:
+        validate_hostname(doc["hostname"], **trust)
+    except HostError as exc:
+        return [f"{format_path([*path, 'hostname'])}: {exc}"]
+    return []
+
+
+def _connection_ref_errors(doc: object, path: Sequence[_PathPart], connections: Collection[str]) -> list[str]:
+    if not isinstance(doc, dict) or not isinstance(doc.get("connection"), str):
+        return []
+    ref = doc["connection"]
+    if ref in connections:
+        return []
+    where = format_path([*path, "connection"])
+    if not connections:
+        return [f"{where}: unknown connection '{ref}': none are defined; add one under 'connections' first"]
+    guess = _suggest(ref, connections)
+    hint = f" (did you mean '{guess}'?)" if guess else ""
+    names = ", ".join(sorted(connections))
+    return [f"{where}: unknown connection '{ref}'{hint}; defined connections: {names}"]
+
+
+# --- building the dataclasses (only from documents that passed validation) -----------------------
+
+
+def _build_connection(name: str, doc: Mapping[str, Any], **trust: Any) -> Connection:
+    return Connection(
+        name=name,
+        display_name=doc["displayName"],
+        hostname=validate_hostname(doc["hostname"], **trust),
+        api_key_secret=doc["apiKeySecret"],
+        allow_contributors=doc.get("allowContributors", False),
+        data_privacy_consent=doc.get("dataPrivacyConsent", False),
+    )
+
+
+def _build_export(name: str, doc: Mapping[str, Any]) -> ExportConfig:
+    source, mapping = doc["source"], doc["mapping"]
+    max_removal_share = doc.get("maxRemovalShare", DEFAULT_MAX_REMOVAL_SHARE)
+    return ExportConfig(
+        name=name,
+        connection=doc["connection"],
+        source=SegmentSource(
+            container=source["container"],
+            folder=source.get("folder", "").rstrip("/"),
+            segment=source["segment"],
+        ),
+        list_id=doc["listId"],
+        mapping=FieldMapping(
+            email=mapping["email"],
+            first_name=mapping.get("firstName"),
+            last_name=mapping.get("lastName"),
+            phone=mapping.get("phone"),
+            fields=dict(mapping.get("fields", {})),
+            tags=tuple(mapping.get("tags", ())),
+        ),
+        enabled=doc.get("enabled", True),
+        trigger=doc.get("trigger", "scheduled"),
+        mode=doc.get("mode", "upsert"),
+        exclude_automations=doc.get("excludeAutomations", False),
+        full_resync_every_days=doc.get("fullResyncEveryDays"),
+        max_removal_share=float(max_removal_share),
+        max_contacts=doc.get("maxContacts"),
+    )
+
+
+# --- public API ---------------------------------------------------------------------------------
+
+
+def parse_config(doc: object, *, allowed_suffixes: tuple[str, ...], allow_loopback: bool) -> Config:
+    """Validate a whole document (already JSON-decoded) and return it typed. Raises ConfigError."""
+    trust: dict[str, Any] = {"allowed_suffixes": allowed_suffixes, "allow_loopback": allow_loopback}
+    errors = _schema_errors(doc, None, ())
+    if not isinstance(doc, dict):
+        raise ConfigError(errors)
+    connections = doc.get("connections", {})
+    exports = doc.get("exports", {})
+    connection_names: list[str] = list(connections) if isinstance(connections, dict) else []
+    if isinstance(connections, dict):
+        for name, item in connections.items():
+            errors += _hostname_errors(item, ("connections", name), **trust)
+    if isinstance(exports, dict):
+        for name, item in exports.items():
+            errors += _connection_ref_errors(item, ("exports", name), connection_names)
+    if errors:
+        raise ConfigError(sorted(errors))  # by path, so the problems of one item read together
+    return Config(
+        connections={name: _build_connection(name, item, **trust) for name, item in connections.items()},
+        exports={name: _build_export(name, item) for name, item in exports.items()},
+    )
+
+
+def parse_connection(
+    name: str, doc: object, *, allowed_suffixes: tuple[str, ...], allow_loopback: bool
+) -> Connection:
+    """Validate one connection (an HTTP API body). Error paths start at the item: `hostname: ...`;
+    a bad `name` (from the URL) is reported as `name: ...`."""
+    trust: dict[str, Any] = {"allowed_suffixes": allowed_suffixes, "allow_loopback": allow_loopback}
+    errors = _name_errors("connection", name)
+    errors += _schema_errors(doc, "connection", ())
+    errors += _hostname_errors(doc, (), **trust)
+    if errors:
+        raise ConfigError(errors)
+    return _build_connection(name, cast(Mapping[str, Any], doc), **trust)
+
+
+def parse_export(name: str, doc: object, connections: Collection[str]) -> ExportConfig:
+    """Validate one export against the existing connection names (a dict of them works too).
+
+    Error paths start at the item: `mapping.email: required: ...`.
+    """
+    errors = _name_errors("export", name)
+    errors += _schema_errors(doc, "export", ())
+    errors += _connection_ref_errors(doc, (), connections)
+    if errors:
+        raise ConfigError(errors)
+    return _build_export(name, cast(Mapping[str, Any], doc))
+
+
+def _reject_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    seen: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in seen:
+            # json.loads would silently keep the last one: a half-edited export would go unnoticed.
+            raise ValueError(f"duplicate key {key!r}")
+        seen[key] = value
+    return seen
+
+
+def load_config_text(
+    text: str, *, source: str = "config", allowed_suffixes: tuple[str, ...], allow_loopback: bool
+) -> Config:
+    """Parse a JSON text; syntax errors are reported with line and column."""
+    try:
+        doc = json.loads(text, object_pairs_hook=_reject_duplicate_keys)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(
+            [f"{source}: line {exc.lineno}, column {exc.colno}: invalid JSON: {exc.msg}"]
+        ) from None
+    except ValueError as exc:
+        raise ConfigError([f"{source}: invalid JSON: {exc}; keep one of them"]) from None
+    return parse_config(doc, allowed_suffixes=allowed_suffixes, allow_loopback=allow_loopback)
+
+
+def load_config_file(path: str | Path, *, allowed_suffixes: tuple[str, ...], allow_loopback: bool) -> Config:
+    """Read and parse a configuration file (UTF-8, a byte-order mark from Windows editors is fine)."""
+    try:
+        text = Path(path).read_bytes().decode("utf-8-sig")
+    except OSError as exc:
+        raise ConfigError([f"{path}: cannot read the configuration file: {exc.strerror}"]) from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError([f"{path}: not UTF-8 text (byte {exc.start}): save the file as UTF-8"]) from None
+    return load_config_text(
+        text, source=str(path), allowed_suffixes=allowed_suffixes, allow_loopback=allow_loopback
+    )
+
+
+def connection_to_document(connection: Connection) -> dict[str, Any]:
+    return {
+        "displayName": connection.display_name,
+        "hostname": connection.hostname,
+        "apiKeySecret": connection.api_key_secret,
+        "allowContributors": connection.allow_contributors,
+        "dataPrivacyConsent": connection.data_privacy_consent,
+    }
+
+
+def export_to_document(export: ExportConfig) -> dict[str, Any]:
+    m = export.mapping
+    mapping: dict[str, Any] = {"email": m.email}
+    optional = (("firstName", m.first_name), ("lastName", m.last_name), ("phone", m.phone))
+    mapping.update({key: value for key, value in optional if value is not None})
+    mapping["fields"] = dict(m.fields)
+    mapping["tags"] = list(m.tags)
+    return {
+        "connection": export.connection,
+        "source": {
+            "container": export.source.container,
+            "folder": export.source.folder,
+            "segment": export.source.segment,
+        },
+        "listId": export.list_id,
+        "mapping": mapping,
+        "enabled": export.enabled,
+        "trigger": export.trigger,
+        "mode": export.mode,
+        "excludeAutomations": export.exclude_automations,
+        "fullResyncEveryDays": export.full_resync_every_days,
+        "maxRemovalShare": export.max_removal_share,
+        "maxContacts": export.max_contacts,
+    }
+
+
+def config_to_document(config: Config) -> dict[str, Any]:
+    """The inverse of parse_config: camelCase JSON with every default written out."""
+    return {
+        "connections": {name: connection_to_document(c) for name, c in config.connections.items()},
+        "exports": {name: export_to_document(e) for name, e in config.exports.items()},
+    }

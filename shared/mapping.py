@@ -1,0 +1,295 @@
+"""Pure mapping stage: profile row -> ActiveCampaign contact, or a rejection with a stable reason.
+
+This runs for every row of every segment, so the per-row path is a handful of index lookups, one
+compiled regex and no allocations beyond the result; everything that can be resolved once (column
+indexes, field ids) is resolved in `RowMapper.__init__`. Email rules are in docs/configuration.md.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from shared.config import FieldMapping
+
+# Stable rejection reason codes: they appear in run reports and the rejected-rows CSV, so never rename.
+MISSING_EMAIL = "missing_email"
+INVALID_EMAIL = "invalid_email"
+RAGGED_ROW = "ragged_row"  # produced by the segment reader, listed here so all codes live in one place
+FIELD_TOO_LONG = "field_too_long"
+DUPLICATE = "duplicate"  # produced by sync.py's dedup
+REJECTION_REASONS: tuple[str, ...] = (MISSING_EMAIL, INVALID_EMAIL, RAGGED_ROW, FIELD_TOO_LONG, DUPLICATE)
+
+MAX_EMAIL_LENGTH = 254
+MAX_LOCAL_LENGTH = 64
+MAX_DOMAIN_LENGTH = 253
+# ActiveCampaign's first name / last name / phone columns (unverified; a common VARCHAR(255)). Longer
+# values are rejected here rather than failing or being cut off on ActiveCampaign's side.
+MAX_STANDARD_FIELD_LENGTH = 255
+# Custom field values: a text column; the cap also keeps one contact far below the 400,000-byte request.
+MAX_CUSTOM_FIELD_LENGTH = 65_535
+
+# Atom characters of RFC 5322 minus the apostrophe, which ActiveCampaign's own import documentation
+# shows failing ("invalid'character@example.com"). Quoted local parts and IP-literal domains are out.
+_ATOM = r"[a-z0-9!#$%&*+/=?^_`{|}~-]+"
+_LABEL = r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"
+_EMAIL = re.compile(rf"{_ATOM}(?:\.{_ATOM})*@(?:{_LABEL}\.)+[a-z]{{2,63}}")
+_LOCAL = re.compile(rf"{_ATOM}(?:\.{_ATOM})*")
+_DOMAIN_LABEL = re.compile(_LABEL)
+
+
+class MappingError(ValueError):
+    """The mapping does not fit the segment or the ActiveCampaign account; the message says what to fix."""
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    reason: str  # one of REJECTION_REASONS
+    detail: str  # for humans and logs: never contains the email address or other row values
+
+
+@dataclass(frozen=True, slots=True)
+class Contact:
+    email: str  # normalised
+    first_name: str | None = None
+    last_name: str | None = None
+    phone: str | None = None
+    fields: tuple[tuple[int, str], ...] = ()  # (custom field id, value), sorted by id
+
+
+_MISSING = Rejection(MISSING_EMAIL, "the email column is empty")
+
+
+def _explain_invalid(email: str) -> str:
+    """Why a trimmed, ASCII, lower-cased address failed (slow path: only for rejected rows)."""
+    if any(ch.isspace() for ch in email):
+        return "the address contains whitespace"
+    if email.count("@") != 1:
+        return "the address must contain exactly one '@'" + (" (found none)" if "@" not in email else "")
+    if len(email) > MAX_EMAIL_LENGTH:
+        return f"the address is longer than {MAX_EMAIL_LENGTH} characters"
+    local, domain = email.split("@")
+    if not local:
+        return "the part before '@' is empty"
+    if len(local) > MAX_LOCAL_LENGTH:
+        return f"the part before '@' is longer than {MAX_LOCAL_LENGTH} characters"
+    if local.startswith('"'):
+        return "quoted local parts are not accepted"
+    if not _LOCAL.fullmatch(local):
+        if local.startswith(".") or local.endswith(".") or ".." in local:
+            return "the part before '@' has a leading, trailing or double dot"
+        return "the part before '@' has a character other than letters, digits and .!#$%&*+/=?^_`{|}~-"
+    if not domain:
+        return "the domain is empty"
+    if len(domain) > MAX_DOMAIN_LENGTH:
+        return f"the domain is longer than {MAX_DOMAIN_LENGTH} characters"
+    labels = domain.split(".")
+    if len(labels) < 2:
+        return "the domain has no dot (e.g. 'example.com')"
+    if not all(_DOMAIN_LABEL.fullmatch(label) for label in labels[:-1]):
+        return (
+            "a domain label is empty, longer than 63, has a character other than letters, digits and '-', "
+            "or starts or ends with '-'"
+        )
+    return "the top-level domain must be at least 2 letters"
+
+
+def normalize_email(raw: str) -> str | Rejection:
+    """Trim and lower-case an address; return it, or a Rejection if ActiveCampaign would not accept it.
+
+    Idempotent: a returned address normalises to itself.
+    """
+    email = raw.strip()
+    if not email:
+        return _MISSING
+    # Checked before lower(): some non-ASCII letters lower-case to ASCII (Kelvin sign -> 'k').
+    if not email.isascii():
+        return Rejection(INVALID_EMAIL, "the address has non-ASCII characters (ActiveCampaign refuses them)")
+    email = email.lower()
+    if len(email) <= MAX_EMAIL_LENGTH and _EMAIL.fullmatch(email) and email.index("@") <= MAX_LOCAL_LENGTH:
+        return email
+    return Rejection(INVALID_EMAIL, _explain_invalid(email))
+
+
+def _strip_perstag(key: str) -> str:
+    return key.strip().strip("%").upper()
+
+
+def resolve_fields(fields: Mapping[str, str], ac_fields: Iterable[tuple[int, str]]) -> dict[str, int]:
+    """Turn the mapping's `fields` (perstag or numeric id -> column) into column -> field id.
+
+    `ac_fields` are (id, perstag) pairs from ActiveCampaign (`GET /fields`). Perstags match with or
+    without `%...%` and in any case. Raises MappingError listing every unknown key and what exists.
+    """
+    by_id: dict[int, str] = {}
+    by_tag: dict[str, int] = {}
+    for raw_id, perstag in ac_fields:
+        by_id[int(raw_id)] = perstag
+        by_tag[_strip_perstag(perstag)] = int(raw_id)
+    resolved: dict[str, int] = {}
+    unknown: list[str] = []
+    problems: list[str] = []
+    for key, column in fields.items():
+        text = key.strip()
+        field_id: int | None
+        if text.isdigit():
+            field_id = int(text) if int(text) in by_id else None
+        else:
+            field_id = by_tag.get(_strip_perstag(text))
+        if field_id is None:
+            unknown.append(key)
+        elif column in resolved and resolved[column] != field_id:
+            problems.append(
+                f"column '{column}' is mapped to two custom fields ({by_id[resolved[column]]} and "
+                f"{by_id[field_id]}): map each column to one field"
+            )
+        elif field_id in resolved.values() and resolved.get(column) != field_id:
+            problems.append(f"custom field {by_id[field_id]} (id {field_id}) is mapped twice: keep one")
+        else:
+            resolved[column] = field_id
+    if unknown:
+        available = ", ".join(f"{tag} (id {fid})" for fid, tag in sorted(by_id.items())) or "none"
+        problems.insert(
+            0,
+            "unknown ActiveCampaign custom field(s): "
+            + ", ".join(f"'{key}'" for key in unknown)
+            + f"; fields on this account: {available}. "
+            + "Create the field in ActiveCampaign or fix the perstag/id",
+        )
+    if problems:
+        raise MappingError("; ".join(problems))
+    return resolved
+
+
+def _find_column(wanted: str, columns: Sequence[str]) -> int | str:
+    """The index of `wanted`, allowing a unique case-insensitive match; else why not (a message)."""
+    if wanted in columns:
+        return columns.index(wanted)
+    folded = wanted.strip().casefold()
+    matches = [i for i, name in enumerate(columns) if name.strip().casefold() == folded]
+    if len(matches) == 1:
+        return matches[0]
+    if matches:
+        names = ", ".join(f"'{columns[i]}'" for i in matches)
+        return f"'{wanted}' matches several columns ({names}): use the exact name"
+    return f"'{wanted}'"
+
+
+class RowMapper:
+    """Maps rows of one snapshot (fixed columns) to contacts. Construct once per snapshot."""
+
+    __slots__ = ("_email", "_field_cols", "_first", "_last", "_phone", "_width")
+
+    def __init__(self, mapping: FieldMapping, columns: Sequence[str], field_ids: Mapping[str, int]) -> None:
+        columns = list(columns)
+        wanted: list[tuple[str, str]] = [("email", mapping.email)]
+        wanted += [
+            (role, column)
+            for role, column in (
+                ("firstName", mapping.first_name),
+                ("lastName", mapping.last_name),
+                ("phone", mapping.phone),
+            )
+            if column is not None
+        ]
+        wanted += [(f"fields (id {fid})", column) for column, fid in field_ids.items()]
+        indexes: dict[str, int] = {}
+        missing: list[str] = []
+        for role, column in wanted:
+            found = _find_column(column, columns)
+            if isinstance(found, int):
+                indexes[column] = found
+            else:
+                missing.append(f"{role} -> {found}")
+        if missing:
+            raise MappingError(
+                "mapped column(s) not in the segment: "
+                + "; ".join(missing)
+                + ". Columns in the segment: "
+                + (", ".join(f"'{c}'" for c in columns) or "none")
+            )
+        self._width = len(columns)
+        self._email = indexes[mapping.email]
+        # (index, column) per standard field, or None: unrolled in map_row, which runs for every row.
+        self._first, self._last, self._phone = (
+            None if column is None else (indexes[column], column)
+            for column in (mapping.first_name, mapping.last_name, mapping.phone)
+        )
+        self._field_cols: tuple[tuple[int, int, str], ...] = tuple(
+            sorted((fid, indexes[column], column) for column, fid in field_ids.items())
+        )
+
+    @property
+    def width(self) -> int:
+        return self._width
+
+    def map_row(self, values: Sequence[str]) -> Contact | Rejection:
+        if len(values) != self._width:
+            return Rejection(
+                RAGGED_ROW, f"the row has {len(values)} values, the segment {self._width} columns"
+            )
+        email = normalize_email(values[self._email])
+        if email.__class__ is Rejection:  # cheaper than isinstance, and Rejection has no subclasses
+            return email
+        first = last = phone = None
+        if self._first is not None:
+            first = values[self._first[0]].strip() or None
+        if self._last is not None:
+            last = values[self._last[0]].strip() or None
+        if self._phone is not None:
+            phone = values[self._phone[0]].strip() or None
+        # `or None`: "" would blank the value on ActiveCampaign's side, so the key is left out instead.
+        if (
+            (first is not None and len(first) > MAX_STANDARD_FIELD_LENGTH)
+            or (last is not None and len(last) > MAX_STANDARD_FIELD_LENGTH)
+            or (phone is not None and len(phone) > MAX_STANDARD_FIELD_LENGTH)
+        ):
+            return self._too_long(values)
+        fields: tuple[tuple[int, str], ...] = ()
+        if self._field_cols:
+            collected = []
+            for field_id, index, _column in self._field_cols:
+                value = values[index].strip()
+                if value:
+                    if len(value) > MAX_CUSTOM_FIELD_LENGTH:
+                        return self._too_long(values)
+                    collected.append((field_id, value))
+            fields = tuple(collected)
+        return Contact(email, first, last, phone, fields)  # type: ignore[arg-type]
+
+    def _too_long(self, values: Sequence[str]) -> Rejection:
+        """Slow path: name the first over-long column (by name and length, never its value)."""
+        standard = (self._first, self._last, self._phone)
+        limits = [(slot, MAX_STANDARD_FIELD_LENGTH) for slot in standard if slot is not None]
+        limits += [((index, column), MAX_CUSTOM_FIELD_LENGTH) for _fid, index, column in self._field_cols]
+        for (index, column), limit in limits:
+            length = len(values[index].strip())
+            if length > limit:
+                return Rejection(
+                    FIELD_TOO_LONG, f"column '{column}' has {length} characters; at most {limit} are sent"
+                )
+        raise AssertionError("_too_long called for a row without an over-long value")
+
+
+def contact_payload(
+    contact: Contact, *, list_id: int, tags: Sequence[str] = (), unsubscribe: bool = False
+) -> dict[str, Any]:
+    """One contact of a `POST /import/bulk_import` body, in the documented shape; absent values omitted.
+
+    `listid` is a string because the documented schema types it so (the API also takes numbers).
+    """
+    payload: dict[str, Any] = {"email": contact.email}
+    if contact.first_name is not None:
+        payload["first_name"] = contact.first_name
+    if contact.last_name is not None:
+        payload["last_name"] = contact.last_name
+    if contact.phone is not None:
+        payload["phone"] = contact.phone
+    if tags:
+        payload["tags"] = list(tags)
+    if contact.fields:
+        payload["fields"] = [{"id": field_id, "value": value} for field_id, value in contact.fields]
+    payload["unsubscribe" if unsubscribe else "subscribe"] = [{"listid": str(list_id)}]
+    return payload
