@@ -21,7 +21,14 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 import httpx
-from tenacity import RetryCallState, RetryError, Retrying, retry_if_exception_type, wait_exponential_jitter
+from tenacity import (
+    RetryCallState,
+    RetryError,
+    Retrying,
+    retry_if_exception_type,
+    wait_exponential,
+    wait_random,
+)
 
 from shared.hosts import base_url, validate_hostname
 
@@ -273,8 +280,9 @@ class ActiveCampaignClient:
         self._pacer = pacer
         self._max_attempts = max_attempts
         self._max_retry_seconds = max_retry_seconds
-        self._backoff = wait_exponential_jitter(
-            initial=backoff_initial, max=backoff_max, jitter=backoff_initial
+        # Exponential backoff plus jitter, so clients that failed together do not retry together.
+        self._backoff = wait_exponential(multiplier=backoff_initial, max=backoff_max) + wait_random(
+            0, backoff_initial
         )
         self._sleep = sleep
         self._http = httpx.Client(

@@ -1,0 +1,352 @@
+"""ActiveCampaignClient: unit tests over an in-process transport, then over real HTTP to the sandbox."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import yaml
+from openapi_schema_validator import OAS30Validator
+
+from shared.activecampaign import (
+    MAX_BULK_BODY_BYTES,
+    ActiveCampaignClient,
+    ActiveCampaignError,
+    BulkImportRejected,
+    InvalidApiKey,
+    ListNotFound,
+    Pacer,
+    Unavailable,
+    UnexpectedResponse,
+    client_for,
+)
+from shared.hosts import HostError
+from shared.settings import DEFAULT_ALLOWED_HOST_SUFFIXES, load_settings
+
+REFERENCE = Path("/work/shared/reference")
+HOST = "acme.api-us1.com"
+KEY = "k3y-ab12cd34ef56-secret"
+Handler = Callable[[httpx.Request], httpx.Response]
+
+
+def _bulk_schema() -> dict[str, Any]:
+    spec = yaml.safe_load((REFERENCE / "activecampaign-openapi-bulk-import.yml").read_text())
+    op = spec["paths"]["/import/bulk_import"]["post"]
+    schema: dict[str, Any] = op["requestBody"]["content"]["application/json"]["schema"]
+    return schema
+
+
+BULK_VALIDATOR = OAS30Validator(_bulk_schema())
+
+
+class Recorder:
+    """A MockTransport handler answering from a script and keeping every request it saw."""
+
+    def __init__(self, *answers: httpx.Response | Handler) -> None:
+        self.answers = list(answers)
+        self.requests: list[httpx.Request] = []
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        self.requests.append(request)
+        answer = self.answers.pop(0) if len(self.answers) > 1 else self.answers[0]
+        return answer(request) if callable(answer) else answer
+
+
+class Sleeps:
+    def __init__(self) -> None:
+        self.waits: list[float] = []
+
+    def __call__(self, seconds: float) -> None:
+        self.waits.append(seconds)
+
+
+def free_pacer() -> Pacer:
+    """A pacer that never actually sleeps, so unit tests measure the client, not the pacing."""
+    return Pacer(1000.0, 100_000.0, sleep=lambda _s: None)
+
+
+def make_client(handler: Recorder, *, sleep: Sleeps | None = None, **kwargs: Any) -> ActiveCampaignClient:
+    options: dict[str, Any] = {
+        "pacer": free_pacer(),
+        "allowed_suffixes": DEFAULT_ALLOWED_HOST_SUFFIXES,
+        "allow_loopback": False,
+        "transport": httpx.MockTransport(handler),
+        "sleep": sleep or Sleeps(),
+        "max_attempts": 4,
+    }
+    options.update(kwargs)
+    return ActiveCampaignClient(HOST, KEY, **options)
+
+
+def ok(body: object, status: int = 200, **headers: str) -> httpx.Response:
+    return httpx.Response(status, json=body, headers=headers)
+
+
+def contact(i: int, **extra: Any) -> dict[str, Any]:
+    return {"email": f"person{i}@example.com", "subscribe": [{"listid": "1"}], **extra}
+
+
+QUEUED = ok({"success": 1, "queued_contacts": 1, "batchId": "b-1", "message": "Contact import queued"})
+
+
+# -------------------------------------------------------------------------------- unit: transport
+
+
+def test_a_client_cannot_be_built_for_a_host_outside_activecampaign():
+    with pytest.raises(HostError):
+        ActiveCampaignClient(
+            "acme.example.com",
+            KEY,
+            pacer=free_pacer(),
+            allowed_suffixes=DEFAULT_ALLOWED_HOST_SUFFIXES,
+            allow_loopback=False,
+        )
+
+
+def test_requests_go_over_https_with_the_api_token_header():
+    recorder = Recorder(ok({"user": {"id": "1", "username": "admin"}}))
+    with make_client(recorder) as client:
+        user = client.check_connection()
+    assert user["username"] == "admin"
+    request = recorder.requests[0]
+    assert str(request.url) == f"https://{HOST}/api/3/users/me"
+    assert request.headers["Api-Token"] == KEY
+
+
+def test_set_api_key_sends_the_new_key_from_then_on():
+    recorder = Recorder(ok({"user": {"id": "1"}}))
+    with make_client(recorder) as client:
+        client.set_api_key("rotated-key")
+        client.check_connection()
+    assert recorder.requests[0].headers["Api-Token"] == "rotated-key"
+
+
+@pytest.mark.parametrize("bad", ["", "   ", "abc\r\nX-Injected: 1"])
+def test_an_unusable_key_is_refused_without_echoing_it(bad):
+    with make_client(Recorder(ok({}))) as client, pytest.raises(ValueError, match="API key") as info:
+        client.set_api_key(bad)
+    assert "Injected" not in str(info.value)
+
+
+def test_a_redirect_is_an_error_and_is_not_followed():
+    recorder = Recorder(httpx.Response(302, headers={"Location": "https://collector.example.net/steal"}))
+    with make_client(recorder) as client, pytest.raises(UnexpectedResponse, match=r"collector\.example\.net"):
+        client.check_connection()
+    assert len(recorder.requests) == 1
+
+
+def test_an_html_page_with_200_is_not_success():
+    page = httpx.Response(200, text="<html>Login</html>", headers={"Content-Type": "text/html"})
+    with make_client(Recorder(page)) as client, pytest.raises(UnexpectedResponse, match="text/html"):
+        client.get_list(1)
+
+
+# -------------------------------------------------------------------------------- unit: errors
+
+
+def test_403_says_the_key_is_wrong_or_revoked_and_where_to_get_one_without_the_key():
+    echo = ok({"message": f"You are not authorized to access this resource with {KEY}"}, 403)
+    with make_client(Recorder(echo)) as client, pytest.raises(InvalidApiKey) as info:
+        client.check_connection()
+    text = str(info.value)
+    assert "wrong or has been revoked" in text
+    assert "Settings > Developer" in text
+    assert KEY not in text
+
+
+def test_404_on_a_list_names_the_list():
+    missing = ok({"message": "No Result found for _List with id 7"}, 404)
+    with make_client(Recorder(missing)) as client, pytest.raises(ListNotFound, match="list 7") as info:
+        client.get_list(7)
+    assert info.value.list_id == 7
+
+
+def test_422_errors_are_surfaced_with_their_titles():
+    body = {"errors": [{"title": "Email address already exists in the system.", "code": "duplicate"}]}
+    recorder = Recorder(ok(body, 422))
+    with make_client(recorder) as client, pytest.raises(ActiveCampaignError, match="already exists") as info:
+        client.check_connection()
+    assert info.value.status == 422
+    assert len(recorder.requests) == 1  # a 4xx is not retried
+
+
+def test_other_4xx_surface_the_message_and_are_not_retried():
+    recorder = Recorder(ok({"message": "Something is off"}, 400))
+    with make_client(recorder) as client, pytest.raises(ActiveCampaignError, match="Something is off"):
+        client.get_list(1)
+    assert len(recorder.requests) == 1
+
+
+def test_bulk_400_with_failure_reasons_gives_every_index_and_masks_emails():
+    body = {
+        "success": 0,
+        "message": "JSON payload did not pass validation.",
+        "failureReasons": [
+            {"contact": 1, "failureReason": "Field 'email' incorrect format: alice@example.com"},
+            {"contact": 3, "failureReason": "Duplicate email"},
+        ],
+    }
+    recorder = Recorder(ok(body, 400))
+    with make_client(recorder) as client, pytest.raises(BulkImportRejected) as info:
+        client.bulk_import([contact(i) for i in range(4)])
+    assert [index for index, _ in info.value.failures] == [1, 3]
+    assert "alice@example.com" not in str(info.value)
+    assert len(recorder.requests) == 1
+
+
+# -------------------------------------------------------------------------------- unit: bodies
+
+
+def test_bulk_body_matches_the_published_schema_with_automations_flag():
+    recorder = Recorder(QUEUED)
+    rich = {
+        "email": "jane@example.com",
+        "first_name": "Jane",
+        "last_name": "Doe",
+        "phone": "+31 20 123 4567",
+        "tags": ["vip"],
+        "fields": [{"id": 1, "value": "gold"}, {"id": 2, "value": "||a||b||"}],
+        "subscribe": [{"listid": 1}],  # an int list id is sent as the string the schema declares
+        "unsubscribe": [{"listid": "3"}],
+    }
+    with make_client(recorder) as client:
+        queued = client.bulk_import([rich, contact(2)], exclude_automations=True)
+    assert queued.batch_id == "b-1"
+    sent = json.loads(recorder.requests[0].content)
+    BULK_VALIDATOR.validate(sent)
+    assert sent["exclude_automations"] is True
+    assert sent["contacts"][0]["subscribe"] == [{"listid": "1"}]
+    assert recorder.requests[0].headers["Content-Type"] == "application/json"
+
+
+def test_more_than_250_contacts_is_refused_before_sending():
+    recorder = Recorder(QUEUED)
+    with make_client(recorder) as client, pytest.raises(ValueError, match="at most 250"):
+        client.bulk_import([contact(i) for i in range(251)])
+    assert recorder.requests == []
+
+
+def test_a_body_of_400000_bytes_or_more_is_refused_before_sending():
+    recorder = Recorder(QUEUED)
+    big = [contact(i, fields=[{"id": 1, "value": "x" * 1700}]) for i in range(240)]
+    assert len(json.dumps({"contacts": big})) >= MAX_BULK_BODY_BYTES
+    with make_client(recorder) as client, pytest.raises(ValueError, match="400,000"):
+        client.bulk_import(big)
+    assert recorder.requests == []
+
+
+def test_import_info_maps_status_false_to_none_and_ids_to_ints():
+    recorder = Recorder(
+        ok({"status": False, "success": [], "failure": []}),
+        ok({"status": "completed", "success": ["12", "13"], "failure": ["bad@example.com"]}),
+    )
+    with make_client(recorder) as client:
+        first = client.import_info("b-1")
+        done = client.import_info("b-1")
+    assert first.status is None
+    assert (done.status, done.success, done.failure) == ("completed", [12, 13], ["bad@example.com"])
+    assert recorder.requests[0].url.params["batchId"] == "b-1"
+
+
+# -------------------------------------------------------------------------------- unit: retries
+
+
+def test_429_waits_as_long_as_retry_after_says_and_logs_without_the_key(caplog):
+    sleeps = Sleeps()
+    recorder = Recorder(ok({"message": "slow down"}, 429, **{"Retry-After": "7"}), ok({"user": {"id": "1"}}))
+    with (
+        caplog.at_level(logging.WARNING, logger="shared.activecampaign"),
+        make_client(recorder, sleep=sleeps) as c,
+    ):
+        c.check_connection()
+    assert sleeps.waits == [7.0]
+    assert len(recorder.requests) == 2
+    retry_logs = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert retry_logs
+    assert "HTTP 429" in retry_logs[0]
+    assert "7.0s" in retry_logs[0]
+    assert all(KEY not in line for line in retry_logs)
+
+
+def test_5xx_backs_off_exponentially_then_succeeds():
+    sleeps = Sleeps()
+    recorder = Recorder(ok({}, 500), ok({}, 502), ok({}, 500), ok({"user": {"id": "1"}}))
+    with make_client(recorder, sleep=sleeps, backoff_initial=1.0) as client:
+        client.check_connection()
+    assert len(recorder.requests) == 4
+    # initial * 2**n plus up to `initial` of jitter: 1..2, 2..3, 4..5
+    for n, wait in enumerate(sleeps.waits):
+        assert 2**n <= wait <= 2**n + 1
+
+
+def test_attempts_run_out_into_unavailable_naming_what_failed():
+    recorder = Recorder(ok({}, 503))
+    with make_client(recorder, max_attempts=3) as client, pytest.raises(Unavailable) as info:
+        client.get_list(1)
+    assert len(recorder.requests) == 3
+    assert "HTTP 503" in str(info.value)
+    assert "GET /lists/1" in str(info.value)
+    assert info.value.attempts == 3
+
+
+def test_a_retry_after_beyond_the_time_cap_gives_up_at_once_instead_of_sleeping():
+    sleeps = Sleeps()
+    recorder = Recorder(ok({}, 429, **{"Retry-After": "600"}))
+    with make_client(recorder, sleep=sleeps, max_retry_seconds=60) as client, pytest.raises(Unavailable):
+        client.check_connection()
+    assert sleeps.waits == []
+    assert len(recorder.requests) == 1
+
+
+def test_403_and_404_are_never_retried():
+    recorder = Recorder(ok({"message": "Forbidden"}, 403))
+    with make_client(recorder) as client, pytest.raises(InvalidApiKey):
+        client.check_connection()
+    assert len(recorder.requests) == 1
+
+
+def test_bulk_rate_limit_400_waits_for_the_bulk_window_then_retries():
+    sleeps = Sleeps()
+    limited = ok(
+        {
+            "success": 0,
+            "message": "Rate limit exceeded.",
+            "failureReasons": ["Up to 100 imports may be requested per minute."],
+        },
+        400,
+    )
+    recorder = Recorder(limited, QUEUED)
+    with make_client(recorder, sleep=sleeps) as client:
+        queued = client.bulk_import([contact(1)])
+    assert queued.batch_id == "b-1"
+    assert sleeps.waits == [60.0]
+
+
+def test_a_dropped_connection_is_retried():
+    calls = []
+
+    def drop_once(request: httpx.Request) -> httpx.Response:
+        calls.append(request)
+        if len(calls) == 1:
+            raise httpx.RemoteProtocolError(
+                "Server disconnected without sending a response.", request=request
+            )
+        return ok({"user": {"id": "1"}})
+
+    with make_client(Recorder(drop_once)) as client:
+        client.check_connection()
+    assert len(calls) == 2
+
+
+def test_client_for_uses_settings_suffixes_and_refuses_loopback_in_azure():
+    local = load_settings({})
+    with client_for("127.0.0.1:9", KEY, local) as client:
+        assert client.hostname == "127.0.0.1:9"
+    in_azure = load_settings({"WEBSITE_INSTANCE_ID": "abc"})
+    with pytest.raises(HostError, match="loopback"):
+        client_for("127.0.0.1:9", KEY, in_azure)
