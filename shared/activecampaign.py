@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import re
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -31,6 +30,7 @@ from tenacity import (
 )
 
 from shared.hosts import base_url, validate_hostname
+from shared.redact import MASK, register_secret_value, scrub
 
 if TYPE_CHECKING:
     from shared.settings import Settings
@@ -46,7 +46,6 @@ DEFAULT_MAX_RETRY_SECONDS = 180.0
 SETTINGS_HINT = "Settings > Developer"
 _BULK_RATE_LIMIT_MESSAGE = "rate limit exceeded"
 _MESSAGE_LIMIT = 300
-_EMAIL = re.compile(r"([A-Za-z0-9._%+'-])[A-Za-z0-9._%+'-]*@([A-Za-z0-9.-]+)")
 
 
 # --------------------------------------------------------------------------------------------- errors
@@ -305,6 +304,8 @@ class ActiveCampaignClient:
             # Would corrupt or inject HTTP headers; never echo the value.
             raise ValueError("the ActiveCampaign API key contains a line break or NUL character")
         self._api_key = key.strip()
+        # Log records anywhere in the process are scrubbed of it too (shared.redact's filter).
+        register_secret_value(self._api_key)
 
     def close(self) -> None:
         self._http.close()
@@ -673,5 +674,5 @@ def _error_text(item: object) -> str:
 def _scrub(text: str, api_key: str) -> str:
     """Error text from ActiveCampaign, safe to log: never the key, emails masked."""
     if api_key:
-        text = text.replace(api_key, "[api key]")
-    return _EMAIL.sub(lambda m: f"{m.group(1)}***@{m.group(2)}", text)
+        text = text.replace(api_key, MASK)
+    return scrub(text)
