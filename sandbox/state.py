@@ -1,0 +1,384 @@
+"""The sandbox account: lists, fields, contacts, memberships, queued batches, and what was served.
+
+Everything sits behind one re-entrant lock; `changed` (a Condition on it) wakes the batch worker
+and whoever waits for the queue to drain.
+"""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from collections import Counter, deque
+from collections.abc import Iterable, Mapping, Sequence
+
+from sandbox.model import (
+    SUBSCRIBED,
+    UNSUBSCRIBED,
+    Batch,
+    BatchOutcome,
+    ContactRecord,
+    FieldSpec,
+    ListInfo,
+    RequestRecord,
+    now_iso,
+)
+from sandbox.validation import ImportContact
+
+
+class SandboxState:
+    def __init__(self, lists: Mapping[int, str], fields: Sequence[FieldSpec]) -> None:
+        self._lock = threading.RLock()
+        self.changed = threading.Condition(self._lock)
+        self._lists = {int(i): ListInfo(int(i), name, now_iso()) for i, name in lists.items()}
+        self._fields = {f.id: f for f in sorted(fields, key=lambda f: f.id)}
+        if len(self._fields) != len(fields):
+            raise ValueError("custom field ids must be unique")
+        self._contacts: dict[str, ContactRecord] = {}
+        self._by_id: dict[int, ContactRecord] = {}
+        self._members: dict[int, dict[str, int]] = {i: {} for i in self._lists}
+        self._opted_out: dict[int, set[str]] = {i: set() for i in self._lists}
+        self._exclusions: set[str] = set()
+        self._batches: dict[str, Batch] = {}
+        self._queue: deque[Batch] = deque()
+        self._log: list[RequestRecord] = []
+        self._counters: Counter[str] = Counter()
+        # (list id, email): a status 2 turned back into 1 (only POST /contactLists can do that).
+        self._resubscriptions: list[tuple[int, str]] = []
+        # (list id, email): bulk subscribes refused because the person had unsubscribed.
+        self._refused: list[tuple[int, str]] = []
+
+    # -- account data -------------------------------------------------------------------------
+
+    def lists(self) -> list[ListInfo]:
+        with self._lock:
+            return list(self._lists.values())
+
+    def get_list(self, list_id: int) -> ListInfo | None:
+        with self._lock:
+            return self._lists.get(list_id)
+
+    def fields(self) -> list[FieldSpec]:
+        with self._lock:
+            return list(self._fields.values())
+
+    def field_ids(self) -> frozenset[int]:
+        with self._lock:
+            return frozenset(self._fields)
+
+    def list_ids(self) -> frozenset[int]:
+        with self._lock:
+            return frozenset(self._lists)
+
+    def list_members(self, list_id: int) -> dict[str, int]:
+        """email -> status (1 subscribed, 2 unsubscribed) of everyone ever put on the list."""
+        with self._lock:
+            return dict(self._members.get(list_id, {}))
+
+    def contact(self, email: str) -> ContactRecord | None:
+        with self._lock:
+            record = self._contacts.get(email.strip().lower())
+            return record.snapshot() if record else None
+
+    def contact_by_id(self, contact_id: int) -> ContactRecord | None:
+        with self._lock:
+            record = self._by_id.get(contact_id)
+            return record.snapshot() if record else None
+
+    def contacts(self) -> list[ContactRecord]:
+        """Every contact, by ascending id, with field values (by field id) and tags."""
+        with self._lock:
+            return [c.snapshot() for c in self._by_id.values()]
+
+    def query_contacts(
+        self,
+        *,
+        email: str | None = None,
+        list_id: int | None = None,
+        status: int | None = None,
+        id_greater: int | None = None,
+        descending: bool = False,
+        offset: int = 0,
+        limit: int = 20,
+    ) -> tuple[list[ContactRecord], int]:
+        """GET /contacts: one page of matching contacts (copies) and the total number of matches."""
+        with self._lock:
+            if email is not None:
+                found = self._contacts.get(email.strip().lower())
+                matches = [found] if found else []
+            elif list_id is not None:
+                members = self._members.get(list_id, {})
+                matches = sorted((self._contacts[e] for e in members), key=lambda c: c.id)
+            else:
+                matches = list(self._by_id.values())
+            if list_id is not None or status is not None:
+                matches = [c for c in matches if self._member_matches(c.email, list_id, status)]
+            if id_greater is not None:
+                matches = [c for c in matches if c.id > id_greater]
+            if descending:
+                matches.reverse()
+            return [c.snapshot() for c in matches[offset : offset + limit]], len(matches)
+
+    def _member_matches(self, email: str, list_id: int | None, status: int | None) -> bool:
+        if list_id is not None:
+            current = self._members.get(list_id, {}).get(email)
+            return current is not None and (status is None or current == status)
+        return any(m.get(email) == status for m in self._members.values())
+
+    def memberships_of(self, email: str) -> dict[int, int]:
+        with self._lock:
+            email = email.lower()
+            return {lid: m[email] for lid, m in self._members.items() if email in m}
+
+    def add_list(self, list_id: int, name: str) -> None:
+        with self._lock:
+            self._lists[list_id] = ListInfo(list_id, name, now_iso())
+            self._members.setdefault(list_id, {})
+            self._opted_out.setdefault(list_id, set())
+
+    def opt_out(self, list_id: int, email: str) -> None:
+        """The person unsubscribes themselves from the list (creating the contact if unknown)."""
+        with self._lock:
+            if list_id not in self._lists:
+                raise KeyError(f"no list {list_id}")
+            record = self._upsert(email.strip().lower())
+            self._members[list_id][record.email] = UNSUBSCRIBED
+            self._opted_out[list_id].add(record.email)
+
+    def opted_out(self, list_id: int) -> set[str]:
+        with self._lock:
+            return set(self._opted_out.get(list_id, set()))
+
+    @property
+    def resubscriptions(self) -> list[tuple[int, str]]:
+        """(list, email) whose status went from unsubscribed back to subscribed: must stay empty."""
+        with self._lock:
+            return list(self._resubscriptions)
+
+    @property
+    def refused_resubscribes(self) -> list[tuple[int, str]]:
+        """(list, email) a bulk import asked to subscribe although they had unsubscribed."""
+        with self._lock:
+            return list(self._refused)
+
+    def set_exclusions(self, emails: Iterable[str]) -> None:
+        """The account's exclusion list: bulk imports skip these and report them in `failure`."""
+        with self._lock:
+            self._exclusions = {e.strip().lower() for e in emails}
+
+    def exclusions(self) -> set[str]:
+        with self._lock:
+            return set(self._exclusions)
+
+    # -- contact writes -------------------------------------------------------------------------
+
+    def _upsert(self, email: str) -> ContactRecord:
+        record = self._contacts.get(email)
+        if record is None:
+            record = ContactRecord(id=len(self._by_id) + 1, email=email)
+            self._contacts[email] = record
+            self._by_id[record.id] = record
+        return record
+
+    def sync_contact(
+        self,
+        email: str,
+        *,
+        first_name: str | None,
+        last_name: str | None,
+        phone: str | None,
+        fields: Sequence[tuple[int, str]],
+    ) -> tuple[ContactRecord, bool]:
+        """POST /contact/sync: upsert by email; returns (copy, created)."""
+        with self._lock:
+            email = email.lower()
+            created = email not in self._contacts
+            record = self._upsert(email)
+            self._set_details(record, first_name, last_name, phone, None, fields, ())
+            return record.snapshot(), created
+
+    def set_membership(self, list_id: int, contact_id: int, status: int) -> ContactRecord:
+        """POST /contactLists: like ActiveCampaign, status 1 re-subscribes even someone who left."""
+        with self._lock:
+            record = self._by_id[contact_id]
+            members = self._members[list_id]
+            if status == SUBSCRIBED and members.get(record.email) == UNSUBSCRIBED:
+                self._resubscriptions.append((list_id, record.email))
+                self._opted_out[list_id].discard(record.email)
+            members[record.email] = status
+            return record.snapshot()
+
+    @staticmethod
+    def _set_details(
+        record: ContactRecord,
+        first_name: str | None,
+        last_name: str | None,
+        phone: str | None,
+        account: str | None,
+        fields: Iterable[tuple[int, str]],
+        tags: Iterable[str],
+    ) -> None:
+        if first_name is not None:
+            record.first_name = first_name
+        if last_name is not None:
+            record.last_name = last_name
+        if phone is not None:
+            record.phone = phone
+        if account is not None:
+            record.customer_acct_name = account
+        record.fields.update(fields)
+        record.tags.update(tags)
+        record.udate = now_iso()
+
+    def _apply_contact(self, contact: ImportContact) -> ContactRecord:
+        record = self._upsert(contact.email)
+        self._set_details(
+            record,
+            contact.first_name,
+            contact.last_name,
+            contact.phone,
+            contact.customer_acct_name,
+            contact.fields,
+            contact.tags,
+        )
+        for list_id in contact.subscribe:
+            members = self._members[list_id]
+            if members.get(record.email) == UNSUBSCRIBED:
+                # "Contacts may not be subscribed to lists which they have previously unsubscribed from."
+                self._refused.append((list_id, record.email))
+            else:
+                members[record.email] = SUBSCRIBED
+        for list_id in contact.unsubscribe:
+            self._members[list_id][record.email] = UNSUBSCRIBED
+        return record
+
+    # -- batches --------------------------------------------------------------------------------
+
+    def queue_batch(
+        self,
+        contacts: list[ImportContact],
+        *,
+        exclude_automations: bool,
+        callback: object | None,
+        posted_at: float,
+        outcome: BatchOutcome = "completed",
+        applied_before_interrupt: int | None = None,
+    ) -> Batch:
+        with self._lock:
+            batch = Batch(
+                batch_id=str(uuid.uuid4()),
+                contacts=contacts,
+                exclude_automations=exclude_automations,
+                callback=callback,
+                posted_at=posted_at,
+                outcome=outcome,
+                applied_before_interrupt=applied_before_interrupt,
+            )
+            self._batches[batch.batch_id] = batch
+            self._queue.append(batch)
+            self._counters["batches_queued"] += 1
+            self._counters["contacts_queued"] += len(contacts)
+            self.changed.notify_all()
+            return batch
+
+    def get_batch(self, batch_id: str) -> Batch | None:
+        with self._lock:
+            return self._batches.get(batch_id)
+
+    def batches(self) -> list[Batch]:
+        with self._lock:
+            return list(self._batches.values())
+
+    def next_batch(self, stopping: threading.Event) -> Batch | None:
+        """Block until a batch is queued (returns it, still queued) or `stopping` is set (None)."""
+        with self.changed:
+            self.changed.wait_for(lambda: bool(self._queue) or stopping.is_set())
+            return None if stopping.is_set() else self._queue[0]
+
+    def wake(self) -> None:
+        with self.changed:
+            self.changed.notify_all()
+
+    def process_batch(self, batch: Batch) -> None:
+        """Apply a batch as ActiveCampaign's importer would, then mark it done and notify waiters."""
+        with self.changed:
+            batch.status = "active"
+            if batch.outcome == "failed":
+                todo: list[ImportContact] = []
+            elif batch.outcome == "interrupted":
+                cut = batch.applied_before_interrupt
+                todo = batch.contacts[: len(batch.contacts) // 2 if cut is None else cut]
+            else:
+                todo = batch.contacts
+            for contact in todo:
+                if contact.email in self._exclusions:
+                    batch.failure.append(contact.email)
+                    continue
+                batch.success.append(self._apply_contact(contact).id)
+            self._counters["contacts_applied"] += len(batch.success)
+            batch.status = batch.outcome
+            self._queue.popleft()
+            self.changed.notify_all()
+
+    def idle(self) -> bool:
+        with self._lock:
+            return not self._queue
+
+    def wait_until_idle(self, timeout: float) -> bool:
+        """True once every queued batch is processed; False if `timeout` seconds pass first."""
+        with self.changed:
+            return self.changed.wait_for(lambda: not self._queue, timeout)
+
+    # -- request log and counters ------------------------------------------------------------------
+
+    def record(self, entry: RequestRecord) -> None:
+        with self._lock:
+            self._log.append(entry)
+            self._counters["requests"] += 1
+            self._counters[f"outcome:{entry.outcome}"] += 1
+
+    def count(self, name: str) -> None:
+        with self._lock:
+            self._counters[name] += 1
+
+    def requests(self, path_prefix: str = "", *, method: str | None = None) -> list[RequestRecord]:
+        """Logged requests (oldest first) whose path starts with `path_prefix`."""
+        with self._lock:
+            return [
+                r
+                for r in self._log
+                if r.path.startswith(path_prefix) and (method is None or r.method == method)
+            ]
+
+    def counters(self) -> dict[str, int]:
+        """Totals: requests, rate_limited (429s from the limiter), bulk_rate_limited (400s), ..."""
+        with self._lock:
+            outcomes = self._counters
+            return {
+                "requests": outcomes["requests"],
+                "rate_limited": outcomes["outcome:rate_limited"],
+                "bulk_rate_limited": outcomes["outcome:bulk_rate_limited"],
+                "forbidden": outcomes["outcome:forbidden"],
+                "faults": outcomes["delayed"]
+                + sum(v for k, v in outcomes.items() if k.startswith("outcome:fault:")),
+                "batches_queued": outcomes["batches_queued"],
+                "contacts_queued": outcomes["contacts_queued"],
+                "contacts_applied": outcomes["contacts_applied"],
+                "pending_batches": len(self._queue),
+                "resubscriptions": len(self._resubscriptions),
+                "refused_resubscribes": len(self._refused),
+            }
+
+    def peak_in_window(
+        self, window: float, path_prefix: str = "/api/3/", *, outcome: str | None = None
+    ) -> int:
+        """Most logged requests (all, or only those with `outcome`) inside any `window` seconds.
+
+        Counts what the client sent, refused or not: a polite client keeps this at or under the limit.
+        """
+        times = sorted(r.at for r in self.requests(path_prefix) if outcome is None or r.outcome == outcome)
+        peak, start = 0, 0
+        for end, t in enumerate(times):
+            while t - times[start] >= window:
+                start += 1
+            peak = max(peak, end - start + 1)
+        return peak
