@@ -116,8 +116,9 @@ class KeyVaultStandIn:
             self._server.socket, server_side=True, do_handshake_on_connect=False
         )
         self._server.standin = self  # type: ignore[attr-defined]
+        # A short poll interval: shutdown waits for one poll, and every test stops a server.
         self._thread = threading.Thread(
-            target=self._server.serve_forever, name="keyvault-standin", daemon=True
+            target=self._server.serve_forever, args=(0.05,), name="keyvault-standin", daemon=True
         )
 
     @property
