@@ -127,6 +127,7 @@ class KeyVaultSecrets:
                     "or fix the connection's apiKeySecret",
                 ) from None
             except Exception as exc:
+                # `from None`: the SDK's exception text carries response bodies into tracebacks.
                 raise self._error("read", name, exc) from None
             if secret.value is None:
                 raise SecretsError(f"secret {name!r} in Key Vault {self.vault_url} has no value: set one")
