@@ -295,7 +295,7 @@ def parse_config(doc: object, *, allowed_suffixes: tuple[str, ...], allow_loopba
     if isinstance(connections, dict):
         for name, item in connections.items():
             errors += _hostname_errors(item, ("connections", name), **trust)
-    if isinstance(exports, dict):
+    if isinstance(exports, dict) and isinstance(connections, dict):  # else the schema error says it all
         for name, item in exports.items():
             errors += _connection_ref_errors(item, ("exports", name), connection_names)
     if errors:

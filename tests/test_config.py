@@ -332,6 +332,13 @@ def test_all_errors_are_collected_not_just_the_first() -> None:
     ]
 
 
+def test_connections_of_the_wrong_type_give_one_error_not_a_cascade() -> None:
+    doc = minimal()
+    doc["connections"] = [doc["connections"]["acme"]]
+    (error,) = errors_of(doc)
+    assert error.startswith("connections: must be an object of connection name -> connection")
+
+
 def test_document_that_is_not_an_object() -> None:
     (error,) = errors_of(["connections"])
     assert error.startswith("(root): must be a JSON object")
