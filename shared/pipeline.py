@@ -1,0 +1,641 @@
+"""Run one export end to end: used by the CLI and by the queue worker.
+
+Two passes over an immutable snapshot:
+1. local only: stream rows, map and validate, collect keys and fingerprints, then plan (dedup, diff
+   against the delivered state, mirror removals). Every guard (missing column, consent, cap, removal
+   share, empty snapshot) fires here, before a single contact leaves.
+2. stream again and send the planned operations through bulk import, checkpointing after every batch
+   ActiveCampaign queued. A stopped run (killed, out of time budget) resumes by redoing pass 1, which
+   is deterministic, and skipping the operations its checkpoint says were already queued.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Literal, TypeVar
+
+import numpy as np
+from azure.core.exceptions import HttpResponseError, ResourceExistsError
+from azure.storage.blob import BlobLeaseClient, BlobServiceClient, ContainerClient, ContentSettings
+
+from shared.activecampaign import (
+    ActiveCampaignClient,
+    ActiveCampaignError,
+    InvalidApiKey,
+    ListNotFound,
+    client_for,
+)
+from shared.config import Config, Connection, ExportConfig
+from shared.hosts import HostError
+from shared.load import BatchSender, Operation, SendOutcome, operation
+from shared.mapping import Contact, MappingError, Rejection, RowMapper, contact_payload, resolve_fields
+from shared.report import RejectedRowsWriter, RunReport
+from shared.runs import RunRecord, RunStore, utc_now
+from shared.secrets import SecretNotFound, SecretsError, SecretsProvider
+from shared.segments import SegmentError, SegmentReader, Snapshot
+from shared.settings import Settings
+from shared.state import Checkpoint, DeliveredState, StateError, StateStore
+from shared.storage import APP_CONTAINER
+from shared.sync import Fingerprinter, Plan, SnapshotCollector, SnapshotContacts, advance_state, plan_sync
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+_JSON = ContentSettings(content_type="application/json")
+_CSV = ContentSettings(content_type="text/csv; charset=utf-8")
+LEASE_SECONDS = 60
+
+
+class RunFailed(Exception):
+    """A run cannot go on; the message says why and what to fix (never a secret)."""
+
+
+class AccountBusy(RunFailed):
+    """Another run holds this ActiveCampaign account's lease (they share one rate budget)."""
+
+
+class _Pause(Exception):
+    """The invocation's time budget ran out after a checkpoint: continue in a new invocation."""
+
+
+@dataclass
+class RunContext:
+    settings: Settings
+    config: Config
+    secrets: SecretsProvider
+    app_blobs: BlobServiceClient
+    segment_blobs: BlobServiceClient
+    client_factory: Callable[[str, str, Settings], ActiveCampaignClient] = client_for
+    # How long to wait, at the end, for ActiveCampaign to report queued batches.
+    confirm_timeout: float = 900.0
+    poll_interval: float = 1.0
+    lease_wait: float = 0.0
+    clock: Callable[[], float] = time.monotonic
+
+    def app_container(self) -> ContainerClient:
+        container = self.app_blobs.get_container_client(APP_CONTAINER)
+        with suppress(ResourceExistsError):
+            container.create_container()
+        return container
+
+
+@dataclass
+class RunOutcome:
+    status: Literal["succeeded", "failed", "continue"]
+    report: RunReport
+    error: str | None = None
+
+
+@dataclass
+class _Progress:
+    callback: Callable[[dict[str, int]], None] | None
+    record: RunRecord | None
+    runs: RunStore | None
+    clock: Callable[[], float]
+    last_call: float = 0.0
+    last_store: float = 0.0
+    live: dict[str, int] = field(default_factory=dict)
+
+    def __call__(self, report: RunReport, *, force: bool = False) -> None:
+        now = self.clock()
+        counts = {**report.counts(), **self.live}
+        if self.callback is not None and (force or now - self.last_call >= 0.2):
+            self.last_call = now
+            self.callback(counts)
+        if self.runs is not None and self.record is not None and (force or now - self.last_store >= 2.0):
+            self.last_store = now
+            self.record.counts = counts
+            self.runs.update(self.record)
+
+
+def latest_snapshot_id(ctx: RunContext, export: ExportConfig) -> str | None:
+    snapshot = SegmentReader(ctx.segment_blobs, export.source).latest_snapshot()
+    return snapshot.snapshot_id if snapshot else None
+
+
+def last_exported_snapshot_id(ctx: RunContext, export_name: str) -> str | None:
+    state, _ = StateStore(ctx.app_container(), export_name).load()
+    return state.snapshot_id
+
+
+def run_export(
+    ctx: RunContext,
+    record: RunRecord,
+    *,
+    runs: RunStore | None = None,
+    progress: Callable[[dict[str, int]], None] | None = None,
+    should_stop: Callable[[], str | None] | None = None,
+    deadline: float | None = None,
+) -> RunOutcome:
+    export = ctx.config.exports.get(record.export)
+    report = RunReport(
+        run_id=record.run_id,
+        export=record.export,
+        dry_run=record.dry_run,
+        full=record.full,
+        mode=export.mode if export else "upsert",
+        started_at=record.started_at or utc_now(),
+    )
+    started = ctx.clock()
+    status: Literal["succeeded", "failed", "continue"]
+    try:
+        if export is None:
+            raise RunFailed(f"export {record.export!r} does not exist in the configuration (was it deleted?)")
+        run = _Run(
+            ctx, export, record, report, _Progress(progress, record, runs, ctx.clock), should_stop, deadline
+        )
+        status = run.execute()
+        error = None
+    except _Pause:
+        status, error = "continue", None
+    except (
+        RunFailed,
+        ActiveCampaignError,
+        SegmentError,
+        MappingError,
+        StateError,
+        SecretNotFound,
+        SecretsError,
+    ) as exc:
+        status, error = "failed", str(exc)
+    except HostError as exc:
+        status, error = "failed", f"connection hostname refused: {exc}"
+    report.timings["total_s"] = round(report.timings.get("total_s", 0.0) + ctx.clock() - started, 3)
+    report.status = "running" if status == "continue" else status
+    report.error = error
+    if status != "continue":
+        report.finished_at = utc_now()
+    if error:
+        log.error("run %s of export %s failed: %s", record.run_id, record.export, error)
+    return RunOutcome(status, report, error)
+
+
+class _Run:
+    def __init__(
+        self,
+        ctx: RunContext,
+        export: ExportConfig,
+        record: RunRecord,
+        report: RunReport,
+        progress: _Progress,
+        should_stop: Callable[[], str | None] | None,
+        deadline: float | None,
+    ) -> None:
+        self.ctx, self.export, self.record, self.report = ctx, export, record, report
+        self.progress, self.should_stop, self.deadline = progress, should_stop, deadline
+        self.container = ctx.app_container()
+        self.store = StateStore(self.container, export.name)
+        connection = ctx.config.connections.get(export.connection)
+        if connection is None:
+            raise RunFailed(
+                f"export {export.name!r} uses connection {export.connection!r}, which does not exist"
+            )
+        self.connection: Connection = connection
+
+    # ------------------------------------------------------------------ setup
+    def execute(self) -> Literal["succeeded", "failed"]:
+        if not self.record.dry_run and not self.connection.data_privacy_consent:
+            raise RunFailed(
+                f"connection {self.connection.name!r} has no data privacy consent: an admin must set "
+                "dataPrivacyConsent: true (personal data leaves your compliance boundary) before any data is sent"
+            )
+        client = self._client()
+        try:
+            self._with_rotation(client, lambda: client.get_list(self.export.list_id))
+            field_ids: dict[str, int] = {}
+            if self.export.mapping.fields:
+                ac_fields = self._with_rotation(client, client.list_fields)
+                field_ids = resolve_fields(self.export.mapping.fields, [(f.id, f.perstag) for f in ac_fields])
+            with self._account_lease():
+                return self._sync(client, field_ids)
+        finally:
+            client.close()
+
+    def _client(self) -> ActiveCampaignClient:
+        try:
+            key = self.ctx.secrets.get(self.connection.api_key_secret)
+        except SecretNotFound as exc:
+            raise RunFailed(
+                f"the API key of connection {self.connection.name!r} is missing: {exc}. "
+                "Set it again through PUT /api/connections/{name} with apiKey, or store the secret"
+            ) from None
+        return self.ctx.client_factory(self.connection.hostname, key, self.ctx.settings)
+
+    def _with_rotation(self, client: ActiveCampaignClient, call: Callable[[], T]) -> T:
+        """Run `call`; on 403 re-read the key once (it may have been rotated) and try again."""
+        try:
+            return call()
+        except InvalidApiKey:
+            fresh = self.ctx.secrets.get(self.connection.api_key_secret, refresh=True)
+            client.set_api_key(fresh)
+            try:
+                return call()
+            except InvalidApiKey:
+                raise RunFailed(
+                    f"ActiveCampaign refused the API key of connection {self.connection.name!r} (403), also after "
+                    "re-reading it: the key is wrong or its user was removed. Copy a valid key from "
+                    "ActiveCampaign (Settings > Developer) and update the connection"
+                ) from None
+        except ListNotFound:
+            raise RunFailed(
+                f"ActiveCampaign list {self.export.list_id} does not exist on {self.connection.hostname}: fix listId of "
+                f"export {self.export.name!r}; nothing was sent"
+            ) from None
+
+    @contextmanager
+    def _account_lease(self) -> Iterator[None]:
+        """One run per ActiveCampaign account at a time: they would share (and overrun) one rate budget."""
+        if self.record.dry_run:
+            yield
+            return
+        host = self.connection.hostname.replace(":", "_")
+        blob = self.container.get_blob_client(f"locks/{host}")
+        with suppress(ResourceExistsError):
+            blob.upload_blob(b"", overwrite=False)
+        lease = BlobLeaseClient(blob)
+        end = self.ctx.clock() + self.ctx.lease_wait
+        while True:
+            try:
+                lease.acquire(lease_duration=LEASE_SECONDS)
+                break
+            except HttpResponseError as exc:
+                if getattr(exc, "error_code", None) != "LeaseAlreadyPresent" or self.ctx.clock() >= end:
+                    raise AccountBusy(
+                        f"another run is sending to {self.connection.hostname}; runs on one ActiveCampaign account "
+                        "take turns because they share its rate limit. This run will be retried"
+                    ) from None
+                time.sleep(1.0)
+        self._lease, self._lease_renewed = lease, self.ctx.clock()
+        try:
+            yield
+        finally:
+            try:
+                lease.release()
+            except HttpResponseError:
+                log.warning("could not release the account lease; it expires within %ss", LEASE_SECONDS)
+
+    def _renew_lease(self) -> None:
+        lease = getattr(self, "_lease", None)
+        if lease is not None and self.ctx.clock() - self._lease_renewed > LEASE_SECONDS / 4:
+            lease.renew()
+            self._lease_renewed = self.ctx.clock()
+
+    # ------------------------------------------------------------------ pass 1
+    def _sync(
+        self, client: ActiveCampaignClient, field_ids: dict[str, int]
+    ) -> Literal["succeeded", "failed"]:
+        report, export = self.report, self.export
+        reader = SegmentReader(self.ctx.segment_blobs, export.source)
+        snapshot = reader.latest_snapshot()
+        if snapshot is None:
+            src = export.source
+            raise RunFailed(
+                f"no segment snapshot found in container {src.container!r} under {src.folder}/{src.segment}: "
+                "check the export's source; nothing was sent and the list was left as it is"
+            )
+        report.snapshot_id = self.record.snapshot_id = snapshot.snapshot_id
+        mapper = RowMapper(export.mapping, snapshot.columns, field_ids)
+        rejected = RejectedRowsWriter(snapshot.columns)
+        try:
+            t0 = self.ctx.clock()
+            contacts = self._pass1(reader, snapshot, mapper, rejected)
+            old, etag = self.store.load()
+            full = self._full_due(old)
+            plan = plan_sync(
+                contacts, old, full=full, mirror=export.mode == "mirror", snapshot_id=snapshot.snapshot_id
+            )
+            report.full = full
+            report.duplicates = int(plan.duplicate.sum())
+            report.contacts = int(plan.unique.shape[0])
+            report.new, report.changed, report.unchanged = plan.new, plan.changed, plan.unchanged
+            report.to_send, report.to_remove = int(plan.send.shape[0]), int(plan.removals.shape[0])
+            self._guards(plan, old)
+            report.timings["plan_s"] = round(self.ctx.clock() - t0, 3)
+            self.progress(report, force=True)
+
+            checkpoint = self._checkpoint(plan, snapshot, etag)
+            t1 = self.ctx.clock()
+            failed = self._pass2(client, reader, snapshot, mapper, rejected, contacts, plan, old, checkpoint)
+            report.timings["send_s"] = round(report.timings.get("send_s", 0.0) + self.ctx.clock() - t1, 3)
+            self._write_failures(rejected, failed, contacts, plan, old)
+            problems = report.check_totals(completed=True)
+            if problems:
+                raise RunFailed(
+                    "the run's totals do not add up, so it is not marked successful: " + "; ".join(problems)
+                )
+            if not self.record.dry_run:
+                self._advance(old, etag, contacts, plan, failed, snapshot, full)
+            self._store_report(rejected)
+        finally:
+            rejected.close()
+        self.progress(report, force=True)
+        return "succeeded"
+
+    def _pass1(
+        self, reader: SegmentReader, snapshot: Snapshot, mapper: RowMapper, rejected: RejectedRowsWriter
+    ) -> SnapshotContacts:
+        report = self.report
+        collector = SnapshotCollector(
+            Fingerprinter(list_id=self.export.list_id, tags=self.export.mapping.tags)
+        )
+        report.rows_read = 0
+        report.rejected = {}
+        for row in reader.iter_rows(snapshot):
+            report.rows_read += 1
+            if row.error is not None:
+                report.reject("ragged_row")
+                rejected.write(row.partition, row.line, "ragged_row", row.error, row.values)
+                continue
+            mapped = mapper.map_row(row.values)
+            if isinstance(mapped, Rejection):
+                report.reject(mapped.reason)
+                rejected.write(row.partition, row.line, mapped.reason, mapped.detail, row.values)
+            else:
+                collector.add(mapped)
+            if report.rows_read % 20000 == 0:
+                self.progress(report)
+        cap = self.export.max_contacts
+        if cap is not None and len(collector) > cap:
+            raise RunFailed(
+                f"the snapshot has {len(collector):,} valid rows, over this export's safety cap maxContacts={cap:,}; "
+                "raise or remove maxContacts to export it. Nothing was sent"
+            )
+        return collector.finish()
+
+    def _full_due(self, old: DeliveredState) -> bool:
+        if self.record.full or len(old) == 0:
+            return self.record.full
+        every = self.export.full_resync_every_days
+        if every is None:
+            return False
+        if old.last_full_sync is None:
+            return True
+        last = datetime.fromisoformat(old.last_full_sync.replace("Z", "+00:00"))
+        return datetime.now(UTC) - last >= timedelta(days=every)
+
+    def _guards(self, plan: Plan, old: DeliveredState) -> None:
+        removals = int(plan.removals.shape[0])
+        if not removals:
+            return
+        if self.report.contacts == 0:
+            raise RunFailed(
+                f"the snapshot {self.report.snapshot_id} has no valid contacts; mirror mode never empties a list "
+                f"from an empty snapshot ({removals:,} contacts would have been unsubscribed). Nothing was sent"
+            )
+        share = removals / max(len(old), 1)
+        limit = self.export.max_removal_share
+        if share > limit and not self.record.force:
+            raise RunFailed(
+                f"this run would unsubscribe {removals:,} of {len(old):,} contacts ({share:.0%}), more than "
+                f"maxRemovalShare={limit:.0%} of export {self.export.name!r}. If that is intended, start the run "
+                "with force; nothing was sent"
+            )
+
+    def _checkpoint(self, plan: Plan, snapshot: Snapshot, etag: str | None) -> Checkpoint:
+        existing = self.store.load_checkpoint()
+        if (
+            existing is not None
+            and existing.run_id == self.record.run_id
+            and existing.snapshot_id == snapshot.snapshot_id
+            and existing.plan_digest == plan.digest
+            and existing.state_etag == etag
+        ):
+            self.report.resumed_from = existing.next_index
+            log.info(
+                "run %s resumes at operation %d of %d",
+                self.record.run_id,
+                existing.next_index,
+                plan.operations,
+            )
+            return existing
+        if existing is not None:
+            log.info("discarding the checkpoint of run %s: it no longer matches the plan", existing.run_id)
+        return Checkpoint(
+            run_id=self.record.run_id,
+            snapshot_id=snapshot.snapshot_id,
+            plan_digest=plan.digest,
+            state_etag=etag,
+            started_at=self.report.started_at,
+        )
+
+    # ------------------------------------------------------------------ pass 2
+    def _pass2(
+        self,
+        client: ActiveCampaignClient,
+        reader: SegmentReader,
+        snapshot: Snapshot,
+        mapper: RowMapper,
+        rejected: RejectedRowsWriter,
+        contacts: SnapshotContacts,
+        plan: Plan,
+        old: DeliveredState,
+        checkpoint: Checkpoint,
+    ) -> dict[int, str]:
+        report, export, dry = self.report, self.export, self.record.dry_run
+        n_send = int(plan.send.shape[0])
+        failed: dict[int, str] = dict(checkpoint.failed)
+        counts = checkpoint.counts
+        report.accepted = counts.get("accepted", 0)
+        report.removed = counts.get("removed", 0)
+        report.remove_failed = counts.get("remove_failed", 0)
+        report.failed = 0
+        report.failure_reasons = {}
+        for index, reason in failed.items():
+            if index < n_send:
+                report.fail(reason.split(":", 1)[0])
+        next_index = checkpoint.next_index
+        pending_restore = {i: batch for batch, idxs in checkpoint.pending.items() for i in idxs}
+        restored: dict[str, list[Operation]] = {batch: [] for batch in checkpoint.pending}
+
+        def on_done(outcome: SendOutcome) -> None:
+            for index in outcome.accepted:
+                if index < n_send:
+                    report.accepted += 1
+                else:
+                    report.removed += 1
+            for index, reason in outcome.failed.items():
+                if index in failed:
+                    continue
+                failed[index] = reason
+                if index < n_send:
+                    report.fail(reason.split(":", 1)[0])
+                else:
+                    report.remove_failed += 1
+
+        def on_queued(batch_id: str, indexes: list[int]) -> None:
+            nonlocal next_index
+            report.batches += 1
+            next_index = max(next_index, max(indexes) + 1)
+            self.progress.live["sent"] = min(next_index, n_send)
+            checkpoint.next_index = next_index
+            checkpoint.pending = sender.pending_batches()
+            checkpoint.failed = failed
+            checkpoint.counts = {
+                "accepted": report.accepted,
+                "removed": report.removed,
+                "remove_failed": report.remove_failed,
+            }
+            self.store.save_checkpoint(checkpoint)
+            self._renew_lease()
+            self.progress(report)
+            reason = self.should_stop() if self.should_stop else None
+            if reason:
+                raise RunFailed(f"stopped before the next batch: {reason}")
+            if self.deadline is not None and self.ctx.clock() >= self.deadline:
+                raise _Pause
+
+        sender = BatchSender(
+            client,
+            exclude_automations=export.exclude_automations,
+            on_queued=on_queued,
+            on_done=on_done,
+            poll_interval=self.ctx.poll_interval,
+            clock=self.ctx.clock,
+        )
+        tags = export.mapping.tags
+        list_id = export.list_id
+        send_pos = 0
+        valid = 0
+        for row in reader.iter_rows(snapshot):
+            if row.error is not None:
+                continue
+            mapped = mapper.map_row(row.values)
+            if not isinstance(mapped, Contact):
+                continue
+            i = valid
+            valid += 1
+            if plan.duplicate[i]:
+                rejected.write(
+                    row.partition,
+                    row.line,
+                    "duplicate",
+                    "email already seen earlier in the snapshot",
+                    row.values,
+                )
+                continue
+            if send_pos >= n_send or int(plan.send[send_pos]) != i:
+                continue
+            op_index = send_pos
+            send_pos += 1
+            if dry:
+                continue
+            if op_index < next_index:
+                if op_index in pending_restore:
+                    restored[pending_restore[op_index]].append(
+                        operation(op_index, mapped.email, contact_payload(mapped, list_id=list_id, tags=tags))
+                    )
+                continue
+            sender.add(operation(op_index, mapped.email, contact_payload(mapped, list_id=list_id, tags=tags)))
+        if valid != contacts.keys.shape[0]:
+            raise RunFailed(
+                "the snapshot changed while it was being read; run again to export the newest snapshot"
+            )
+        if dry:
+            report.batches = -(-n_send // 250) + -(-int(plan.removals.shape[0]) // 250)
+            return failed
+        for j, old_index in enumerate(plan.removals.tolist()):
+            op_index = n_send + j
+            email = old.email(old_index)
+            payload = contact_payload(
+                Contact(email, None, None, None, ()), list_id=list_id, tags=(), unsubscribe=True
+            )
+            if op_index < next_index:
+                if op_index in pending_restore:
+                    restored[pending_restore[op_index]].append(operation(op_index, email, payload))
+                continue
+            sender.add(operation(op_index, email, payload))
+        for batch_id, ops in restored.items():
+            sender.restore(batch_id, ops)
+        sender.flush()
+        t_confirm = self.ctx.clock()
+        timeout = self.ctx.confirm_timeout
+        if self.deadline is not None:
+            timeout = min(timeout, max(0.0, self.deadline - self.ctx.clock()))
+        confirmed = sender.drain(timeout=timeout)
+        report.timings["confirm_s"] = round(self.ctx.clock() - t_confirm, 3)
+        if not confirmed and self.deadline is not None and self.ctx.clock() >= self.deadline:
+            checkpoint.pending = sender.pending_batches()
+            checkpoint.failed = failed
+            checkpoint.counts = {
+                "accepted": report.accepted,
+                "removed": report.removed,
+                "remove_failed": report.remove_failed,
+            }
+            self.store.save_checkpoint(checkpoint)
+            raise _Pause
+        for indexes in sender.pending_batches().values():
+            for index in indexes:
+                failed[index] = "unconfirmed: ActiveCampaign did not report this batch in time"
+                if index < n_send:
+                    report.unconfirmed += 1
+                else:
+                    report.remove_unconfirmed += 1
+        report.sent = report.accepted + report.failed + report.unconfirmed
+        return failed
+
+    # ------------------------------------------------------------------ finish
+    def _write_failures(
+        self,
+        rejected: RejectedRowsWriter,
+        failed: dict[int, str],
+        contacts: SnapshotContacts,
+        plan: Plan,
+        old: DeliveredState,
+    ) -> None:
+        n_send = int(plan.send.shape[0])
+        for index in sorted(failed):
+            if index < n_send:
+                email = contacts.emails.get(int(plan.send[index])).decode("ascii")
+                kind = "activecampaign_failed"
+            else:
+                email = old.email(int(plan.removals[index - n_send]))
+                kind = "unsubscribe_failed"
+            rejected.write("activecampaign", 0, kind, failed[index], [email])
+
+    def _advance(
+        self,
+        old: DeliveredState,
+        etag: str | None,
+        contacts: SnapshotContacts,
+        plan: Plan,
+        failed: dict[int, str],
+        snapshot: Snapshot,
+        full: bool,
+    ) -> None:
+        n_send = int(plan.send.shape[0])
+        failed_idx = np.array(sorted(failed), dtype=np.int64)
+        send_failed = plan.send[failed_idx[failed_idx < n_send]]
+        removal_failed = failed_idx[failed_idx >= n_send] - n_send
+        done = np.ones(plan.removals.shape[0], dtype=np.bool_)
+        done[removal_failed] = False
+        now = utc_now()
+        new_state = advance_state(
+            old,
+            contacts,
+            plan,
+            send_failed=send_failed,
+            removals_done=plan.removals[done],
+            snapshot_id=snapshot.snapshot_id,
+            last_full_sync=now if full or not len(old) else old.last_full_sync,
+        )
+        self.store.save(new_state, expected_etag=etag)
+        self.store.clear_checkpoint()
+
+    def _store_report(self, rejected: RejectedRowsWriter) -> None:
+        base = f"runs/{self.export.name}/{self.record.run_id}"
+        self.report.report_blob = f"{base}/report.json"
+        self.report.rejected_blob = f"{base}/rejected.csv"
+        self.report.status = "succeeded"
+        self.report.finished_at = utc_now()
+        self.container.upload_blob(
+            self.report.rejected_blob, rejected.getvalue(), overwrite=True, content_settings=_CSV
+        )
+        body = json.dumps(self.report.to_dict(), indent=2)
+        self.container.upload_blob(self.report.report_blob, body, overwrite=True, content_settings=_JSON)
+        self.record.report_blob = self.report.report_blob
+        self.record.rejected_blob = self.report.rejected_blob

@@ -1,0 +1,186 @@
+"""Dedup, diff and state advancement: pure, no servers."""
+
+import numpy as np
+import pytest
+from azure.storage.blob import BlobServiceClient
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from shared.mapping import Contact
+from shared.state import Checkpoint, DeliveredState, StateError, StateStore
+from shared.sync import Fingerprinter, SnapshotCollector, advance_state, email_key, plan_sync
+
+FP = Fingerprinter(list_id=1, tags=("t",))
+
+
+def contact(email, first="A"):
+    return Contact(email, first, None, None, ())
+
+
+def collect(contacts):
+    c = SnapshotCollector(FP)
+    for x in contacts:
+        c.add(x)
+    return c.finish()
+
+
+def deliver_all(snapshot, plan, old=None):
+    return advance_state(
+        old or DeliveredState.empty(),
+        snapshot,
+        plan,
+        send_failed=np.zeros(0, np.int64),
+        removals_done=plan.removals,
+        snapshot_id="s",
+        last_full_sync=None,
+    )
+
+
+def test_first_occurrence_wins_and_later_duplicates_are_counted():
+    snap = collect([contact("a@x.com", "First"), contact("b@x.com"), contact("a@x.com", "Second")])
+    plan = plan_sync(snap, DeliveredState.empty(), full=False, mirror=False, snapshot_id="s1")
+    assert plan.duplicate.tolist() == [False, False, True]
+    assert plan.send.tolist() == [0, 1]
+    assert (plan.new, plan.changed, plan.unchanged) == (2, 0, 0)
+
+
+def test_unchanged_contacts_are_not_sent_again_and_changed_ones_are():
+    first = collect([contact("a@x.com"), contact("b@x.com"), contact("c@x.com")])
+    state = deliver_all(
+        first, plan_sync(first, DeliveredState.empty(), full=False, mirror=False, snapshot_id="s1")
+    )
+    second = collect([contact("a@x.com"), contact("b@x.com", "Changed"), contact("d@x.com")])
+    plan = plan_sync(second, state, full=False, mirror=False, snapshot_id="s2")
+    assert plan.send.tolist() == [1, 2]
+    assert (plan.new, plan.changed, plan.unchanged) == (1, 1, 1)
+    assert plan.removals.tolist() == []  # upsert mode never removes
+    full = plan_sync(second, state, full=True, mirror=False, snapshot_id="s2")
+    assert full.send.tolist() == [0, 1, 2]
+
+
+def test_mirror_mode_removes_who_left_and_state_forgets_them_only_when_done():
+    first = collect([contact("a@x.com"), contact("b@x.com")])
+    state = deliver_all(
+        first, plan_sync(first, DeliveredState.empty(), full=False, mirror=True, snapshot_id="s1")
+    )
+    second = collect([contact("a@x.com")])
+    plan = plan_sync(second, state, full=False, mirror=True, snapshot_id="s2")
+    assert [state.email(i) for i in plan.removals.tolist()] == ["b@x.com"]
+    kept = advance_state(
+        state,
+        second,
+        plan,
+        send_failed=np.zeros(0, np.int64),
+        removals_done=np.zeros(0, np.int64),
+        snapshot_id="s2",
+        last_full_sync=None,
+    )
+    assert len(kept) == 2  # the removal failed: b stays, to be retried
+    gone = deliver_all(second, plan, state)
+    assert len(gone) == 1
+    assert gone.email(0) == "a@x.com"
+
+
+def test_state_only_advances_for_accepted_contacts():
+    first = collect([contact("a@x.com"), contact("b@x.com")])
+    plan = plan_sync(first, DeliveredState.empty(), full=False, mirror=False, snapshot_id="s1")
+    state = advance_state(
+        DeliveredState.empty(),
+        first,
+        plan,
+        send_failed=np.array([1], np.int64),
+        removals_done=np.zeros(0, np.int64),
+        snapshot_id="s1",
+        last_full_sync=None,
+    )
+    assert [state.email(i) for i in range(len(state))] == ["a@x.com"]
+    again = plan_sync(first, state, full=False, mirror=False, snapshot_id="s1")
+    assert again.send.tolist() == [1]  # b was refused: it is sent again next time
+
+
+def test_a_changed_contact_that_failed_keeps_its_old_fingerprint():
+    first = collect([contact("a@x.com", "Old")])
+    state = deliver_all(
+        first, plan_sync(first, DeliveredState.empty(), full=False, mirror=False, snapshot_id="s1")
+    )
+    second = collect([contact("a@x.com", "New")])
+    plan = plan_sync(second, state, full=False, mirror=False, snapshot_id="s2")
+    after = advance_state(
+        state,
+        second,
+        plan,
+        send_failed=plan.send,
+        removals_done=np.zeros(0, np.int64),
+        snapshot_id="s2",
+        last_full_sync=None,
+    )
+    assert plan_sync(second, after, full=False, mirror=False, snapshot_id="s3").send.tolist() == [0]
+
+
+def test_fingerprint_covers_mapping_list_and_tags():
+    c = Contact("a@x.com", "A", "B", "1", ((3, "gold"),))
+    assert FP(c) == Fingerprinter(list_id=1, tags=("t",))(c)
+    assert FP(c) != Fingerprinter(list_id=2, tags=("t",))(c)
+    assert FP(c) != Fingerprinter(list_id=1, tags=("u",))(c)
+    assert FP(c) != FP(Contact("a@x.com", "A", "B", "1", ((3, "silver"),)))
+    assert FP(Contact("a@x.com", None, None, None, ())) != FP(Contact("a@x.com", "", None, None, ()))
+
+
+emails = st.lists(st.sampled_from([f"u{i}@x.com" for i in range(30)]), max_size=60)
+
+
+@settings(max_examples=60, deadline=None)
+@given(before=emails, after=emails, mirror=st.booleans())
+def test_after_a_fully_accepted_run_a_rerun_sends_nothing(before, after, mirror):
+    s1 = collect([contact(e) for e in before])
+    state = deliver_all(s1, plan_sync(s1, DeliveredState.empty(), full=False, mirror=mirror, snapshot_id="1"))
+    s2 = collect([contact(e, "v2") for e in after])
+    plan = plan_sync(s2, state, full=False, mirror=mirror, snapshot_id="2")
+    assert int(plan.send.shape[0]) == plan.new + plan.changed == len(set(after))
+    state2 = deliver_all(s2, plan, state)
+    rerun = plan_sync(s2, state2, full=False, mirror=mirror, snapshot_id="2")
+    assert rerun.send.shape[0] == 0
+    assert rerun.removals.shape[0] == 0
+    expected = set(after) if mirror else set(after) | set(before)
+    assert {state2.email(i) for i in range(len(state2))} == expected
+    assert len(np.unique(state2.keys)) == len(state2)
+    assert bool(
+        (state2.lookup(np.array([email_key(e) for e in expected], np.uint64)) >= 0).all()
+    )
+
+
+def test_state_round_trips_through_blob_storage_with_etag_guard(azurite, unique_name):
+    container = BlobServiceClient.from_connection_string(azurite).create_container(unique_name)
+    store = StateStore(container, "vip")
+    empty, etag = store.load()
+    assert len(empty) == 0
+    assert etag is None
+    snap = collect([contact("a@x.com"), contact("b@x.com")])
+    state = deliver_all(snap, plan_sync(snap, empty, full=False, mirror=False, snapshot_id="s1"))
+    etag1 = store.save(state, expected_etag=None)
+    loaded, etag2 = store.load()
+    assert (
+        etag1 == etag2
+    )
+    assert (
+        loaded.snapshot_id == "s"
+    )
+    assert (
+        sorted(loaded.email(i) for i in range(2)) == ["a@x.com", "b@x.com"]
+    )
+    store.save(loaded, expected_etag=etag2)
+    with pytest.raises(StateError, match="changed during the run"):
+        store.save(loaded, expected_etag=etag2)  # stale: someone wrote after we read
+    cp = Checkpoint(
+        run_id="r",
+        snapshot_id="s",
+        plan_digest="d",
+        state_etag=etag2,
+        next_index=5,
+        pending={"b1": [3, 4]},
+        failed={2: "rejected: bad"},
+    )
+    store.save_checkpoint(cp)
+    assert store.load_checkpoint() == cp
+    store.clear_checkpoint()
+    assert store.load_checkpoint() is None
