@@ -1,0 +1,220 @@
+// ActiveCampaign segment export on Azure Functions (Flex Consumption, Python 3.11).
+//
+// Scope: one resource group (targetScope resourceGroup). scripts/deploy.sh creates the group, then
+// deploys this template into it; the segment storage account may live elsewhere (another group or
+// subscription), in which case only a READ role assignment is made there.
+//
+//   az deployment group create -g <group> --template-file infra/main.bicep \
+//     --parameters infra/main.parameters.json --parameters namePrefix=acexp
+//
+// Modules, one per concern: identity, storage (app), segment-storage (only when no existing account
+// is given), keyvault, monitoring, functionapp, rbac (+ segment-rbac at the segment account), alerts.
+targetScope = 'resourceGroup'
+
+@description('Short prefix of every resource name (2-8 lowercase letters or digits).')
+@minLength(2)
+@maxLength(8)
+param namePrefix string = 'acexp'
+
+@description('Azure region of every resource (Flex Consumption must be available there).')
+param location string = resourceGroup().location
+
+@description('Resource id of an existing storage account holding the segment snapshots (e.g. /subscriptions/<id>/resourceGroups/<group>/providers/Microsoft.Storage/storageAccounts/<name>); it may be in another resource group or subscription. Empty: a new, empty account is created here.')
+param segmentStorageAccountId string = ''
+
+@description('NCRONTAB schedule (with seconds) of the scheduled exports. Default: every 6 hours.')
+param exportSchedule string = '0 0 */6 * * *'
+
+@description('How the HTTP API authenticates callers: key (function keys) or entra (App Service Authentication with Entra ID).')
+@allowed([
+  'key'
+  'entra'
+])
+param authMode string = 'key'
+
+@description('Entra ID application (client) id of the API; required when authMode is entra.')
+param entraClientId string = ''
+
+@description('Entra ID tenant of the API application (default: the deployment tenant).')
+param entraTenantId string = tenant().tenantId
+
+@description('ActiveCampaign API requests per second, per account (ActiveCampaign allows 5).')
+param requestsPerSecond string = '5'
+
+@description('ActiveCampaign bulk imports per minute, per account.')
+param bulkImportsPerMinute string = '100'
+
+@description('Extra ActiveCampaign API host suffixes, comma-separated (e.g. ".api-us2.com"). Empty: the built-in list.')
+param allowedHostSuffixes string = ''
+
+@description('Seconds a run works before it checkpoints and continues in a new invocation. Must stay below functionTimeout in host.json (30 min).')
+@minValue(60)
+@maxValue(1680)
+param runTimeBudgetSeconds int = 1500
+
+@description('Seconds a secret read from Key Vault is cached (a rotated key is picked up after at most this long).')
+@minValue(0)
+@maxValue(86400)
+param secretCacheSeconds int = 300
+
+@description('Upper bound of instances the app scales out to.')
+@minValue(40)
+@maxValue(1000)
+param maximumInstanceCount int = 40
+
+@description('Resource id of an action group the failed-runs alert notifies. Empty: no notification.')
+param alertActionGroupId string = ''
+
+@description('Object id of the deploying user or principal: granted Key Vault Secrets Officer (to store the first API key) and, on a new segment account, Storage Blob Data Contributor (to upload snapshots). Empty: no role for the deployer.')
+param deployerPrincipalId string = ''
+
+@description('Type of deployerPrincipalId.')
+@allowed([
+  'User'
+  'Group'
+  'ServicePrincipal'
+])
+param deployerPrincipalType string = 'User'
+
+@description('Tags for every resource.')
+param tags object = {
+  app: 'activecampaign-segment-export'
+}
+
+var token = toLower(uniqueString(subscription().id, resourceGroup().id, namePrefix))
+var functionAppName = 'func-${namePrefix}-${token}'
+var deploymentContainerName = 'deployment-package'
+var createSegmentStorage = empty(segmentStorageAccountId)
+// An existing account's id: /subscriptions/{0}/resourceGroups/{2}/providers/Microsoft.Storage/storageAccounts/{4}
+// (indexes into the split below, whose first element is the empty string before the leading "/").
+var segmentIdParts = split(segmentStorageAccountId, '/')
+var newSegmentStorageName = take('st${namePrefix}seg${token}', 24)
+var segmentSubscriptionId = createSegmentStorage ? subscription().subscriptionId : segmentIdParts[2]
+var segmentResourceGroupName = createSegmentStorage ? resourceGroup().name : segmentIdParts[4]
+var segmentStorageName = createSegmentStorage ? newSegmentStorageName : segmentIdParts[8]
+
+module identity 'modules/identity.bicep' = {
+  name: 'identity'
+  params: {
+    name: 'id-${namePrefix}-${token}'
+    location: location
+    tags: tags
+  }
+}
+
+module storage 'modules/storage.bicep' = {
+  name: 'storage'
+  params: {
+    name: take('st${namePrefix}${token}', 24)
+    location: location
+    tags: tags
+    deploymentContainerName: deploymentContainerName
+  }
+}
+
+module segmentStorage 'modules/segment-storage.bicep' = if (createSegmentStorage) {
+  name: 'segment-storage'
+  params: {
+    name: newSegmentStorageName
+    location: location
+    tags: tags
+    deployerPrincipalId: deployerPrincipalId
+    deployerPrincipalType: deployerPrincipalType
+  }
+}
+
+module keyVault 'modules/keyvault.bicep' = {
+  name: 'keyvault'
+  params: {
+    name: take('kv-${namePrefix}-${token}', 24)
+    location: location
+    tags: tags
+  }
+}
+
+module monitoring 'modules/monitoring.bicep' = {
+  name: 'monitoring'
+  params: {
+    logAnalyticsName: 'log-${namePrefix}-${token}'
+    appInsightsName: 'appi-${namePrefix}-${token}'
+    location: location
+    tags: tags
+  }
+}
+
+module rbac 'modules/rbac.bicep' = {
+  name: 'rbac'
+  params: {
+    principalId: identity.outputs.principalId
+    storageAccountName: storage.outputs.name
+    keyVaultName: keyVault.outputs.name
+    appInsightsName: monitoring.outputs.appInsightsName
+    deployerPrincipalId: deployerPrincipalId
+    deployerPrincipalType: deployerPrincipalType
+  }
+}
+
+module segmentRbac 'modules/segment-rbac.bicep' = {
+  name: 'segment-rbac'
+  scope: resourceGroup(segmentSubscriptionId, segmentResourceGroupName)
+  params: {
+    storageAccountName: segmentStorageName
+    principalId: identity.outputs.principalId
+  }
+  dependsOn: [
+    segmentStorage
+  ]
+}
+
+module functionApp 'modules/functionapp.bicep' = {
+  name: 'functionapp'
+  params: {
+    name: functionAppName
+    planName: 'plan-${namePrefix}-${token}'
+    location: location
+    tags: tags
+    identityId: identity.outputs.id
+    identityClientId: identity.outputs.clientId
+    storageBlobEndpoint: storage.outputs.blobEndpoint
+    storageQueueEndpoint: storage.outputs.queueEndpoint
+    deploymentContainerName: storage.outputs.deploymentContainerName
+    segmentsBlobEndpoint: 'https://${segmentStorageName}.blob.${environment().suffixes.storage}/'
+    keyVaultUri: keyVault.outputs.uri
+    appInsightsConnectionString: monitoring.outputs.connectionString
+    exportSchedule: exportSchedule
+    authMode: authMode
+    entraClientId: entraClientId
+    entraTenantId: entraTenantId
+    requestsPerSecond: requestsPerSecond
+    bulkImportsPerMinute: bulkImportsPerMinute
+    allowedHostSuffixes: allowedHostSuffixes
+    runTimeBudgetSeconds: runTimeBudgetSeconds
+    secretCacheSeconds: secretCacheSeconds
+    maximumInstanceCount: maximumInstanceCount
+  }
+  // The host starts as soon as the site exists: let it find its storage roles in place.
+  dependsOn: [
+    rbac
+    segmentRbac
+  ]
+}
+
+module alerts 'modules/alerts.bicep' = {
+  name: 'alerts'
+  params: {
+    name: 'alert-${namePrefix}-failed-runs'
+    location: location
+    tags: tags
+    appInsightsId: monitoring.outputs.appInsightsId
+    actionGroupId: alertActionGroupId
+  }
+}
+
+output functionAppName string = functionApp.outputs.name
+output functionAppUrl string = 'https://${functionApp.outputs.defaultHostName}'
+output keyVaultUri string = keyVault.outputs.uri
+output keyVaultName string = keyVault.outputs.name
+output identityClientId string = identity.outputs.clientId
+output appStorageAccountName string = storage.outputs.name
+output segmentStorageAccountName string = segmentStorageName
+output appInsightsName string = monitoring.outputs.appInsightsName
