@@ -1,0 +1,69 @@
+"""Checks against ActiveCampaign made while saving configuration (the "Connect" step).
+
+A short-lived client with few retries: these run inside an HTTP request, which the front end cuts
+at 230 s, so a down account must answer "try later" quickly rather than retry for minutes. The
+ActiveCampaign client (httpx) is imported here, inside the calls, to keep cold starts light.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING
+
+from functions.http import ApiError
+from shared.settings import Settings
+
+if TYPE_CHECKING:
+    from shared.activecampaign import ActiveCampaignClient
+
+_TIMEOUT_SECONDS = 15.0
+_ATTEMPTS = 2
+
+
+@contextmanager
+def account(
+    settings: Settings, hostname: str, api_key: str, *, connection: str
+) -> Iterator[ActiveCampaignClient]:
+    """A client for one account; ActiveCampaign errors become API errors naming the connection."""
+    from shared.activecampaign import (
+        ActiveCampaignClient,
+        ActiveCampaignError,
+        InvalidApiKey,
+        Unavailable,
+        shared_pacer,
+    )
+    from shared.hosts import validate_hostname
+
+    allow_loopback = not settings.running_in_azure
+    host = validate_hostname(
+        hostname, allowed_suffixes=settings.allowed_host_suffixes, allow_loopback=allow_loopback
+    )
+    client = ActiveCampaignClient(
+        host,
+        api_key,
+        pacer=shared_pacer(host, settings.requests_per_second, settings.bulk_imports_per_minute),
+        allowed_suffixes=settings.allowed_host_suffixes,
+        allow_loopback=allow_loopback,
+        timeout=_TIMEOUT_SECONDS,
+        max_attempts=_ATTEMPTS,
+    )
+    try:
+        yield client
+    except InvalidApiKey:
+        raise ApiError(
+            400,
+            "InvalidApiKey",
+            f"ActiveCampaign at {host} refused the API key of connection {connection!r}: copy the key from "
+            "ActiveCampaign (Settings > Developer) and send it as apiKey",
+        ) from None
+    except Unavailable as exc:
+        raise ApiError(
+            503,
+            "ActiveCampaignUnavailable",
+            f"ActiveCampaign at {host} did not answer ({exc}); try again later",
+        ) from None
+    except ActiveCampaignError as exc:
+        raise ApiError(502, "ActiveCampaignError", f"ActiveCampaign at {host}: {exc}") from None
+    finally:
+        client.close()

@@ -1,0 +1,167 @@
+"""HTTP API: exports (segment -> ActiveCampaign list). Contributors read, administrators change.
+
+Saving an export never runs it: runs start on the schedule or through POST .../runs.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from typing import Any
+
+import azure.functions as func
+
+from functions import new_blueprint
+from functions.accounts import account
+from functions.http import (
+    ApiError,
+    api_handler,
+    caller_for,
+    conditions,
+    json_response,
+    no_content,
+    not_found,
+    read_json_object,
+)
+from functions.services import Services, get_services
+from functions.views import export_view
+from shared.auth import Action
+from shared.config import Connection, ExportConfig, export_to_document, parse_export
+from shared.configstore import ConfigSnapshot, check_preconditions, item_etag
+from shared.redact import scrub
+
+log = logging.getLogger(__name__)
+bp = new_blueprint()
+
+HINT = "list them with GET /api/exports"
+
+
+@bp.function_name("exports_list")
+@bp.route(route="exports", methods=["GET"])
+@api_handler
+def exports_list(req: func.HttpRequest) -> func.HttpResponse:
+    svc = get_services()
+    caller_for(req, svc.settings.auth_mode, Action.READ_EXPORTS)
+    snapshot = svc.config.read()
+    items = [
+        export_view(name, item, _last_run(svc, name))
+        for name, item in sorted(snapshot.document["exports"].items())
+    ]
+    return json_response({"exports": items})
+
+
+@bp.function_name("export_item")
+@bp.route(route="exports/{name}", methods=["GET", "PUT", "DELETE"])
+@api_handler
+def export_item(req: func.HttpRequest) -> func.HttpResponse:
+    svc = get_services()
+    name = req.route_params["name"]
+    if req.method == "GET":
+        caller_for(req, svc.settings.auth_mode, Action.READ_EXPORTS)
+        item = svc.config.read().item("exports", name)
+        if item is None:
+            raise not_found("export", name, HINT)
+        return json_response(export_view(name, item, _last_run(svc, name)), headers={"ETag": item_etag(item)})
+    caller = caller_for(req, svc.settings.auth_mode, Action.WRITE_EXPORTS)
+    response = _put(svc, req, name) if req.method == "PUT" else _delete(svc, req, name)
+    log.info("export %s: %s by %s", name, req.method, scrub(caller.name))
+    return response
+
+
+def _last_run(svc: Services, name: str) -> Any:
+    runs = svc.runs.list(name, limit=1)
+    return runs[0] if runs else None
+
+
+def _put(svc: Services, req: func.HttpRequest, name: str) -> func.HttpResponse:
+    body = read_json_object(req)
+    current = svc.config.read()
+    existing = current.item("exports", name)
+    check_preconditions(existing, **conditions(req), what=f"export {name!r}")
+    export = parse_export(name, body, current.config.connections)
+    warnings = _check_target(svc, current.config.connections[export.connection], export)
+    item = export_to_document(export)
+
+    def change(snapshot: ConfigSnapshot) -> dict[str, Any]:
+        check_preconditions(snapshot.item("exports", name), **conditions(req), what=f"export {name!r}")
+        if export.connection not in snapshot.config.connections:
+            raise ApiError(
+                409, "ConnectionDeleted", f"connection {export.connection!r} was deleted meanwhile"
+            )
+        doc = copy.deepcopy(snapshot.document)
+        doc["exports"][name] = item
+        return doc
+
+    svc.config.update(change)
+    view = export_view(name, item, _last_run(svc, name))
+    view["warnings"] = warnings
+    return json_response(
+        view,
+        status=200 if existing else 201,
+        headers={"ETag": item_etag(item), "Location": f"/api/exports/{name}"},
+    )
+
+
+def _check_target(svc: Services, connection: Connection, export: ExportConfig) -> list[str]:
+    """The list exists, mapped custom fields exist, mapped columns exist in the newest snapshot.
+
+    Returns warnings for what cannot be checked yet (no snapshot exported so far).
+    """
+    from shared.activecampaign import ListNotFound
+    from shared.mapping import MappingError, RowMapper, resolve_fields
+    from shared.secrets import SecretNotFound
+    from shared.segments import SegmentError, SegmentReader
+
+    try:
+        key = svc.secrets.get(connection.api_key_secret)
+    except SecretNotFound:
+        raise ApiError(
+            409,
+            "ApiKeyMissing",
+            f"connection {connection.name!r} has no stored API key: PUT /api/connections/{connection.name} "
+            "with apiKey first",
+        ) from None
+    field_ids: dict[str, int] = {}
+    with account(svc.settings, connection.hostname, key, connection=connection.name) as client:
+        try:
+            client.get_list(export.list_id)
+        except ListNotFound:
+            raise ApiError(
+                400,
+                "ListNotFound",
+                f"listId {export.list_id} does not exist in the ActiveCampaign account of connection "
+                f"{connection.name!r}: check the list's id in ActiveCampaign (Contacts > Lists)",
+            ) from None
+        if export.mapping.fields:
+            ac_fields = [(f.id, f.perstag) for f in client.list_fields()]
+            try:
+                field_ids = resolve_fields(export.mapping.fields, ac_fields)
+            except MappingError as exc:
+                raise ApiError(400, "MappingInvalid", f"mapping.fields: {exc}") from None
+    source = export.source
+    where = f"container {source.container!r}, folder {source.folder!r}, segment {source.segment!r}"
+    try:
+        snapshot = SegmentReader(svc.segment_blobs, source).latest_snapshot()
+    except SegmentError as exc:
+        return [f"the segment could not be read yet, so the mapped columns were not checked: {exc}"]
+    if snapshot is None:
+        return [f"no snapshot of the segment exists yet ({where}), so the mapped columns were not checked"]
+    try:
+        RowMapper(export.mapping, snapshot.columns, field_ids)
+    except MappingError as exc:
+        raise ApiError(400, "MappingInvalid", f"mapping: {exc}") from None
+    return []
+
+
+def _delete(svc: Services, req: func.HttpRequest, name: str) -> func.HttpResponse:
+    def change(snapshot: ConfigSnapshot) -> dict[str, Any]:
+        item = snapshot.item("exports", name)
+        if item is None:
+            raise not_found("export", name, HINT)
+        check_preconditions(item, **conditions(req), what=f"export {name!r}")
+        doc = copy.deepcopy(snapshot.document)
+        del doc["exports"][name]
+        return doc
+
+    svc.config.update(change)
+    return no_content()

@@ -1,0 +1,126 @@
+"""HTTP API: start a run on demand and follow runs (status, live counts, timings, reports).
+
+Starting only records the run and queues a message: the queue worker does the work, because an
+HTTP request is cut at 230 s and an export can take far longer.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+
+import azure.functions as func
+
+from functions import new_blueprint
+from functions.http import (
+    ApiError,
+    api_handler,
+    caller_for,
+    flag,
+    int_param,
+    json_response,
+    not_found,
+    read_json_object,
+)
+from functions.messages import RunMessage
+from functions.services import Services, get_services
+from functions.views import run_location, run_view
+from shared.auth import Action
+from shared.config import ExportConfig
+from shared.redact import scrub
+from shared.runs import RunActive, utc_now
+
+log = logging.getLogger(__name__)
+bp = new_blueprint()
+
+RUN_ID = re.compile(r"^[0-9A-Za-z-]{1,80}$")
+_OPTIONS = ("dryRun", "full", "force")
+_EXPORTS_HINT = "list them with GET /api/exports"
+
+
+def _export(svc: Services, name: str) -> ExportConfig:
+    export = svc.config.read().config.exports.get(name)
+    if export is None:
+        raise not_found("export", name, _EXPORTS_HINT)
+    return export
+
+
+@bp.function_name("export_runs")
+@bp.route(route="exports/{name}/runs", methods=["GET", "POST"])
+@api_handler
+def export_runs(req: func.HttpRequest) -> func.HttpResponse:
+    svc = get_services()
+    name = req.route_params["name"]
+    if req.method == "GET":
+        caller_for(req, svc.settings.auth_mode, Action.READ_EXPORTS)
+        _export(svc, name)
+        limit = int_param(req.params, "limit", 20, 1, 100)
+        return json_response({"runs": [run_view(r) for r in svc.runs.list(name, limit=limit)]})
+    return _start(svc, req, name)
+
+
+def _start(svc: Services, req: func.HttpRequest, name: str) -> func.HttpResponse:
+    snapshot = svc.config.read()
+    export = snapshot.config.exports.get(name)
+    if export is None:
+        # Authorised against nothing yet: a contributor learns only that the name is unknown.
+        caller_for(req, svc.settings.auth_mode, Action.READ_EXPORTS)
+        raise not_found("export", name, _EXPORTS_HINT)
+    connection = snapshot.config.connections[export.connection]
+    caller = caller_for(
+        req, svc.settings.auth_mode, Action.START_RUN, allow_contributors=connection.allow_contributors
+    )
+    body = read_json_object(req, required=False)
+    unknown = sorted(set(body) - set(_OPTIONS))
+    if unknown:
+        raise ApiError(
+            400,
+            "ValidationFailed",
+            f"unknown field(s) {', '.join(unknown)}; a run accepts {', '.join(_OPTIONS)}",
+        )
+    dry_run, full, force = (flag(option, body, req.params) for option in _OPTIONS)
+    if not export.enabled:
+        raise ApiError(409, "ExportDisabled", f"export {name!r} is disabled: set enabled: true to run it")
+    if not dry_run and not connection.data_privacy_consent:
+        raise ApiError(
+            409,
+            "ConsentRequired",
+            f"connection {connection.name!r} has no data privacy consent: an administrator must set "
+            "dataPrivacyConsent: true before data is sent (a dryRun is allowed)",
+        )
+    try:
+        record = svc.runs.create(name, trigger="api", dry_run=dry_run, full=full, force=force)
+    except RunActive as exc:
+        active = exc.record
+        raise ApiError(
+            409,
+            "RunActive",
+            f"export {name!r} already has run {active.run_id} {active.status}; follow it at "
+            f"{run_location(name, active.run_id)} and start another when it has finished",
+            extra={"activeRun": run_view(active)},
+        ) from None
+    try:
+        svc.enqueue(RunMessage(record.run_id, name, dry_run, full, force))
+    except Exception as exc:
+        record.status = "failed"
+        record.finished_at = utc_now()
+        record.error = f"could not queue the run: {type(exc).__name__}"
+        svc.runs.update(record)
+        raise
+    log.info("run %s of export %s queued by %s", record.run_id, name, scrub(caller.name))
+    location = run_location(name, record.run_id)
+    return json_response(run_view(record), status=202, headers={"Location": location})
+
+
+@bp.function_name("export_run")
+@bp.route(route="exports/{name}/runs/{runId}", methods=["GET"])
+@api_handler
+def export_run(req: func.HttpRequest) -> func.HttpResponse:
+    svc = get_services()
+    name, run_id = req.route_params["name"], req.route_params["runId"]
+    caller_for(req, svc.settings.auth_mode, Action.READ_EXPORTS)
+    _export(svc, name)
+    record = svc.runs.get(name, run_id) if RUN_ID.match(run_id) else None
+    if record is None:
+        raise not_found("run", run_id, f"list the runs of export {name!r} with GET /api/exports/{name}/runs")
+    return json_response(run_view(record))

@@ -1,0 +1,24 @@
+"""The pipeline's RunContext for the current configuration (used by the timer and the worker)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from functions.services import Services
+from shared.config import Config
+
+if TYPE_CHECKING:
+    from shared.pipeline import RunContext
+
+
+def run_context(svc: Services, config: Config) -> RunContext:
+    # Imported here: the pipeline pulls in numpy and httpx, which cold starts should not pay for.
+    from shared.pipeline import RunContext
+
+    return RunContext(
+        settings=svc.settings,
+        config=config,
+        secrets=svc.secrets,
+        app_blobs=svc.app_blobs,
+        segment_blobs=svc.segment_blobs,
+    )

@@ -1,0 +1,181 @@
+"""JSON plumbing shared by the HTTP API: bodies, errors, conditional headers, the caller.
+
+Every error leaves as `{"error": {"code", "message"}}` (plus `details` for validation errors) with a
+message that says what to fix. Unexpected exceptions are logged with their traceback (scrubbed by
+the redacting log filter) and answered with a generic 500 that never echoes internals.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+from collections.abc import Callable, Mapping
+from typing import Any, Literal
+
+import azure.functions as func
+
+from shared.auth import Action, AuthError, Caller, authorize, caller_from_headers
+from shared.config import ConfigError
+from shared.configstore import PreconditionFailed, StoredConfigInvalid
+from shared.settings import SettingsError
+
+log = logging.getLogger(__name__)
+Handler = Callable[[func.HttpRequest], func.HttpResponse]
+_TRUE = {"true", "1", "yes"}
+_FALSE = {"false", "0", "no", ""}
+
+
+class ApiError(Exception):
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        message: str,
+        *,
+        details: list[str] | None = None,
+        extra: Mapping[str, Any] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.details = details
+        self.extra = dict(extra or {})
+
+
+def json_response(
+    body: Any, status: int = 200, headers: Mapping[str, str] | None = None
+) -> func.HttpResponse:
+    return func.HttpResponse(
+        json.dumps(body, ensure_ascii=False),
+        status_code=status,
+        headers={"Cache-Control": "no-store", **(headers or {})},
+        mimetype="application/json",
+        charset="utf-8",
+    )
+
+
+def no_content(headers: Mapping[str, str] | None = None) -> func.HttpResponse:
+    return func.HttpResponse(status_code=204, headers=dict(headers or {}))
+
+
+def error_response(error: ApiError) -> func.HttpResponse:
+    payload: dict[str, Any] = {"code": error.code, "message": error.message}
+    if error.details:
+        payload["details"] = error.details
+    return json_response({"error": payload, **error.extra}, status=error.status)
+
+
+def not_found(kind: str, name: str, hint: str) -> ApiError:
+    return ApiError(404, "NotFound", f"{kind} {name!r} does not exist; {hint}")
+
+
+def api_handler(handler: Handler) -> Handler:
+    """Turn the exceptions a handler raises into JSON error responses."""
+
+    @functools.wraps(handler)
+    def wrapper(req: func.HttpRequest) -> func.HttpResponse:
+        try:
+            return handler(req)
+        except ApiError as exc:
+            return error_response(exc)
+        except AuthError as exc:
+            return error_response(ApiError(exc.status, exc.code, exc.message))
+        except ConfigError as exc:
+            return error_response(
+                ApiError(
+                    400,
+                    "ValidationFailed",
+                    "the request body is invalid: " + "; ".join(exc.errors),
+                    details=exc.errors,
+                )
+            )
+        except PreconditionFailed as exc:
+            return error_response(ApiError(412, "PreconditionFailed", str(exc)))
+        except SettingsError as exc:
+            log.error("app setting problem: %s", exc)
+            return error_response(
+                ApiError(500, "AppMisconfigured", f"the function app is misconfigured: {exc}")
+            )
+        except StoredConfigInvalid as exc:
+            log.error("%s", exc)
+            return error_response(ApiError(500, "StoredConfigurationInvalid", str(exc)))
+        except Exception:
+            # Not req.url: its query string may carry the function key (`code=`).
+            log.exception("%s %s failed", req.method, handler.__name__)
+            return error_response(
+                ApiError(
+                    500,
+                    "InternalError",
+                    "the request failed unexpectedly; the function logs have the details",
+                )
+            )
+
+    return wrapper
+
+
+def read_json_object(req: func.HttpRequest, *, required: bool = True) -> dict[str, Any]:
+    """The body as a JSON object; 400 for anything else. An empty optional body is `{}`."""
+    raw = req.get_body()
+    if not raw.strip():
+        if required:
+            raise ApiError(400, "BodyRequired", "send a JSON object in the request body")
+        return {}
+    try:
+        body = json.loads(raw)
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise ApiError(
+            400, "InvalidJson", f"the request body is not valid JSON ({exc}); send a JSON object"
+        ) from None
+    if not isinstance(body, dict):
+        raise ApiError(400, "InvalidJson", "the request body must be a JSON object ({...})")
+    return body
+
+
+def flag(name: str, body: Mapping[str, Any], params: Mapping[str, str]) -> bool:
+    """A boolean option from the JSON body or, failing that, the query string."""
+    if name in body:
+        value = body[name]
+        if not isinstance(value, bool):
+            raise ApiError(400, "ValidationFailed", f"{name} must be true or false, got {json.dumps(value)}")
+        return value
+    raw = params.get(name)
+    if raw is None:
+        return False
+    text = raw.strip().lower()
+    if text in _TRUE:
+        return True
+    if text in _FALSE:
+        return False
+    raise ApiError(400, "ValidationFailed", f"query parameter {name} must be true or false, got {raw!r}")
+
+
+def int_param(params: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:
+    raw = params.get(name)
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        value = low - 1
+    if not low <= value <= high:
+        raise ApiError(400, "ValidationFailed", f"query parameter {name} must be a whole number {low}-{high}")
+    return value
+
+
+def conditions(req: func.HttpRequest) -> dict[str, str | None]:
+    return {"if_match": req.headers.get("If-Match"), "if_none_match": req.headers.get("If-None-Match")}
+
+
+def caller_for(
+    req: func.HttpRequest,
+    auth_mode: Literal["key", "entra"],
+    action: Action,
+    *,
+    allow_contributors: bool = False,
+) -> Caller:
+    """The caller, if allowed to do `action` (AuthError otherwise)."""
+    caller = caller_from_headers(req.headers, auth_mode)
+    authorize(caller, action, allow_contributors=allow_contributors)
+    return caller

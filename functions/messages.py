@@ -1,0 +1,74 @@
+"""The run message on the `export-runs` queue: which run of which export to work on.
+
+JSON, small (far under the 64 KB queue limit) and never carrying a secret or personal data: the
+worker loads everything else from app storage. `continuation` counts how many times the run was
+handed on after its time budget ran out.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from typing import Any
+
+_RUN_ID = re.compile(r"^[0-9A-Za-z-]{1,80}$")
+_EXPORT = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")  # the export name rule of the config schema
+_FIELDS = {"runId", "export", "dryRun", "full", "force", "continuation"}
+
+
+class InvalidRunMessage(ValueError):
+    """The message cannot be a run message; retrying it would never help."""
+
+
+@dataclass(frozen=True)
+class RunMessage:
+    run_id: str
+    export: str
+    dry_run: bool = False
+    full: bool = False
+    force: bool = False
+    continuation: int = 0
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {
+                "runId": self.run_id,
+                "export": self.export,
+                "dryRun": self.dry_run,
+                "full": self.full,
+                "force": self.force,
+                "continuation": self.continuation,
+            }
+        )
+
+    def next_continuation(self) -> RunMessage:
+        return RunMessage(
+            self.run_id, self.export, self.dry_run, self.full, self.force, self.continuation + 1
+        )
+
+    @classmethod
+    def parse(cls, body: bytes | str) -> RunMessage:
+        try:
+            text = body.decode("utf-8") if isinstance(body, bytes) else body
+            doc: Any = json.loads(text)
+        except (UnicodeDecodeError, ValueError):
+            raise InvalidRunMessage("not JSON text") from None
+        if not isinstance(doc, dict):
+            raise InvalidRunMessage("not a JSON object")
+        unknown = sorted(set(doc) - _FIELDS)
+        if unknown:
+            raise InvalidRunMessage(f"unknown fields {unknown}; expected {sorted(_FIELDS)}")
+        run_id, export = doc.get("runId"), doc.get("export")
+        if not isinstance(run_id, str) or not _RUN_ID.match(run_id):
+            raise InvalidRunMessage("runId missing or not a run id")
+        if not isinstance(export, str) or not _EXPORT.match(export):
+            raise InvalidRunMessage("export missing or not an export name")
+        flags = {key: doc.get(key, False) for key in ("dryRun", "full", "force")}
+        for key, value in flags.items():
+            if not isinstance(value, bool):
+                raise InvalidRunMessage(f"{key} must be true or false")
+        continuation = doc.get("continuation", 0)
+        if isinstance(continuation, bool) or not isinstance(continuation, int) or continuation < 0:
+            raise InvalidRunMessage("continuation must be a whole number >= 0")
+        return cls(run_id, export, flags["dryRun"], flags["full"], flags["force"], continuation)

@@ -1,0 +1,123 @@
+"""What every function needs (settings, app storage, run queue, secrets), built on first use.
+
+Nothing here runs at import time: settings are read inside handlers, so a missing or bad setting
+fails that invocation with a message naming the setting instead of hiding every function from the
+host. Clients are cached per `Settings` value (one set per process in Azure; tests that change the
+environment get fresh ones).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import TYPE_CHECKING
+
+from azure.core.exceptions import ResourceExistsError
+from azure.storage.blob import BlobServiceClient, ContainerClient
+from azure.storage.queue import QueueClient, TextBase64DecodePolicy, TextBase64EncodePolicy
+
+from functions.messages import RunMessage
+from shared.configstore import ConfigStore
+from shared.runs import RunStore
+from shared.settings import Settings, load_settings
+from shared.storage import APP_CONTAINER, RUNS_POISON_QUEUE, RUNS_QUEUE, blob_service, queue_service
+
+if TYPE_CHECKING:
+    from shared.secrets import SecretsProvider
+
+log = logging.getLogger(__name__)
+
+SecretsFactory = Callable[[Settings], "SecretsProvider"]
+_secrets_factory: SecretsFactory | None = None
+
+
+def set_secrets_factory(factory: SecretsFactory | None) -> None:
+    """Replace how the secrets provider is built (tests: a Key Vault stand-in); None restores it."""
+    global _secrets_factory
+    _secrets_factory = factory
+    _services.cache_clear()
+
+
+@dataclass
+class Services:
+    settings: Settings
+    app_blobs: BlobServiceClient
+    app_container: ContainerClient
+    config: ConfigStore
+    runs: RunStore
+    run_queue: QueueClient
+    _secrets: SecretsProvider | None = field(default=None, repr=False)
+    _segment_blobs: BlobServiceClient | None = field(default=None, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    @property
+    def secrets(self) -> SecretsProvider:
+        # Built lazily: Key Vault needs azure.identity, slow to import and useless to most requests.
+        with self._lock:
+            if self._secrets is None:
+                if _secrets_factory is not None:
+                    self._secrets = _secrets_factory(self.settings)
+                else:
+                    from shared.secrets import secrets_from_settings
+
+                    self._secrets = secrets_from_settings(self.settings)
+            return self._secrets
+
+    @property
+    def segment_blobs(self) -> BlobServiceClient:
+        with self._lock:
+            if self._segment_blobs is None:
+                self._segment_blobs = blob_service(self.settings.require_segments_storage())
+            return self._segment_blobs
+
+    def enqueue(self, message: RunMessage) -> None:
+        self.run_queue.send_message(message.to_json())
+
+
+def get_services() -> Services:
+    """The services for the current app settings. Raises SettingsError naming a bad setting."""
+    return _services(load_settings())
+
+
+@lru_cache(maxsize=4)
+def _services(settings: Settings) -> Services:
+    storage = settings.require_storage()
+    app_blobs = blob_service(storage)
+    container = app_blobs.get_container_client(APP_CONTAINER)
+    with contextlib.suppress(ResourceExistsError):
+        container.create_container()
+    queues = queue_service(storage)
+    # The Functions host reads queue messages as base64 (its default messageEncoding).
+    run_queue = queues.get_queue_client(
+        RUNS_QUEUE,
+        message_encode_policy=TextBase64EncodePolicy(),
+        message_decode_policy=TextBase64DecodePolicy(),
+    )
+    for name in (RUNS_QUEUE, RUNS_POISON_QUEUE):
+        with contextlib.suppress(ResourceExistsError):
+            queues.get_queue_client(name).create_queue()
+    _configure_observability(settings)
+    return Services(
+        settings=settings,
+        app_blobs=app_blobs,
+        app_container=container,
+        config=ConfigStore(
+            container,
+            allowed_suffixes=settings.allowed_host_suffixes,
+            allow_loopback=not settings.running_in_azure,
+        ),
+        runs=RunStore(container),
+        run_queue=run_queue,
+    )
+
+
+def _configure_observability(settings: Settings) -> None:
+    from shared.redact import install_redaction
+    from shared.telemetry import configure_telemetry
+
+    install_redaction()
+    configure_telemetry(settings)

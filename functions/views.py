@@ -1,0 +1,47 @@
+"""JSON shapes of API resources (documented in docs/openapi.yaml)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from shared.configstore import item_etag
+from shared.runs import RunRecord
+from shared.storage import APP_CONTAINER
+
+
+def connection_view(name: str, item: dict[str, Any]) -> dict[str, Any]:
+    """A connection as stored (no API key ever exists in it), with its name and ETag."""
+    return {"name": name, **item, "etag": item_etag(item)}
+
+
+def export_view(name: str, item: dict[str, Any], last_run: RunRecord | None) -> dict[str, Any]:
+    return {
+        "name": name,
+        **item,
+        "etag": item_etag(item),
+        "lastRun": run_view(last_run) if last_run else None,
+    }
+
+
+def run_location(export: str, run_id: str) -> str:
+    return f"/api/exports/{export}/runs/{run_id}"
+
+
+def run_view(record: RunRecord) -> dict[str, Any]:
+    """A run record plus where its reports are and how long it took."""
+    view = record.to_document()
+    view["durationSeconds"] = _duration(record.started_at, record.finished_at)
+    view["reports"] = {
+        "container": APP_CONTAINER,
+        "report": record.report_blob,
+        "rejectedRows": record.rejected_blob,
+    }
+    view["links"] = {"self": run_location(record.export, record.run_id)}
+    return view
+
+
+def _duration(start: str | None, end: str | None) -> float | None:
+    if not start or not end:
+        return None
+    return round((datetime.fromisoformat(end) - datetime.fromisoformat(start)).total_seconds(), 3)
