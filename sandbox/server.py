@@ -135,6 +135,13 @@ class SandboxServer:
     def inject(self, fault: Fault) -> None:
         self.faults.add(fault)
 
+    def pause_processing(self) -> None:
+        """Keep newly queued batches `waiting` until resume_processing(): deterministic async tests."""
+        self.state.set_paused(True)
+
+    def resume_processing(self) -> None:
+        self.state.set_paused(False)
+
     def wait_until_idle(self, timeout: float) -> bool:
         """Block until every queued batch is processed; False if `timeout` seconds pass first."""
         return self.state.wait_until_idle(timeout)

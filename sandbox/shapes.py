@@ -136,7 +136,6 @@ def contact_json(record: ContactRecord, base: str) -> JSON:
         "scoreValues": [],
         "links": _links(base, "contacts", record.id, _CONTACT_LINKS),
         "id": str(record.id),
-        "organization": None,
     }
 
 

@@ -40,6 +40,7 @@ class SandboxState:
         self._exclusions: set[str] = set()
         self._batches: dict[str, Batch] = {}
         self._queue: deque[Batch] = deque()
+        self._paused = False
         self._log: list[RequestRecord] = []
         self._counters: Counter[str] = Counter()
         # (list id, email): a status 2 turned back into 1 (only POST /contactLists can do that).
@@ -291,8 +292,14 @@ class SandboxState:
     def next_batch(self, stopping: threading.Event) -> Batch | None:
         """Block until a batch is queued (returns it, still queued) or `stopping` is set (None)."""
         with self.changed:
-            self.changed.wait_for(lambda: bool(self._queue) or stopping.is_set())
+            self.changed.wait_for(lambda: (bool(self._queue) and not self._paused) or stopping.is_set())
             return None if stopping.is_set() else self._queue[0]
+
+    def set_paused(self, paused: bool) -> None:
+        """Hold queued batches in `waiting` (paused) or let the worker apply them again."""
+        with self.changed:
+            self._paused = paused
+            self.changed.notify_all()
 
     def wake(self) -> None:
         with self.changed:
