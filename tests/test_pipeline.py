@@ -1,0 +1,269 @@
+"""End to end: a segment snapshot in Azurite lands in a sandbox list, with a report that adds up."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from dataclasses import dataclass
+
+import pytest
+from azure.storage.blob import BlobServiceClient, ContainerClient
+
+from sandbox import Fault, SandboxServer
+from shared.config import Config, parse_config
+from shared.pipeline import RunContext, RunOutcome, run_export
+from shared.runs import RunStore
+from shared.secrets import EnvSecrets
+from shared.settings import load_settings
+from tests.fixtures.sandbox import SANDBOX_API_KEY
+from tests.support.segments import FOLDER, profiles, write_ci_snapshot
+
+
+def make_config(hostname: str, container: str, **export_options: object) -> Config:
+    doc = {
+        "connections": {
+            "main": {
+                "displayName": "Sandbox",
+                "hostname": hostname,
+                "apiKeySecret": "ac-key",
+                "dataPrivacyConsent": True,
+            }
+        },
+        "exports": {
+            "vip": {
+                "connection": "main",
+                "source": {"container": container, "folder": FOLDER, "segment": "Vip"},
+                "listId": 1,
+                "mapping": {
+                    "email": "EmailAddress",
+                    "firstName": "FirstName",
+                    "lastName": "LastName",
+                    "phone": "Phone",
+                    "fields": {"LOYALTY_TIER": "LoyaltyTier"},
+                    "tags": ["segment-vip"],
+                },
+                **export_options,
+            }
+        },
+    }
+    return parse_config(doc, allowed_suffixes=(".api-us1.com",), allow_loopback=True)
+
+
+@dataclass
+class World:
+    ctx: RunContext
+    runs: RunStore
+    segments: ContainerClient
+    app: ContainerClient
+    sandbox: SandboxServer
+
+    def run(
+        self, *, dry_run: bool = False, full: bool = False, force: bool = False, **kw: object
+    ) -> RunOutcome:
+        record = self.runs.create("vip", trigger="cli", dry_run=dry_run, full=full, force=force)
+        record.status = "running"
+        self.runs.update(record)
+        outcome = run_export(self.ctx, record, runs=self.runs, **kw)  # type: ignore[arg-type]
+        record.status = "succeeded" if outcome.status == "succeeded" else "failed"
+        if outcome.status != "continue":
+            self.runs.update(record)
+        return outcome
+
+    def reconfigure(self, **export_options: object) -> None:
+        self.ctx.config = make_config(self.sandbox.hostname, self.segments.container_name, **export_options)
+
+    def members(self, list_id: int = 1) -> dict[str, int]:
+        assert self.sandbox.wait_until_idle(10)
+        return self.sandbox.state.list_members(list_id)
+
+
+@pytest.fixture
+def world(azurite: str, unique_name: str, ac_sandbox: SandboxServer) -> World:
+    service = BlobServiceClient.from_connection_string(azurite)
+    segments = service.create_container(unique_name)
+    settings = load_settings(
+        {
+            "AzureWebJobsStorage": azurite,
+            "ACTIVECAMPAIGN_REQUESTS_PER_SECOND": "150",
+            "ACTIVECAMPAIGN_BULK_IMPORTS_PER_MINUTE": "3000",
+        }
+    )
+    # Each test gets its own app container through a unique export state path: use a fresh container name.
+    app_service = BlobServiceClient.from_connection_string(azurite)
+    ctx = RunContext(
+        settings=settings,
+        config=make_config(ac_sandbox.hostname, unique_name),
+        secrets=EnvSecrets({"AC_KEY": SANDBOX_API_KEY}),
+        app_blobs=app_service,
+        segment_blobs=service,
+        poll_interval=0.01,
+        confirm_timeout=20,
+    )
+    app = ctx.app_container()
+    # Exports share one app container across tests; wipe this export's blobs for isolation.
+    for blob in app.list_blobs(name_starts_with="state/vip/"):
+        app.delete_blob(blob.name)
+    for blob in app.list_blobs(name_starts_with="runs/vip/"):
+        app.delete_blob(blob.name)
+    return World(ctx, RunStore(app), segments, app, ac_sandbox)
+
+
+def test_snapshot_lands_in_the_list_with_a_report_that_adds_up(world: World) -> None:
+    rows = profiles(600)
+    rows += [
+        ["900", "", "No", "Email", "", "gold"],
+        ["901", "not-an-email", "Bad", "Email", "", "gold"],
+        ["902", "  PERSON1@Example.COM ", "Dup", "Case", "", "gold"],
+    ]
+    snap = write_ci_snapshot(world.segments, "Vip", rows, partitions=3)
+    outcome = world.run()
+    report = outcome.report
+    assert outcome.status == "succeeded", outcome.error
+    assert report.snapshot_id == snap
+    assert (report.rows_read, report.rejected, report.duplicates, report.contacts) == (
+        603,
+        {"missing_email": 1, "invalid_email": 1},
+        1,
+        600,
+    )
+    assert (report.to_send, report.accepted, report.failed, report.unconfirmed) == (600, 600, 0, 0)
+    assert report.batches == 3  # 600 contacts in batches of at most 250
+    members = world.members()
+    assert len(members) == 600
+    assert set(members.values()) == {1}
+    contact = world.sandbox.state.contact("person1@example.com")
+    assert contact is not None
+    assert contact.first_name == "First1"
+    assert "segment-vip" in contact.tags
+    assert contact.fields.get(1) == "gold"
+
+    stored = json.loads(world.app.download_blob(str(report.report_blob)).readall())
+    assert stored["accepted"] == 600
+    assert stored["rejected_total"] == 2
+    rejected = list(
+        csv.DictReader(io.StringIO(world.app.download_blob(str(report.rejected_blob)).readall().decode()))
+    )
+    assert sorted(r["reason"] for r in rejected) == ["duplicate", "invalid_email", "missing_email"]
+    assert world.sandbox.state.counters()["rate_limited"] == 0
+
+
+def test_dry_run_sends_nothing_but_reports_what_would_be_sent(world: World) -> None:
+    write_ci_snapshot(world.segments, "Vip", profiles(300))
+    outcome = world.run(dry_run=True)
+    assert outcome.status == "succeeded", outcome.error
+    assert outcome.report.to_send == 300
+    assert outcome.report.accepted == 0
+    assert outcome.report.batches == 2
+    assert world.members() == {}
+    assert world.sandbox.state.batches() == []
+
+
+def test_incremental_rerun_sends_only_new_and_changed(world: World) -> None:
+    write_ci_snapshot(world.segments, "Vip", profiles(400))
+    assert world.run().status == "succeeded"
+    rows = profiles(400)
+    rows[5][2] = "Renamed"
+    rows += profiles(10, start=1000)
+    write_ci_snapshot(world.segments, "Vip", rows, time_folder="2026/11/21/0600")
+    batches_before = len(world.sandbox.state.batches())
+    second = world.run().report
+    assert (second.new, second.changed, second.unchanged, second.accepted) == (10, 1, 400 - 1, 11)
+    assert len(world.sandbox.state.batches()) == batches_before + 1
+    assert world.sandbox.state.contact("person5@example.com").first_name == "Renamed"  # type: ignore[union-attr]
+    third = world.run().report
+    assert third.to_send == 0
+    assert third.accepted == 0
+
+
+def test_missing_email_column_fails_before_sending_naming_the_columns(world: World) -> None:
+    write_ci_snapshot(world.segments, "Vip", profiles(10))
+    mapping = {"email": "E-Mail", "firstName": "FirstName"}
+    world.reconfigure(mapping=mapping)
+    outcome = world.run()
+    assert outcome.status == "failed"
+    assert "E-Mail" in (outcome.error or "")
+    assert "EmailAddress" in (outcome.error or "")
+    assert world.sandbox.state.batches() == []
+
+
+def test_missing_list_fails_before_any_contact_is_sent(world: World) -> None:
+    write_ci_snapshot(world.segments, "Vip", profiles(10))
+    world.reconfigure(listId=77)
+    outcome = world.run()
+    assert outcome.status == "failed"
+    assert "list 77 does not exist" in (outcome.error or "")
+    assert world.sandbox.state.batches() == []
+
+
+def test_wrong_key_fails_with_a_message_that_says_so(world: World) -> None:
+    write_ci_snapshot(world.segments, "Vip", profiles(10))
+    world.sandbox.set_api_key("rotated-and-not-in-our-secret")
+    outcome = world.run()
+    assert outcome.status == "failed"
+    assert "refused the API key" in (outcome.error or "")
+    assert "rotated-and-not-in-our-secret" not in (outcome.error or "")
+
+
+def test_no_consent_no_data(world: World) -> None:
+    write_ci_snapshot(world.segments, "Vip", profiles(10))
+    doc = {
+        "connections": {
+            "main": {"displayName": "x", "hostname": world.sandbox.hostname, "apiKeySecret": "ac-key"}
+        },
+        "exports": {
+            "vip": {
+                "connection": "main",
+                "source": {"container": world.segments.container_name, "folder": FOLDER, "segment": "Vip"},
+                "listId": 1,
+                "mapping": {"email": "EmailAddress"},
+            }
+        },
+    }
+    world.ctx.config = parse_config(doc, allowed_suffixes=(), allow_loopback=True)
+    outcome = world.run()
+    assert outcome.status == "failed"
+    assert "dataPrivacyConsent" in (outcome.error or "")
+    assert world.sandbox.state.counters().get("requests", 0) == 0
+
+
+def test_429_storm_and_partial_400_lose_nothing(world: World) -> None:
+    rows = profiles(300)
+    write_ci_snapshot(world.segments, "Vip", rows)
+    world.sandbox.inject(Fault.http_status(429, retry_after=1, count=3, path="/api/3/import/bulk_import"))
+    world.sandbox.state.set_exclusions(["person7@example.com"])
+    outcome = world.run()
+    report = outcome.report
+    assert outcome.status == "succeeded", outcome.error
+    assert report.accepted + report.failed + report.unconfirmed == report.to_send == 300
+    assert report.failed == 1
+    assert report.accepted == 299
+    assert len([e for e, s in world.members().items() if s == 1]) == 299
+
+
+def test_missing_snapshot_never_empties_a_list(world: World) -> None:
+    world.reconfigure(mode="mirror")
+    outcome = world.run()
+    assert outcome.status == "failed"
+    assert "no segment snapshot found" in (outcome.error or "")
+
+
+def test_mirror_mode_unsubscribes_who_left_and_guard_trips(world: World) -> None:
+    world.reconfigure(mode="mirror", maxRemovalShare=0.2)
+    write_ci_snapshot(world.segments, "Vip", profiles(100))
+    assert world.run().status == "succeeded"
+    world.sandbox.state.opt_out(1, "person3@example.com")
+    write_ci_snapshot(world.segments, "Vip", profiles(50), time_folder="2026/11/21/0600")
+    tripped = world.run()
+    assert tripped.status == "failed"
+    assert "maxRemovalShare" in (tripped.error or "")
+    assert sum(1 for s in world.members().values() if s == 2) == 1  # only the person who opted out
+    forced = world.run(force=True)
+    assert forced.status == "succeeded", forced.error
+    assert forced.report.to_remove == 50
+    assert forced.report.removed == 50
+    members = world.members()
+    assert all(members[f"person{i}@example.com"] == 1 for i in range(50) if i != 3)
+    assert all(members[f"person{i}@example.com"] == 2 for i in range(50, 100))
+    assert members["person3@example.com"] == 2  # opted out: never re-subscribed
+    assert world.sandbox.state.resubscriptions == []
