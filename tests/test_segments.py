@@ -15,7 +15,9 @@ from azure.storage.blob import BlobServiceClient, ContainerClient
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
+from scripts import sample_segment
 from shared import segments
+from shared.mapping import Rejection, normalize_email
 from shared.segments import (
     FIELD_SIZE_LIMIT,
     LAYOUT_CSV,
@@ -545,3 +547,40 @@ def test_any_table_round_trips_through_azurite(service, container, table, bom):
 
     assert snapshot.columns == tuple(columns)
     assert [r.values for r in rows] == table
+
+
+# ---------------------------------------------------------------------------------------------
+# The bundled sample
+# ---------------------------------------------------------------------------------------------
+
+
+def test_committed_sample_files_are_what_the_script_generates():
+    for path, data in sample_segment.generate().items():
+        assert (sample_segment.SAMPLE_DIR / path).read_bytes() == data, (
+            f"{path}: run python -m scripts.sample_segment"
+        )
+
+
+def test_uploaded_sample_reads_back_with_its_documented_defects(service, container):
+    # A space in the folder checks that the filled-in locations are URL-encoded.
+    folder = "CustomerInsights_demo/Blob Export"
+    uploaded = sample_segment.upload_sample(container, sample_segment.SAMPLE_DIR, folder)
+    assert uploaded[-1] == f"{folder}/model.json"  # written last, as Customer Insights does
+
+    snapshot, rows = read_all(reader_for(service, container, folder=folder, segment=sample_segment.SEGMENT))
+
+    assert snapshot.snapshot_id == sample_segment.TIME_FOLDER
+    assert snapshot.columns == sample_segment.COLUMNS
+    assert len(snapshot.partitions) == sample_segment.PARTITIONS
+    assert len(rows) == sample_segment.PROFILES
+    kinds = sample_segment.defects()
+    assert {k: len(v) for k, v in kinds.items()} == sample_segment.DEFECT_COUNTS
+    by_id = {r.values[0]: r for r in rows}
+    assert [r.values[0] for r in rows if r.error] == kinds["ragged"]
+    assert all(by_id[i].values[3] == sample_segment.MULTILINE_LAST_NAME for i in kinds["multiline"])
+    emails = {r.values[0]: normalize_email(r.values[1]) for r in rows if not r.error}
+    assert all(isinstance(emails[i], Rejection) for i in kinds["empty_email"] + kinds["malformed_email"])
+    assert all(by_id[i].values[1] != emails[i] for i in kinds["needs_normalizing"])
+    valid = [e for e in emails.values() if isinstance(e, str)]
+    # Case duplicates collapse onto earlier contacts: the docstring's count of distinct contacts.
+    assert len(set(valid)) == len(valid) - len(kinds["case_duplicate"]) == 11_869
