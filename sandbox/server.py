@@ -146,6 +146,10 @@ class SandboxServer:
         """Block until every queued batch is processed; False if `timeout` seconds pass first."""
         return self.state.wait_until_idle(timeout)
 
+    def wait_for_batches(self, count: int, timeout: float) -> bool:
+        """Block until `count` bulk imports have been queued in total (e.g. to stop a run midway)."""
+        return self.state.wait_for_batches(count, timeout)
+
     # Backend for the HTTP layer.
     def serve(self, request: ApiRequest, token: str | None, received: float) -> Reply | None:
         return self._gateway.serve(request, token, received)

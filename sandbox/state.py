@@ -289,6 +289,11 @@ class SandboxState:
         with self._lock:
             return list(self._batches.values())
 
+    def wait_for_batches(self, count: int, timeout: float) -> bool:
+        """True once at least `count` batches were queued in total; False after `timeout` seconds."""
+        with self.changed:
+            return self.changed.wait_for(lambda: len(self._batches) >= count, timeout)
+
     def next_batch(self, stopping: threading.Event) -> Batch | None:
         """Block until a batch is queued (returns it, still queued) or `stopping` is set (None)."""
         with self.changed:

@@ -374,6 +374,8 @@ def test_concurrent_imports_are_all_applied_once(ac_sandbox):
     with ThreadPoolExecutor(max_workers=8) as pool:
         statuses = [code for codes in pool.map(send, range(8)) for code in codes]
     assert statuses == [200] * 40
+    assert ac_sandbox.wait_for_batches(40, WAIT)
+    assert not ac_sandbox.wait_for_batches(41, 0.05)
     assert ac_sandbox.wait_until_idle(WAIT)
     assert len(ac_sandbox.state.list_members(1)) == 800
     assert len({c.id for c in ac_sandbox.state.contacts()}) == 800
