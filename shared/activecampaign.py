@@ -41,7 +41,10 @@ MAX_BULK_CONTACTS = 250
 MAX_BULK_BODY_BYTES = 400_000  # ActiveCampaign wants the payload strictly under this
 FIELDS_PAGE_SIZE = 100  # the largest page /fields serves
 BULK_WINDOW_SECONDS = 60.0  # ActiveCampaign counts bulk imports over a minute
-DEFAULT_SAFETY_MARGIN = 0.02
+DEFAULT_SAFETY_MARGIN = 0.02  # bulk: 1.2 s a minute of slack for jitter, at 2% of throughput
+# Requests/s: 2% of a second is only 20 ms of jitter; 10% costs nothing that matters, because
+# throughput is bounded by the bulk limit (under 2 imports/s), not by the 5 requests/s.
+DEFAULT_REQUEST_SAFETY_MARGIN = 0.1
 DEFAULT_MAX_RETRY_SECONDS = 180.0
 SETTINGS_HINT = "Settings > Developer"
 _BULK_RATE_LIMIT_MESSAGE = "rate limit exceeded"
@@ -143,10 +146,11 @@ class _Bucket:
 class Pacer:
     """Thread-safe token buckets for one ActiveCampaign account: all requests, and bulk imports.
 
-    Both buckets leave a `safety_margin` below the published limit, so clock skew and network
-    jitter cannot make ActiveCampaign's sliding window count one request too many. Bulk imports
-    are spaced evenly (burst 1) because ActiveCampaign counts them over a whole minute: a burst
-    at the start of one minute followed by steady sending would overrun the next window.
+    Every bucket stays a margin below the published limit, so network jitter cannot make
+    ActiveCampaign's sliding window count one request too many. Bulk imports are spaced evenly
+    (burst 1) because ActiveCampaign counts them over a whole minute: a burst at the start of one
+    minute followed by steady sending would overrun the next window. Single-contact imports have
+    their own, lower limit at ActiveCampaign and so their own bucket.
     """
 
     def __init__(
@@ -154,41 +158,48 @@ class Pacer:
         requests_per_second: float = 5.0,
         bulk_imports_per_minute: float = 100.0,
         *,
+        single_imports_per_minute: float = 20.0,
         safety_margin: float = DEFAULT_SAFETY_MARGIN,
+        request_safety_margin: float = DEFAULT_REQUEST_SAFETY_MARGIN,
         request_burst: int = 1,
         bulk_window_seconds: float = BULK_WINDOW_SECONDS,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
-        if requests_per_second <= 0 or bulk_imports_per_minute <= 0:
-            raise ValueError("requests_per_second and bulk_imports_per_minute must be positive")
-        if not 0 <= safety_margin < 1:
-            raise ValueError("safety_margin must be in [0, 1)")
+        if min(requests_per_second, bulk_imports_per_minute, single_imports_per_minute) <= 0:
+            raise ValueError("requests_per_second and the bulk imports per minute must be positive")
+        if not (0 <= safety_margin < 1 and 0 <= request_safety_margin < 1):
+            raise ValueError("safety margins must be in [0, 1)")
         if request_burst < 1:
             raise ValueError("request_burst must be at least 1")
-        keep = 1.0 - safety_margin
         self.requests_per_second = requests_per_second
         self.bulk_imports_per_minute = bulk_imports_per_minute
         self.bulk_window_seconds = bulk_window_seconds
-        self._requests = _Bucket(requests_per_second * keep, request_burst)
-        self._bulk = _Bucket(bulk_imports_per_minute * keep / bulk_window_seconds, 1)
+        self._requests = _Bucket(requests_per_second * (1 - request_safety_margin), request_burst)
+        keep = (1 - safety_margin) / bulk_window_seconds
+        self._bulk = _Bucket(bulk_imports_per_minute * keep, 1)
+        self._single = _Bucket(single_imports_per_minute * keep, 1)
         self._clock = clock
         self._sleep = sleep
         self._lock = threading.Lock()
 
-    def acquire(self, bulk: bool = False) -> None:
-        """Block until a request (and, for a bulk import, a bulk slot) may be sent."""
+    def acquire(self, bulk: bool = False, *, single: bool = False) -> None:
+        """Block until a request (and, for a bulk import, a bulk slot) may be sent.
+
+        `single`: the bulk import holds one contact (ActiveCampaign limits those separately).
+        """
         # Bulk slot first: reserving the request slot before a long bulk wait would let the request
         # be sent late, bunched with later reservations, and overrun the per-second limit.
         if bulk:
-            self._wait(self._bulk)
+            self._wait(self._single if single else self._bulk)
         self._wait(self._requests)
 
     def hold(self, seconds: float, *, bulk: bool = False) -> None:
         """Send nothing (or no bulk import) for `seconds`: ActiveCampaign said the budget is spent."""
         with self._lock:
             until = self._clock() + seconds
-            (self._bulk if bulk else self._requests).hold_until(until)
+            for bucket in (self._bulk, self._single) if bulk else (self._requests,):
+                bucket.hold_until(until)
 
     def _wait(self, bucket: _Bucket) -> None:
         with self._lock:
@@ -356,7 +367,9 @@ class ActiveCampaignClient:
         ValueError (before sending) when the batch is empty, too large, or 400,000 bytes or more.
         """
         content = bulk_import_body(contacts, exclude_automations=exclude_automations)
-        body = self._call("POST", "/import/bulk_import", content=content, bulk=True)
+        body = self._call(
+            "POST", "/import/bulk_import", content=content, bulk=True, single=len(contacts) == 1
+        )
         batch_id = body.get("batchId")
         if not isinstance(batch_id, str) or not batch_id:
             raise UnexpectedResponse(
@@ -393,6 +406,7 @@ class ActiveCampaignClient:
         params: Mapping[str, str | int] | None = None,
         content: bytes | None = None,
         bulk: bool = False,
+        single: bool = False,
         list_id: int | None = None,
     ) -> dict[str, Any]:
         """One API call with pacing and retries; returns the JSON object or raises a typed error."""
@@ -405,7 +419,9 @@ class ActiveCampaignClient:
             before_sleep=lambda state: self._log_retry(what, state),
         )
         try:
-            result: dict[str, Any] = retrying(self._attempt, method, path, params, content, bulk, list_id)
+            result: dict[str, Any] = retrying(
+                self._attempt, method, path, params, content, bulk, single, list_id
+            )
         except RetryError as exc:
             attempt = exc.last_attempt
             last = attempt.exception()
@@ -426,9 +442,10 @@ class ActiveCampaignClient:
         params: Mapping[str, str | int] | None,
         content: bytes | None,
         bulk: bool,
+        single: bool,
         list_id: int | None,
     ) -> dict[str, Any]:
-        self._pacer.acquire(bulk=bulk)
+        self._pacer.acquire(bulk=bulk, single=single)
         headers = {"Api-Token": self._api_key}
         if content is not None:
             headers["Content-Type"] = "application/json"

@@ -47,8 +47,8 @@ def test_requests_never_exceed_the_per_second_limit_in_any_window():
         pacer.acquire()
         sent.append(fake.now)
     assert max_in_window(sent, 1.0) <= 5
-    # Even with the margin the limit is closely used: 60 requests take about 12 s, not much more.
-    assert sent[-1] - sent[0] == pytest.approx(59 / (5 * 0.98))
+    # The margin costs little: 60 requests take about 13 s, not much more.
+    assert sent[-1] - sent[0] == pytest.approx(59 / (5 * 0.9))
 
 
 def test_bulk_imports_are_spaced_evenly_with_a_margin_so_no_minute_sees_the_limit():
@@ -79,6 +79,19 @@ def test_hold_delays_every_request_after_a_rate_limit_answer():
     pacer.hold(3.0)
     pacer.acquire()
     assert fake.now >= start + 3.0
+
+
+def test_single_contact_imports_have_their_own_lower_limit():
+    pacer, fake = paced(bpm=100)
+    sent = []
+    for _ in range(30):
+        pacer.acquire(bulk=True, single=True)
+        sent.append(fake.now)
+    assert max_in_window(sent, 60.0) <= 20
+    # ... and they do not use up the multi-contact budget.
+    before = fake.now
+    pacer.acquire(bulk=True)
+    assert fake.now - before < 1.0
 
 
 def test_a_bulk_hold_leaves_ordinary_requests_alone():
@@ -128,7 +141,7 @@ def test_threads_sharing_a_pacer_get_distinct_evenly_spaced_slots():
     slots.sort()
     assert len(slots) == 200
     gaps = [b - a for a, b in itertools.pairwise(slots)]
-    assert min(gaps) == pytest.approx(1 / (10 * 0.98))
+    assert min(gaps) == pytest.approx(1 / (10 * 0.9))
 
 
 @pytest.mark.parametrize(("rps", "bpm"), [(0, 100), (5, 0), (-1, 100)])
