@@ -135,7 +135,9 @@ def _queue(azurite: str, name: str) -> QueueClient:
 def app_env(azurite: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[AppEnv]:
     """App settings for Azurite, and empty app storage (config, runs, state, run queues)."""
     for name in list(os.environ):
-        if name.startswith(("WEBSITE_", "KEY_VAULT", "AUTH_MODE", "ACTIVECAMPAIGN_", "RUN_TIME")):
+        if name.startswith(
+            ("WEBSITE_", "CONTAINER_NAME", "KEY_VAULT", "AUTH_MODE", "ACTIVECAMPAIGN_", "RUN_TIME")
+        ):
             monkeypatch.delenv(name)
     monkeypatch.setenv("AzureWebJobsStorage", azurite)
     monkeypatch.setenv("ACTIVECAMPAIGN_REQUESTS_PER_SECOND", "150")

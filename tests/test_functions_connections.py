@@ -1,0 +1,198 @@
+"""HTTP API: connections. Real ActiveCampaign sandbox for the key check, Key Vault stand-in for storage."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import pytest
+
+from functions import services
+from shared.secrets import KeyVaultSecrets
+from tests.fixtures.sandbox import SANDBOX_API_KEY
+from tests.test_functions_app import app_env, call  # noqa: F401
+
+pytestmark = pytest.mark.usefixtures("app_env")
+
+
+def connection_body(hostname: str, **extra: Any) -> dict[str, Any]:
+    return {"displayName": "Sandbox", "hostname": hostname, "dataPrivacyConsent": True, **extra}
+
+
+def put(name: str, body: Any, headers: dict[str, str] | None = None, **kw: Any):
+    return call(
+        "connection_item",
+        "PUT",
+        f"connections/{name}",
+        route={"name": name},
+        body=body,
+        headers=headers,
+        **kw,
+    )
+
+
+def get(name: str):
+    return call("connection_item", "GET", f"connections/{name}", route={"name": name})
+
+
+def delete(name: str, headers: dict[str, str] | None = None, params: dict[str, str] | None = None):
+    return call(
+        "connection_item",
+        "DELETE",
+        f"connections/{name}",
+        route={"name": name},
+        headers=headers,
+        params=params,
+    )
+
+
+def stored_key(secret: str) -> str:
+    return services.get_services().secrets.get(secret)
+
+
+def test_put_checks_the_key_stores_it_and_never_returns_it(ac_sandbox, caplog):
+    caplog.set_level(logging.DEBUG)
+    resp = put("main", connection_body(ac_sandbox.hostname, apiKey=SANDBOX_API_KEY))
+    assert resp.status == 201, resp.body
+    assert resp.body["apiKeySecret"] == "activecampaign-main"
+    assert resp.headers["ETag"] == resp.body["etag"]
+    assert stored_key("activecampaign-main") == SANDBOX_API_KEY
+    again = get("main")
+    assert again.status == 200
+    assert again.body == resp.body
+    listed = call("connections_list", "GET", "connections")
+    assert listed.body == {"connections": [resp.body]}
+    for response in (resp, again, listed):
+        assert SANDBOX_API_KEY not in str(response.body)
+        assert SANDBOX_API_KEY not in str(response.headers)
+    assert all(SANDBOX_API_KEY not in r.getMessage() for r in caplog.records)
+
+
+def test_put_without_api_key_keeps_the_stored_key_and_rechecks_it(ac_sandbox):
+    assert put("main", connection_body(ac_sandbox.hostname, apiKey=SANDBOX_API_KEY)).status == 201
+    resp = put("main", connection_body(ac_sandbox.hostname, displayName="Renamed", allowContributors=True))
+    assert resp.status == 200, resp.body
+    assert resp.body["displayName"] == "Renamed"
+    assert resp.body["allowContributors"] is True
+    assert stored_key("activecampaign-main") == SANDBOX_API_KEY
+    # The stored key is checked again: once ActiveCampaign stops accepting it, the save is refused.
+    ac_sandbox.set_api_key("rotated-elsewhere-key")
+    refused = put("main", connection_body(ac_sandbox.hostname))
+    assert refused.status == 400
+    assert refused.body["error"]["code"] == "InvalidApiKey"
+
+
+def test_put_with_a_wrong_key_is_refused_and_nothing_is_saved(ac_sandbox):
+    resp = put("main", connection_body(ac_sandbox.hostname, apiKey="wrong-key-123456"))
+    assert resp.status == 400
+    assert resp.body["error"]["code"] == "InvalidApiKey"
+    assert "Settings > Developer" in resp.body["error"]["message"]
+    assert "wrong-key-123456" not in str(resp.body)
+    assert get("main").status == 404
+
+
+def test_first_put_without_a_key_says_to_send_one(ac_sandbox):
+    resp = put("main", connection_body(ac_sandbox.hostname))
+    assert resp.status == 400
+    assert resp.body["error"]["code"] == "ApiKeyRequired"
+    assert "apiKey" in resp.body["error"]["message"]
+
+
+@pytest.mark.parametrize(
+    ("body", "code", "fragment"),
+    [
+        ({"dataPrivacyConsent": False}, "ConsentRequired", "dataPrivacyConsent: true"),
+        ({"dataPrivacyConsent": None}, "ConsentRequired", "dataPrivacyConsent"),
+        ({"displayName": 5}, "ValidationFailed", "displayName"),
+        ({"colour": "red"}, "ValidationFailed", "colour: unknown field"),
+        ({"hostname": "https://acme.api-us1.com"}, "ValidationFailed", "no https://"),
+        ({"hostname": "acme.example.com"}, "ValidationFailed", "ACTIVECAMPAIGN_ALLOWED_HOST_SUFFIXES"),
+        ({"apiKey": ""}, "ValidationFailed", "apiKey"),
+        ({"apiKey": 12345}, "ValidationFailed", "apiKey"),
+    ],
+)
+def test_put_validation_errors_say_what_to_fix(ac_sandbox, body, code, fragment):
+    full = connection_body(ac_sandbox.hostname, apiKey=SANDBOX_API_KEY)
+    full.update(body)
+    if body.get("dataPrivacyConsent", True) is None:
+        del full["dataPrivacyConsent"]
+    resp = put("main", full)
+    assert resp.status == 400, resp.body
+    assert resp.body["error"]["code"] == code
+    assert fragment in resp.body["error"]["message"]
+
+
+@pytest.mark.parametrize(
+    ("raw", "code"),
+    [(b"{not json", "InvalidJson"), (b"[1, 2]", "InvalidJson"), (b"", "BodyRequired")],
+)
+def test_put_with_a_body_that_is_not_a_json_object_is_400(raw, code):
+    resp = call("connection_item", "PUT", "connections/main", route={"name": "main"}, raw=raw)
+    assert resp.status == 400
+    assert resp.body["error"]["code"] == code
+
+
+def test_invalid_name_in_the_url_is_400(ac_sandbox):
+    resp = put("Bad_Name", connection_body(ac_sandbox.hostname, apiKey=SANDBOX_API_KEY))
+    assert resp.status == 400
+    assert "name" in resp.body["error"]["message"]
+
+
+def test_unknown_connection_is_404():
+    for resp in (get("nope"), delete("nope")):
+        assert resp.status == 404
+        assert resp.body["error"]["code"] == "NotFound"
+
+
+def test_stale_if_match_is_412_and_the_current_etag_succeeds(ac_sandbox):
+    first = put("main", connection_body(ac_sandbox.hostname, apiKey=SANDBOX_API_KEY))
+    old_etag = first.headers["ETag"]
+    second = put(
+        "main", connection_body(ac_sandbox.hostname, displayName="B"), headers={"If-Match": old_etag}
+    )
+    assert second.status == 200
+    assert second.headers["ETag"] != old_etag
+    stale = put("main", connection_body(ac_sandbox.hostname, displayName="C"), headers={"If-Match": old_etag})
+    assert stale.status == 412
+    assert "GET it again" in stale.body["error"]["message"]
+    assert get("main").body["displayName"] == "B"
+    assert delete("main", headers={"If-Match": old_etag}).status == 412
+    assert delete("main", headers={"If-Match": second.headers["ETag"]}).status == 204
+    create_only = put("main", connection_body(ac_sandbox.hostname), headers={"If-None-Match": "*"})
+    assert create_only.status == 400  # it is gone, and so is its key
+
+
+def test_delete_removes_the_key_and_refuses_while_exports_use_it_unless_cascade(ac_sandbox):
+    assert put("main", connection_body(ac_sandbox.hostname, apiKey=SANDBOX_API_KEY)).status == 201
+    export = {
+        "connection": "main",
+        "source": {"container": "segments", "segment": "vip"},
+        "listId": 1,
+        "mapping": {"email": "Email"},
+    }
+    assert call("export_item", "PUT", "exports/vip", route={"name": "vip"}, body=export).status == 201
+    in_use = delete("main")
+    assert in_use.status == 409
+    assert "vip" in in_use.body["error"]["message"]
+    assert delete("main", params={"cascade": "true"}).status == 204
+    assert get("main").status == 404
+    assert call("export_item", "GET", "exports/vip", route={"name": "vip"}).status == 404
+    from shared.secrets import SecretNotFound
+
+    with pytest.raises(SecretNotFound):
+        stored_key("activecampaign-main")
+
+
+def test_key_goes_to_key_vault_under_the_named_secret(ac_sandbox, keyvault):
+    services.set_secrets_factory(
+        lambda settings: KeyVaultSecrets(
+            keyvault.vault_url, keyvault.credential, cache_seconds=300, **keyvault.client_kwargs
+        )
+    )
+    resp = put(
+        "main", connection_body(ac_sandbox.hostname, apiKey=SANDBOX_API_KEY, apiKeySecret="ac-main-key")
+    )
+    assert resp.status == 201, resp.body
+    assert keyvault.secrets["ac-main-key"] == SANDBOX_API_KEY
+    assert delete("main").status == 204
+    assert "ac-main-key" not in keyvault.secrets
