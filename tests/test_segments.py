@@ -239,43 +239,46 @@ def test_partition_listed_but_missing_is_an_error(service, container):
         list(reader.iter_rows(snapshot))
 
 
-def _outside_locations(container: ContainerClient, other_container: str) -> list[str]:
+def _outside_locations(container: ContainerClient, other_container: str) -> dict[str, str]:
     base = container.url  # http://127.0.0.1:<port>/devstoreaccount1/<container>
     url = urlsplit(base)
     account = url.path.split("/")[1]
     name = container.container_name
     inside = f"{FOLDER}/{SEGMENT}/2024/05/01/0630/{SEGMENT}_1.csv"
-    return [
-        f"https://evil.example.com/{account}/{name}/{inside}",  # other host
-        f"http://{url.hostname}:1/{account}/{name}/{inside}",  # other port
-        f"http://localhost:{url.port}/{account}/{name}/{inside}",  # other host name, same port
-        f"http://{url.netloc}/otheraccount/{name}/{inside}",  # other account
-        f"http://{url.netloc}/{account}/{other_container}/{inside}",  # other container
-        f"{base}/{FOLDER}/../../{other_container}/x.csv",  # traversal
-        f"{base}/{FOLDER}/%2e%2e/Other/x.csv",  # encoded traversal
-        f"{base}/{FOLDER}%2F..%2Fx.csv",  # encoded slash
-        f"{base}/CustomerInsights_other/BlobExport/{SEGMENT}/x.csv",  # outside the folder
-        f"{base}/{FOLDER}",  # the folder itself, not a file in it
-        f"ftp://{url.netloc}/{account}/{name}/{inside}",  # not http(s)
-        f"file:///{account}/{name}/{inside}",
-        f"{base}/{inside}?sv=2020&sig=x",  # query
-        f"http://user@{url.netloc}/{account}/{name}/{inside}",  # userinfo
-        f"/{account}/{name}/{inside}",  # relative
-        "not a url at all",
-    ]
+    return {
+        "other host": f"https://evil.example.com/{account}/{name}/{inside}",
+        "other port": f"http://{url.hostname}:1/{account}/{name}/{inside}",
+        "other host name, same port": f"http://localhost:{url.port}/{account}/{name}/{inside}",
+        "other account": f"http://{url.netloc}/otheraccount/{name}/{inside}",
+        "other container": f"http://{url.netloc}/{account}/{other_container}/{inside}",
+        "traversal": f"{base}/{FOLDER}/../../{other_container}/x.csv",
+        "encoded traversal": f"{base}/{FOLDER}/%2e%2e/Other/x.csv",
+        "encoded slash": f"{base}/{FOLDER}%2F..%2Fx.csv",
+        "outside the folder": f"{base}/CustomerInsights_other/BlobExport/{SEGMENT}/x.csv",
+        "the folder itself": f"{base}/{FOLDER}",
+        "ftp": f"ftp://{url.netloc}/{account}/{name}/{inside}",
+        "file": f"file:///{account}/{name}/{inside}",
+        "query": f"{base}/{inside}?sv=2020&sig=x",
+        "userinfo": f"http://user@{url.netloc}/{account}/{name}/{inside}",
+        "relative": f"/{account}/{name}/{inside}",
+        "not a URL": "not a url at all",
+    }
 
 
-def test_locations_outside_the_account_container_or_folder_are_refused(service, container, unique_name):
+KINDS = list(_outside_locations(ContainerClient("http://h:1/a", "c"), "o"))
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_locations_outside_the_account_container_or_folder_are_refused(service, container, unique_name, kind):
     other = service.get_container_client(unique_name + "x")
     other.create_container()
+    # The targets exist, so following one would read data instead of failing on a missing blob.
     other.upload_blob(f"{FOLDER}/{SEGMENT}/2024/05/01/0630/{SEGMENT}_1.csv", b"secret,a@x.org,1\r\n")
     container.upload_blob(f"CustomerInsights_other/BlobExport/{SEGMENT}/x.csv", b"secret,a@x.org,1\r\n")
-    reader = reader_for(service, container)
+    write_model(container, [_outside_locations(container, other.container_name)[kind]])
 
-    for location in _outside_locations(container, other.container_name):
-        write_model(container, [location])
-        with pytest.raises(SegmentError, match="was not followed"):
-            reader.latest_snapshot()
+    with pytest.raises(SegmentError, match="was not followed"):
+        reader_for(service, container).latest_snapshot()
 
 
 def test_location_inside_the_folder_with_encoded_characters_is_accepted(service, container):
@@ -425,6 +428,32 @@ def test_blob_larger_than_many_download_chunks_streams_correctly(azurite, contai
 
     assert [r.values for r in got] == rows
     assert got[-1].line == 3000
+
+
+def test_blob_replaced_while_being_read_is_an_error_not_a_mix_of_two_exports(azurite, container):
+    small = BlobServiceClient.from_connection_string(
+        azurite, max_single_get_size=1024, max_chunk_get_size=1024
+    )
+    name = part_name("2024/05/01/0630", 1)
+    container.upload_blob(name, csv_bytes([[f"c{i}", f"{i}@x.org", "1"] for i in range(2000)]))
+    write_model(container, [url_of(container, name)])
+    reader = reader_for(small, container)
+    snapshot = reader.latest_snapshot()
+    assert snapshot is not None
+    rows = reader.iter_rows(snapshot)
+    assert next(rows).values[0] == "c0"
+
+    container.upload_blob(name, csv_bytes([["new", "n@x.org", "1"]] * 2000), overwrite=True)
+
+    with pytest.raises(SegmentError, match=r"HighValue_1\.csv changed while it was being read"):
+        list(rows)
+
+
+def test_model_json_that_is_not_json_is_an_error_saying_so(service, container):
+    container.upload_blob(f"{FOLDER}/model.json", b"{not json")
+
+    with pytest.raises(SegmentError, match=r"model\.json: is not valid UTF-8 JSON"):
+        reader_for(service, container).latest_snapshot()
 
 
 # ---------------------------------------------------------------------------------------------
