@@ -250,7 +250,7 @@ def test_no_registry_modules(bicep):
             assert (INFRA / Path(name).relative_to("infra").parent / module["detail"]["path"]).exists()
 
 
-def test_checkov_parsed_everything_and_ran_checks(checkov, bicep):
+def test_checkov_parsed_everything_and_ran_checks(checkov):
     summary = checkov["summary"]
     assert summary["parsing_errors"] == 0, checkov["_stderr"][-3000:]
     assert summary["passed"] > 0
