@@ -228,3 +228,51 @@ def test_local_settings_sample_documents_every_setting_read():
     api_doc = (ROOT / "docs" / "api.md").read_text()
     missing = [name for name in SETTINGS_READ if f"`{name}`" not in api_doc]
     assert missing == [], f"docs/api.md does not describe {missing}"
+
+
+# --- building blocks for API tests --------------------------------------------------------------
+
+
+def create_connection(hostname: str, name: str = "main", *, allow_contributors: bool = False) -> Response:
+    from tests.fixtures.sandbox import SANDBOX_API_KEY
+
+    body = {
+        "displayName": f"Sandbox {name}",
+        "hostname": hostname,
+        "dataPrivacyConsent": True,
+        "allowContributors": allow_contributors,
+        "apiKey": SANDBOX_API_KEY,
+    }
+    resp = call("connection_item", "PUT", f"connections/{name}", route={"name": name}, body=body)
+    assert resp.status in (200, 201), resp.body
+    return resp
+
+
+def export_body(container: str, connection: str = "main", **options: Any) -> dict[str, Any]:
+    from tests.support.segments import FOLDER
+
+    return {
+        "connection": connection,
+        "source": {"container": container, "folder": FOLDER, "segment": "Vip"},
+        "listId": 1,
+        "mapping": {
+            "email": "EmailAddress",
+            "firstName": "FirstName",
+            "lastName": "LastName",
+            "fields": {"LOYALTY_TIER": "LoyaltyTier"},
+        },
+        **options,
+    }
+
+
+def create_export(container: str, name: str = "vip", connection: str = "main", **options: Any) -> Response:
+    body = export_body(container, connection, **options)
+    resp = call("export_item", "PUT", f"exports/{name}", route={"name": name}, body=body)
+    assert resp.status in (200, 201), resp.body
+    return resp
+
+
+@pytest.fixture
+def segments(azurite: str, unique_name: str) -> ContainerClient:
+    """A fresh container for segment snapshots."""
+    return BlobServiceClient.from_connection_string(azurite).create_container(unique_name)
