@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
+import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -13,6 +16,7 @@ import pytest
 import yaml
 from openapi_schema_validator import OAS30Validator
 
+from sandbox import Fault, Limits, SandboxServer
 from shared.activecampaign import (
     MAX_BULK_BODY_BYTES,
     ActiveCampaignClient,
@@ -27,6 +31,15 @@ from shared.activecampaign import (
 )
 from shared.hosts import HostError
 from shared.settings import DEFAULT_ALLOWED_HOST_SUFFIXES, load_settings
+from tests.fixtures.sandbox import (
+    CITY_FIELD_ID,
+    LOYALTY_TIER_FIELD_ID,
+    NEWSLETTER_LIST_ID,
+    SANDBOX_API_KEY,
+    SANDBOX_FIELDS,
+    MakeSandbox,
+    fast_limits,
+)
 
 REFERENCE = Path("/work/shared/reference")
 HOST = "acme.api-us1.com"
@@ -65,9 +78,10 @@ class Sleeps:
         self.waits.append(seconds)
 
 
-def free_pacer() -> Pacer:
+def free_pacer(**kwargs: Any) -> Pacer:
     """A pacer that never actually sleeps, so unit tests measure the client, not the pacing."""
-    return Pacer(1000.0, 100_000.0, sleep=lambda _s: None)
+    options: dict[str, Any] = {"single_imports_per_minute": 100_000.0, "sleep": lambda _s: None}
+    return Pacer(1000.0, 100_000.0, **(options | kwargs))
 
 
 def make_client(handler: Recorder, *, sleep: Sleeps | None = None, **kwargs: Any) -> ActiveCampaignClient:
@@ -350,3 +364,266 @@ def test_client_for_uses_settings_suffixes_and_refuses_loopback_in_azure():
     in_azure = load_settings({"WEBSITE_INSTANCE_ID": "abc"})
     with pytest.raises(HostError, match="loopback"):
         client_for("127.0.0.1:9", KEY, in_azure)
+
+
+# -------------------------------------------------------------------------------- sandbox (real HTTP)
+
+
+class RecordingTransport(httpx.HTTPTransport):
+    """Real HTTP, keeping each request body so tests can check it against the published schema."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.bodies: list[tuple[str, bytes]] = []
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        self.bodies.append((request.url.path, request.read()))
+        return super().handle_request(request)
+
+    def bulk_bodies(self) -> list[dict[str, Any]]:
+        return [json.loads(body) for path, body in self.bodies if path.endswith("/import/bulk_import")]
+
+
+def sandbox_client(
+    server: SandboxServer, *, pacer: Pacer | None = None, key: str = SANDBOX_API_KEY, **kwargs: Any
+) -> ActiveCampaignClient:
+    options: dict[str, Any] = {
+        "pacer": pacer or free_pacer(sleep=time.sleep),
+        "allowed_suffixes": DEFAULT_ALLOWED_HOST_SUFFIXES,
+        "allow_loopback": True,
+        "transport": RecordingTransport(),
+        "backoff_initial": 0.05,
+        "max_attempts": 4,
+    }
+    options.update(kwargs)
+    return ActiveCampaignClient(server.hostname, key, **options)
+
+
+def bulk_bodies(client: ActiveCampaignClient) -> list[dict[str, Any]]:
+    transport = client._http._transport
+    assert isinstance(transport, RecordingTransport)
+    return transport.bulk_bodies()
+
+
+def people(n: int, *, start: int = 0) -> list[dict[str, Any]]:
+    return [
+        {
+            "email": f"member{i}@example.com",
+            "first_name": f"Member {i}",
+            "fields": [{"id": LOYALTY_TIER_FIELD_ID, "value": "gold"}],
+            "subscribe": [{"listid": str(NEWSLETTER_LIST_ID)}],
+        }
+        for i in range(start, start + n)
+    ]
+
+
+def api_requests(server: SandboxServer, path: str) -> list[Any]:
+    return server.state.requests(f"/api/3{path}")
+
+
+def test_sandbox_connection_check_and_list(ac_sandbox: SandboxServer) -> None:
+    with sandbox_client(ac_sandbox) as client:
+        assert client.check_connection()
+        assert client.get_list(NEWSLETTER_LIST_ID)["name"] == "Newsletter"
+    assert len(api_requests(ac_sandbox, "/users/me")) == 1
+
+
+def test_sandbox_wrong_key_is_invalid_api_key_and_not_retried(ac_sandbox: SandboxServer) -> None:
+    with (
+        sandbox_client(ac_sandbox, key="not-the-sandbox-key") as client,
+        pytest.raises(InvalidApiKey) as info,
+    ):
+        client.check_connection()
+    assert "not-the-sandbox-key" not in str(info.value)
+    assert ac_sandbox.state.counters()["forbidden"] == 1
+
+
+def test_sandbox_key_rotation_with_set_api_key(ac_sandbox: SandboxServer) -> None:
+    with sandbox_client(ac_sandbox) as client:
+        ac_sandbox.set_api_key("rotated-sandbox-key")
+        with pytest.raises(InvalidApiKey):
+            client.check_connection()
+        client.set_api_key("rotated-sandbox-key")
+        assert client.check_connection()
+
+
+def test_sandbox_missing_list_is_list_not_found(ac_sandbox: SandboxServer) -> None:
+    with sandbox_client(ac_sandbox) as client, pytest.raises(ListNotFound, match="list 99"):
+        client.get_list(99)
+    assert len(api_requests(ac_sandbox, "/lists/99")) == 1
+
+
+def test_sandbox_every_field_page_is_read_with_int_ids(ac_sandbox: SandboxServer) -> None:
+    with sandbox_client(ac_sandbox) as client:
+        fields = client.list_fields()
+    assert len(fields) == len(SANDBOX_FIELDS) > 100
+    by_tag = {f.perstag: f.id for f in fields}
+    assert by_tag["LOYALTY_TIER"] == LOYALTY_TIER_FIELD_ID
+    assert by_tag["CITY"] == CITY_FIELD_ID  # only on the second page
+    assert all(isinstance(f.id, int) for f in fields)
+    assert [r.query for r in api_requests(ac_sandbox, "/fields")] == [
+        "limit=100&offset=0",
+        "limit=100&offset=100",
+    ]
+
+
+def test_sandbox_bulk_import_is_queued_and_its_info_completes(ac_sandbox: SandboxServer) -> None:
+    with sandbox_client(ac_sandbox) as client:
+        queued = client.bulk_import(people(3), exclude_automations=True)
+        assert queued.queued == 3
+        assert ac_sandbox.wait_until_idle(10)
+        info = client.import_info(queued.batch_id)
+        for body in bulk_bodies(client):
+            BULK_VALIDATOR.validate(body)
+    assert info.status == "completed"
+    assert len(info.success) == 3
+    assert info.failure == []
+    members = ac_sandbox.state.list_members(NEWSLETTER_LIST_ID)
+    assert set(members) == {f"member{i}@example.com" for i in range(3)}
+    stored = ac_sandbox.state.contact("member0@example.com")
+    assert stored is not None
+    assert stored.fields[LOYALTY_TIER_FIELD_ID] == "gold"
+
+
+def test_sandbox_import_info_before_the_batch_is_known_is_none(make_sandbox: MakeSandbox) -> None:
+    limits = fast_limits()
+    limits.info_false_window = 30.0
+    server = make_sandbox(limits)
+    with sandbox_client(server) as client:
+        queued = client.bulk_import(people(2))
+        assert client.import_info(queued.batch_id).status is None
+
+
+def test_sandbox_partial_400_names_the_bad_contacts_and_queues_nothing(ac_sandbox: SandboxServer) -> None:
+    batch = people(4)
+    batch[1]["email"] = "not-an-email"
+    batch[3]["fields"] = [{"id": 9999, "value": "x"}]
+    with sandbox_client(ac_sandbox) as client, pytest.raises(BulkImportRejected) as info:
+        client.bulk_import(batch)
+    assert [index for index, _ in info.value.failures] == [1, 3]
+    assert "9999" in info.value.failures[1][1]
+    assert ac_sandbox.state.counters()["batches_queued"] == 0
+    assert len(api_requests(ac_sandbox, "/import/bulk_import")) == 1
+
+
+def test_sandbox_429_storm_is_waited_out_as_retry_after_says(make_sandbox: MakeSandbox, caplog) -> None:
+    limits = fast_limits()
+    limits.requests_per_second = 2
+    server = make_sandbox(limits)
+    # A pacer set far above the account's limit, as if another process used the budget.
+    with caplog.at_level(logging.WARNING, logger="shared.activecampaign"), sandbox_client(server) as client:
+        for _ in range(5):
+            client.check_connection()
+    counters = server.state.counters()
+    assert counters["rate_limited"] >= 1
+    ok_calls = [r for r in api_requests(server, "/users/me") if r.status == 200]
+    assert len(ok_calls) == 5
+    assert any("HTTP 429" in r.getMessage() for r in caplog.records)
+    # Each retry came no sooner than Retry-After (the sandbox says at least 1 s) after its 429.
+    calls = api_requests(server, "/users/me")
+    for refused, following in itertools.pairwise(calls):
+        if refused.status == 429:
+            assert following.at - refused.at >= 1.0
+    assert all(SANDBOX_API_KEY not in r.getMessage() for r in caplog.records)
+
+
+@pytest.mark.parametrize(
+    ("fault", "failures"),
+    [
+        (Fault.http_status(503, retry_after=1), 1),
+        (Fault.http_status(500, count=2), 2),
+        (Fault.http_status(502), 1),
+        (Fault.drop_connection(), 1),
+    ],
+    ids=["503-retry-after", "500-twice", "502", "dropped-connection"],
+)
+def test_sandbox_transient_failures_are_retried(
+    ac_sandbox: SandboxServer, fault: Fault, failures: int
+) -> None:
+    ac_sandbox.inject(fault)
+    with sandbox_client(ac_sandbox) as client:
+        assert client.get_list(NEWSLETTER_LIST_ID)["id"] == str(NEWSLETTER_LIST_ID)
+    calls = api_requests(ac_sandbox, "/lists/1")
+    assert [c.status == 200 for c in calls] == [False] * failures + [True]
+
+
+def test_sandbox_503_retry_after_is_honoured(ac_sandbox: SandboxServer) -> None:
+    ac_sandbox.inject(Fault.http_status(503, retry_after=1))
+    with sandbox_client(ac_sandbox) as client:
+        client.check_connection()
+    first, second = api_requests(ac_sandbox, "/users/me")
+    assert second.at - first.at >= 1.0
+
+
+def test_sandbox_a_timed_out_request_is_retried(ac_sandbox: SandboxServer, caplog) -> None:
+    ac_sandbox.inject(Fault.slow(2.0, path="/api/3/users/me"))
+    with (
+        caplog.at_level(logging.WARNING, logger="shared.activecampaign"),
+        sandbox_client(ac_sandbox, timeout=0.3) as client,
+    ):
+        assert client.check_connection()
+    assert any("timed out" in r.getMessage() for r in caplog.records)
+
+
+def test_sandbox_retries_exhausted_is_unavailable(ac_sandbox: SandboxServer) -> None:
+    ac_sandbox.inject(Fault.http_status(500, count=3))
+    with sandbox_client(ac_sandbox, max_attempts=3) as client, pytest.raises(Unavailable, match="HTTP 500"):
+        client.check_connection()
+    assert len(api_requests(ac_sandbox, "/users/me")) == 3
+
+
+def test_sandbox_html_login_page_is_unexpected_response(ac_sandbox: SandboxServer) -> None:
+    ac_sandbox.inject(Fault.login_page())
+    with sandbox_client(ac_sandbox) as client, pytest.raises(UnexpectedResponse, match="text/html"):
+        client.check_connection()
+
+
+def test_sandbox_redirect_is_not_followed(ac_sandbox: SandboxServer) -> None:
+    ac_sandbox.inject(Fault.http_status(302))
+    with sandbox_client(ac_sandbox) as client, pytest.raises(UnexpectedResponse, match="redirected"):
+        client.check_connection()
+    assert len(ac_sandbox.state.requests()) == 1
+
+
+def test_sandbox_bulk_rate_limit_waits_for_the_bulk_window(ac_sandbox: SandboxServer) -> None:
+    limited = {"success": 0, "message": "Rate limit exceeded.", "failureReasons": ["Up to 100 imports..."]}
+    ac_sandbox.inject(Fault.http_status(400, path="/api/3/import/bulk_import", body=limited))
+    # A short window keeps the test quick; the client waits whatever window its pacer measures.
+    pacer = free_pacer(sleep=time.sleep, bulk_window_seconds=0.5)
+    with sandbox_client(ac_sandbox, pacer=pacer) as client:
+        assert client.bulk_import(people(2)).queued == 2
+    posts = api_requests(ac_sandbox, "/import/bulk_import")
+    assert [p.status for p in posts] == [400, 200]
+    assert posts[1].at - posts[0].at >= 0.5
+
+
+def test_sandbox_paced_clients_never_hit_the_account_limits(make_sandbox: MakeSandbox) -> None:
+    # The real limits, and one pacer shared by three clients (three keys of one account) in threads.
+    server = make_sandbox(Limits())
+    pacer = Pacer(5, 100)
+    errors: list[BaseException] = []
+
+    def work(offset: int) -> None:
+        try:
+            with sandbox_client(server, pacer=pacer) as client:
+                for i in range(2):
+                    client.bulk_import(people(2, start=offset + 2 * i))
+                    client.check_connection()
+                    client.get_list(NEWSLETTER_LIST_ID)
+        except BaseException as exc:  # surfaced in the main thread
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(100 * n,)) for n in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    counters = server.state.counters()
+    assert counters["rate_limited"] == 0
+    assert counters["bulk_rate_limited"] == 0
+    assert counters["batches_queued"] == 6
+    assert server.state.peak_in_window(1.0) <= 5
+    posts = sorted(r.at for r in api_requests(server, "/import/bulk_import"))
+    # Evenly spaced (60/98 s apart) rather than in a burst; a little slack for receive jitter.
+    assert min(b - a for a, b in itertools.pairwise(posts)) >= 0.5
