@@ -609,3 +609,166 @@ def test_failed_runs_alert_reads_the_metric_the_app_emits(bicep):
     assert "requests | where success == false" in query
     assert alerts["parameters"]["actionGroupId"]["default"] == ""
     assert "alertActionGroupId" in _main(bicep)["parameters"]
+
+
+# --- scripts/deploy.sh, against a stand-in `az` ------------------------------------------------
+
+DEPLOY = ROOT / "scripts" / "deploy.sh"
+FAKE_KEY = "fake-ac-key-0123456789abcdef"
+_FAKE_AZ = """#!{python}
+import json, os, shutil, sys
+from pathlib import Path
+log = Path(os.environ["FAKE_AZ_LOG"])
+args = sys.argv[1:]
+entry = {{"args": args}}
+if "--file" in args and args[args.index("--file") + 1] == "/dev/stdin":
+    entry["stdin"] = sys.stdin.read()
+if "--src" in args:
+    shutil.copy(args[args.index("--src") + 1], log.parent / "package.zip")
+with log.open("a") as f:
+    f.write(json.dumps(entry) + "\\n")
+joined = " ".join(args)
+outputs = {{"functionAppName": "func-acexp-x", "functionAppUrl": "https://func-acexp-x.example",
+           "keyVaultName": "kv-acexp-x", "segmentStorageAccountName": "stacexpsegx"}}
+if joined.startswith("account show --query user.type"):
+    print("user")
+elif joined.startswith("ad signed-in-user show"):
+    print("00000000-0000-0000-0000-00000000d3p1")
+elif joined.startswith("provider show"):
+    print("Registered")
+elif joined.startswith("deployment group show"):
+    query = args[args.index("--query") + 1]
+    print(outputs[query.split(".")[2]])
+"""
+
+
+@pytest.fixture
+def fake_az(tmp_path: Path) -> tuple[dict[str, str], Path]:
+    import sys
+
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    az = bin_dir / "az"
+    az.write_text(_FAKE_AZ.format(python=sys.executable))
+    az.chmod(0o755)
+    log = tmp_path / "az.log"
+    env = {
+        "PATH": f"{bin_dir}:/usr/bin:/bin",
+        "HOME": str(tmp_path),
+        "FAKE_AZ_LOG": str(log),
+    }
+    return env, log
+
+
+def _deploy(env: dict[str, str], *args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["bash", str(DEPLOY), *args],
+        env=env,
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def _az_calls(log: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
+
+
+def _python3_dir() -> str:
+    import shutil
+
+    found = shutil.which("python3")
+    assert found, "python3 is needed by scripts/deploy.sh"
+    return str(Path(found).parent)
+
+
+def test_deploy_script_runs_the_steps_in_order_and_keeps_the_key_off_command_lines(fake_az, tmp_path):
+    import zipfile
+
+    env, log = fake_az
+    env["PATH"] += f":{_python3_dir()}"
+    env["AC_API_KEY"] = FAKE_KEY
+    result = _deploy(env, "-g", "rg-test", "-l", "westeurope", "--ac-connection", "acme")
+    assert result.returncode == 0, result.stderr
+    calls = _az_calls(log)
+    steps = [" ".join(c["args"][:3]) for c in calls]
+    order = [
+        "group create --name",
+        "deployment group validate",
+        "deployment group what-if",
+        "deployment group create",
+        "keyvault secret set",
+        "functionapp deployment source",
+    ]
+    positions = [next(i for i, s in enumerate(steps) if s.startswith(step)) for step in order]
+    assert positions == sorted(positions), steps
+    for call in calls:
+        assert FAKE_KEY not in " ".join(call["args"])
+    (secret,) = [c for c in calls if c["args"][:3] == ["keyvault", "secret", "set"]]
+    assert secret["stdin"] == FAKE_KEY
+    assert "activecampaign-acme" in secret["args"]
+    assert FAKE_KEY not in result.stdout + result.stderr
+    (create,) = [c for c in calls if c["args"][:3] == ["deployment", "group", "create"]]
+    assert "deployerPrincipalId=00000000-0000-0000-0000-00000000d3p1" in create["args"]
+    assert "segmentStorageAccountId=" in create["args"]
+    (publish,) = [c for c in calls if c["args"][:1] == ["functionapp"]]
+    assert publish["args"][publish["args"].index("--build-remote") + 1] == "true"
+    names = set(zipfile.ZipFile(tmp_path / "package.zip").namelist())
+    assert {
+        "host.json",
+        "function_app.py",
+        "requirements.txt",
+        "shared/settings.py",
+        "shared/telemetry.py",
+    } <= names
+    assert any(n.startswith("functions/") for n in names)
+    assert not [n for n in names if n.startswith(("tests/", ".venv", "node_modules/")) or "__pycache__" in n]
+
+
+def test_deploy_script_reads_the_key_from_stdin(fake_az):
+    env, log = fake_az
+    env["PATH"] += f":{_python3_dir()}"
+    result = _deploy(env, "-g", "rg-test", "--ac-connection", "acme", "--no-code", stdin=FAKE_KEY + "\n")
+    assert result.returncode == 0, result.stderr
+    calls = _az_calls(log)
+    (secret,) = [c for c in calls if c["args"][:3] == ["keyvault", "secret", "set"]]
+    assert secret["stdin"] == FAKE_KEY
+    assert not [c for c in calls if c["args"][:1] == ["functionapp"]]
+
+
+def test_deploy_script_what_if_only_changes_nothing(fake_az):
+    env, log = fake_az
+    result = _deploy(
+        env,
+        "-g",
+        "rg-test",
+        "--what-if-only",
+        "-s",
+        "/subscriptions/s/resourceGroups/g/providers/Microsoft.Storage/storageAccounts/segs",
+    )
+    assert result.returncode == 0, result.stderr
+    steps = [" ".join(c["args"][:3]) for c in _az_calls(log)]
+    assert "deployment group what-if" in steps
+    assert "deployment group create" not in steps
+    assert not [s for s in steps if s.startswith(("keyvault", "functionapp"))]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        ((), "--resource-group is required"),
+        (("-g", "rg", "--ac-key", FAKE_KEY), "never pass the API key as an argument"),
+        (("-g", "rg", "--prefix", "Bad_Prefix"), "--prefix"),
+        (("-g", "rg", "--auth-mode", "entra"), "--entra-client-id"),
+        (("-g", "rg", "-s", "not-a-resource-id"), "--segment-storage-id"),
+    ],
+)
+def test_deploy_script_refuses_bad_arguments_before_calling_azure(fake_az, args, message):
+    env, log = fake_az
+    result = _deploy(env, *args)
+    assert result.returncode != 0
+    assert message in result.stderr
+    assert FAKE_KEY not in result.stderr
+    assert _az_calls(log) == []
