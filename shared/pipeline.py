@@ -48,7 +48,6 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 _JSON = ContentSettings(content_type="application/json")
 _CSV = ContentSettings(content_type="text/csv; charset=utf-8")
-LEASE_SECONDS = 60
 
 
 class RunFailed(Exception):
@@ -74,6 +73,8 @@ class RunContext:
     # How long to wait, at the end, for ActiveCampaign to report queued batches.
     confirm_timeout: float = 900.0
     poll_interval: float = 1.0
+    # The account lease: a run killed without releasing it blocks the account this long at most.
+    lease_seconds: int = 60
     lease_wait: float = 0.0
     clock: Callable[[], float] = time.monotonic
 
@@ -261,7 +262,7 @@ class _Run:
         end = self.ctx.clock() + self.ctx.lease_wait
         while True:
             try:
-                lease.acquire(lease_duration=LEASE_SECONDS)
+                lease.acquire(lease_duration=self.ctx.lease_seconds)
                 break
             except HttpResponseError as exc:
                 if getattr(exc, "error_code", None) != "LeaseAlreadyPresent" or self.ctx.clock() >= end:
@@ -277,11 +278,13 @@ class _Run:
             try:
                 lease.release()
             except HttpResponseError:
-                log.warning("could not release the account lease; it expires within %ss", LEASE_SECONDS)
+                log.warning(
+                    "could not release the account lease; it expires within %ss", self.ctx.lease_seconds
+                )
 
     def _renew_lease(self) -> None:
         lease = getattr(self, "_lease", None)
-        if lease is not None and self.ctx.clock() - self._lease_renewed > LEASE_SECONDS / 4:
+        if lease is not None and self.ctx.clock() - self._lease_renewed > self.ctx.lease_seconds / 4:
             lease.renew()
             self._lease_renewed = self.ctx.clock()
 
@@ -399,8 +402,9 @@ class _Run:
     def _checkpoint(self, plan: Plan, snapshot: Snapshot, etag: str | None) -> Checkpoint:
         existing = self.store.load_checkpoint()
         if (
+            # Any run may adopt the checkpoint of an identical plan over the same state: what it says
+            # was queued was queued, whichever invocation or run did it.
             existing is not None
-            and existing.run_id == self.record.run_id
             and existing.snapshot_id == snapshot.snapshot_id
             and existing.plan_digest == plan.digest
             and existing.state_etag == etag
@@ -497,6 +501,19 @@ class _Run:
             poll_interval=self.ctx.poll_interval,
             clock=self.ctx.clock,
         )
+        restore_pending = True
+
+        def send(op: Operation) -> None:
+            # Batches queued by an earlier invocation are followed again before anything new is sent,
+            # so the next checkpoint still lists them. Their operations all precede `next_index`, so by
+            # the first new operation every one of them has been rebuilt.
+            nonlocal restore_pending
+            if restore_pending:
+                restore_pending = False
+                for batch_id, ops in restored.items():
+                    sender.restore(batch_id, ops)
+            sender.add(op)
+
         tags = export.mapping.tags
         list_id = export.list_id
         send_pos = 0
@@ -530,7 +547,7 @@ class _Run:
                         operation(op_index, mapped.email, contact_payload(mapped, list_id=list_id, tags=tags))
                     )
                 continue
-            sender.add(operation(op_index, mapped.email, contact_payload(mapped, list_id=list_id, tags=tags)))
+            send(operation(op_index, mapped.email, contact_payload(mapped, list_id=list_id, tags=tags)))
         if valid != contacts.keys.shape[0]:
             raise RunFailed(
                 "the snapshot changed while it was being read; run again to export the newest snapshot"
@@ -548,9 +565,10 @@ class _Run:
                 if op_index in pending_restore:
                     restored[pending_restore[op_index]].append(operation(op_index, email, payload))
                 continue
-            sender.add(operation(op_index, email, payload))
-        for batch_id, ops in restored.items():
-            sender.restore(batch_id, ops)
+            send(operation(op_index, email, payload))
+        if restore_pending:
+            for batch_id, ops in restored.items():
+                sender.restore(batch_id, ops)
         sender.flush()
         t_confirm = self.ctx.clock()
         timeout = self.ctx.confirm_timeout

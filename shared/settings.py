@@ -37,7 +37,7 @@ SETTINGS_READ: tuple[str, ...] = (
 )
 
 # Set by App Service / Functions on every Azure host, never locally.
-_AZURE_MARKERS = ("WEBSITE_INSTANCE_ID", "WEBSITE_SITE_NAME", "CONTAINER_NAME")
+_AZURE_MARKERS = ("WEBSITE_INSTANCE_ID", "WEBSITE_SITE_NAME")
 _IDENTITY_SUFFIXES = ("blobServiceUri", "queueServiceUri", "accountName", "credential", "clientId")
 
 

@@ -1,0 +1,143 @@
+"""A run killed mid-send resumes from its checkpoint: nothing lost, at most in-flight batches resent."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+from azure.storage.blob import BlobServiceClient
+
+from sandbox import Limits
+from shared.config import config_to_document
+from shared.pipeline import RunContext, run_export
+from shared.runs import RunStore
+from shared.secrets import EnvSecrets
+from shared.settings import load_settings
+from shared.state import StateStore
+from tests.fixtures.sandbox import SANDBOX_API_KEY, MakeSandbox
+from tests.support.segments import profiles, write_ci_snapshot
+from tests.test_pipeline import make_config
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_sigkill_mid_run_then_resume_leaves_list_equal_to_segment(
+    azurite: str, unique_name: str, make_sandbox: MakeSandbox, tmp_path: Path
+) -> None:
+    # 40 batches at 1,200 bulk imports a minute: about 2 s of sending, plenty of time to kill it midway.
+    sandbox = make_sandbox(limits=Limits(requests_per_second=200, bulk_multi_per_minute=1200))
+    service = BlobServiceClient.from_connection_string(azurite)
+    segments = service.create_container(unique_name)
+    rows = profiles(10_000)
+    write_ci_snapshot(segments, "Vip", rows, partitions=3)
+    config = make_config(sandbox.hostname, unique_name)
+    config_file = tmp_path / "config.json"
+    config_file.write_text(json.dumps(config_to_document(config)))
+    env = {
+        **os.environ,
+        "AzureWebJobsStorage": azurite,
+        "ACTIVECAMPAIGN_REQUESTS_PER_SECOND": "150",
+        "ACTIVECAMPAIGN_BULK_IMPORTS_PER_MINUTE": "1100",
+        "AC_KEY": SANDBOX_API_KEY,
+    }
+    settings = load_settings(env)
+    ctx = RunContext(
+        settings,
+        config,
+        EnvSecrets(env),
+        service,
+        service,
+        poll_interval=0.05,
+        confirm_timeout=30,
+        lease_seconds=15,
+        lease_wait=30,
+    )  # the killed run's lease expires after 15 s
+    app = ctx.app_container()
+    for prefix in ("state/vip/", "runs/vip/"):
+        for blob in app.list_blobs(name_starts_with=prefix):
+            app.delete_blob(blob.name)
+    runs = RunStore(app)
+    record = runs.create("vip", trigger="api")
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tests.support.run_once", str(config_file), "vip", record.run_id],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        with sandbox.state.changed:
+            reached = sandbox.state.changed.wait_for(lambda: len(sandbox.state.batches()) >= 8, timeout=60)
+        assert reached, proc.stderr.read().decode() if proc.poll() is not None else "no batches arrived"
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.wait(timeout=30)
+    assert proc.returncode == -signal.SIGKILL
+    checkpoint = StateStore(app, "vip").load_checkpoint()
+    assert checkpoint is not None
+    assert 0 < checkpoint.next_index < 10_000
+    batches_before = len(sandbox.state.batches())
+
+    outcome = run_export(ctx, record, runs=runs)
+    report = outcome.report
+    assert outcome.status == "succeeded", outcome.error
+    assert report.resumed_from == checkpoint.next_index
+    assert (report.to_send, report.accepted, report.failed, report.unconfirmed) == (10_000, 10_000, 0, 0)
+    assert sandbox.wait_until_idle(30)
+    members = sandbox.state.list_members(1)
+    assert members == {f"person{i}@example.com": 1 for i in range(10_000)}
+    # Only what was not yet queued at the checkpoint is sent again (plus in-flight batches at most).
+    resent_batches = len(sandbox.state.batches()) - batches_before
+    assert resent_batches <= -(-(10_000 - checkpoint.next_index) // 250) + 2
+    assert StateStore(app, "vip").load_checkpoint() is None
+    again = run_export(ctx, record, runs=runs)  # the same message delivered once more: nothing to send
+    assert again.report.to_send == 0
+
+
+def test_time_budget_runs_out_and_continuations_finish_the_run(
+    azurite: str, unique_name: str, ac_sandbox, tmp_path: Path
+) -> None:
+    service = BlobServiceClient.from_connection_string(azurite)
+    segments = service.create_container(unique_name)
+    write_ci_snapshot(segments, "Vip", profiles(1_000))
+    settings = load_settings(
+        {
+            "AzureWebJobsStorage": azurite,
+            "ACTIVECAMPAIGN_REQUESTS_PER_SECOND": "150",
+            "ACTIVECAMPAIGN_BULK_IMPORTS_PER_MINUTE": "3000",
+        }
+    )
+    ctx = RunContext(
+        settings,
+        make_config(ac_sandbox.hostname, unique_name),
+        EnvSecrets({"AC_KEY": SANDBOX_API_KEY}),
+        service,
+        service,
+        poll_interval=0.01,
+        confirm_timeout=30,
+    )
+    app = ctx.app_container()
+    for prefix in ("state/vip/", "runs/vip/"):
+        for blob in app.list_blobs(name_starts_with=prefix):
+            app.delete_blob(blob.name)
+    runs = RunStore(app)
+    record = runs.create("vip", trigger="schedule")
+    invocations = 0
+    while True:
+        invocations += 1
+        # A budget that is already spent: each invocation stops right after its first checkpoint.
+        outcome = run_export(ctx, record, runs=runs, deadline=ctx.clock())
+        if outcome.status != "continue":
+            break
+        assert invocations < 20
+    assert outcome.status == "succeeded", outcome.error
+    assert invocations >= 4  # 1,000 contacts = 4 batches, one per invocation
+    assert (outcome.report.accepted, outcome.report.failed) == (1_000, 0)
+    assert ac_sandbox.wait_until_idle(10)
+    assert len(ac_sandbox.state.list_members(1)) == 1_000
+    assert len(ac_sandbox.state.batches()) == 4  # nothing was sent twice
