@@ -1,0 +1,238 @@
+"""Runs: started over HTTP, carried by the real Azurite queue to the worker, followed over HTTP.
+
+The host is played by these tests: they take messages from Azurite and hand them to the worker as
+`func.QueueMessage`, delete them on success, make them visible again on failure and, after
+maxDequeueCount (5, host.json) failures, move them to the poison queue as the host does.
+"""
+
+# ruff: noqa: F401, F811  (fixtures are imported from tests.test_functions_app and used as parameters)
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+import pytest
+
+from functions.worker import stop_check
+from shared.configstore import CONFIG_BLOB
+from tests.fixtures.sandbox import SANDBOX_API_KEY
+from tests.support.segments import profiles, write_ci_snapshot
+from tests.test_functions_app import (
+    ROOT,
+    AppEnv,
+    app_env,
+    call,
+    create_connection,
+    create_export,
+    handler,
+    segments,
+)
+
+MAX_DEQUEUE_COUNT = json.loads((ROOT / "host.json").read_text())["extensions"]["queues"]["maxDequeueCount"]
+
+
+def start(name: str = "vip", body: Any = None, params: dict[str, str] | None = None):
+    return call("export_runs", "POST", f"exports/{name}/runs", route={"name": name}, body=body, params=params)
+
+
+def run_status(location: str):
+    _, name, _, run_id = location.removeprefix("/api/").split("/")
+    return call("export_run", "GET", location, route={"name": name, "runId": run_id})
+
+
+def deliver(env: AppEnv) -> None:
+    """One delivery of the next message to the worker, as the host does it."""
+    message = env.receive()
+    try:
+        handler("export_worker")(message)
+    except Exception:
+        assert message.id is not None
+        if (message.dequeue_count or 0) >= MAX_DEQUEUE_COUNT:
+            env.poison.send_message(message.get_body().decode())
+            env.delete(message)
+        else:  # visible again at once: the retry needs no waiting here
+            env.queue.update_message(message.id, message.pop_receipt, visibility_timeout=0)
+        raise
+    env.delete(message)
+
+
+@pytest.fixture
+def ready(ac_sandbox, segments, app_env):
+    # Where local development keeps keys without Key Vault; survives the settings changes tests make.
+    app_env.monkeypatch.setenv("ACTIVECAMPAIGN_MAIN", SANDBOX_API_KEY)
+    create_connection(ac_sandbox.hostname)
+    write_ci_snapshot(segments, "Vip", profiles(300))
+    create_export(segments.container_name)
+    return app_env
+
+
+def test_http_run_goes_through_the_queue_to_the_worker_and_lands_in_the_list(ready: AppEnv, ac_sandbox):
+    resp = start()
+    assert resp.status == 202, resp.body
+    location = resp.headers["Location"]
+    assert location == f"/api/exports/vip/runs/{resp.body['runId']}"
+    assert resp.body["status"] == "queued"
+    assert resp.body["trigger"] == "api"
+    assert ready.messages() == [
+        {
+            "runId": resp.body["runId"],
+            "export": "vip",
+            "dryRun": False,
+            "full": False,
+            "force": False,
+            "continuation": 0,
+        }
+    ]
+    deliver(ready)
+    done = run_status(location)
+    assert done.status == 200
+    assert done.body["status"] == "succeeded", done.body
+    assert done.body["error"] is None
+    assert done.body["counts"]["accepted"] == 300
+    assert done.body["durationSeconds"] >= 0
+    assert done.body["reports"]["rejectedRows"] == f"runs/vip/{resp.body['runId']}/rejected.csv"
+    assert ready.app.get_blob_client(done.body["reports"]["report"]).exists()
+    assert ac_sandbox.wait_until_idle(10)
+    members = ac_sandbox.state.list_members(1)
+    assert set(members) == {f"person{i}@example.com" for i in range(300)}
+    listed = call("export_runs", "GET", "exports/vip/runs", route={"name": "vip"})
+    assert [r["runId"] for r in listed.body["runs"]] == [resp.body["runId"]]
+    export = call("export_item", "GET", "exports/vip", route={"name": "vip"})
+    assert export.body["lastRun"]["status"] == "succeeded"
+
+
+def test_a_second_start_while_queued_is_409_naming_the_active_run(ready: AppEnv):
+    first = start(body={"dryRun": True})
+    assert first.status == 202
+    assert first.body["dryRun"] is True
+    second = start()
+    assert second.status == 409
+    assert second.body["error"]["code"] == "RunActive"
+    assert first.body["runId"] in second.body["error"]["message"]
+    assert second.body["activeRun"]["runId"] == first.body["runId"]
+    assert len(ready.messages()) == 1
+
+
+def test_options_from_the_query_string(ready: AppEnv):
+    resp = start(params={"dryRun": "true", "full": "1"})
+    assert resp.status == 202
+    assert (resp.body["dryRun"], resp.body["full"], resp.body["force"]) == (True, True, False)
+
+
+@pytest.mark.parametrize(
+    ("body", "params", "fragment"),
+    [
+        ({"dryrun": True}, None, "unknown field(s) dryrun"),
+        ({"dryRun": "yes"}, None, "dryRun must be true or false"),
+        (None, {"force": "maybe"}, "force must be true or false"),
+    ],
+)
+def test_bad_run_options_are_400(ready: AppEnv, body, params, fragment):
+    resp = start(body=body, params=params)
+    assert resp.status == 400
+    assert fragment in resp.body["error"]["message"]
+    assert ready.messages() == []
+
+
+def test_unknown_export_or_run_is_404(ready: AppEnv):
+    assert start("nope").status == 404
+    assert call("export_runs", "GET", "exports/nope/runs", route={"name": "nope"}).status == 404
+    missing = call(
+        "export_run", "GET", "exports/vip/runs/x", route={"name": "vip", "runId": "20990101T000000Z-abc"}
+    )
+    assert missing.status == 404
+    assert "GET /api/exports/vip/runs" in missing.body["error"]["message"]
+
+
+def test_disabled_export_is_not_started(ready: AppEnv, segments):
+    create_export(segments.container_name, enabled=False)
+    resp = start()
+    assert resp.status == 409
+    assert resp.body["error"]["code"] == "ExportDisabled"
+
+
+def test_run_continues_in_new_invocations_when_the_time_budget_runs_out(ready: AppEnv, ac_sandbox):
+    ready.set("RUN_TIME_BUDGET_SECONDS", "0.001")
+    location = start().headers["Location"]
+    deliveries = 0
+    while ready.messages() and deliveries < 20:
+        deliver(ready)
+        deliveries += 1
+    done = run_status(location).body
+    assert done["status"] == "succeeded", done
+    assert done["continuations"] >= 1
+    assert deliveries == done["continuations"] + 1
+    assert ac_sandbox.wait_until_idle(10)
+    assert len(ac_sandbox.state.list_members(1)) == 300
+
+
+def test_invalid_message_is_logged_and_dropped_not_retried(app_env: AppEnv, caplog):
+    caplog.set_level(logging.ERROR, logger="functions.worker")
+    app_env.queue.send_message("this is not a run message")
+    deliver(app_env)  # no exception: the host deletes it instead of retrying it
+    assert app_env.messages() == []
+    assert any("not a valid run message" in r.getMessage() for r in caplog.records)
+
+
+def test_failed_attempts_are_recorded_and_the_poison_handler_fails_the_run(ready: AppEnv):
+    location = start().headers["Location"]
+    good_config = ready.app.download_blob(CONFIG_BLOB).readall()
+    ready.app.upload_blob(CONFIG_BLOB, b'{"connections": {"Broken Name": {}}}', overwrite=True)
+    for attempt in range(1, MAX_DEQUEUE_COUNT + 1):
+        with pytest.raises(Exception, match="invalid"):
+            deliver(ready)
+        assert len(ready.messages()) == (0 if attempt == MAX_DEQUEUE_COUNT else 1)
+    assert len(ready.messages(ready.poison)) == 1
+    ready.app.upload_blob(CONFIG_BLOB, good_config, overwrite=True)  # an admin repairs the config
+    still_queued = run_status(location).body
+    assert still_queued["status"] == "queued"
+    assert len(still_queued["attemptErrors"]) == MAX_DEQUEUE_COUNT
+    assert still_queued["attemptErrors"][0].startswith("attempt 1 failed: StoredConfigInvalid")
+
+    poisoned = ready.receive(ready.poison)
+    handler("export_worker_poison")(poisoned)
+    failed = run_status(location).body
+    assert failed["status"] == "failed"
+    assert failed["error"].startswith(f"gave up after {MAX_DEQUEUE_COUNT} attempt(s)")
+    assert "Broken Name" in failed["error"]
+    assert failed["finishedAt"] is not None
+    # The export is free again.
+    assert start().status == 202
+
+
+def test_deleting_the_export_or_its_connection_stops_a_run(ready: AppEnv, ac_sandbox, segments):
+    from functions.services import get_services
+
+    svc = get_services()
+    should_stop = stop_check(svc, "vip", "main")
+    assert should_stop() is None
+    create_export(segments.container_name, enabled=False)
+    assert should_stop() == "export 'vip' was disabled"
+    assert call("export_item", "DELETE", "exports/vip", route={"name": "vip"}).status == 204
+    assert should_stop() == "export 'vip' was deleted"
+
+    create_export(segments.container_name, name="other")
+    stop_other = stop_check(svc, "other", "main")
+    assert (
+        call(
+            "connection_item",
+            "DELETE",
+            "connections/main",
+            route={"name": "main"},
+            params={"cascade": "true"},
+        ).status
+        == 204
+    )
+    assert stop_other() == "export 'other' was deleted"
+
+
+def test_queued_run_of_a_deleted_export_fails_with_the_reason(ready: AppEnv, ac_sandbox):
+    location = start().headers["Location"]
+    assert call("export_item", "DELETE", "exports/vip", route={"name": "vip"}).status == 204
+    deliver(ready)
+    record = ready.app.download_blob(f"runs/vip/{location.rsplit('/', 1)[1]}/run.json").readall()
+    doc = json.loads(record)
+    assert doc["status"] == "failed"
+    assert "does not exist" in doc["error"]
+    assert ac_sandbox.state.list_members(1) == {}
