@@ -71,9 +71,8 @@ def test_sigkill_mid_run_then_resume_leaves_list_equal_to_segment(
         stderr=subprocess.PIPE,
     )
     try:
-        with sandbox.state.changed:
-            reached = sandbox.state.changed.wait_for(lambda: len(sandbox.state.batches()) >= 8, timeout=60)
-        assert reached, proc.stderr.read().decode() if proc.poll() is not None else "no batches arrived"
+        reached = sandbox.wait_for_batches(8, timeout=60)
+        assert reached, "no batches arrived" if proc.poll() is None else proc.communicate()[1].decode()
         proc.send_signal(signal.SIGKILL)
     finally:
         proc.wait(timeout=30)
