@@ -27,7 +27,7 @@ param windowSize string = 'PT15M'
 
 var failedRunsQuery = 'let runs = customMetrics | where name == "run_duration_seconds" and tostring(customDimensions["status"]) == "failed" | summarize failures = sum(valueCount); let invocations = requests | where success == false | summarize failures = count(); union runs, invocations | summarize failures = sum(failures)'
 
-resource failedRuns 'Microsoft.Insights/scheduledQueryRules@2023-03-15-preview' = {
+resource failedRuns 'Microsoft.Insights/scheduledQueryRules@2022-06-15' = {
   name: name
   location: location
   tags: tags
