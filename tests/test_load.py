@@ -1,0 +1,98 @@
+"""The load stage against the sandbox: partial 400s, failed/interrupted batches, size limits."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sandbox import Fault, SandboxServer
+from shared.activecampaign import ActiveCampaignClient, Pacer
+from shared.load import BatchSender, SendOutcome, operation
+from tests.fixtures.sandbox import SANDBOX_API_KEY
+
+
+def client(sandbox: SandboxServer) -> ActiveCampaignClient:
+    return ActiveCampaignClient(
+        sandbox.hostname, SANDBOX_API_KEY, pacer=Pacer(150, 3000), allowed_suffixes=(), allow_loopback=True
+    )
+
+
+def payload(email: str) -> dict[str, Any]:
+    return {"email": email, "first_name": "X", "subscribe": [{"listid": "1"}]}
+
+
+class Collected:
+    def __init__(self) -> None:
+        self.accepted: list[int] = []
+        self.failed: dict[int, str] = {}
+        self.queued: list[list[int]] = []
+
+    def done(self, outcome: SendOutcome) -> None:
+        self.accepted += outcome.accepted
+        self.failed.update(outcome.failed)
+
+    def sender(self, c: ActiveCampaignClient, **kw: Any) -> BatchSender:
+        return BatchSender(
+            c,
+            exclude_automations=False,
+            on_queued=lambda _b, idx: self.queued.append(idx),
+            on_done=self.done,
+            poll_interval=0.01,
+            **kw,
+        )
+
+
+def test_partial_400_drops_the_named_contacts_and_resends_the_rest(ac_sandbox: SandboxServer) -> None:
+    got = Collected()
+    with client(ac_sandbox) as c:
+        sender = got.sender(c)
+        emails = [f"p{i}@example.com" for i in range(10)]
+        emails[3] = (
+            "broken@@example.com"  # the sandbox refuses it, like ActiveCampaign: the whole request fails
+        )
+        emails[7] = "also broken@example.com"
+        for i, email in enumerate(emails):
+            sender.add(operation(i, email, payload(email)))
+        assert sender.drain(timeout=20)
+    assert sorted(got.failed) == [3, 7]
+    assert all(reason.startswith("rejected:") for reason in got.failed.values())
+    assert sorted(got.accepted) == [i for i in range(10) if i not in (3, 7)]
+    assert got.queued == [[0, 1, 2, 4, 5, 6, 8, 9]]  # nothing queued with the bad ones in it
+    assert ac_sandbox.wait_until_idle(10)
+    assert len(ac_sandbox.state.list_members(1)) == 8
+
+
+def test_failed_and_interrupted_batches_are_resent_once_then_reported(ac_sandbox: SandboxServer) -> None:
+    got = Collected()
+    with client(ac_sandbox) as c:
+        sender = got.sender(c, max_contacts=5)
+        ac_sandbox.inject(Fault.batch_failed())  # first batch fails once: resent, then accepted
+        for i in range(5):
+            sender.add(operation(i, f"a{i}@example.com", payload(f"a{i}@example.com")))
+        sender.flush()
+        assert sender.drain(timeout=20)
+        assert sorted(got.accepted) == [0, 1, 2, 3, 4]
+        ac_sandbox.inject(Fault.batch_interrupted(applied=2, count=2))  # fails twice: reported as failed
+        for i in range(5, 10):
+            sender.add(operation(i, f"a{i}@example.com", payload(f"a{i}@example.com")))
+        assert sender.drain(timeout=20)
+    assert sorted(got.failed) == [5, 6, 7, 8, 9]
+    assert all(reason.startswith("batch_interrupted") for reason in got.failed.values())
+    assert len(got.queued) == 4  # two batches, each sent twice
+
+
+def test_batches_respect_the_request_size_limit(ac_sandbox: SandboxServer) -> None:
+    got = Collected()
+    big = "x" * 5_000
+    with client(ac_sandbox) as c:
+        sender = got.sender(c)
+        for i in range(200):
+            email = f"big{i}@example.com"
+            sender.add(operation(i, email, {**payload(email), "last_name": big}))
+        sender.add(
+            operation(200, "huge@example.com", {**payload("huge@example.com"), "last_name": "y" * 500_000})
+        )
+        assert sender.drain(timeout=30)
+    assert got.failed == {200: "contact_too_large: payload exceeds the request size limit"}
+    assert len(got.accepted) == 200
+    assert all(len(batch) < 200 for batch in got.queued)  # 200 x 5 KB does not fit in one 400 KB request
+    assert ac_sandbox.state.counters()["requests"] > 0
