@@ -56,10 +56,14 @@ def validate_hostname(value: str, *, allowed_suffixes: tuple[str, ...], allow_lo
     host = host.rstrip(".")
     if _is_loopback(host):
         if not allow_loopback:
-            raise HostError(f"hostname {value!r} is a loopback address, allowed only outside Azure (local sandbox)")
+            raise HostError(
+                f"hostname {value!r} is a loopback address, allowed only outside Azure (local sandbox)"
+            )
         return f"{host}:{port}" if port is not None else host
     if port is not None:
-        raise HostError(f"hostname {value!r} has a port; only the local sandbox may use one: expected {EXPECTED_FORM}")
+        raise HostError(
+            f"hostname {value!r} has a port; only the local sandbox may use one: expected {EXPECTED_FORM}"
+        )
     labels = host.split(".")
     if len(labels) < 3 or not all(_LABEL.match(label) for label in labels):
         raise HostError(f"hostname {value!r} is not a valid host name: expected {EXPECTED_FORM}")

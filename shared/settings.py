@@ -159,7 +159,9 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
 
     vault = env.get("KEY_VAULT_URL", "").strip() or None
     if vault is not None and not vault.startswith("https://"):
-        raise SettingsError(f"KEY_VAULT_URL must start with https:// (e.g. https://myvault.vault.azure.net), got {vault!r}")
+        raise SettingsError(
+            f"KEY_VAULT_URL must start with https:// (e.g. https://myvault.vault.azure.net), got {vault!r}"
+        )
 
     auth_mode = env.get("AUTH_MODE", "key").strip().lower() or "key"
     if auth_mode not in ("key", "entra"):
@@ -182,14 +184,18 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         segments_storage=segments,
         key_vault_url=vault,
         managed_identity_client_id=env.get("AZURE_CLIENT_ID", "").strip() or None,
-        requests_per_second=_positive_float(env, "ACTIVECAMPAIGN_REQUESTS_PER_SECOND", DEFAULT_REQUESTS_PER_SECOND),
+        requests_per_second=_positive_float(
+            env, "ACTIVECAMPAIGN_REQUESTS_PER_SECOND", DEFAULT_REQUESTS_PER_SECOND
+        ),
         bulk_imports_per_minute=_positive_float(
             env, "ACTIVECAMPAIGN_BULK_IMPORTS_PER_MINUTE", DEFAULT_BULK_IMPORTS_PER_MINUTE
         ),
         allowed_host_suffixes=tuple(suffixes),
         export_schedule=env.get("EXPORT_SCHEDULE", "").strip() or DEFAULT_EXPORT_SCHEDULE,
         auth_mode="entra" if auth_mode == "entra" else "key",
-        run_time_budget_seconds=_positive_float(env, "RUN_TIME_BUDGET_SECONDS", DEFAULT_RUN_TIME_BUDGET_SECONDS),
+        run_time_budget_seconds=_positive_float(
+            env, "RUN_TIME_BUDGET_SECONDS", DEFAULT_RUN_TIME_BUDGET_SECONDS
+        ),
         secret_cache_seconds=_positive_float(env, "SECRET_CACHE_SECONDS", DEFAULT_SECRET_CACHE_SECONDS),
         running_in_azure=any(env.get(marker) for marker in _AZURE_MARKERS),
         appinsights_connection_string=env.get("APPLICATIONINSIGHTS_CONNECTION_STRING", "").strip() or None,

@@ -4,7 +4,9 @@ from shared.hosts import HostError, base_url, validate_hostname
 from shared.settings import DEFAULT_ALLOWED_HOST_SUFFIXES as SUFFIXES
 
 
-@pytest.mark.parametrize("value", ["acme.api-us1.com", "ACME.api-us1.com", " acme.api-eu1.com ", "x.activehosted.com"])
+@pytest.mark.parametrize(
+    "value", ["acme.api-us1.com", "ACME.api-us1.com", " acme.api-eu1.com ", "x.activehosted.com"]
+)
 def test_activecampaign_hosts_are_accepted(value):
     assert validate_hostname(value, allowed_suffixes=SUFFIXES, allow_loopback=False) == value.strip().lower()
 
@@ -29,11 +31,14 @@ def test_bad_hosts_are_refused_with_the_expected_form(value, says):
 
 
 def test_loopback_only_outside_azure_and_uses_http():
-    assert validate_hostname("127.0.0.1:9000", allowed_suffixes=SUFFIXES, allow_loopback=True) == "127.0.0.1:9000"
+    assert (
+        validate_hostname("127.0.0.1:9000", allowed_suffixes=SUFFIXES, allow_loopback=True)
+        == "127.0.0.1:9000"
+    )
     assert base_url("127.0.0.1:9000") == "http://127.0.0.1:9000/api/3"
     assert base_url("acme.api-us1.com") == "https://acme.api-us1.com/api/3"
 
 
 def test_error_shows_expected_form():
-    with pytest.raises(HostError, match="acme.api-us1.com"):
+    with pytest.raises(HostError, match=r"acme\.api-us1\.com"):
         validate_hostname("https://x.api-us1.com/", allowed_suffixes=SUFFIXES, allow_loopback=False)

@@ -5,22 +5,30 @@ from shared.settings import SETTINGS_READ, SettingsError, load_settings
 
 def test_defaults_and_segments_storage_falls_back_to_app_storage():
     s = load_settings({"AzureWebJobsStorage": "UseDevelopmentStorage=true"})
-    assert s.requests_per_second == 5 and s.bulk_imports_per_minute == 100
-    assert s.segments_storage is not None and s.segments_storage.connection_string == "UseDevelopmentStorage=true"
+    assert s.requests_per_second == 5
+    assert s.bulk_imports_per_minute == 100
+    assert s.segments_storage is not None
+    assert s.segments_storage.connection_string == "UseDevelopmentStorage=true"
     assert s.segments_storage.setting == "SEGMENTS_STORAGE"
-    assert s.auth_mode == "key" and not s.running_in_azure and s.key_vault_url is None
+    assert s.auth_mode == "key"
+    assert not s.running_in_azure
+    assert s.key_vault_url is None
 
 
 def test_identity_based_storage_from_double_underscore_settings():
-    s = load_settings({
-        "AzureWebJobsStorage__accountName": "acct",
-        "AzureWebJobsStorage__clientId": "cid",
-        "WEBSITE_INSTANCE_ID": "x",
-    })
-    assert s.storage is not None and s.storage.uses_identity
+    s = load_settings(
+        {
+            "AzureWebJobsStorage__accountName": "acct",
+            "AzureWebJobsStorage__clientId": "cid",
+            "WEBSITE_INSTANCE_ID": "x",
+        }
+    )
+    assert s.storage is not None
+    assert s.storage.uses_identity
     assert s.storage.blob_service_uri == "https://acct.blob.core.windows.net"
     assert s.storage.queue_service_uri == "https://acct.queue.core.windows.net"
-    assert s.storage.client_id == "cid" and s.running_in_azure
+    assert s.storage.client_id == "cid"
+    assert s.running_in_azure
 
 
 @pytest.mark.parametrize(
@@ -31,7 +39,10 @@ def test_identity_based_storage_from_double_underscore_settings():
         ({"KEY_VAULT_URL": "myvault.vault.azure.net"}, "KEY_VAULT_URL"),
         ({"AUTH_MODE": "open"}, "AUTH_MODE"),
         ({"AzureWebJobsStorage": "not a connection string"}, "AzureWebJobsStorage"),
-        ({"ACTIVECAMPAIGN_ALLOWED_HOST_SUFFIXES": "https://evil.example/"}, "ACTIVECAMPAIGN_ALLOWED_HOST_SUFFIXES"),
+        (
+            {"ACTIVECAMPAIGN_ALLOWED_HOST_SUFFIXES": "https://evil.example/"},
+            "ACTIVECAMPAIGN_ALLOWED_HOST_SUFFIXES",
+        ),
         ({"RUN_TIME_BUDGET_SECONDS": "-1"}, "RUN_TIME_BUDGET_SECONDS"),
     ],
 )
@@ -48,6 +59,7 @@ def test_missing_storage_is_reported_only_when_needed():
 
 def test_extra_host_suffixes_are_added():
     s = load_settings({"ACTIVECAMPAIGN_ALLOWED_HOST_SUFFIXES": "api-us2.com, .example-ac.net"})
-    assert ".api-us2.com" in s.allowed_host_suffixes and ".example-ac.net" in s.allowed_host_suffixes
+    assert ".api-us2.com" in s.allowed_host_suffixes
+    assert ".example-ac.net" in s.allowed_host_suffixes
     assert ".api-us1.com" in s.allowed_host_suffixes
     assert "AzureWebJobsStorage" in SETTINGS_READ

@@ -8,23 +8,31 @@ from hypothesis import strategies as st
 
 from shared.mapping import Contact
 from shared.state import Checkpoint, DeliveredState, StateError, StateStore
-from shared.sync import Fingerprinter, SnapshotCollector, advance_state, email_key, plan_sync
+from shared.sync import (
+    Fingerprinter,
+    Plan,
+    SnapshotCollector,
+    SnapshotContacts,
+    advance_state,
+    email_key,
+    plan_sync,
+)
 
 FP = Fingerprinter(list_id=1, tags=("t",))
 
 
-def contact(email, first="A"):
+def contact(email: str, first: str = "A") -> Contact:
     return Contact(email, first, None, None, ())
 
 
-def collect(contacts):
+def collect(contacts: list[Contact]) -> SnapshotContacts:
     c = SnapshotCollector(FP)
     for x in contacts:
         c.add(x)
     return c.finish()
 
 
-def deliver_all(snapshot, plan, old=None):
+def deliver_all(snapshot: SnapshotContacts, plan: Plan, old: DeliveredState | None = None) -> DeliveredState:
     return advance_state(
         old or DeliveredState.empty(),
         snapshot,
@@ -144,9 +152,7 @@ def test_after_a_fully_accepted_run_a_rerun_sends_nothing(before, after, mirror)
     expected = set(after) if mirror else set(after) | set(before)
     assert {state2.email(i) for i in range(len(state2))} == expected
     assert len(np.unique(state2.keys)) == len(state2)
-    assert bool(
-        (state2.lookup(np.array([email_key(e) for e in expected], np.uint64)) >= 0).all()
-    )
+    assert bool((state2.lookup(np.array([email_key(e) for e in expected], np.uint64)) >= 0).all())
 
 
 def test_state_round_trips_through_blob_storage_with_etag_guard(azurite, unique_name):
@@ -159,15 +165,9 @@ def test_state_round_trips_through_blob_storage_with_etag_guard(azurite, unique_
     state = deliver_all(snap, plan_sync(snap, empty, full=False, mirror=False, snapshot_id="s1"))
     etag1 = store.save(state, expected_etag=None)
     loaded, etag2 = store.load()
-    assert (
-        etag1 == etag2
-    )
-    assert (
-        loaded.snapshot_id == "s"
-    )
-    assert (
-        sorted(loaded.email(i) for i in range(2)) == ["a@x.com", "b@x.com"]
-    )
+    assert etag1 == etag2
+    assert loaded.snapshot_id == "s"
+    assert sorted(loaded.email(i) for i in range(2)) == ["a@x.com", "b@x.com"]
     store.save(loaded, expected_etag=etag2)
     with pytest.raises(StateError, match="changed during the run"):
         store.save(loaded, expected_etag=etag2)  # stale: someone wrote after we read
