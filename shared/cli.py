@@ -71,7 +71,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     # Imported here so `validate` stays fast and works without storage settings.
-    from shared.pipeline import RunContext, run_export
+    from shared.pipeline import AccountBusy, RunContext, run_export
     from shared.runs import RunActive, RunStore, utc_now
     from shared.secrets import secrets_from_settings
     from shared.storage import blob_service
@@ -103,6 +103,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     bars = _Bars(sys.stderr, enabled=not args.no_progress)
     try:
         outcome = run_export(ctx, record, runs=runs, progress=bars)
+    except AccountBusy as exc:
+        record.status, record.error, record.finished_at = "failed", str(exc), utc_now()
+        runs.update(record)
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_RUN_FAILED
     finally:
         bars.close()
     record.status = "succeeded" if outcome.status == "succeeded" else "failed"

@@ -54,8 +54,12 @@ class RunFailed(Exception):
     """A run cannot go on; the message says why and what to fix (never a secret)."""
 
 
-class AccountBusy(RunFailed):
-    """Another run holds this ActiveCampaign account's lease (they share one rate budget)."""
+class AccountBusy(Exception):
+    """Another run holds this ActiveCampaign account's lease (they share one rate budget).
+
+    Not a RunFailed: `run_export` lets it propagate so the queue worker's message is retried later
+    (the host's visibility backoff), and the CLI reports it without marking anything failed.
+    """
 
 
 class _Pause(Exception):
@@ -268,7 +272,7 @@ class _Run:
                 if getattr(exc, "error_code", None) != "LeaseAlreadyPresent" or self.ctx.clock() >= end:
                     raise AccountBusy(
                         f"another run is sending to {self.connection.hostname}; runs on one ActiveCampaign account "
-                        "take turns because they share its rate limit. This run will be retried"
+                        "take turns because they share its rate limit; try again when it has finished"
                     ) from None
                 time.sleep(1.0)
         self._lease, self._lease_renewed = lease, self.ctx.clock()

@@ -140,3 +140,42 @@ def test_time_budget_runs_out_and_continuations_finish_the_run(
     assert ac_sandbox.wait_until_idle(10)
     assert len(ac_sandbox.state.list_members(1)) == 1_000
     assert len(ac_sandbox.state.batches()) == 4  # nothing was sent twice
+
+
+def test_a_second_run_on_the_same_account_waits_its_turn(
+    azurite: str, unique_name: str, ac_sandbox, tmp_path: Path
+) -> None:
+    import pytest
+    from azure.storage.blob import BlobLeaseClient
+
+    from shared.pipeline import AccountBusy
+
+    service = BlobServiceClient.from_connection_string(azurite)
+    segments = service.create_container(unique_name)
+    write_ci_snapshot(segments, "Vip", profiles(10))
+    settings = load_settings({"AzureWebJobsStorage": azurite})
+    ctx = RunContext(
+        settings,
+        make_config(ac_sandbox.hostname, unique_name),
+        EnvSecrets({"AC_KEY": SANDBOX_API_KEY}),
+        service,
+        service,
+        poll_interval=0.01,
+    )
+    app = ctx.app_container()
+    for prefix in ("state/vip/", "runs/vip/"):
+        for blob in app.list_blobs(name_starts_with=prefix):
+            app.delete_blob(blob.name)
+    lock = app.get_blob_client(f"locks/{ac_sandbox.hostname.replace(':', '_')}")
+    lock.upload_blob(b"", overwrite=True)
+    lease = BlobLeaseClient(lock)
+    lease.acquire(lease_duration=15)  # another run is sending to this account
+    runs = RunStore(app)
+    record = runs.create("vip", trigger="schedule")
+    try:
+        with pytest.raises(AccountBusy, match="take turns"):
+            run_export(ctx, record, runs=runs)
+        assert ac_sandbox.state.batches() == []
+    finally:
+        lease.release()
+    assert run_export(ctx, record, runs=runs).status == "succeeded"
