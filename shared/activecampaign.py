@@ -359,6 +359,26 @@ class ActiveCampaignClient:
             if not page or total is None or offset >= total:
                 return fields
 
+    def find_contact_id(self, email: str) -> int | None:
+        """GET /contacts?email=: the id of the contact with this email, or None when there is none."""
+        body = self._call("GET", "/contacts", params={"email": email})
+        contacts = body.get("contacts")
+        if not isinstance(contacts, list):
+            raise UnexpectedResponse("GET /contacts answered without a 'contacts' array")
+        for item in contacts:
+            if isinstance(item, dict) and str(item.get("email", "")).lower() == email.lower():
+                return _int_or_none(item.get("id"))
+        return None
+
+    def subscribe(self, list_id: int, contact_id: int) -> None:
+        """POST /contactLists with status 1: subscribes, also someone who is unsubscribed.
+
+        Only for contacts this app unsubscribed itself (mirror mode) and who rejoined the segment:
+        bulk import cannot bring them back, and nobody who opted out on their own is ever passed here.
+        """
+        doc = {"contactList": {"list": int(list_id), "contact": int(contact_id), "status": 1}}
+        self._call("POST", "/contactLists", content=json.dumps(doc).encode())
+
     def bulk_import(
         self, contacts: list[dict[str, Any]], *, exclude_automations: bool = False
     ) -> BulkImportQueued:

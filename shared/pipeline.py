@@ -597,8 +597,33 @@ class _Run:
                     report.unconfirmed += 1
                 else:
                     report.remove_unconfirmed += 1
+        self._resubscribe(client, contacts, plan, failed)
         report.sent = report.accepted + report.failed + report.unconfirmed
         return failed
+
+    def _resubscribe(
+        self, client: ActiveCampaignClient, contacts: SnapshotContacts, plan: Plan, failed: dict[int, str]
+    ) -> None:
+        """Bring back rejoiners this export unsubscribed itself: bulk import leaves them unsubscribed.
+
+        Idempotent, so a resumed run may repeat it. A failure keeps the contact "removed by us" in the
+        delivered state, so the next run tries again.
+        """
+        for op_index in plan.resubscribe.tolist():
+            if op_index in failed:
+                continue
+            email = contacts.emails.get(int(plan.send[op_index])).decode("ascii")
+            try:
+                contact_id = client.find_contact_id(email)
+                if contact_id is None:
+                    raise ActiveCampaignError("the contact was not found after its import")
+                client.subscribe(self.export.list_id, contact_id)
+            except ActiveCampaignError as exc:
+                failed[op_index] = f"resubscribe_failed: {exc}"
+                self.report.accepted -= 1
+                self.report.fail("resubscribe_failed")
+            else:
+                self.report.resubscribed += 1
 
     # ------------------------------------------------------------------ finish
     def _write_failures(

@@ -46,6 +46,7 @@ class RunReport:
     failed: int = 0
     unconfirmed: int = 0
     removed: int = 0
+    resubscribed: int = 0  # rejoiners this export had unsubscribed, subscribed again (mirror mode)
     remove_failed: int = 0
     remove_unconfirmed: int = 0
     failure_reasons: dict[str, int] = field(default_factory=dict)
@@ -83,6 +84,7 @@ class RunReport:
             "toRemove": self.to_remove,
             "removed": self.removed,
             "removeFailed": self.remove_failed,
+            "resubscribed": self.resubscribed,
         }
 
     def check_totals(self, *, completed: bool) -> list[str]:

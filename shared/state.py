@@ -38,6 +38,10 @@ class DeliveredState:
     email_data: bytes
     snapshot_id: str | None = None
     last_full_sync: str | None = None  # ISO timestamp of the last run that sent everything
+    # Keys of contacts this export unsubscribed (mirror mode) and not yet brought back. ActiveCampaign's
+    # bulk import will not subscribe them again, so a rejoiner among them is re-subscribed explicitly;
+    # anyone else who is unsubscribed did it themselves and is never re-subscribed.
+    removed: U64 = field(default_factory=lambda: np.zeros(0, dtype=np.uint64))
 
     @staticmethod
     def empty() -> DeliveredState:
@@ -47,6 +51,9 @@ class DeliveredState:
             email_offsets=np.zeros(1, dtype=np.int64),
             email_data=b"",
         )
+
+    def was_removed(self, keys: U64) -> npt.NDArray[np.bool_]:
+        return np.isin(keys, self.removed)
 
     def __len__(self) -> int:
         return int(self.keys.shape[0])
@@ -75,6 +82,7 @@ class DeliveredState:
             fingerprints=self.fingerprints,
             email_offsets=self.email_offsets,
             email_data=np.frombuffer(self.email_data, dtype=np.uint8),
+            removed=self.removed,
             meta=np.frombuffer(meta.encode(), dtype=np.uint8),
         )
         return buf.getvalue()
@@ -95,6 +103,9 @@ class DeliveredState:
                     email_data=npz["email_data"].tobytes(),
                     snapshot_id=meta.get("snapshot_id"),
                     last_full_sync=meta.get("last_full_sync"),
+                    removed=npz["removed"].astype(np.uint64, copy=False)
+                    if "removed" in npz.files
+                    else np.zeros(0, dtype=np.uint64),
                 )
         except (OSError, ValueError, KeyError) as exc:
             raise StateError(
@@ -106,7 +117,13 @@ class DeliveredState:
 
 
 def build_state(
-    keys: U64, fingerprints: U64, emails: list[bytes], *, snapshot_id: str | None, last_full_sync: str | None
+    keys: U64,
+    fingerprints: U64,
+    emails: list[bytes],
+    *,
+    snapshot_id: str | None,
+    last_full_sync: str | None,
+    removed: U64 | None = None,
 ) -> DeliveredState:
     """A state from unsorted, unique keys with their fingerprints and emails."""
     order = np.argsort(keys, kind="stable")
@@ -121,6 +138,7 @@ def build_state(
         email_data=b"".join(sorted_emails),
         snapshot_id=snapshot_id,
         last_full_sync=last_full_sync,
+        removed=np.zeros(0, dtype=np.uint64) if removed is None else np.unique(removed),
     )
 
 

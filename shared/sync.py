@@ -23,8 +23,12 @@ I64 = npt.NDArray[np.int64]
 _NONE = "\x00"  # distinguishes an absent value from an empty one in fingerprints
 
 
+_blake2b = hashlib.blake2b
+
+
 def _key(email: bytes) -> int:
-    return int.from_bytes(hashlib.blake2b(email, digest_size=8).digest(), "little")
+    # SnapshotCollector.add inlines this on the hot path; keep the two identical.
+    return int.from_bytes(_blake2b(email, digest_size=8).digest(), "little")
 
 
 def email_key(email: str) -> int:
@@ -44,14 +48,18 @@ class Fingerprinter:
         self._base.update(("\x1e".join([str(list_id), "\x1f".join(tags)]) + "\x1e").encode())
 
     def __call__(self, contact: Contact) -> int:
+        # Hot path (every row of every run): one f-string, one hash. "\x00" marks an absent value so
+        # it differs from any present one; \x1f cannot occur in a mapped value's meaning.
+        first, last, phone = contact.first_name, contact.last_name, contact.phone
+        material = (
+            f"{_NONE if first is None else first}\x1f{_NONE if last is None else last}\x1f"
+            f"{_NONE if phone is None else phone}\x1f{contact.fields!r}"
+            if contact.fields
+            else f"{_NONE if first is None else first}\x1f{_NONE if last is None else last}\x1f"
+            f"{_NONE if phone is None else phone}"
+        )
         h = self._base.copy()
-        parts = [
-            contact.first_name if contact.first_name is not None else _NONE,
-            contact.last_name if contact.last_name is not None else _NONE,
-            contact.phone if contact.phone is not None else _NONE,
-        ]
-        parts.extend(f"{field_id}={value}" for field_id, value in contact.fields)
-        h.update("\x1f".join(parts).encode("utf-8", "surrogatepass"))
+        h.update(material.encode("utf-8", "surrogatepass"))
         return int.from_bytes(h.digest(), "little")
 
 
@@ -91,7 +99,7 @@ class SnapshotCollector:
 
     def add(self, contact: Contact) -> None:
         email = contact.email.encode("ascii")
-        self._keys.append(_key(email))
+        self._keys.append(int.from_bytes(_blake2b(email, digest_size=8).digest(), "little"))
         self._fps.append(self._fingerprint(contact))
         self._emails += email
         self._offsets.append(len(self._emails))
@@ -115,6 +123,7 @@ class Plan:
     duplicate: npt.NDArray[np.bool_]  # per snapshot contact: a later occurrence of an email
     send: I64  # snapshot indexes to send, ascending
     removals: I64  # delivered-state indexes to unsubscribe (mirror mode)
+    resubscribe: I64  # positions in `send` of contacts this export unsubscribed earlier (rejoiners)
     new: int
     changed: int
     unchanged: int
@@ -149,6 +158,7 @@ def plan_sync(
         removals = np.zeros(0, dtype=np.int64)
 
     send = unique[to_send]
+    resubscribe = np.flatnonzero(old.was_removed(snapshot.keys[send])).astype(np.int64)
     digest = hashlib.blake2b(digest_size=16)
     digest.update(snapshot_id.encode())
     digest.update(send.tobytes())
@@ -159,6 +169,7 @@ def plan_sync(
         duplicate=duplicate,
         send=send,
         removals=removals,
+        resubscribe=resubscribe,
         new=int(is_new.sum()),
         changed=int(is_changed.sum()),
         unchanged=int(unique.shape[0] - is_new.sum() - is_changed.sum()),
@@ -191,13 +202,19 @@ def advance_state(
 
     in_snapshot = np.zeros(len(old), dtype=np.bool_)
     in_snapshot[pos[pos >= 0]] = True
-    removed = np.zeros(len(old), dtype=np.bool_)
-    removed[removals_done] = True
-    old_only = np.flatnonzero(~in_snapshot & ~removed)
+    removed_now = np.zeros(len(old), dtype=np.bool_)
+    removed_now[removals_done] = True
+    old_only = np.flatnonzero(~in_snapshot & ~removed_now)
     old_kept = np.concatenate([pos[keep_old_version], old_only]).astype(np.int64)
 
     snap_idx = unique[delivered_now]
     keys = np.concatenate([snapshot.keys[snap_idx], old.keys[old_kept]])
     fps = np.concatenate([snapshot.fingerprints[snap_idx], old.fingerprints[old_kept]])
     emails = snapshot.emails.take(snap_idx) + [old.email(i).encode("ascii") for i in old_kept.tolist()]
-    return build_state(keys, fps, emails, snapshot_id=snapshot_id, last_full_sync=last_full_sync)
+    # Who stays "removed by us": everyone removed before or now, unless delivered (re-subscribed) now.
+    removed_before_or_now = np.concatenate([old.removed, old.keys[removals_done]])
+    back = np.isin(removed_before_or_now, snapshot.keys[snap_idx])
+    still_removed: U64 = np.asarray(removed_before_or_now[~back], dtype=np.uint64)
+    return build_state(
+        keys, fps, emails, snapshot_id=snapshot_id, last_full_sync=last_full_sync, removed=still_removed
+    )

@@ -267,3 +267,24 @@ def test_mirror_mode_unsubscribes_who_left_and_guard_trips(world: World) -> None
     assert all(members[f"person{i}@example.com"] == 2 for i in range(50, 100))
     assert members["person3@example.com"] == 2  # opted out: never re-subscribed
     assert world.sandbox.state.resubscriptions == []
+
+
+def test_mirror_rejoiners_we_removed_are_resubscribed_but_self_opt_outs_never(world: World) -> None:
+    world.reconfigure(mode="mirror", maxRemovalShare=0.6)
+    write_ci_snapshot(world.segments, "Vip", profiles(100))
+    assert world.run().status == "succeeded"
+    write_ci_snapshot(world.segments, "Vip", profiles(50), time_folder="2026/11/21/0600")
+    assert world.run().report.removed == 50  # 50..99 left the segment: unsubscribed by us
+    world.sandbox.state.opt_out(1, "person3@example.com")  # a member unsubscribes on their own
+    write_ci_snapshot(world.segments, "Vip", profiles(100), time_folder="2026/11/22/0600")
+    back = world.run()
+    assert back.status == "succeeded", back.error
+    assert back.report.resubscribed == 50
+    members = world.members()
+    assert all(members[f"person{i}@example.com"] == 1 for i in range(50, 100))  # back on the list
+    assert members["person3@example.com"] == 2  # opted out on their own: never re-subscribed
+    resubscribed = {email for _list, email in world.sandbox.state.resubscriptions}
+    assert resubscribed == {f"person{i}@example.com" for i in range(50, 100)}
+    again = world.run()
+    assert again.report.to_send == 0
+    assert again.report.resubscribed == 0

@@ -184,3 +184,30 @@ def test_state_round_trips_through_blob_storage_with_etag_guard(azurite, unique_
     assert store.load_checkpoint() == cp
     store.clear_checkpoint()
     assert store.load_checkpoint() is None
+
+
+def test_rejoiners_removed_by_this_export_are_marked_for_resubscription():
+    first = collect([contact("a@x.com"), contact("b@x.com")])
+    state = deliver_all(
+        first, plan_sync(first, DeliveredState.empty(), full=False, mirror=True, snapshot_id="1")
+    )
+    left = collect([contact("a@x.com")])
+    state = deliver_all(left, plan_sync(left, state, full=False, mirror=True, snapshot_id="2"), state)
+    assert state.removed.tolist() == [email_key("b@x.com")]
+    assert DeliveredState.from_bytes(state.to_bytes()).removed.tolist() == state.removed.tolist()
+    back = collect([contact("a@x.com"), contact("c@x.com"), contact("b@x.com")])
+    plan = plan_sync(back, state, full=False, mirror=True, snapshot_id="3")
+    assert plan.send.tolist() == [1, 2]
+    assert plan.resubscribe.tolist() == [1]  # position of b in plan.send; c is simply new
+    failed_again = advance_state(
+        state,
+        back,
+        plan,
+        send_failed=plan.send[plan.resubscribe],
+        removals_done=np.zeros(0, np.int64),
+        snapshot_id="3",
+        last_full_sync=None,
+    )
+    assert failed_again.removed.tolist() == [email_key("b@x.com")]  # retried next run
+    done = deliver_all(back, plan, state)
+    assert done.removed.tolist() == []
