@@ -57,7 +57,7 @@ import json
 import re
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 from urllib.parse import unquote, urlsplit
 
 from azure.core.exceptions import ResourceModifiedError, ResourceNotFoundError
@@ -122,9 +122,8 @@ class Snapshot:
     layout: str
 
 
-@dataclass(frozen=True, slots=True)
-class SourceRow:
-    """One CSV record.
+class SourceRow(NamedTuple):
+    """One CSV record (a NamedTuple: built for every row, and a tuple is constructed in C).
 
     `line` is the 1-based record number within the partition file, counting the header record
     when the file has one (so the first data row of a file with a header is line 2, as a

@@ -99,10 +99,11 @@ class SnapshotCollector:
 
     def add(self, contact: Contact) -> None:
         email = contact.email.encode("ascii")
+        emails = self._emails
+        emails += email
         self._keys.append(int.from_bytes(_blake2b(email, digest_size=8).digest(), "little"))
         self._fps.append(self._fingerprint(contact))
-        self._emails += email
-        self._offsets.append(len(self._emails))
+        self._offsets.append(len(emails))
 
     def __len__(self) -> int:
         return len(self._keys)
