@@ -76,7 +76,7 @@ class RunContext:
     client_factory: Callable[[str, str, Settings], ActiveCampaignClient] = client_for
     # How long to wait, at the end, for ActiveCampaign to report queued batches.
     confirm_timeout: float = 900.0
-    poll_interval: float = 1.0
+    poll_interval: float = 0.5  # between import/info polls of one batch: at most one poll per batch sent
     # The account lease: a run killed without releasing it blocks the account this long at most.
     lease_seconds: int = 60
     lease_wait: float = 0.0
