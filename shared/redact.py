@@ -13,6 +13,8 @@ import logging
 import re
 import threading
 import traceback
+from collections.abc import Callable
+from typing import Any
 
 MASK = "***"
 # Shorter values would scrub ordinary words and numbers out of every log line.
@@ -117,15 +119,35 @@ class RedactingFilter(logging.Filter):
         return True
 
 
-def install_redaction(logger: logging.Logger | None = None) -> RedactingFilter:
-    """Add one `RedactingFilter` to `logger` (default: root) and to each of its handlers.
+class _RedactingRecordFactory:
+    """Wraps the log-record factory so every record is scrubbed the moment it is created.
 
-    Handler filters are what catch records from child loggers (a logger's own filters only see records
-    logged on it directly). Idempotent; call it again after adding handlers.
+    Filters on loggers and handlers only see what passes through them, and handlers added later (the
+    Functions host's, an exporter's) would be missed; the record factory serves every logger.
+    """
+
+    def __init__(self, inner: Callable[..., logging.LogRecord], redactor: RedactingFilter) -> None:
+        self.inner = inner
+        self.redactor = redactor
+
+    def __call__(self, *args: Any, **kwargs: Any) -> logging.LogRecord:
+        record = self.inner(*args, **kwargs)
+        self.redactor.filter(record)
+        return record
+
+
+def install_redaction(logger: logging.Logger | None = None) -> RedactingFilter:
+    """Scrub every log record at creation (record factory), and add the filter to `logger` (default:
+    root) and its handlers as a second line for records made by a custom factory installed later.
+
+    Idempotent.
     """
     target = logging.getLogger() if logger is None else logger
     existing = next((f for f in target.filters if isinstance(f, RedactingFilter)), None)
     redactor = existing or RedactingFilter()
+    factory = logging.getLogRecordFactory()
+    if not isinstance(factory, _RedactingRecordFactory):
+        logging.setLogRecordFactory(_RedactingRecordFactory(factory, redactor))
     if existing is None:
         target.addFilter(redactor)
     for handler in target.handlers:
