@@ -240,7 +240,9 @@ def read_csv_rows(
     # utf-8-sig drops a leading BOM and nothing else; newline="" leaves line breaks inside quoted
     # fields to the csv module, as it requires.
     text = io.TextIOWrapper(io.BufferedReader(raw, 1 << 16), encoding="utf-8-sig", newline="")
-    reader = csv.reader(_bounded_lines(text, name), delimiter=partition.delimiter)
+    # strict: an unterminated quote would otherwise swallow every following record into one field,
+    # silently dropping those contacts and sending their data as someone's name.
+    reader = csv.reader(_bounded_lines(text, name), delimiter=partition.delimiter, strict=True)
     line = 0
     try:
         if partition.has_header:
