@@ -283,6 +283,24 @@ def _build_export(name: str, doc: Mapping[str, Any]) -> ExportConfig:
 # --- public API ---------------------------------------------------------------------------------
 
 
+# ActiveCampaign API keys are long hex strings, which are also valid secret names: a key pasted into
+# apiKeySecret would sit in plain configuration and be echoed in "secret not found" messages.
+_LOOKS_LIKE_API_KEY = re.compile(r"[0-9a-fA-F]{32,127}")  # longer is already refused as a name
+
+
+def _secret_name_errors(doc: object, path: Sequence[_PathPart]) -> list[str]:
+    if not isinstance(doc, dict) or not isinstance(doc.get("apiKeySecret"), str):
+        return []
+    if not _LOOKS_LIKE_API_KEY.fullmatch(doc["apiKeySecret"]):
+        return []
+    # The value is not shown: it is probably the key itself.
+    return [
+        f"{format_path([*path, 'apiKeySecret'])}: this looks like an API key, not the name of a secret. "
+        "Never put the key in the configuration: store it in Key Vault (or send it as apiKey to "
+        "PUT /api/connections/{name}) and give the secret's name here, e.g. 'activecampaign-main'"
+    ]
+
+
 def parse_config(doc: object, *, allowed_suffixes: tuple[str, ...], allow_loopback: bool) -> Config:
     """Validate a whole document (already JSON-decoded) and return it typed. Raises ConfigError."""
     trust: dict[str, Any] = {"allowed_suffixes": allowed_suffixes, "allow_loopback": allow_loopback}
@@ -295,6 +313,7 @@ def parse_config(doc: object, *, allowed_suffixes: tuple[str, ...], allow_loopba
     if isinstance(connections, dict):
         for name, item in connections.items():
             errors += _hostname_errors(item, ("connections", name), **trust)
+            errors += _secret_name_errors(item, ("connections", name))
     if isinstance(exports, dict) and isinstance(connections, dict):  # else the schema error says it all
         for name, item in exports.items():
             errors += _connection_ref_errors(item, ("exports", name), connection_names)
@@ -315,6 +334,7 @@ def parse_connection(
     errors = _name_errors("connection", name)
     errors += _schema_errors(doc, "connection", ())
     errors += _hostname_errors(doc, (), **trust)
+    errors += _secret_name_errors(doc, ())
     if errors:
         raise ConfigError(errors)
     return _build_connection(name, cast(Mapping[str, Any], doc), **trust)
