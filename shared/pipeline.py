@@ -475,11 +475,8 @@ class _Run:
                 else:
                     report.remove_failed += 1
 
-        def on_queued(batch_id: str, indexes: list[int]) -> None:
-            nonlocal next_index
-            report.batches += 1
-            next_index = max(next_index, max(indexes) + 1)
-            self.progress.live["sent"] = min(next_index, n_send)
+        def save_checkpoint() -> None:
+            # Pending batches, failures and counts are saved together: a resumed run restores all three.
             checkpoint.next_index = next_index
             checkpoint.pending = sender.pending_batches()
             checkpoint.failed = failed
@@ -489,6 +486,13 @@ class _Run:
                 "remove_failed": report.remove_failed,
             }
             self.store.save_checkpoint(checkpoint)
+
+        def on_queued(batch_id: str, indexes: list[int]) -> None:
+            nonlocal next_index
+            report.batches += 1
+            next_index = max(next_index, max(indexes) + 1)
+            self.progress.live["sent"] = min(next_index, n_send)
+            save_checkpoint()
             self._renew_lease()
             self.progress(report)
             reason = self.should_stop() if self.should_stop else None
@@ -581,14 +585,7 @@ class _Run:
         confirmed = sender.drain(timeout=timeout)
         report.timings["confirm_s"] = round(self.ctx.clock() - t_confirm, 3)
         if not confirmed and self.deadline is not None and self.ctx.clock() >= self.deadline:
-            checkpoint.pending = sender.pending_batches()
-            checkpoint.failed = failed
-            checkpoint.counts = {
-                "accepted": report.accepted,
-                "removed": report.removed,
-                "remove_failed": report.remove_failed,
-            }
-            self.store.save_checkpoint(checkpoint)
+            save_checkpoint()
             raise _Pause
         for indexes in sender.pending_batches().values():
             for index in indexes:
