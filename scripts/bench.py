@@ -28,14 +28,13 @@ import sys
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
 from azure.storage.blob import BlobServiceClient
 
-from scripts.demo import DEMO_API_KEY, ROOT, _stop, azurite
-from shared.config import FieldMapping, parse_config
+from scripts.demo import DEMO_API_KEY, ROOT, azurite, sandbox
+from shared.config import FieldMapping
 from shared.mapping import Rejection, RowMapper
 from shared.pipeline import RunContext, run_export
 from shared.runs import RunStore
@@ -44,7 +43,8 @@ from shared.segments import Partition, read_csv_rows
 from shared.settings import load_settings
 from shared.state import DeliveredState
 from shared.sync import Fingerprinter, Plan, SnapshotCollector, SnapshotContacts, advance_state, plan_sync
-from tests.support.segments import COLUMNS, FOLDER, profiles, write_ci_snapshot
+from tests.support.exports import make_config
+from tests.support.segments import COLUMNS, profiles, write_ci_snapshot
 
 LOCAL_ROWS = 1_000_000
 SEND_ROWS = 100_000
@@ -271,39 +271,8 @@ def run_worker(name: str) -> dict[str, float]:
 # ------------------------------------------------------------------------------ scenario 3
 
 
-@contextmanager
-def scaled_sandbox(scale: int) -> Iterator[str]:
-    """The sandbox as a process with its rate limits multiplied by `scale` (scripts/demo.py runs it at 1x)."""
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "sandbox",
-            "--api-key",
-            DEMO_API_KEY,
-            "--list",
-            "1:Newsletter",
-            "--field",
-            "1:LOYALTY_TIER",
-            "--scale",
-            str(scale),
-        ],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert proc.stdout is not None
-        line = proc.stdout.readline().strip()
-        if not line.startswith("READY "):
-            raise RuntimeError(f"the ActiveCampaign sandbox did not start (said {line!r})")
-        yield line.split(" ", 1)[1]
-    finally:
-        _stop(proc)
-
-
 def send_scenario(send_rows: int = SEND_ROWS, scale: int = SCALE) -> dict[str, float]:
-    with azurite() as storage, scaled_sandbox(scale) as hostname:
+    with azurite() as storage, sandbox(scale) as hostname:
         service = BlobServiceClient.from_connection_string(storage)
         segments = service.create_container("customer-insights")
         rows = profiles(send_rows)
@@ -313,35 +282,7 @@ def send_scenario(send_rows: int = SEND_ROWS, scale: int = SCALE) -> dict[str, f
         expected = {row[1] for row in rows}
         del rows
 
-        config = parse_config(
-            {
-                "connections": {
-                    "main": {
-                        "displayName": f"Sandbox ({scale}x limits)",
-                        "hostname": hostname,
-                        "apiKeySecret": "ac-key",
-                        "dataPrivacyConsent": True,
-                    }
-                },
-                "exports": {
-                    "vip": {
-                        "connection": "main",
-                        "source": {"container": "customer-insights", "folder": FOLDER, "segment": "Vip"},
-                        "listId": LIST_ID,
-                        "mapping": {
-                            "email": "EmailAddress",
-                            "firstName": "FirstName",
-                            "lastName": "LastName",
-                            "phone": "Phone",
-                            "fields": {"LOYALTY_TIER": "LoyaltyTier"},
-                            "tags": list(TAGS),
-                        },
-                    }
-                },
-            },
-            allowed_suffixes=(".api-us1.com",),
-            allow_loopback=True,
-        )
+        config = make_config(hostname, "customer-insights")
         settings = load_settings(
             {
                 "AzureWebJobsStorage": storage,

@@ -56,19 +56,20 @@ def _stop(proc: subprocess.Popen[str] | subprocess.Popen[bytes]) -> None:
 
 
 @contextmanager
-def sandbox() -> Iterator[str]:
+def sandbox(scale: int = 1) -> Iterator[str]:
+    """The ActiveCampaign sandbox as a process, at the real limits times `scale`; yields its hostname."""
+    args = [
+        "--api-key",
+        DEMO_API_KEY,
+        "--list",
+        "1:Newsletter",
+        "--field",
+        "1:LOYALTY_TIER",
+        "--scale",
+        str(scale),
+    ]
     proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "sandbox",
-            "--api-key",
-            DEMO_API_KEY,
-            "--list",
-            "1:Newsletter",
-            "--field",
-            "1:LOYALTY_TIER",
-        ],
+        [sys.executable, "-m", "sandbox", *args],
         cwd=ROOT,
         stdout=subprocess.PIPE,
         text=True,
