@@ -20,8 +20,8 @@ from shared.redact import install_redaction
 from shared.runs import RunStore
 from shared.secrets import EnvSecrets
 from shared.settings import load_settings
+from tests.support.exports import make_config
 from tests.support.segments import profiles, write_ci_snapshot
-from tests.test_pipeline import make_config
 
 CANARY = "CANARY-7f3a9c51-activecampaign-key-do-not-leak"
 EMAIL = "person7@example.com"  # one of the exported profiles

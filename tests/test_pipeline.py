@@ -11,43 +11,11 @@ import pytest
 from azure.storage.blob import BlobServiceClient, ContainerClient
 
 from sandbox import Fault, SandboxServer
-from shared.config import Config, parse_config
+from shared.config import parse_config
 from shared.pipeline import RunContext, RunOutcome, run_export
 from shared.runs import RunStore
-from shared.secrets import EnvSecrets
-from shared.settings import load_settings
-from tests.fixtures.sandbox import SANDBOX_API_KEY
+from tests.support.exports import make_config, make_context
 from tests.support.segments import FOLDER, profiles, write_ci_snapshot
-
-
-def make_config(hostname: str, container: str, **export_options: object) -> Config:
-    doc = {
-        "connections": {
-            "main": {
-                "displayName": "Sandbox",
-                "hostname": hostname,
-                "apiKeySecret": "ac-key",
-                "dataPrivacyConsent": True,
-            }
-        },
-        "exports": {
-            "vip": {
-                "connection": "main",
-                "source": {"container": container, "folder": FOLDER, "segment": "Vip"},
-                "listId": 1,
-                "mapping": {
-                    "email": "EmailAddress",
-                    "firstName": "FirstName",
-                    "lastName": "LastName",
-                    "phone": "Phone",
-                    "fields": {"LOYALTY_TIER": "LoyaltyTier"},
-                    "tags": ["segment-vip"],
-                },
-                **export_options,
-            }
-        },
-    }
-    return parse_config(doc, allowed_suffixes=(".api-us1.com",), allow_loopback=True)
 
 
 @dataclass
@@ -80,32 +48,9 @@ class World:
 
 @pytest.fixture
 def world(azurite: str, unique_name: str, ac_sandbox: SandboxServer) -> World:
-    service = BlobServiceClient.from_connection_string(azurite)
-    segments = service.create_container(unique_name)
-    settings = load_settings(
-        {
-            "AzureWebJobsStorage": azurite,
-            "ACTIVECAMPAIGN_REQUESTS_PER_SECOND": "150",
-            "ACTIVECAMPAIGN_BULK_IMPORTS_PER_MINUTE": "3000",
-        }
-    )
-    # Each test gets its own app container through a unique export state path: use a fresh container name.
-    app_service = BlobServiceClient.from_connection_string(azurite)
-    ctx = RunContext(
-        settings=settings,
-        config=make_config(ac_sandbox.hostname, unique_name),
-        secrets=EnvSecrets({"AC_KEY": SANDBOX_API_KEY}),
-        app_blobs=app_service,
-        segment_blobs=service,
-        poll_interval=0.01,
-        confirm_timeout=20,
-    )
+    segments = BlobServiceClient.from_connection_string(azurite).create_container(unique_name)
+    ctx = make_context(azurite, ac_sandbox.hostname, unique_name, confirm_timeout=20)
     app = ctx.app_container()
-    # Exports share one app container across tests; wipe this export's blobs for isolation.
-    for blob in app.list_blobs(name_starts_with="state/vip/"):
-        app.delete_blob(blob.name)
-    for blob in app.list_blobs(name_starts_with="runs/vip/"):
-        app.delete_blob(blob.name)
     return World(ctx, RunStore(app), segments, app, ac_sandbox)
 
 

@@ -9,18 +9,19 @@ import subprocess
 import sys
 from pathlib import Path
 
-from azure.storage.blob import BlobServiceClient
+import pytest
+from azure.storage.blob import BlobLeaseClient, BlobServiceClient
 
-from sandbox import Limits
+from sandbox import Limits, SandboxServer
 from shared.config import config_to_document
-from shared.pipeline import RunContext, run_export
+from shared.pipeline import AccountBusy, RunContext, run_export
 from shared.runs import RunStore
 from shared.secrets import EnvSecrets
 from shared.settings import load_settings
 from shared.state import StateStore
 from tests.fixtures.sandbox import SANDBOX_API_KEY, MakeSandbox
+from tests.support.exports import clear_export, make_config, make_context
 from tests.support.segments import profiles, write_ci_snapshot
-from tests.test_pipeline import make_config
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -57,9 +58,7 @@ def test_sigkill_mid_run_then_resume_leaves_list_equal_to_segment(
         lease_wait=30,
     )  # the killed run's lease expires after 15 s
     app = ctx.app_container()
-    for prefix in ("state/vip/", "runs/vip/"):
-        for blob in app.list_blobs(name_starts_with=prefix):
-            app.delete_blob(blob.name)
+    clear_export(app)
     runs = RunStore(app)
     record = runs.create("vip", trigger="api")
 
@@ -99,31 +98,12 @@ def test_sigkill_mid_run_then_resume_leaves_list_equal_to_segment(
 
 
 def test_time_budget_runs_out_and_continuations_finish_the_run(
-    azurite: str, unique_name: str, ac_sandbox, tmp_path: Path
+    azurite: str, unique_name: str, ac_sandbox: SandboxServer
 ) -> None:
-    service = BlobServiceClient.from_connection_string(azurite)
-    segments = service.create_container(unique_name)
+    segments = BlobServiceClient.from_connection_string(azurite).create_container(unique_name)
     write_ci_snapshot(segments, "Vip", profiles(1_000))
-    settings = load_settings(
-        {
-            "AzureWebJobsStorage": azurite,
-            "ACTIVECAMPAIGN_REQUESTS_PER_SECOND": "150",
-            "ACTIVECAMPAIGN_BULK_IMPORTS_PER_MINUTE": "3000",
-        }
-    )
-    ctx = RunContext(
-        settings,
-        make_config(ac_sandbox.hostname, unique_name),
-        EnvSecrets({"AC_KEY": SANDBOX_API_KEY}),
-        service,
-        service,
-        poll_interval=0.01,
-        confirm_timeout=30,
-    )
+    ctx = make_context(azurite, ac_sandbox.hostname, unique_name)
     app = ctx.app_container()
-    for prefix in ("state/vip/", "runs/vip/"):
-        for blob in app.list_blobs(name_starts_with=prefix):
-            app.delete_blob(blob.name)
     runs = RunStore(app)
     record = runs.create("vip", trigger="schedule")
     invocations = 0
@@ -143,29 +123,12 @@ def test_time_budget_runs_out_and_continuations_finish_the_run(
 
 
 def test_a_second_run_on_the_same_account_waits_its_turn(
-    azurite: str, unique_name: str, ac_sandbox, tmp_path: Path
+    azurite: str, unique_name: str, ac_sandbox: SandboxServer
 ) -> None:
-    import pytest
-    from azure.storage.blob import BlobLeaseClient
-
-    from shared.pipeline import AccountBusy
-
-    service = BlobServiceClient.from_connection_string(azurite)
-    segments = service.create_container(unique_name)
+    segments = BlobServiceClient.from_connection_string(azurite).create_container(unique_name)
     write_ci_snapshot(segments, "Vip", profiles(10))
-    settings = load_settings({"AzureWebJobsStorage": azurite})
-    ctx = RunContext(
-        settings,
-        make_config(ac_sandbox.hostname, unique_name),
-        EnvSecrets({"AC_KEY": SANDBOX_API_KEY}),
-        service,
-        service,
-        poll_interval=0.01,
-    )
+    ctx = make_context(azurite, ac_sandbox.hostname, unique_name)
     app = ctx.app_container()
-    for prefix in ("state/vip/", "runs/vip/"):
-        for blob in app.list_blobs(name_starts_with=prefix):
-            app.delete_blob(blob.name)
     lock = app.get_blob_client(f"locks/{ac_sandbox.hostname.replace(':', '_')}")
     lock.upload_blob(b"", overwrite=True)
     lease = BlobLeaseClient(lock)
