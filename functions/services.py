@@ -74,8 +74,8 @@ class Services:
                 self._segment_blobs = blob_service(self.settings.require_segments_storage())
             return self._segment_blobs
 
-    def enqueue(self, message: RunMessage) -> None:
-        self.run_queue.send_message(message.to_json())
+    def enqueue(self, message: RunMessage, *, delay_seconds: int = 0) -> None:
+        self.run_queue.send_message(message.to_json(), visibility_timeout=delay_seconds or None)
 
 
 def get_services() -> Services:

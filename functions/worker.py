@@ -28,6 +28,9 @@ from shared.storage import RUNS_POISON_QUEUE, RUNS_QUEUE
 log = logging.getLogger(__name__)
 bp = new_blueprint()
 STORAGE_SETTING = "AzureWebJobsStorage"
+# A run whose ActiveCampaign account is busy (another run holds its lease) waits this long and tries
+# again, as a new message: waiting must not use up the retries meant for failures.
+ACCOUNT_BUSY_RETRY_SECONDS = 60
 
 
 def _parse(msg: func.QueueMessage, queue: str) -> RunMessage | None:
@@ -104,7 +107,7 @@ def process_run(svc: Services, message: RunMessage, *, attempt: int) -> None:
 
 
 def _work(svc: Services, record: RunRecord, message: RunMessage, attempt: int) -> None:
-    from shared.pipeline import run_export
+    from shared.pipeline import AccountBusy, run_export
     from shared.telemetry import record_run_metrics, run_span
 
     config = svc.config.read().config
@@ -116,13 +119,21 @@ def _work(svc: Services, record: RunRecord, message: RunMessage, attempt: int) -
     deadline = time.monotonic() + svc.settings.run_time_budget_seconds
     started = time.monotonic()
     with run_span(record.export, record.run_id):
-        outcome = run_export(
-            run_context(svc, config),
-            record,
-            runs=svc.runs,
-            should_stop=stop_check(svc, record.export, export.connection if export else None),
-            deadline=deadline,
-        )
+        try:
+            outcome = run_export(
+                run_context(svc, config),
+                record,
+                runs=svc.runs,
+                should_stop=stop_check(svc, record.export, export.connection if export else None),
+                deadline=deadline,
+            )
+        except AccountBusy as busy:
+            record.status = "queued"
+            record.error = f"waiting: {busy}"
+            svc.runs.update(record)
+            svc.enqueue(message, delay_seconds=ACCOUNT_BUSY_RETRY_SECONDS)
+            log.info("run %s of export %s waits for its account: %s", record.run_id, record.export, busy)
+            return
     record.counts = outcome.report.counts()
     record_run_metrics(record.export, record.counts, time.monotonic() - started, outcome.status)
     if outcome.status == "continue":

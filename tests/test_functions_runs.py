@@ -236,3 +236,30 @@ def test_queued_run_of_a_deleted_export_fails_with_the_reason(ready: AppEnv, ac_
     assert doc["status"] == "failed"
     assert "does not exist" in doc["error"]
     assert ac_sandbox.state.list_members(1) == {}
+
+
+def test_a_busy_account_requeues_the_run_without_using_up_retries(ready: AppEnv, ac_sandbox, monkeypatch):
+    from azure.storage.blob import BlobLeaseClient
+
+    from functions import worker
+
+    monkeypatch.setattr(worker, "ACCOUNT_BUSY_RETRY_SECONDS", 0)  # visible again at once for the test
+    lock = ready.app.get_blob_client(f"locks/{ac_sandbox.hostname.replace(':', '_')}")
+    lock.upload_blob(b"", overwrite=True)
+    lease = BlobLeaseClient(lock)
+    lease.acquire(lease_duration=15)  # another run is sending to this ActiveCampaign account
+    try:
+        location = start().headers["Location"]
+        for _ in range(MAX_DEQUEUE_COUNT + 2):  # more deliveries than the host's retries: never poisoned
+            deliver(ready)
+            waiting = run_status(location).body
+            assert waiting["status"] == "queued"
+            assert "another run is sending" in waiting["error"]
+        assert ready.messages(ready.poison) == []
+        assert ac_sandbox.state.batches() == []
+    finally:
+        lease.release()
+    deliver(ready)
+    done = run_status(location).body
+    assert done["status"] == "succeeded", done
+    assert done["counts"]["accepted"] == 300
