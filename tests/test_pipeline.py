@@ -233,3 +233,56 @@ def test_mirror_rejoiners_we_removed_are_resubscribed_but_self_opt_outs_never(wo
     again = world.run()
     assert again.report.to_send == 0
     assert again.report.resubscribed == 0
+
+
+def test_an_empty_snapshot_never_empties_a_mirrored_list_even_forced(world: World) -> None:
+    world.reconfigure(mode="mirror")
+    write_ci_snapshot(world.segments, "Vip", profiles(20))
+    assert world.run().status == "succeeded"
+    write_ci_snapshot(world.segments, "Vip", [], time_folder="2026/11/21/0600", partitions=1)
+    for force in (False, True):
+        outcome = world.run(force=force)
+        assert outcome.status == "failed"
+        assert "never empties a list" in (outcome.error or "")
+    assert all(status == 1 for status in world.members().values())
+
+
+def test_safety_cap_stops_an_oversized_snapshot_before_sending(world: World) -> None:
+    world.reconfigure(maxContacts=100)
+    write_ci_snapshot(world.segments, "Vip", profiles(101))
+    outcome = world.run()
+    assert outcome.status == "failed"
+    assert "maxContacts=100" in (outcome.error or "")
+    assert world.sandbox.state.batches() == []
+    world.reconfigure(maxContacts=101)
+    assert world.run().report.accepted == 101
+
+
+def test_periodic_full_resync_resends_unchanged_contacts_when_due(world: World) -> None:
+    from shared.state import StateStore
+
+    world.reconfigure(fullResyncEveryDays=7)
+    write_ci_snapshot(world.segments, "Vip", profiles(30))
+    first = world.run().report
+    assert first.new == 30  # the first run sends everyone, so it counts as a full sync
+    assert world.run().report.to_send == 0  # not due yet
+    store = StateStore(world.app, "vip")
+    state, etag = store.load()
+    assert state.last_full_sync is not None
+    eight_days_ago = "2026-01-01T00:00:00.000Z"  # any time more than 7 days before now
+    store.save(
+        type(state)(
+            state.keys,
+            state.fingerprints,
+            state.email_offsets,
+            state.email_data,
+            state.snapshot_id,
+            eight_days_ago,
+            state.removed,
+        ),
+        expected_etag=etag,
+    )
+    due = world.run().report
+    assert due.full
+    assert (due.unchanged, due.to_send, due.accepted) == (30, 30, 30)
+    assert world.run().report.to_send == 0  # the full sync reset the clock
