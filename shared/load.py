@@ -98,15 +98,6 @@ class BatchSender:
         self._buffer: list[Operation] = []
         self._buffer_bytes = _ENVELOPE_BYTES
         self._pending: deque[_Batch] = deque()
-        self.requests = 0
-
-    @property
-    def pending(self) -> int:
-        return len(self._pending)
-
-    @property
-    def buffered(self) -> int:
-        return len(self._buffer)
 
     def add(self, op: Operation) -> None:
         if op.size + _ENVELOPE_BYTES > self._max_bytes:
@@ -133,7 +124,6 @@ class BatchSender:
 
     def _send(self, ops: list[Operation], *, attempt: int) -> None:
         while ops:
-            self.requests += 1
             try:
                 queued = self._client.bulk_import(
                     [op.payload for op in ops], exclude_automations=self._exclude_automations

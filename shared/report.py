@@ -10,7 +10,6 @@ from __future__ import annotations
 import csv
 import io
 import tempfile
-from collections import Counter
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import IO, Any
@@ -127,13 +126,9 @@ class RejectedRowsWriter:
         self._file: IO[str] = tempfile.SpooledTemporaryFile(max_size=8 * 1024 * 1024, mode="w+", newline="")  # noqa: SIM115
         self._writer = csv.writer(self._file)
         self._writer.writerow([*REJECTED_HEADER, *columns])
-        self.rows = 0
-        self.reasons: Counter[str] = Counter()
 
     def write(self, partition: str, line: int, reason: str, detail: str, values: Sequence[str]) -> None:
         self._writer.writerow([partition, line, reason, detail, *values])
-        self.rows += 1
-        self.reasons[reason] += 1
 
     def getvalue(self) -> bytes:
         self._file.seek(0)
