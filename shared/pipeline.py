@@ -124,8 +124,7 @@ def latest_snapshot_id(ctx: RunContext, export: ExportConfig) -> str | None:
 
 
 def last_exported_snapshot_id(ctx: RunContext, export_name: str) -> str | None:
-    state, _ = StateStore(ctx.app_container(), export_name).load()
-    return state.snapshot_id
+    return StateStore(ctx.app_container(), export_name).snapshot_id()
 
 
 def run_export(

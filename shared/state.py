@@ -19,11 +19,12 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 from azure.core import MatchConditions
-from azure.core.exceptions import ResourceModifiedError, ResourceNotFoundError
+from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
 from azure.storage.blob import ContainerClient
 
 U64 = npt.NDArray[np.uint64]
 STATE_FORMAT = 1
+SNAPSHOT_METADATA = "snapshotid"
 
 
 class StateError(RuntimeError):
@@ -193,13 +194,17 @@ class StateStore:
     def save(self, state: DeliveredState, *, expected_etag: str | None) -> str:
         """Write the state only if nobody replaced it since `expected_etag` was read."""
         blob = self._container.get_blob_client(self._state_blob)
+        # The snapshot id also goes into metadata: the timer reads it for every export on every tick,
+        # and the state itself is ~50 MB for a million contacts.
+        metadata = {SNAPSHOT_METADATA: state.snapshot_id or ""}
         try:
             if expected_etag is None:
-                result = blob.upload_blob(state.to_bytes(), overwrite=False)
+                result = blob.upload_blob(state.to_bytes(), overwrite=False, metadata=metadata)
             else:
                 result = blob.upload_blob(
                     state.to_bytes(),
                     overwrite=True,
+                    metadata=metadata,
                     etag=expected_etag,
                     match_condition=MatchConditions.IfNotModified,
                 )
@@ -207,11 +212,20 @@ class StateStore:
             raise StateError(
                 "delivered state changed during the run; another run must have written it"
             ) from exc
-        except Exception as exc:
-            if expected_etag is None and "BlobAlreadyExists" in str(exc):
-                raise StateError("delivered state was created during the run by another run") from exc
-            raise
+        except ResourceExistsError as exc:
+            raise StateError("delivered state was created during the run by another run") from exc
         return str(result["etag"])
+
+    def snapshot_id(self) -> str | None:
+        """The snapshot the last successful run delivered, without downloading the state."""
+        try:
+            properties = self._container.get_blob_client(self._state_blob).get_blob_properties()
+        except ResourceNotFoundError:
+            return None
+        stored = properties.metadata.get(SNAPSHOT_METADATA)
+        if stored is None:  # written without metadata: read the state itself
+            return self.load()[0].snapshot_id
+        return stored or None
 
     def load_checkpoint(self) -> Checkpoint | None:
         try:

@@ -211,3 +211,29 @@ def test_rejoiners_removed_by_this_export_are_marked_for_resubscription():
     assert failed_again.removed.tolist() == [email_key("b@x.com")]  # retried next run
     done = deliver_all(back, plan, state)
     assert done.removed.tolist() == []
+
+
+def test_snapshot_id_is_read_from_metadata_without_the_state(azurite, unique_name):
+    container = BlobServiceClient.from_connection_string(azurite).create_container(unique_name)
+    store = StateStore(container, "vip")
+    assert store.snapshot_id() is None
+    snap = collect([contact("a@x.com")])
+    plan = plan_sync(snap, DeliveredState.empty(), full=False, mirror=False, snapshot_id="2026/11/20/0600")
+    state = advance_state(
+        DeliveredState.empty(),
+        snap,
+        plan,
+        send_failed=np.zeros(0, np.int64),
+        removals_done=np.zeros(0, np.int64),
+        snapshot_id="2026/11/20/0600",
+        last_full_sync=None,
+    )
+    etag = store.save(state, expected_etag=None)
+    props = container.get_blob_client("state/vip/delivered.npz").get_blob_properties()
+    assert props.metadata == {"snapshotid": "2026/11/20/0600"}
+    assert store.snapshot_id() == "2026/11/20/0600"
+    with pytest.raises(StateError, match="created during the run"):
+        store.save(state, expected_etag=None)
+    container.get_blob_client("state/vip/delivered.npz").set_blob_metadata({})  # an older writer
+    assert store.snapshot_id() == "2026/11/20/0600"
+    assert etag
