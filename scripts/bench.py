@@ -35,11 +35,11 @@ from azure.storage.blob import BlobServiceClient
 
 from scripts.demo import DEMO_API_KEY, ROOT, azurite, sandbox
 from shared.config import FieldMapping
-from shared.mapping import Rejection, RowMapper
+from shared.mapping import RowMapper
 from shared.pipeline import RunContext, run_export
 from shared.runs import RunStore
 from shared.secrets import EnvSecrets
-from shared.segments import Partition, read_csv_rows
+from shared.segments import Partition, SourceRow, read_csv_rows
 from shared.settings import load_settings
 from shared.state import DeliveredState
 from shared.sync import Fingerprinter, Plan, SnapshotCollector, SnapshotContacts, advance_state, plan_sync
@@ -123,22 +123,18 @@ class Pass1:
 
 
 def pass1(rows: int, *, changed_every: int = 0) -> Pass1:
-    """Stream, map and collect as the pipeline's pass 1 does (no rejections occur in this data)."""
+    """The pipeline's pass 1 (`SnapshotCollector.collect`) over generated chunks; no row is rejected."""
     chunks = TimedChunks(rows, changed_every=changed_every)
     mapper = RowMapper(MAPPING, COLUMNS, FIELD_IDS)
-    collector = SnapshotCollector(Fingerprinter(list_id=LIST_ID, tags=TAGS))
-    read = rejected = 0
+    collector = SnapshotCollector(Fingerprinter(list_id=LIST_ID, tags=TAGS, columns=mapper.payload_columns))
+    rejected = 0
+
+    def reject(row: SourceRow, reason: str, detail: str) -> None:
+        nonlocal rejected
+        rejected += 1
+
     t0 = time.perf_counter()
-    for row in read_csv_rows(chunks, PARTITION, COLUMNS):
-        read += 1
-        if row.error is not None:
-            rejected += 1
-            continue
-        mapped = mapper.map_row(row.values)
-        if isinstance(mapped, Rejection):
-            rejected += 1
-        else:
-            collector.add(mapped)
+    read = collector.collect(read_csv_rows(chunks, PARTITION, COLUMNS), mapper.map_row, on_reject=reject)
     contacts = collector.finish()
     elapsed = time.perf_counter() - t0
     if read != rows or rejected:

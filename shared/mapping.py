@@ -33,10 +33,13 @@ MAX_CUSTOM_FIELD_LENGTH = 65_535
 
 # Atom characters of RFC 5322 minus the apostrophe, which ActiveCampaign's own import documentation
 # shows failing ("invalid'character@example.com"). Quoted local parts and IP-literal domains are out.
-_ATOM = r"[a-z0-9!#$%&*+/=?^_`{|}~-]+"
+# Domain labels: 1-63 letters, digits or '-', not starting or ending with '-'.
+_ATOM = r"[a-z0-9!#$%&*+/=?^_`{|}~-]++"
 _LABEL = r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"
-_EMAIL = re.compile(rf"{_ATOM}(?:\.{_ATOM})*@(?:{_LABEL}\.)+[a-z]{{2,63}}")
-_LOCAL = re.compile(rf"{_ATOM}(?:\.{_ATOM})*")
+# Possessive quantifiers and a label written with look-arounds instead of an optional tail: the same
+# language as the plain pattern (tests compare them), without backtracking; it runs for every row.
+_EMAIL = re.compile(rf"{_ATOM}(?:\.{_ATOM})*+@(?:(?!-)[a-z0-9-]{{1,63}}+(?<!-)\.)++[a-z]{{2,63}}")
+_LOCAL = re.compile(rf"{_ATOM}(?:\.{_ATOM})*+")
 _DOMAIN_LABEL = re.compile(_LABEL)
 
 
@@ -62,6 +65,7 @@ class Contact(NamedTuple):
 
 
 _MISSING = Rejection(MISSING_EMAIL, "the email column is empty")
+_new_contact = tuple.__new__  # Contact(...) runs a Python-level __new__; this is the C constructor
 
 
 def _explain_invalid(email: str) -> str:
@@ -227,14 +231,36 @@ class RowMapper:
     def width(self) -> int:
         return self._width
 
+    @property
+    def payload_columns(self) -> tuple[tuple[str, int], ...]:
+        """(role, column index) of every mapped column but the email, in a fixed order (firstName,
+        lastName, phone, then custom fields by id): the values a contact's payload is built from."""
+        standard = zip(
+            ("firstName", "lastName", "phone"), (self._first, self._last, self._phone), strict=True
+        )
+        return tuple((role, slot[0]) for role, slot in standard if slot is not None) + tuple(
+            (f"field:{field_id}", index) for field_id, index, _column in self._field_cols
+        )
+
     def map_row(self, values: Sequence[str]) -> Contact | Rejection:
         if len(values) != self._width:
             return Rejection(
                 RAGGED_ROW, f"the row has {len(values)} values, the segment {self._width} columns"
             )
-        email = normalize_email(values[self._email])
-        if email.__class__ is Rejection:  # cheaper than isinstance, and Rejection has no subclasses
-            return email
+        # normalize_email's accepting path, inlined (a call per row is measurable); any address it
+        # does not accept at once goes through normalize_email itself for the Rejection.
+        email = values[self._email].strip()
+        if email.isascii():
+            email = email.lower()
+        if not (
+            email.isascii()
+            and len(email) <= MAX_EMAIL_LENGTH
+            and _EMAIL.fullmatch(email)
+            and email.index("@") <= MAX_LOCAL_LENGTH
+        ):
+            rejection = normalize_email(email)
+            assert isinstance(rejection, Rejection)  # the same checks, so the same verdict
+            return rejection
         first = last = phone = None
         if self._first is not None:
             first = values[self._first[0]].strip() or None
@@ -259,7 +285,7 @@ class RowMapper:
                         return self._too_long(values)
                     collected.append((field_id, value))
             fields = tuple(collected)
-        return Contact(email, first, last, phone, fields)  # type: ignore[arg-type]
+        return _new_contact(Contact, (email, first, last, phone, fields))
 
     def _too_long(self, values: Sequence[str]) -> Rejection:
         """Slow path: name the first over-long column (by name and length, never its value)."""

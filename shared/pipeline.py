@@ -34,11 +34,11 @@ from shared.activecampaign import (
 from shared.config import Config, Connection, ExportConfig
 from shared.hosts import HostError
 from shared.load import BatchSender, Operation, SendOutcome, operation
-from shared.mapping import Contact, MappingError, Rejection, RowMapper, contact_payload, resolve_fields
+from shared.mapping import Contact, MappingError, RowMapper, contact_payload, resolve_fields
 from shared.report import RejectedRowsWriter, RunReport
 from shared.runs import RunRecord, RunStore, utc_now
 from shared.secrets import SecretNotFound, SecretsError, SecretsProvider
-from shared.segments import SegmentError, SegmentReader, Snapshot
+from shared.segments import SegmentError, SegmentReader, Snapshot, SourceRow
 from shared.settings import Settings
 from shared.state import Checkpoint, DeliveredState, StateError, StateStore
 from shared.storage import APP_CONTAINER
@@ -347,24 +347,24 @@ class _Run:
     ) -> SnapshotContacts:
         report = self.report
         collector = SnapshotCollector(
-            Fingerprinter(list_id=self.export.list_id, tags=self.export.mapping.tags)
+            Fingerprinter(
+                list_id=self.export.list_id, tags=self.export.mapping.tags, columns=mapper.payload_columns
+            )
         )
         report.rows_read = 0
         report.rejected = {}
-        for row in reader.iter_rows(snapshot):
-            report.rows_read += 1
-            if row.error is not None:
-                report.reject("ragged_row")
-                rejected.write(row.partition, row.line, "ragged_row", row.error, row.values)
-                continue
-            mapped = mapper.map_row(row.values)
-            if isinstance(mapped, Rejection):
-                report.reject(mapped.reason)
-                rejected.write(row.partition, row.line, mapped.reason, mapped.detail, row.values)
-            else:
-                collector.add(mapped)
-            if report.rows_read % 20000 == 0:
-                self.progress(report)
+
+        def reject(row: SourceRow, reason: str, detail: str) -> None:
+            report.reject(reason)
+            rejected.write(row.partition, row.line, reason, detail, row.values)
+
+        def progress(rows_read: int) -> None:
+            report.rows_read = rows_read
+            self.progress(report)
+
+        report.rows_read = collector.collect(
+            reader.iter_rows(snapshot), mapper.map_row, on_reject=reject, on_progress=progress
+        )
         cap = self.export.max_contacts
         if cap is not None and len(collector) > cap:
             raise RunFailed(

@@ -35,16 +35,17 @@ grow with the size of a segment. Limits:
 
 * a field longer than :data:`FIELD_SIZE_LIMIT` characters (1 MiB) raises :class:`SegmentError`
   (``csv.field_size_limit`` is process-wide and set to this value when rows are read);
-* a physical line longer than :data:`MAX_LINE_CHARS` raises :class:`SegmentError`, so a file
-  without line breaks cannot exhaust memory;
+* a physical line longer than :data:`MAX_LINE_BYTES` bytes raises :class:`SegmentError`, so a file
+  without line breaks cannot exhaust memory (counted on the bytes as they arrive: the text layer and
+  the csv module then iterate lines in C, which is most of the reader's speed);
 * invalid UTF-8 raises :class:`SegmentError` naming the blob and the byte offset (counted from the
   start of the blob, BOM included). It is raised when the parser reaches the 64 KiB block holding
   it, so rows just before it may not have been yielded; for a plain layout's first file it can
   come from ``latest_snapshot()``, which reads that file's header. Either way the snapshot is
   unusable: re-export it.
 
-Speed: the per-row cost is the C csv parser plus one ``SourceRow``; on one core a 7-column
-segment parses at roughly 0.4-0.7 million rows/s (200,000-row profile, chunks in memory).
+Speed: the per-row cost is the C csv parser plus one ``SourceRow``; on one core a 6-column
+segment parses at roughly 0.6-1 million rows/s (chunks in memory; see docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -57,6 +58,7 @@ import json
 import re
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from itertools import count
 from typing import Any, NamedTuple, Protocol
 from urllib.parse import unquote, urlsplit
 
@@ -64,7 +66,10 @@ from azure.core.exceptions import ResourceModifiedError, ResourceNotFoundError
 from azure.storage.blob import BlobPrefix, BlobProperties, BlobServiceClient, ContainerClient
 
 FIELD_SIZE_LIMIT = 1024 * 1024
-MAX_LINE_CHARS = 16 * 1024 * 1024
+MAX_LINE_BYTES = 16 * 1024 * 1024
+# Bytes handed to the text layer per read (at most MAX_LINE_BYTES): a line inside one piece is within
+# the limit, so only runs of bytes without a line break that span pieces need counting.
+_PIECE_BYTES = 1 << 16
 # model.json describes columns and files; anything this big is not a Customer Insights export.
 MODEL_JSON_MAX_BYTES = 16 * 1024 * 1024
 # A plain-layout header is read with one ranged download of at most this many bytes.
@@ -138,47 +143,75 @@ class SourceRow(NamedTuple):
     error: str | None = None
 
 
+_new_row = tuple.__new__  # SourceRow(...) runs a Python-level __new__; this is the C constructor
+
+
 # ---------------------------------------------------------------------------------------------
 # Streaming CSV parsing (pure: chunks of bytes in, rows out)
 # ---------------------------------------------------------------------------------------------
 
 
 class _Utf8ChunkStream(io.RawIOBase):
-    """Raw byte stream over an iterator of chunks that rejects invalid UTF-8 with its offset.
+    """Raw byte stream over an iterator of chunks that rejects invalid UTF-8 with its offset, and
+    lines longer than MAX_LINE_BYTES.
 
     Validating here, on bytes, is what lets the error name an exact byte offset: the text layer
-    above only knows decoded characters.
+    above only knows decoded characters. Counting line lengths here keeps the per-line work in C.
     """
 
     def __init__(self, chunks: Iterable[bytes], name: str) -> None:
         super().__init__()
         self._chunks = iter(chunks)
         self._name = name
-        self._pending = memoryview(b"")
+        self._chunk = b""
+        self._pos = 0
         self._offset = 0
         self._decoder = codecs.getincrementaldecoder("utf-8")()
         self._done = False
+        self._unbroken = 0  # bytes since the last line break, over all pieces so far
 
     def readable(self) -> bool:
         return True
 
     def readinto(self, buffer: Any) -> int:
-        while not self._pending:
+        while self._pos >= len(self._chunk):
             if self._done:
                 return 0
             try:
-                self._pending = memoryview(next(self._chunks))
+                self._chunk, self._pos = bytes(next(self._chunks)), 0
             except StopIteration:
                 self._done = True
                 self._validate(b"", final=True)
                 return 0
-        size = min(len(buffer), len(self._pending))
-        piece = self._pending[:size]
+        start = self._pos
+        end = min(start + len(buffer), start + min(_PIECE_BYTES, MAX_LINE_BYTES), len(self._chunk))
+        piece = memoryview(self._chunk)[start:end]
         self._validate(piece, final=False)
+        self._count_line(start, end)
+        size = end - start
         buffer[:size] = piece
-        self._pending = self._pending[size:]
+        self._pos = end
         self._offset += size
         return size
+
+    def _count_line(self, start: int, end: int) -> None:
+        chunk = self._chunk
+        last = max(chunk.rfind(b"\n", start, end), chunk.rfind(b"\r", start, end))
+        if last < 0:
+            self._unbroken += end - start
+        else:
+            firsts = [i for i in (chunk.find(b"\n", start, end), chunk.find(b"\r", start, end)) if i >= 0]
+            if self._unbroken + min(firsts) - start > MAX_LINE_BYTES:
+                self._line_too_long()
+            self._unbroken = end - last - 1
+        if self._unbroken > MAX_LINE_BYTES:
+            self._line_too_long()
+
+    def _line_too_long(self) -> None:
+        raise SegmentError(
+            f"{self._name}: a line is longer than {MAX_LINE_BYTES} bytes; "
+            "this is not a segment export (check the file and its delimiter)"
+        )
 
     def _validate(self, piece: bytes | memoryview, *, final: bool) -> None:
         carried = len(self._decoder.getstate()[0])
@@ -190,19 +223,6 @@ class _Utf8ChunkStream(io.RawIOBase):
                 f"{self._name}: invalid UTF-8 at byte offset {offset} ({exc.reason}); "
                 "re-export the segment as UTF-8"
             ) from None
-
-
-def _bounded_lines(text: io.TextIOBase, name: str) -> Iterator[str]:
-    # Iterating the file directly would be faster, but would build a line of any length in memory.
-    readline = text.readline
-    limit = MAX_LINE_CHARS + 1
-    while line := readline(limit):
-        if len(line) > MAX_LINE_CHARS:
-            raise SegmentError(
-                f"{name}: a line is longer than {MAX_LINE_CHARS} characters; "
-                "this is not a segment export (check the file and its delimiter)"
-            )
-        yield line
 
 
 def _check_format(partition: Partition) -> None:
@@ -242,7 +262,7 @@ def read_csv_rows(
     text = io.TextIOWrapper(io.BufferedReader(raw, 1 << 16), encoding="utf-8-sig", newline="")
     # strict: an unterminated quote would otherwise swallow every following record into one field,
     # silently dropping those contacts and sending their data as someone's name.
-    reader = csv.reader(_bounded_lines(text, name), delimiter=partition.delimiter, strict=True)
+    reader = csv.reader(text, delimiter=partition.delimiter, strict=True)
     line = 0
     try:
         if partition.has_header:
@@ -255,9 +275,10 @@ def read_csv_rows(
                     f"{name}: header {header} does not match the expected columns {list(columns)}; "
                     "fix the file or the column list (model.json attributes, or the first file's header)"
                 )
-        for line, values in enumerate(reader, line + 1):  # noqa: B020 - `line` names the failing record
+        # zip/count and tuple.__new__ build each row in C: this loop runs for every row of a segment.
+        for line, values in zip(count(line + 1), reader):  # noqa: B020 - `line` names the failing record
             if len(values) == expected:
-                yield SourceRow(name, line, values)
+                yield _new_row(SourceRow, (name, line, values, None))
             elif values:
                 yield SourceRow(name, line, values, f"expected {expected} fields, found {len(values)}")
     except csv.Error as exc:

@@ -11,56 +11,69 @@ from __future__ import annotations
 
 import hashlib
 from array import array
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from operator import itemgetter
 
 import numpy as np
 import numpy.typing as npt
+from xxhash import xxh3_64_intdigest
 
-from shared.mapping import Contact
+from shared.mapping import RAGGED_ROW, Contact, Rejection
+from shared.segments import SourceRow
 from shared.state import U64, DeliveredState, build_state
 
 I64 = npt.NDArray[np.int64]
-_NONE = "\x00"  # distinguishes an absent value from an empty one in fingerprints
 
 
-_blake2b = hashlib.blake2b
-
-
-def _key(email: bytes) -> int:
-    # SnapshotCollector.add inlines this on the hot path; keep the two identical.
-    return int.from_bytes(_blake2b(email, digest_size=8).digest(), "little")
+# The key of an email is its 8-byte BLAKE2b digest, read as a little-endian integer. A keyed-less
+# cryptographic hash, not a fast one: someone who can sign up with a crafted address must not be able
+# to collide with another contact's key and so hide that contact from the export.
+_KEY_BASE = hashlib.blake2b(digest_size=8)
 
 
 def email_key(email: str) -> int:
     """64-bit key of a normalised email; collisions at 1M contacts have odds of about 1 in 37 million."""
-    return _key(email.encode("ascii"))
+    key = _KEY_BASE.copy()
+    key.update(email.encode("ascii"))
+    return int.from_bytes(key.digest(), "little")
 
 
 class Fingerprinter:
-    """64-bit fingerprint of everything a contact's payload carries for one export.
+    """64-bit fingerprint of the values a contact's payload is built from, for one export.
 
-    The export's list id, tags and field ids are mixed in, so changing the mapping or the list
-    changes every fingerprint and the next run resends everyone, as it should.
+    What is hashed is the row's values, as read, of the mapped columns other than the email (the
+    email is the contact's key). A payload is a function of those values and the export's list,
+    tags and mapping roles, which seed the hash, so any change to what would be sent changes the
+    fingerprint; a change that does not alter the payload (whitespace around a value) also does and
+    costs one unneeded resend of that contact. Hashing the values as read rather than the mapped
+    contact is what keeps this at a fraction of a microsecond per row.
+
+    XXH3, not a cryptographic hash: a fingerprint is only compared with the same contact's previous
+    one, so a collision could only hide a contact's own change from itself.
     """
 
-    def __init__(self, *, list_id: int, tags: tuple[str, ...]) -> None:
-        self._base = hashlib.blake2b(digest_size=8, person=b"ac-export-v1")
-        self._base.update(("\x1e".join([str(list_id), "\x1f".join(tags)]) + "\x1e").encode())
+    # Part of every seed: change it when mapping turns the same values into a different payload, so
+    # that the next run resends everyone.
+    VERSION = b"ac-export-v2"
 
-    def __call__(self, contact: Contact) -> int:
-        # Hot path (every row of every run): one f-string, one hash. "\x00" marks an absent value so
-        # it differs from any present one; \x1f cannot occur in a mapped value's meaning.
-        first, last, phone = contact.first_name, contact.last_name, contact.phone
-        material = (
-            f"{_NONE if first is None else first}\x1f{_NONE if last is None else last}\x1f"
-            f"{_NONE if phone is None else phone}\x1f{contact.fields!r}"
-            if contact.fields
-            else f"{_NONE if first is None else first}\x1f{_NONE if last is None else last}\x1f"
-            f"{_NONE if phone is None else phone}"
-        )
-        h = self._base.copy()
-        h.update(material.encode("utf-8", "surrogatepass"))
-        return int.from_bytes(h.digest(), "little")
+    def __init__(self, *, list_id: int, tags: tuple[str, ...], columns: Sequence[tuple[str, int]]) -> None:
+        roles = [role for role, _index in columns]
+        export = "\x1e".join([str(list_id), "\x1f".join(tags), "\x1f".join(roles)]).encode()
+        self._seed = int.from_bytes(hashlib.blake2b(export, digest_size=8, person=self.VERSION).digest())
+        indexes = [index for _role, index in columns]
+        # itemgetter picks the values in C; with one index it returns the value itself, not a tuple.
+        self._pick = itemgetter(*indexes) if indexes else None
+        self._join = len(indexes) > 1
+
+    def __call__(self, values: Sequence[str]) -> int:
+        if self._pick is None:
+            material = ""
+        elif self._join:
+            material = "\x1f".join(self._pick(values))
+        else:
+            material = self._pick(values)
+        return xxh3_64_intdigest(material.encode("utf-8", "surrogatepass"), self._seed)
 
 
 @dataclass(frozen=True)
@@ -90,27 +103,73 @@ class SnapshotContacts:
 
 
 class SnapshotCollector:
+    """Packs each valid contact's key, fingerprint and email as it is read (8 + 8 + ~30 bytes)."""
+
     def __init__(self, fingerprint: Fingerprinter) -> None:
         self._fingerprint = fingerprint
-        self._keys = array("Q")
+        self._keys = bytearray()  # 8-byte little-endian digests, read back as uint64
         self._fps = array("Q")
         self._offsets = array("q", [0])
         self._emails = bytearray()
 
-    def add(self, contact: Contact) -> None:
-        email = contact.email.encode("ascii")
+    def add(self, email: str, fingerprint: int) -> None:
+        # `collect` inlines this; keep the two identical. Key digests go straight into a byte buffer
+        # (no int conversion), and the key hash is copied from a prepared object (half the cost of a new one).
+        encoded = email.encode("ascii")
         emails = self._emails
-        emails += email
-        self._keys.append(int.from_bytes(_blake2b(email, digest_size=8).digest(), "little"))
-        self._fps.append(self._fingerprint(contact))
+        emails += encoded
+        key = _KEY_BASE.copy()
+        key.update(encoded)
+        self._keys += key.digest()
+        self._fps.append(fingerprint)
         self._offsets.append(len(emails))
 
+    def collect(
+        self,
+        rows: Iterable[SourceRow],
+        map_row: Callable[[Sequence[str]], Contact | Rejection],
+        *,
+        on_reject: Callable[[SourceRow, str, str], None],
+        on_progress: Callable[[int], None] | None = None,
+        progress_every: int = 20_000,
+    ) -> int:
+        """A run's first pass: map every row, `add` the valid ones, report the others; rows read.
+
+        `on_reject(row, reason, detail)` gets ragged rows and the mapper's rejections;
+        `on_progress(rows_read)` runs every `progress_every` rows.
+        """
+        # The loop of every run over every row: `add` is inlined and names are bound once.
+        emails, keys = self._emails, self._keys
+        append_fp = self._fps.append
+        append_offset = self._offsets.append
+        key_copy = _KEY_BASE.copy
+        fingerprint = self._fingerprint
+        read = 0
+        for read, row in enumerate(rows, 1):
+            if row.error is not None:
+                on_reject(row, RAGGED_ROW, row.error)
+            else:
+                contact = map_row(row.values)
+                if contact.__class__ is Rejection:
+                    on_reject(row, contact.reason, contact.detail)
+                else:
+                    email = contact.email.encode("ascii")  # type: ignore[union-attr]
+                    emails += email
+                    key = key_copy()
+                    key.update(email)
+                    keys += key.digest()
+                    append_fp(fingerprint(row.values))
+                    append_offset(len(emails))
+            if on_progress is not None and read % progress_every == 0:
+                on_progress(read)
+        return read
+
     def __len__(self) -> int:
-        return len(self._keys)
+        return len(self._offsets) - 1
 
     def finish(self) -> SnapshotContacts:
         return SnapshotContacts(
-            keys=np.frombuffer(self._keys, dtype=np.uint64).copy(),
+            keys=np.frombuffer(self._keys, dtype="<u8").astype(np.uint64),
             fingerprints=np.frombuffer(self._fps, dtype=np.uint64).copy(),
             emails=EmailTable(bytes(self._emails), np.frombuffer(self._offsets, dtype=np.int64).copy()),
         )

@@ -12,6 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from openapi_schema_validator import OAS30Validator
 
+from shared import mapping
 from shared.config import FieldMapping
 from shared.mapping import (
     FIELD_TOO_LONG,
@@ -150,6 +151,38 @@ def test_normalize_is_idempotent_and_accepts_only_strict_addresses(raw: str) -> 
     assert not any(ch.isspace() for ch in result)
     assert STRICT.fullmatch(result), result
     assert result == raw.strip().lower()
+
+
+# The address pattern written the plain way (optional label tail, backtracking). mapping._EMAIL is
+# written for speed; it must accept exactly the same strings.
+PLAIN_EMAIL = re.compile(
+    r"[a-z0-9!#$%&*+/=?^_`{|}~-]+(?:\.[a-z0-9!#$%&*+/=?^_`{|}~-]+)*"
+    r"@(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}"
+)
+label_edges = st.text(alphabet="a0-.@_+", max_size=16) | st.builds(
+    lambda local, label, tld: f"{local}@{label}.{tld}",
+    st.text(alphabet="a.-", max_size=4),
+    st.text(alphabet="a-", min_size=60, max_size=66),
+    st.text(alphabet="a-", max_size=3),
+)
+
+
+@settings(max_examples=1500, deadline=None)
+@given(label_edges)
+def test_the_fast_email_pattern_accepts_exactly_what_the_plain_one_does(text: str) -> None:
+    assert bool(mapping._EMAIL.fullmatch(text)) == bool(PLAIN_EMAIL.fullmatch(text)), text
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.one_of(emailish, st.text(max_size=40)))
+def test_the_row_mapper_accepts_and_rejects_emails_as_normalize_email_does(raw: str) -> None:
+    mapped = full_mapper().map_row(["c1", raw] + [""] * (len(COLUMNS) - 2))
+    expected = normalize_email(raw)
+    if isinstance(expected, Rejection):
+        assert mapped == expected
+    else:
+        assert isinstance(mapped, Contact)
+        assert mapped.email == expected
 
 
 # --- custom fields ------------------------------------------------------------------------------

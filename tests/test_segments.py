@@ -525,11 +525,28 @@ def test_field_size_limit_is_one_mib_and_beyond_it_is_an_error():
 
 
 def test_line_longer_than_the_limit_is_an_error(monkeypatch):
-    monkeypatch.setattr(segments, "MAX_LINE_CHARS", 100)
+    monkeypatch.setattr(segments, "MAX_LINE_BYTES", 100)
     data = b"c1,a@x.org,1\r\n" + b"," * 150 + b"\r\n"
 
-    with pytest.raises(SegmentError, match="longer than 100 characters"):
+    with pytest.raises(SegmentError, match="longer than 100 bytes"):
         list(read_csv_rows([data], PLAIN, COLUMNS))
+
+
+@pytest.mark.parametrize("chunk", [1, 7, 100, 4096])
+@pytest.mark.parametrize("breaks", ["\r\n", "\n", "\r"])
+def test_line_limit_is_exact_whatever_the_chunking_and_line_breaks(monkeypatch, chunk, breaks):
+    monkeypatch.setattr(segments, "MAX_LINE_BYTES", 100)
+    at_limit = "c1,a@x.org," + "y" * 89  # 100 bytes
+    ok = f"{at_limit}{breaks}c2,b@x.org,1{breaks}".encode()
+    assert [r.values[2] for r in read_csv_rows(pieces(ok, chunk), PLAIN, COLUMNS)] == ["y" * 89, "1"]
+
+    # The same line one byte longer, in the middle of the file and as the unterminated last line.
+    for data in (
+        f"c0,z@x.org,0{breaks}{at_limit}y{breaks}c2,b@x.org,1{breaks}",
+        f"c0,z@x.org,0{breaks}{at_limit}y",
+    ):
+        with pytest.raises(SegmentError, match="longer than 100 bytes"):
+            list(read_csv_rows(pieces(data.encode(), chunk), PLAIN, COLUMNS))
 
 
 def test_truncated_utf8_at_end_of_blob_is_an_error():

@@ -6,7 +6,9 @@ from azure.storage.blob import BlobServiceClient
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from shared.mapping import Contact
+from shared.config import FieldMapping
+from shared.mapping import Contact, RowMapper, contact_payload
+from shared.segments import SourceRow
 from shared.state import Checkpoint, DeliveredState, StateError, StateStore
 from shared.sync import (
     Fingerprinter,
@@ -18,7 +20,8 @@ from shared.sync import (
     plan_sync,
 )
 
-FP = Fingerprinter(list_id=1, tags=("t",))
+FIRST_NAME = (("firstName", 1),)  # payload columns of rows [email, first name]
+FP = Fingerprinter(list_id=1, tags=("t",), columns=FIRST_NAME)
 
 
 def contact(email: str, first: str = "A") -> Contact:
@@ -28,7 +31,7 @@ def contact(email: str, first: str = "A") -> Contact:
 def collect(contacts: list[Contact]) -> SnapshotContacts:
     c = SnapshotCollector(FP)
     for x in contacts:
-        c.add(x)
+        c.add(x.email, FP([x.email, x.first_name or ""]))
     return c.finish()
 
 
@@ -125,13 +128,81 @@ def test_a_changed_contact_that_failed_keeps_its_old_fingerprint():
     assert plan_sync(second, after, full=False, mirror=False, snapshot_id="s3").send.tolist() == [0]
 
 
-def test_fingerprint_covers_mapping_list_and_tags():
-    c = Contact("a@x.com", "A", "B", "1", ((3, "gold"),))
-    assert FP(c) == Fingerprinter(list_id=1, tags=("t",))(c)
-    assert FP(c) != Fingerprinter(list_id=2, tags=("t",))(c)
-    assert FP(c) != Fingerprinter(list_id=1, tags=("u",))(c)
-    assert FP(c) != FP(Contact("a@x.com", "A", "B", "1", ((3, "silver"),)))
-    assert FP(Contact("a@x.com", None, None, None, ())) != FP(Contact("a@x.com", "", None, None, ()))
+def test_fingerprint_covers_values_mapping_list_and_tags():
+    row = ["a@x.com", "A", "B", "gold"]
+    columns = (("firstName", 1), ("lastName", 2), ("field:3", 3))
+    fp = Fingerprinter(list_id=1, tags=("t",), columns=columns)
+    assert fp(row) == Fingerprinter(list_id=1, tags=("t",), columns=columns)(list(row))
+    assert fp(row) != Fingerprinter(list_id=2, tags=("t",), columns=columns)(row)
+    assert fp(row) != Fingerprinter(list_id=1, tags=("u",), columns=columns)(row)
+    # The same values feeding other roles: another payload, so another fingerprint.
+    as_first = Fingerprinter(list_id=1, tags=("t",), columns=(("firstName", 1),))
+    as_last = Fingerprinter(list_id=1, tags=("t",), columns=(("lastName", 1),))
+    assert as_first(row) != as_last(row)
+    assert fp(row) != fp(["a@x.com", "A", "B", "silver"])
+    assert fp(row) != fp(["a@x.com", "A", "", "gold"])
+    # The email is the key, not part of the fingerprint.
+    assert fp(row) == fp(["A@X.COM", "A", "B", "gold"])
+    # One payload column and none at all.
+    one = Fingerprinter(list_id=1, tags=(), columns=(("phone", 1),))
+    assert one(["a@x.com", "+1 555"]) != one(["a@x.com", "+1 556"])
+    assert Fingerprinter(list_id=1, tags=(), columns=())(["a@x.com"]) == Fingerprinter(
+        list_id=1, tags=(), columns=()
+    )(["b@x.com"])
+
+
+mapping_rows = st.lists(
+    st.sampled_from(["", " ", "A", "a", "A ", "x\x1fy", "gold", "1200"]), min_size=5, max_size=5
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(mapping_rows, mapping_rows)
+def test_any_change_to_what_is_sent_changes_the_fingerprint(a: list[str], b: list[str]) -> None:
+    columns = ["Email", "First", "Last", "Tier", "Ltv"]
+    mapper = RowMapper(
+        FieldMapping(
+            email="Email", first_name="First", last_name="Last", fields={"TIER": "Tier", "LTV": "Ltv"}
+        ),
+        columns,
+        {"Tier": 1, "Ltv": 2},
+    )
+    fp = Fingerprinter(list_id=1, tags=("t",), columns=mapper.payload_columns)
+    row_a, row_b = ["a@x.com", *a[1:]], ["a@x.com", *b[1:]]
+    contact_a, contact_b = mapper.map_row(row_a), mapper.map_row(row_b)
+    assert isinstance(contact_a, Contact)
+    assert isinstance(contact_b, Contact)
+    if contact_payload(contact_a, list_id=1) != contact_payload(contact_b, list_id=1):
+        assert fp(row_a) != fp(row_b)
+
+
+def test_collect_packs_exactly_what_add_does_and_reports_rejections():
+    rows = [
+        SourceRow("p.csv", 1, ["a@x.com", "A"]),
+        SourceRow("p.csv", 2, ["not-an-email", "B"]),
+        SourceRow("p.csv", 3, ["b@x.com"], "expected 2 fields, found 1"),
+        SourceRow("p.csv", 4, ["B@X.com", "C"]),
+    ]
+    mapper = RowMapper(FieldMapping(email="Email", first_name="First"), ["Email", "First"], {})
+    rejected: list[tuple[int, str]] = []
+    progress: list[int] = []
+    collector = SnapshotCollector(FP)
+    read = collector.collect(
+        rows,
+        mapper.map_row,
+        on_reject=lambda row, reason, _detail: rejected.append((row.line, reason)),
+        on_progress=progress.append,
+        progress_every=2,
+    )
+    by_add = collect([contact("a@x.com", "A"), contact("b@x.com", "C")])
+    got = collector.finish()
+
+    assert read == 4
+    assert rejected == [(2, "invalid_email"), (3, "ragged_row")]
+    assert progress == [2, 4]
+    assert got.keys.tolist() == by_add.keys.tolist() == [email_key("a@x.com"), email_key("b@x.com")]
+    assert got.fingerprints.tolist() == by_add.fingerprints.tolist()
+    assert got.emails.take(np.arange(2)) == [b"a@x.com", b"b@x.com"]
 
 
 emails = st.lists(st.sampled_from([f"u{i}@x.com" for i in range(30)]), max_size=60)
