@@ -6,6 +6,13 @@ failed and the rest are sent again at once. Queued batches are processed asynchr
 polled through `import/info` until it is completed; a batch reported `failed` or `interrupted` (which
 ActiveCampaign does not retry) is sent once more, then its contacts are reported as failed.
 Pacing and HTTP retries live in the client; this module decides what goes in which request.
+
+Up to `in_flight` requests are outstanding at once, each on a worker thread that waits for its
+bulk-import slot and POSTs, while the caller builds the next batch and polls: the pacer spaces the
+requests, and a slow answer, poll or checkpoint no longer delays the next request past its slot
+(at 10x ActiveCampaign's limits a slot comes every 61 ms). Results are handled on the caller's
+thread in the order the batches were built, so `on_queued` still sees batches in plan order and a
+checkpoint never claims a batch queued while an earlier one is still unanswered.
 """
 
 from __future__ import annotations
@@ -15,6 +22,7 @@ import logging
 import time
 from collections import deque
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -27,6 +35,7 @@ MAX_CONTACTS_PER_REQUEST = 250
 # separators, which are never smaller than what the client actually sends.
 MAX_REQUEST_BYTES = 399_000
 _ENVELOPE_BYTES = len(json.dumps({"contacts": [], "exclude_automations": False}))
+DRAIN_POLL_INTERVAL = 0.1
 DONE_STATUSES = frozenset({"completed"})
 RETRY_STATUSES = frozenset({"failed", "interrupted"})
 
@@ -72,7 +81,8 @@ class BatchSender:
     """Packs operations into bulk_import requests and tracks them until ActiveCampaign reports them.
 
     `on_queued(batch_id, indexes)` runs after ActiveCampaign queued a batch (the pipeline checkpoints
-    there); `on_done(outcome)` runs when results of some operations are known.
+    there); `on_done(outcome)` runs when results of some operations are known. Both run on the
+    caller's thread. Use it as a context manager (or call `close`): it owns worker threads.
     """
 
     def __init__(
@@ -85,6 +95,7 @@ class BatchSender:
         poll_interval: float = 1.0,
         max_contacts: int = MAX_CONTACTS_PER_REQUEST,
         max_bytes: int = MAX_REQUEST_BYTES,
+        in_flight: int = 2,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._client = client
@@ -98,6 +109,20 @@ class BatchSender:
         self._buffer: list[Operation] = []
         self._buffer_bytes = _ENVELOPE_BYTES
         self._pending: deque[_Batch] = deque()
+        self._in_flight = max(1, in_flight)
+        self._requests: deque[tuple[list[Operation], int, Future[BulkImportQueued]]] = deque()
+        self._pool = ThreadPoolExecutor(self._in_flight, thread_name_prefix="bulk-import")
+
+    def __enter__(self) -> BatchSender:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Stop the worker threads. Requests still unanswered are abandoned: they were never
+        reported through `on_queued`, so a resumed run sends them again."""
+        self._pool.shutdown(wait=True, cancel_futures=True)
 
     def add(self, op: Operation) -> None:
         if op.size + _ENVELOPE_BYTES > self._max_bytes:
@@ -111,11 +136,44 @@ class BatchSender:
         self._buffer_bytes += op.size
 
     def flush(self) -> None:
-        """Send what is buffered (possibly as several requests after partial rejections)."""
+        """Hand what is buffered to a worker (possibly several requests after partial rejections)."""
         ops, self._buffer, self._buffer_bytes = self._buffer, [], _ENVELOPE_BYTES
         if ops:
-            self._send(ops, attempt=1)
+            while len(self._requests) >= self._in_flight:
+                self._answer(self._requests.popleft())  # waits for the oldest
+            future = self._pool.submit(
+                self._client.bulk_import,
+                [op.payload for op in ops],
+                exclude_automations=self._exclude_automations,
+            )
+            self._requests.append((ops, 1, future))
+        while self._requests and self._requests[0][2].done():
+            self._answer(self._requests.popleft())
         self.poll_due()
+
+    def _answer(self, request: tuple[list[Operation], int, Future[BulkImportQueued]]) -> None:
+        ops, attempt, future = request
+        try:
+            queued = future.result()
+        except BulkImportRejected as rejected:
+            # Resent from this thread before any later request is looked at: batches stay in order.
+            self._send(self._drop_rejected(ops, rejected), attempt=attempt)
+            return
+        self._queued(ops, attempt, queued.batch_id)
+
+    def _drop_rejected(self, ops: list[Operation], rejected: BulkImportRejected) -> list[Operation]:
+        named = {idx: reason for idx, reason in rejected.failures if 0 <= idx < len(ops)}
+        if not named:
+            raise rejected
+        self._on_done(
+            SendOutcome(failed={ops[i].index: f"rejected: {reason}" for i, reason in named.items()})
+        )
+        return [op for i, op in enumerate(ops) if i not in named]
+
+    def _queued(self, ops: list[Operation], attempt: int, batch_id: str) -> None:
+        now = self._clock()
+        self._pending.append(_Batch(batch_id, ops, now, now, attempt))
+        self._on_queued(batch_id, [op.index for op in ops])
 
     def restore(self, batch_id: str, ops: list[Operation]) -> None:
         """Follow a batch queued by an earlier invocation of the same run (resume)."""
@@ -123,23 +181,16 @@ class BatchSender:
         self._pending.append(_Batch(batch_id, ops, now, now - self._poll_interval))
 
     def _send(self, ops: list[Operation], *, attempt: int) -> None:
+        """Send from this thread, waiting for the answer (resends: rare, and order matters)."""
         while ops:
             try:
                 queued = self._client.bulk_import(
                     [op.payload for op in ops], exclude_automations=self._exclude_automations
                 )
             except BulkImportRejected as rejected:
-                named = {idx: reason for idx, reason in rejected.failures if 0 <= idx < len(ops)}
-                if not named:
-                    raise
-                self._on_done(
-                    SendOutcome(failed={ops[i].index: f"rejected: {reason}" for i, reason in named.items()})
-                )
-                ops = [op for i, op in enumerate(ops) if i not in named]
+                ops = self._drop_rejected(ops, rejected)
                 continue
-            now = self._clock()
-            self._pending.append(_Batch(queued.batch_id, ops, now, now, attempt))
-            self._on_queued(queued.batch_id, [op.index for op in ops])
+            self._queued(ops, attempt, queued.batch_id)
             return
 
     def poll_due(self) -> None:
@@ -178,15 +229,24 @@ class BatchSender:
         else:
             self._pending.append(batch)
 
+    def settle(self) -> None:
+        """Wait for the answers to every request sent so far and record them (`on_queued`)."""
+        while self._requests:
+            self._answer(self._requests.popleft())
+
     def drain(self, *, timeout: float, wait: Callable[[float], None] = time.sleep) -> bool:
         """Flush and poll until every batch is reported; False if `timeout` seconds pass first."""
         self.flush()
+        self.settle()
         end = self._clock() + timeout
+        # Nothing else will use the request budget now: the last batches are followed more closely,
+        # which takes most of the wait for the run's final answers off its duration.
+        interval = min(self._poll_interval, DRAIN_POLL_INTERVAL)
         while self._pending:
             if self._clock() >= end:
                 return False
             oldest = self._pending[0]
-            due_in = oldest.last_poll + self._poll_interval - self._clock()
+            due_in = oldest.last_poll + interval - self._clock()
             if due_in > 0:
                 # Waiting for ActiveCampaign's asynchronous processing: there is nothing else to do.
                 wait(min(due_in, max(0.0, end - self._clock())))

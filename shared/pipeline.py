@@ -15,7 +15,7 @@ import json
 import logging
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager, suppress
+from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Literal, TypeVar
@@ -40,7 +40,7 @@ from shared.runs import RunRecord, RunStore, utc_now
 from shared.secrets import SecretNotFound, SecretsError, SecretsProvider
 from shared.segments import SegmentError, SegmentReader, Snapshot, SourceRow
 from shared.settings import Settings
-from shared.state import Checkpoint, DeliveredState, StateError, StateStore
+from shared.state import Checkpoint, CheckpointWriter, DeliveredState, StateError, StateStore
 from shared.storage import APP_CONTAINER
 from shared.sync import Fingerprinter, Plan, SnapshotCollector, SnapshotContacts, advance_state, plan_sync
 
@@ -326,7 +326,12 @@ class _Run:
 
             checkpoint = self._checkpoint(plan, snapshot, etag)
             t1 = self.ctx.clock()
-            failed = self._pass2(client, reader, snapshot, mapper, rejected, contacts, plan, old, checkpoint)
+            # Closed on the way out, whatever happens: the sender's threads first, then the checkpoint
+            # writer, which stores the newest checkpoint before the run reports anything.
+            with ExitStack() as resources:
+                failed = self._pass2(
+                    client, reader, snapshot, mapper, rejected, contacts, plan, old, checkpoint, resources
+                )
             report.timings["send_s"] = round(report.timings.get("send_s", 0.0) + self.ctx.clock() - t1, 3)
             self._write_failures(rejected, failed, contacts, plan, old)
             problems = report.check_totals(completed=True)
@@ -442,6 +447,7 @@ class _Run:
         plan: Plan,
         old: DeliveredState,
         checkpoint: Checkpoint,
+        resources: ExitStack,
     ) -> dict[int, str]:
         report, export, dry = self.report, self.export, self.record.dry_run
         n_send = int(plan.send.shape[0])
@@ -456,6 +462,7 @@ class _Run:
             if index < n_send:
                 report.fail(reason.split(":", 1)[0])
         next_index = checkpoint.next_index
+        checkpoints = resources.enter_context(CheckpointWriter(self.store))
         pending_restore = {i: batch for batch, idxs in checkpoint.pending.items() for i in idxs}
         restored: dict[str, list[Operation]] = {batch: [] for batch in checkpoint.pending}
 
@@ -484,29 +491,42 @@ class _Run:
                 "removed": report.removed,
                 "remove_failed": report.remove_failed,
             }
-            self.store.save_checkpoint(checkpoint)
+            checkpoints.submit(checkpoint)
+
+        # Why to stop before the next batch (time budget spent, export deleted). Raised only once the
+        # requests already sent are answered and checkpointed, so a continuation resends nothing.
+        halt: Exception | None = None
 
         def on_queued(batch_id: str, indexes: list[int]) -> None:
-            nonlocal next_index
+            nonlocal next_index, halt
             report.batches += 1
             next_index = max(next_index, max(indexes) + 1)
             self.progress.live["sent"] = min(next_index, n_send)
             save_checkpoint()
             self._renew_lease()
             self.progress(report)
-            reason = self.should_stop() if self.should_stop else None
-            if reason:
-                raise RunFailed(f"stopped before the next batch: {reason}")
-            if self.deadline is not None and self.ctx.clock() >= self.deadline:
-                raise _Pause
+            if halt is None:
+                reason = self.should_stop() if self.should_stop else None
+                if reason:
+                    halt = RunFailed(f"stopped before the next batch: {reason}")
+                elif self.deadline is not None and self.ctx.clock() >= self.deadline:
+                    halt = _Pause()
 
-        sender = BatchSender(
-            client,
-            exclude_automations=export.exclude_automations,
-            on_queued=on_queued,
-            on_done=on_done,
-            poll_interval=self.ctx.poll_interval,
-            clock=self.ctx.clock,
+        def stop_if_halted() -> None:
+            if halt is not None:
+                sender.settle()
+                save_checkpoint()
+                raise halt
+
+        sender = resources.enter_context(
+            BatchSender(
+                client,
+                exclude_automations=export.exclude_automations,
+                on_queued=on_queued,
+                on_done=on_done,
+                poll_interval=self.ctx.poll_interval,
+                clock=self.ctx.clock,
+            )
         )
         restore_pending = True
 
@@ -515,6 +535,7 @@ class _Run:
             # so the next checkpoint still lists them. Their operations all precede `next_index`, so by
             # the first new operation every one of them has been rebuilt.
             nonlocal restore_pending
+            stop_if_halted()
             if restore_pending:
                 restore_pending = False
                 for batch_id, ops in restored.items():
@@ -577,6 +598,7 @@ class _Run:
             for batch_id, ops in restored.items():
                 sender.restore(batch_id, ops)
         sender.flush()
+        stop_if_halted()
         t_confirm = self.ctx.clock()
         timeout = self.ctx.confirm_timeout
         if self.deadline is not None:

@@ -13,6 +13,8 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import logging
+import threading
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -21,6 +23,8 @@ import numpy.typing as npt
 from azure.core import MatchConditions
 from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
 from azure.storage.blob import ContainerClient
+
+log = logging.getLogger(__name__)
 
 U64 = npt.NDArray[np.uint64]
 STATE_FORMAT = 1
@@ -234,11 +238,88 @@ class StateStore:
             return None
         return Checkpoint.from_json(data)
 
-    def save_checkpoint(self, checkpoint: Checkpoint) -> None:
-        self._container.get_blob_client(self._checkpoint_blob).upload_blob(
-            checkpoint.to_json(), overwrite=True
-        )
+    def save_checkpoint(self, checkpoint: Checkpoint | str) -> None:
+        """Store a checkpoint (or one already serialised with `Checkpoint.to_json`)."""
+        text = checkpoint if isinstance(checkpoint, str) else checkpoint.to_json()
+        self._container.get_blob_client(self._checkpoint_blob).upload_blob(text, overwrite=True)
 
     def clear_checkpoint(self) -> None:
         with contextlib.suppress(ResourceNotFoundError):
             self._container.get_blob_client(self._checkpoint_blob).delete_blob()
+
+
+class CheckpointWriter:
+    """Stores a run's checkpoints from a background thread, so sending never waits for storage.
+
+    At 10x ActiveCampaign's limits a bulk import is due every 61 ms, and a synchronous blob write
+    took a sixth of that. Latest wins: each checkpoint supersedes the ones before, so one submitted
+    while another is being written replaces any not yet started. The stored checkpoint therefore
+    lags by at most the batch being written; a run killed in that moment resends that batch too.
+    A failed write is raised by the next `submit` or by `close`: a run does not go on without them.
+    A checkpoint is handed over serialised, so the caller may go on changing its `Checkpoint`.
+    """
+
+    def __init__(self, store: StateStore) -> None:
+        self._store = store
+        self._cond = threading.Condition()
+        self._next: str | None = None
+        self._writing = False
+        self._error: BaseException | None = None
+        self._closed = False
+        self._thread = threading.Thread(target=self._run, name="checkpoint-writer", daemon=True)
+        self._thread.start()
+
+    def __enter__(self) -> CheckpointWriter:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, *_: object) -> None:
+        try:
+            self.close()
+        except Exception:
+            if kind is None:
+                raise
+            # The run is already failing for another reason, which is the one to report.
+            log.warning("the last checkpoint could not be stored", exc_info=True)
+
+    def submit(self, checkpoint: Checkpoint) -> None:
+        text = checkpoint.to_json()  # now: the caller goes on changing the checkpoint object
+        with self._cond:
+            self._raise_failure()
+            self._next = text
+            self._cond.notify_all()
+
+    def close(self) -> None:
+        """Wait until the newest checkpoint is stored, then stop the thread."""
+        with self._cond:
+            while (self._next is not None or self._writing) and self._error is None:
+                self._cond.wait()
+            self._closed = True
+            self._cond.notify_all()
+        self._thread.join()
+        with self._cond:
+            self._raise_failure()
+
+    def _raise_failure(self) -> None:
+        # The storage error itself, as a synchronous write would have raised it (the worker's retry
+        # policy and the run's error handling know those).
+        if self._error is not None:
+            raise self._error
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while self._next is None and not self._closed:
+                    self._cond.wait()
+                if self._next is None:
+                    return
+                text, self._next, self._writing = self._next, None, True
+            try:
+                self._store.save_checkpoint(text)
+            except Exception as exc:  # handed to the run's thread, which raises it
+                with self._cond:
+                    self._error, self._writing = exc, False
+                    self._cond.notify_all()
+                return
+            with self._cond:
+                self._writing = False
+                self._cond.notify_all()

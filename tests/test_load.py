@@ -96,3 +96,30 @@ def test_batches_respect_the_request_size_limit(ac_sandbox: SandboxServer) -> No
     assert len(got.accepted) == 200
     assert all(len(batch) < 200 for batch in got.queued)  # 200 x 5 KB does not fit in one 400 KB request
     assert ac_sandbox.state.counters()["requests"] > 0
+
+
+def test_requests_overlap_yet_batches_are_reported_in_plan_order(ac_sandbox: SandboxServer) -> None:
+    got = Collected()
+    ac_sandbox.inject(Fault.slow(1.0, path="/api/3/import/bulk_import"))  # the first request is held
+    with client(ac_sandbox) as c, got.sender(c, max_contacts=5) as sender:
+        for i in range(10):
+            sender.add(operation(i, f"o{i}@example.com", payload(f"o{i}@example.com")))
+        assert sender.drain(timeout=20)
+    # The second request did not wait for the first one's answer: ActiveCampaign queued it first...
+    assert [b.contacts[0].email for b in ac_sandbox.state.batches()] == ["o5@example.com", "o0@example.com"]
+    # ...but the sender reports batches in the order it built them, so a checkpoint never claims
+    # operations 5-9 queued while 0-4 are still unanswered.
+    assert got.queued == [[0, 1, 2, 3, 4], [5, 6, 7, 8, 9]]
+    assert sorted(got.accepted) == list(range(10))
+
+
+def test_a_partial_400_is_resolved_before_later_batches_are_reported(ac_sandbox: SandboxServer) -> None:
+    got = Collected()
+    with client(ac_sandbox) as c, got.sender(c, max_contacts=5) as sender:
+        for i in range(10):
+            email = "bad@@example.com" if i == 2 else f"q{i}@example.com"
+            sender.add(operation(i, email, payload(email)))
+        assert sender.drain(timeout=20)
+    assert got.queued == [[0, 1, 3, 4], [5, 6, 7, 8, 9]]
+    assert list(got.failed) == [2]
+    assert sorted(got.accepted) == [0, 1, 3, 4, 5, 6, 7, 8, 9]

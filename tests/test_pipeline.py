@@ -14,6 +14,7 @@ from sandbox import Fault, SandboxServer
 from shared.config import parse_config
 from shared.pipeline import RunContext, RunOutcome, run_export
 from shared.runs import RunStore
+from shared.state import StateStore
 from tests.support.exports import make_config, make_context
 from tests.support.segments import FOLDER, profiles, write_ci_snapshot
 
@@ -286,3 +287,29 @@ def test_periodic_full_resync_resends_unchanged_contacts_when_due(world: World) 
     assert due.full
     assert (due.unchanged, due.to_send, due.accepted) == (30, 30, 30)
     assert world.run().report.to_send == 0  # the full sync reset the clock
+
+
+def test_a_stop_request_mid_run_stops_before_the_next_batch_and_nothing_is_sent_twice(world: World) -> None:
+    write_ci_snapshot(world.segments, "Vip", profiles(2_000))  # 8 batches
+    checks = 0
+
+    def should_stop() -> str | None:
+        nonlocal checks
+        checks += 1
+        return "export 'vip' was disabled" if checks >= 2 else None
+
+    stopped = world.run(should_stop=should_stop)
+    assert stopped.status == "failed"
+    assert stopped.error == "stopped before the next batch: export 'vip' was disabled"
+    sent = len(world.sandbox.state.batches())
+    assert 2 <= sent <= 4  # the second answer asked to stop; at most 2 more requests were in flight
+    # Requests already sent were answered and checkpointed before stopping: none is sent again.
+    checkpoint = StateStore(world.app, "vip").load_checkpoint()
+    assert checkpoint is not None
+    assert (checkpoint.next_index, stopped.report.batches) == (250 * sent, sent)
+
+    finished = world.run()
+    assert finished.status == "succeeded", finished.error
+    assert finished.report.resumed_from == 250 * sent
+    assert len(world.members()) == 2_000
+    assert len(world.sandbox.state.batches()) == 8

@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+from azure.core.exceptions import ResourceNotFoundError
 from azure.storage.blob import BlobServiceClient
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -9,7 +10,7 @@ from hypothesis import strategies as st
 from shared.config import FieldMapping
 from shared.mapping import Contact, RowMapper, contact_payload
 from shared.segments import SourceRow
-from shared.state import Checkpoint, DeliveredState, StateError, StateStore
+from shared.state import Checkpoint, CheckpointWriter, DeliveredState, StateError, StateStore
 from shared.sync import (
     Fingerprinter,
     Plan,
@@ -255,6 +256,33 @@ def test_state_round_trips_through_blob_storage_with_etag_guard(azurite, unique_
     assert store.load_checkpoint() == cp
     store.clear_checkpoint()
     assert store.load_checkpoint() is None
+
+
+def test_checkpoint_writer_stores_the_newest_checkpoint_by_close(azurite, unique_name):
+    container = BlobServiceClient.from_connection_string(azurite).create_container(unique_name)
+    store = StateStore(container, "vip")
+    cp = Checkpoint(run_id="r", snapshot_id="s", plan_digest="d", state_etag=None)
+    with CheckpointWriter(store) as writer:
+        for n in range(1, 51):
+            cp.next_index = n * 250
+            cp.pending = {f"b{n}": list(range((n - 1) * 250, n * 250))}
+            writer.submit(cp)  # serialised now: changing cp afterwards does not change what is stored
+        cp.next_index = -1
+    stored = store.load_checkpoint()
+    assert stored is not None
+    assert stored.next_index == 50 * 250
+    assert stored.pending == {"b50": list(range(49 * 250, 50 * 250))}
+
+
+def test_checkpoint_writer_raises_a_failed_write_instead_of_going_on(azurite, unique_name):
+    # A container that does not exist: every write fails, as when storage is unreachable.
+    missing = BlobServiceClient.from_connection_string(azurite).get_container_client(unique_name)
+    writer = CheckpointWriter(StateStore(missing, "vip"))
+    writer.submit(Checkpoint(run_id="r", snapshot_id="s", plan_digest="d", state_etag=None))
+    with pytest.raises(ResourceNotFoundError):
+        writer.close()
+    with pytest.raises(ResourceNotFoundError):
+        writer.submit(Checkpoint(run_id="r", snapshot_id="s", plan_digest="d", state_etag=None))
 
 
 def test_rejoiners_removed_by_this_export_are_marked_for_resubscription():
