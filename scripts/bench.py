@@ -3,9 +3,10 @@
 Scenarios:
 
 1. local pipeline, 1,000,000 rows generated lazily as byte chunks: read_csv_rows -> RowMapper.map_row
-   -> SnapshotCollector -> plan_sync against an empty delivered state, in a fresh subprocess pinned
-   to one core; rows/s and peak RSS (ru_maxrss at the end of that subprocess), next to the peak RSS
-   of an idle interpreter with the same imports.
+   -> SnapshotCollector.collect -> plan_sync against an empty delivered state, in a fresh subprocess
+   pinned to one core, three times; the median rows/s (and the range) and the highest peak RSS
+   (ru_maxrss at the end of each subprocess), next to the peak RSS of an idle interpreter with the
+   same imports.
 2. incremental re-run of the unchanged 1,000,000-profile segment (state built with advance_state
    from scenario 1's plan, then round-tripped through its blob encoding): pass 1 + plan must plan 0
    sends; then with every 100th row's first name changed it must plan exactly 10,000 sends.
@@ -13,6 +14,9 @@ Scenarios:
    imports/min: ceiling 250,000 contacts/min), a 100,000-profile Customer Insights snapshot, the real
    `run_export`; contacts/min over the send phase as a share of the ceiling, and zero lost (the
    sandbox list holds exactly the 100,000 emails and the report says accepted == 100,000).
+4. the same at ActiveCampaign's real limits (5 requests/s, 100 bulk imports/min) with 50,000
+   profiles, about 2 minutes: the real-limit throughput measured rather than extrapolated
+   (`--skip-real` leaves it out).
 
 Exit code 0 unless something errors or contacts are lost; a missed target prints MISS, nothing more.
 """
@@ -47,6 +51,7 @@ from tests.support.exports import make_config
 from tests.support.segments import COLUMNS, profiles, write_ci_snapshot
 
 LOCAL_ROWS = 1_000_000
+LOCAL_REPEATS = 3
 SEND_ROWS = 100_000
 ROWS_PER_CHUNK = 8_192
 LIST_ID = 1
@@ -383,19 +388,24 @@ def main() -> int:
 
     print("[1/4] local pipeline, 1,000,000 rows (fresh subprocess, one core) ...", flush=True)
     base = run_worker("baseline")
-    local = run_worker("local")
+    # CPU-bound figures vary by 15-20% between identical runs on a shared VM: the median of three
+    # fresh subprocesses is reported (with the range), and that run's diagnostics.
+    runs = sorted((run_worker("local") for _ in range(LOCAL_REPEATS)), key=lambda r: r["rows_per_s"])
+    local = runs[len(runs) // 2]
+    peak = max(r["peak_rss_mb"] for r in runs)
     s1 = "1 local 1M"
     rows += [
-        Row(s1, "rows/s (read+map+collect+plan)", f"{local['rows_per_s']:,.0f}", f">= {TARGET_ROWS_PER_S:,}",
-            verdict(local["rows_per_s"] >= TARGET_ROWS_PER_S)),
+        Row(s1, f"rows/s (read+map+collect+plan), median of {LOCAL_REPEATS}", f"{local['rows_per_s']:,.0f}",
+            f">= {TARGET_ROWS_PER_S:,}", verdict(local["rows_per_s"] >= TARGET_ROWS_PER_S)),
+        Row(s1, "  slowest / fastest run", f"{runs[0]['rows_per_s']:,.0f} / {runs[-1]['rows_per_s']:,.0f}", "", ""),
         Row(s1, "  pass 1 / plan_sync", f"{local['pass1_s']:.2f} s / {local['plan_s']:.2f} s", "", ""),
         Row(s1, "  rows/s, read_csv_rows alone", f"{local['parse_rows_per_s']:,.0f}", "", ""),
         Row(s1, "  rows/s, read_csv_rows + map_row", f"{local['parse_map_rows_per_s']:,.0f}", "", ""),
         Row(s1, "  rows/s incl. CSV generation", f"{local['rows_per_s_with_generation']:,.0f}", "", ""),
-        Row(s1, "peak RSS, 1M profiles", f"{local['peak_rss_mb']:.0f} MB", f"<= {TARGET_PEAK_MB:.0f} MB",
-            verdict(local["peak_rss_mb"] <= TARGET_PEAK_MB)),
+        Row(s1, "peak RSS, 1M profiles (highest run)", f"{peak:.0f} MB", f"<= {TARGET_PEAK_MB:.0f} MB",
+            verdict(peak <= TARGET_PEAK_MB)),
         Row(s1, "  idle interpreter, same imports", f"{base['peak_rss_mb']:.0f} MB", "", ""),
-        Row(s1, "  growth over idle", f"{local['peak_rss_mb'] - base['peak_rss_mb']:.0f} MB", "", ""),
+        Row(s1, "  growth over idle", f"{peak - base['peak_rss_mb']:.0f} MB", "", ""),
     ]  # fmt: skip
 
     print("[2/4] incremental re-runs of the 1,000,000-profile segment ...", flush=True)
@@ -444,8 +454,6 @@ def main() -> int:
         ]  # fmt: skip
 
     if not args.skip_send and not args.skip_real:
-        # At 10x the bulk imports are 61 ms apart and one batch's local work (checkpoint write, payloads,
-        # the sandbox's own validation) sometimes takes longer; at the real limits they are 612 ms apart.
         print(
             f"[4/4] send {REAL_ROWS:,} profiles at ActiveCampaign's real limits (about 2 minutes) ...",
             flush=True,

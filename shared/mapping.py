@@ -249,16 +249,15 @@ class RowMapper:
             )
         # normalize_email's accepting path, inlined (a call per row is measurable); any address it
         # does not accept at once goes through normalize_email itself for the Rejection.
-        email = values[self._email].strip()
-        if email.isascii():
-            email = email.lower()
+        raw = values[self._email].strip()
+        email = raw.lower()  # used only if raw is ASCII (see normalize_email)
         if not (
-            email.isascii()
+            raw.isascii()
             and len(email) <= MAX_EMAIL_LENGTH
             and _EMAIL.fullmatch(email)
             and email.index("@") <= MAX_LOCAL_LENGTH
         ):
-            rejection = normalize_email(email)
+            rejection = normalize_email(raw)
             assert isinstance(rejection, Rejection)  # the same checks, so the same verdict
             return rejection
         first = last = phone = None
@@ -270,9 +269,9 @@ class RowMapper:
             phone = values[self._phone[0]].strip() or None
         # `or None`: "" would blank the value on ActiveCampaign's side, so the key is left out instead.
         if (
-            (first is not None and len(first) > MAX_STANDARD_FIELD_LENGTH)
-            or (last is not None and len(last) > MAX_STANDARD_FIELD_LENGTH)
-            or (phone is not None and len(phone) > MAX_STANDARD_FIELD_LENGTH)
+            len(first or "") > MAX_STANDARD_FIELD_LENGTH
+            or len(last or "") > MAX_STANDARD_FIELD_LENGTH
+            or len(phone or "") > MAX_STANDARD_FIELD_LENGTH
         ):
             return self._too_long(values)
         fields: tuple[tuple[int, str], ...] = ()
