@@ -16,7 +16,7 @@ import logging
 import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager, suppress
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Literal, TypeVar
 
@@ -40,7 +40,7 @@ from shared.runs import RunRecord, RunStore, utc_now
 from shared.secrets import SecretNotFound, SecretsError, SecretsProvider
 from shared.segments import SegmentError, SegmentReader, Snapshot, SourceRow
 from shared.settings import Settings
-from shared.state import Checkpoint, CheckpointWriter, DeliveredState, StateError, StateStore
+from shared.state import Checkpoint, CheckpointWriter, DeliveredState, StateError, StateStore, state_target
 from shared.storage import APP_CONTAINER
 from shared.sync import Fingerprinter, Plan, SnapshotCollector, SnapshotContacts, advance_state, plan_sync
 
@@ -310,7 +310,7 @@ class _Run:
         try:
             t0 = self.ctx.clock()
             contacts = self._pass1(reader, snapshot, mapper, rejected)
-            old, etag = self.store.load()
+            old, etag = self._load_state()
             full = self._full_due(old)
             plan = plan_sync(
                 contacts, old, full=full, mirror=export.mode == "mirror", snapshot_id=snapshot.snapshot_id
@@ -377,6 +377,23 @@ class _Run:
                 "raise or remove maxContacts to export it. Nothing was sent"
             )
         return collector.finish()
+
+    def _load_state(self) -> tuple[DeliveredState, str | None]:
+        """The delivered state, or an empty one if it describes another list or account."""
+        old, etag = self.store.load()
+        target = state_target(self.connection.hostname, self.export.list_id)
+        if old.target is not None and old.target != target:
+            # What was delivered elsewhere says nothing about this list: nobody on it may be skipped as
+            # unchanged, and nobody may be unsubscribed from it for having left the segment.
+            log.warning(
+                "export %s now sends to %s; its delivered state was for %s, so this run starts over",
+                self.export.name,
+                target,
+                old.target,
+            )
+            self.report.target_changed = True
+            return DeliveredState.empty(), etag
+        return old, etag
 
     def _full_due(self, old: DeliveredState) -> bool:
         if self.record.full or len(old) == 0:
@@ -679,14 +696,17 @@ class _Run:
         done = np.ones(plan.removals.shape[0], dtype=np.bool_)
         done[removal_failed] = False
         now = utc_now()
-        new_state = advance_state(
-            old,
-            contacts,
-            plan,
-            send_failed=send_failed,
-            removals_done=plan.removals[done],
-            snapshot_id=snapshot.snapshot_id,
-            last_full_sync=now if full or not len(old) else old.last_full_sync,
+        new_state = replace(
+            advance_state(
+                old,
+                contacts,
+                plan,
+                send_failed=send_failed,
+                removals_done=plan.removals[done],
+                snapshot_id=snapshot.snapshot_id,
+                last_full_sync=now if full or not len(old) else old.last_full_sync,
+            ),
+            target=state_target(self.connection.hostname, self.export.list_id),
         )
         self.store.save(new_state, expected_etag=etag)
         self.store.clear_checkpoint()

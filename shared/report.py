@@ -24,6 +24,8 @@ class RunReport:
     mode: str = "upsert"
     dry_run: bool = False
     full: bool = False
+    # The export's list or account changed since its last delivery: the state was not used (see pipeline).
+    target_changed: bool = False
     status: str = "running"
     snapshot_id: str | None = None
     error: str | None = None

@@ -47,6 +47,9 @@ class DeliveredState:
     # bulk import will not subscribe them again, so a rejoiner among them is re-subscribed explicitly;
     # anyone else who is unsubscribed did it themselves and is never re-subscribed.
     removed: U64 = field(default_factory=lambda: np.zeros(0, dtype=np.uint64))
+    # Where these contacts were delivered (`state_target`): a state describes one list of one account,
+    # and an export pointed somewhere else starts over rather than trusting it (see pipeline).
+    target: str | None = None
 
     @staticmethod
     def empty() -> DeliveredState:
@@ -79,7 +82,12 @@ class DeliveredState:
     def to_bytes(self) -> bytes:
         buf = io.BytesIO()
         meta = json.dumps(
-            {"format": STATE_FORMAT, "snapshot_id": self.snapshot_id, "last_full_sync": self.last_full_sync}
+            {
+                "format": STATE_FORMAT,
+                "snapshot_id": self.snapshot_id,
+                "last_full_sync": self.last_full_sync,
+                "target": self.target,
+            }
         )
         np.savez(
             buf,
@@ -108,6 +116,7 @@ class DeliveredState:
                     email_data=npz["email_data"].tobytes(),
                     snapshot_id=meta.get("snapshot_id"),
                     last_full_sync=meta.get("last_full_sync"),
+                    target=meta.get("target"),
                     removed=npz["removed"].astype(np.uint64, copy=False)
                     if "removed" in npz.files
                     else np.zeros(0, dtype=np.uint64),
@@ -119,6 +128,11 @@ class DeliveredState:
         if state.email_offsets.shape[0] != len(state) + 1 or state.fingerprints.shape != state.keys.shape:
             raise StateError("delivered state arrays disagree in length; run with --full to rebuild it")
         return state
+
+
+def state_target(hostname: str, list_id: int) -> str:
+    """The ActiveCampaign list a delivered state describes, as stored with it."""
+    return f"{hostname.strip().lower()}/lists/{list_id}"
 
 
 def build_state(

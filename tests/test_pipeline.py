@@ -313,3 +313,25 @@ def test_a_stop_request_mid_run_stops_before_the_next_batch_and_nothing_is_sent_
     assert finished.report.resumed_from == 250 * sent
     assert len(world.members()) == 2_000
     assert len(world.sandbox.state.batches()) == 8
+
+
+def test_an_export_pointed_at_another_list_starts_over_instead_of_trusting_its_state(world: World) -> None:
+    write_ci_snapshot(world.segments, "Vip", profiles(300))
+    world.reconfigure(mode="mirror")
+    assert world.run().status == "succeeded"
+
+    # Same export, now to list 2, and 100 people left the segment meanwhile.
+    write_ci_snapshot(world.segments, "Vip", profiles(200), time_folder="2026/11/21/0600")
+    world.reconfigure(mode="mirror", listId=2)
+    outcome = world.run()
+    assert outcome.status == "succeeded", outcome.error
+    report = outcome.report
+    assert report.target_changed
+    # Nobody is skipped as unchanged (list 2 never had them) and nobody is unsubscribed from list 2
+    # for leaving: those 100 were delivered to list 1, not here.
+    assert (report.new, report.unchanged, report.to_send, report.to_remove) == (200, 0, 200, 0)
+    assert world.members(2) == {f"person{i}@example.com": 1 for i in range(200)}
+    assert len(world.members(1)) == 300  # list 1 is left as it was
+
+    again = world.run()  # the state now describes list 2: incremental again
+    assert (again.report.target_changed, again.report.to_send) == (False, 0)
