@@ -8,8 +8,9 @@ indexes, field ids) is resolved in `RowMapper.__init__`. Email rules are in docs
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from operator import itemgetter
 from typing import Any, NamedTuple
 
 from shared.config import FieldMapping
@@ -183,10 +184,28 @@ def _find_column(wanted: str, columns: Sequence[str]) -> int | str:
     return f"'{wanted}'"
 
 
+def _values_getter(indexes: Sequence[int]) -> Callable[[Sequence[str]], Sequence[str]] | None:
+    """A C-level callable picking these columns' values as a sequence (None when there are none)."""
+    if not indexes:
+        return None
+    if len(indexes) == 1:  # itemgetter with one index returns the value itself, not a sequence
+        return itemgetter(slice(indexes[0], indexes[0] + 1))
+    return itemgetter(*indexes)
+
+
 class RowMapper:
     """Maps rows of one snapshot (fixed columns) to contacts. Construct once per snapshot."""
 
-    __slots__ = ("_email", "_field_cols", "_first", "_last", "_phone", "_width")
+    __slots__ = (
+        "_custom_values",
+        "_email",
+        "_field_cols",
+        "_first",
+        "_last",
+        "_phone",
+        "_standard_values",
+        "_width",
+    )
 
     def __init__(self, mapping: FieldMapping, columns: Sequence[str], field_ids: Mapping[str, int]) -> None:
         columns = list(columns)
@@ -226,6 +245,10 @@ class RowMapper:
         self._field_cols: tuple[tuple[int, int, str], ...] = tuple(
             sorted((fid, indexes[column], column) for column, fid in field_ids.items())
         )
+        self._standard_values = _values_getter(
+            [slot[0] for slot in (self._first, self._last, self._phone) if slot is not None]
+        )
+        self._custom_values = _values_getter([index for _fid, index, _column in self._field_cols])
 
     @property
     def width(self) -> int:
@@ -242,7 +265,12 @@ class RowMapper:
             (f"field:{field_id}", index) for field_id, index, _column in self._field_cols
         )
 
-    def map_row(self, values: Sequence[str]) -> Contact | Rejection:
+    def email_of(self, values: Sequence[str]) -> str | Rejection:
+        """The normalised email of the contact `map_row` would build from `values`, or its rejection.
+
+        This is all of `map_row`'s validation (map_row calls it), without building the contact: the
+        local pass needs only the email and the verdict, for every row of the segment.
+        """
         if len(values) != self._width:
             return Rejection(
                 RAGGED_ROW, f"the row has {len(values)} values, the segment {self._width} columns"
@@ -260,6 +288,24 @@ class RowMapper:
             rejection = normalize_email(raw)
             assert isinstance(rejection, Rejection)  # the same checks, so the same verdict
             return rejection
+        # A value within its limit as read is within it once stripped: only longer ones are looked at.
+        if (
+            self._standard_values is not None
+            and max(map(len, self._standard_values(values))) > MAX_STANDARD_FIELD_LENGTH
+        ) or (
+            self._custom_values is not None
+            and max(map(len, self._custom_values(values))) > MAX_CUSTOM_FIELD_LENGTH
+        ):
+            too_long = self._too_long(values)
+            if too_long is not None:
+                return too_long
+        return email
+
+    def map_row(self, values: Sequence[str]) -> Contact | Rejection:
+        email = self.email_of(values)
+        if email.__class__ is Rejection:  # cheaper than isinstance, and Rejection has no subclasses
+            return email
+        # `or None`: "" would blank the value on ActiveCampaign's side, so the key is left out instead.
         first = last = phone = None
         if self._first is not None:
             first = values[self._first[0]].strip() or None
@@ -267,27 +313,19 @@ class RowMapper:
             last = values[self._last[0]].strip() or None
         if self._phone is not None:
             phone = values[self._phone[0]].strip() or None
-        # `or None`: "" would blank the value on ActiveCampaign's side, so the key is left out instead.
-        if (
-            len(first or "") > MAX_STANDARD_FIELD_LENGTH
-            or len(last or "") > MAX_STANDARD_FIELD_LENGTH
-            or len(phone or "") > MAX_STANDARD_FIELD_LENGTH
-        ):
-            return self._too_long(values)
         fields: tuple[tuple[int, str], ...] = ()
         if self._field_cols:
-            collected = []
-            for field_id, index, _column in self._field_cols:
-                value = values[index].strip()
-                if value:
-                    if len(value) > MAX_CUSTOM_FIELD_LENGTH:
-                        return self._too_long(values)
-                    collected.append((field_id, value))
-            fields = tuple(collected)
+            fields = tuple(
+                [
+                    (field_id, value)
+                    for field_id, index, _column in self._field_cols
+                    if (value := values[index].strip())
+                ]
+            )
         return _new_contact(Contact, (email, first, last, phone, fields))
 
-    def _too_long(self, values: Sequence[str]) -> Rejection:
-        """Slow path: name the first over-long column (by name and length, never its value)."""
+    def _too_long(self, values: Sequence[str]) -> Rejection | None:
+        """The first mapped column over its limit once stripped (by name and length, never its value)."""
         standard = (self._first, self._last, self._phone)
         limits = [(slot, MAX_STANDARD_FIELD_LENGTH) for slot in standard if slot is not None]
         limits += [((index, column), MAX_CUSTOM_FIELD_LENGTH) for _fid, index, column in self._field_cols]
@@ -297,7 +335,7 @@ class RowMapper:
                 return Rejection(
                     FIELD_TOO_LONG, f"column '{column}' has {length} characters; at most {limit} are sent"
                 )
-        raise AssertionError("_too_long called for a row without an over-long value")
+        return None
 
 
 def contact_payload(

@@ -368,7 +368,7 @@ class _Run:
             self.progress(report)
 
         report.rows_read = collector.collect(
-            reader.iter_rows(snapshot), mapper.map_row, on_reject=reject, on_progress=progress
+            reader.iter_rows(snapshot), mapper.email_of, on_reject=reject, on_progress=progress
         )
         cap = self.export.max_contacts
         if cap is not None and len(collector) > cap:

@@ -19,7 +19,7 @@ import numpy as np
 import numpy.typing as npt
 from xxhash import xxh3_64_intdigest
 
-from shared.mapping import RAGGED_ROW, Contact, Rejection
+from shared.mapping import RAGGED_ROW, Rejection
 from shared.segments import SourceRow
 from shared.state import U64, DeliveredState, build_state
 
@@ -127,15 +127,16 @@ class SnapshotCollector:
     def collect(
         self,
         rows: Iterable[SourceRow],
-        map_row: Callable[[Sequence[str]], Contact | Rejection],
+        email_of: Callable[[Sequence[str]], str | Rejection],
         *,
         on_reject: Callable[[SourceRow, str, str], None],
         on_progress: Callable[[int], None] | None = None,
         progress_every: int = 20_000,
     ) -> int:
-        """A run's first pass: map every row, `add` the valid ones, report the others; rows read.
+        """A run's first pass: check every row, `add` the valid ones, report the others; rows read.
 
-        `on_reject(row, reason, detail)` gets ragged rows and the mapper's rejections;
+        `email_of` is `RowMapper.email_of`: the contact's email, or why `map_row` would reject the
+        row. `on_reject(row, reason, detail)` gets ragged rows and those rejections;
         `on_progress(rows_read)` runs every `progress_every` rows.
         """
         # The loop of every run over every row: `add` is inlined and names are bound once.
@@ -149,11 +150,11 @@ class SnapshotCollector:
             if row.error is not None:
                 on_reject(row, RAGGED_ROW, row.error)
             else:
-                contact = map_row(row.values)
-                if contact.__class__ is Rejection:
-                    on_reject(row, contact.reason, contact.detail)
+                checked = email_of(row.values)
+                if checked.__class__ is Rejection:
+                    on_reject(row, checked.reason, checked.detail)
                 else:
-                    email = contact.email.encode("ascii")  # type: ignore[union-attr]
+                    email = checked.encode("ascii")  # type: ignore[union-attr]
                     emails += email
                     key = key_copy()
                     key.update(email)

@@ -307,6 +307,7 @@ def test_ambiguous_case_insensitive_match_is_an_error() -> None:
 @given(st.lists(st.text(max_size=300), min_size=len(COLUMNS), max_size=len(COLUMNS)))
 def test_mapper_never_raises_on_rows_of_the_right_width(row: list[str]) -> None:
     result = full_mapper().map_row(row)
+    assert full_mapper().email_of(row) == (result if isinstance(result, Rejection) else result.email)
     if isinstance(result, Rejection):
         assert result.reason in REJECTION_REASONS
     else:
@@ -372,3 +373,25 @@ def test_schema_check_would_catch_a_wrong_shape() -> None:
     """Guards the test above: the schema really constrains what we check."""
     bad = {"contacts": [{"email": "a@b.co", "fields": [{"id": "x"}], "tags": "vip"}]}
     assert list(VALIDATOR.iter_errors(bad))
+
+
+padded = st.builds(
+    lambda pad, size, fill: pad + fill * size + pad,
+    st.sampled_from(["", " ", "  \t"]),
+    st.sampled_from([0, 1, 250, 254, 255, 256, 260, 65_534, 65_535, 65_536]),
+    st.sampled_from(["x", "é"]),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(padded, min_size=5, max_size=5))
+def test_the_local_pass_check_agrees_with_map_row_at_the_length_limits(values: list[str]) -> None:
+    # email_of looks at lengths as read and strips only values over a limit; map_row must agree.
+    row = ["c1", "a@x.com", *values]
+    mapped = full_mapper().map_row(row)
+    assert full_mapper().email_of(row) == (mapped if isinstance(mapped, Rejection) else mapped.email)
+    if isinstance(mapped, Rejection):
+        assert mapped.reason == FIELD_TOO_LONG
+    else:
+        assert all(len(v) <= 255 for v in (mapped.first_name, mapped.last_name, mapped.phone) if v)
+        assert all(len(v) <= 65_535 for _, v in mapped.fields)

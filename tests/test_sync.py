@@ -190,7 +190,7 @@ def test_collect_packs_exactly_what_add_does_and_reports_rejections():
     collector = SnapshotCollector(FP)
     read = collector.collect(
         rows,
-        mapper.map_row,
+        mapper.email_of,
         on_reject=lambda row, reason, _detail: rejected.append((row.line, reason)),
         on_progress=progress.append,
         progress_every=2,
