@@ -197,13 +197,12 @@ class RowMapper:
     """Maps rows of one snapshot (fixed columns) to contacts. Construct once per snapshot."""
 
     __slots__ = (
-        "_custom_values",
         "_email",
         "_field_cols",
         "_first",
         "_last",
+        "_payload_values",
         "_phone",
-        "_standard_values",
         "_width",
     )
 
@@ -245,10 +244,7 @@ class RowMapper:
         self._field_cols: tuple[tuple[int, int, str], ...] = tuple(
             sorted((fid, indexes[column], column) for column, fid in field_ids.items())
         )
-        self._standard_values = _values_getter(
-            [slot[0] for slot in (self._first, self._last, self._phone) if slot is not None]
-        )
-        self._custom_values = _values_getter([index for _fid, index, _column in self._field_cols])
+        self._payload_values = _values_getter([index for _role, index in self.payload_columns])
 
     @property
     def width(self) -> int:
@@ -288,13 +284,11 @@ class RowMapper:
             rejection = normalize_email(raw)
             assert isinstance(rejection, Rejection)  # the same checks, so the same verdict
             return rejection
-        # A value within its limit as read is within it once stripped: only longer ones are looked at.
+        # A value within the lowest limit as read is within its own once stripped: only rows with a
+        # longer value (hardly any) are looked at column by column.
         if (
-            self._standard_values is not None
-            and max(map(len, self._standard_values(values))) > MAX_STANDARD_FIELD_LENGTH
-        ) or (
-            self._custom_values is not None
-            and max(map(len, self._custom_values(values))) > MAX_CUSTOM_FIELD_LENGTH
+            self._payload_values is not None
+            and max(map(len, self._payload_values(values))) > MAX_STANDARD_FIELD_LENGTH
         ):
             too_long = self._too_long(values)
             if too_long is not None:
