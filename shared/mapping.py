@@ -184,13 +184,11 @@ def _find_column(wanted: str, columns: Sequence[str]) -> int | str:
     return f"'{wanted}'"
 
 
-def _values_getter(indexes: Sequence[int]) -> Callable[[Sequence[str]], Sequence[str]] | None:
-    """A C-level callable picking these columns' values as a sequence (None when there are none)."""
-    if not indexes:
-        return None
+def values_getter(indexes: Sequence[int]) -> Callable[[Sequence[str]], Sequence[str]]:
+    """A C-level callable picking these columns' values from a row, always as a sequence."""
     if len(indexes) == 1:  # itemgetter with one index returns the value itself, not a sequence
         return itemgetter(slice(indexes[0], indexes[0] + 1))
-    return itemgetter(*indexes)
+    return itemgetter(*indexes) if indexes else itemgetter(slice(0, 0))
 
 
 class RowMapper:
@@ -244,7 +242,7 @@ class RowMapper:
         self._field_cols: tuple[tuple[int, int, str], ...] = tuple(
             sorted((fid, indexes[column], column) for column, fid in field_ids.items())
         )
-        self._payload_values = _values_getter([index for _role, index in self.payload_columns])
+        self._payload_values = values_getter([index for _role, index in self.payload_columns])
 
     @property
     def width(self) -> int:
@@ -286,10 +284,7 @@ class RowMapper:
             return rejection
         # A value within the lowest limit as read is within its own once stripped: only rows with a
         # longer value (hardly any) are looked at column by column.
-        if (
-            self._payload_values is not None
-            and max(map(len, self._payload_values(values))) > MAX_STANDARD_FIELD_LENGTH
-        ):
+        if max(map(len, self._payload_values(values)), default=0) > MAX_STANDARD_FIELD_LENGTH:
             too_long = self._too_long(values)
             if too_long is not None:
                 return too_long

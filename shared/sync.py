@@ -13,13 +13,12 @@ import hashlib
 from array import array
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from operator import itemgetter
 
 import numpy as np
 import numpy.typing as npt
 from xxhash import xxh3_64_intdigest
 
-from shared.mapping import RAGGED_ROW, Rejection
+from shared.mapping import RAGGED_ROW, Rejection, values_getter
 from shared.segments import SourceRow
 from shared.state import U64, DeliveredState, build_state
 
@@ -61,18 +60,10 @@ class Fingerprinter:
         roles = [role for role, _index in columns]
         export = "\x1e".join([str(list_id), "\x1f".join(tags), "\x1f".join(roles)]).encode()
         self._seed = int.from_bytes(hashlib.blake2b(export, digest_size=8, person=self.VERSION).digest())
-        indexes = [index for _role, index in columns]
-        # itemgetter picks the values in C; with one index it returns the value itself, not a tuple.
-        self._pick = itemgetter(*indexes) if indexes else None
-        self._join = len(indexes) > 1
+        self._pick = values_getter([index for _role, index in columns])
 
     def __call__(self, values: Sequence[str]) -> int:
-        if self._pick is None:
-            material = ""
-        elif self._join:
-            material = "\x1f".join(self._pick(values))
-        else:
-            material = self._pick(values)
+        material = "\x1f".join(self._pick(values))
         return xxh3_64_intdigest(material.encode("utf-8", "surrogatepass"), self._seed)
 
 
