@@ -25,8 +25,8 @@ from shared.state import U64, DeliveredState, build_state
 I64 = npt.NDArray[np.int64]
 
 
-# The key of an email is its 8-byte BLAKE2b digest, read as a little-endian integer. A keyed-less
-# cryptographic hash, not a fast one: someone who can sign up with a crafted address must not be able
+# The key of an email is its 8-byte BLAKE2b digest, read as a little-endian integer. A cryptographic
+# hash, not a fast one: someone who can sign up with a crafted address must not be able
 # to collide with another contact's key and so hide that contact from the export.
 _KEY_BASE = hashlib.blake2b(digest_size=8)
 
@@ -49,7 +49,9 @@ class Fingerprinter:
     contact is what keeps this at a fraction of a microsecond per row.
 
     XXH3, not a cryptographic hash: a fingerprint is only compared with the same contact's previous
-    one, so a collision could only hide a contact's own change from itself.
+    one, so a collision could only hide a contact's own change from itself. For the same reason the
+    values are simply joined with the unit separator (\x1f): only a change that moves that control
+    character from one mapped value into its neighbour could go unseen.
     """
 
     # Part of every seed: change it when mapping turns the same values into a different payload, so
