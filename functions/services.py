@@ -110,7 +110,7 @@ def _services(settings: Settings) -> Services:
             allowed_suffixes=settings.allowed_host_suffixes,
             allow_loopback=not settings.running_in_azure,
         ),
-        runs=RunStore(container),
+        runs=RunStore(container, keep=settings.runs_kept_per_export),
         run_queue=run_queue,
     )
 

@@ -57,6 +57,11 @@ param runTimeBudgetSeconds int = 1500
 @maxValue(86400)
 param secretCacheSeconds int = 300
 
+@description('Run records kept per export, with their reports and rejected rows (personal data); older ones are deleted.')
+@minValue(1)
+@maxValue(100000)
+param runsKeptPerExport int = 100
+
 @description('Upper bound of instances the app scales out to.')
 @minValue(40)
 @maxValue(1000)
@@ -190,6 +195,7 @@ module functionApp 'modules/functionapp.bicep' = {
     allowedHostSuffixes: allowedHostSuffixes
     runTimeBudgetSeconds: runTimeBudgetSeconds
     secretCacheSeconds: secretCacheSeconds
+    runsKeptPerExport: runsKeptPerExport
     maximumInstanceCount: maximumInstanceCount
   }
   // The host starts as soon as the site exists: let it find its storage roles in place.

@@ -89,7 +89,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         app_blobs=blob_service(settings.require_storage()),
         segment_blobs=blob_service(settings.require_segments_storage()),
     )
-    runs = RunStore(ctx.app_container())
+    runs = RunStore(ctx.app_container(), keep=settings.runs_kept_per_export)
     try:
         record = runs.create(
             args.export, trigger="cli", dry_run=args.dry_run, full=args.full, force=args.force

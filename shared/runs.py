@@ -5,6 +5,9 @@ At most one run per export is queued or running. That is enforced with a marker 
 the CLI cannot start the same export twice even when they race. Writing a terminal status releases
 the marker. A marker whose run stopped making progress long ago (a crashed CLI, a lost message)
 does not block the export forever: the next `create` marks that run failed and takes over.
+
+Retention: `create` deletes the oldest runs of the export beyond `keep` (record, report and
+rejected rows together), so personal data in rejected-row reports does not pile up for ever.
 """
 
 from __future__ import annotations
@@ -19,6 +22,8 @@ from typing import Any, Literal, get_args
 from azure.core import MatchConditions
 from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
 from azure.storage.blob import ContainerClient, ContentSettings
+
+from shared.settings import DEFAULT_RUNS_KEPT_PER_EXPORT
 
 RunStatus = Literal["queued", "running", "succeeded", "failed"]
 RunTrigger = Literal["schedule", "api", "cli"]
@@ -111,9 +116,18 @@ def _parse_time(value: str | None) -> datetime | None:
 class RunStore:
     """Run records of all exports, in `container` (the app container)."""
 
-    def __init__(self, container: ContainerClient, *, stale_after: timedelta = DEFAULT_STALE_AFTER) -> None:
+    def __init__(
+        self,
+        container: ContainerClient,
+        *,
+        stale_after: timedelta = DEFAULT_STALE_AFTER,
+        keep: int = DEFAULT_RUNS_KEPT_PER_EXPORT,
+    ) -> None:
+        if keep < 1:
+            raise ValueError("keep must be at least 1: the run being created is always kept")
         self._container = container
         self._stale_after = stale_after
+        self._keep = keep
 
     @staticmethod
     def record_blob(export: str, run_id: str) -> str:
@@ -132,7 +146,11 @@ class RunStore:
         full: bool = False,
         force: bool = False,
     ) -> RunRecord:
-        """Create a queued run. Raises RunActive when the export has a live queued or running run."""
+        """Create a queued run. Raises RunActive when the export has a live queued or running run.
+
+        Then deletes the export's oldest runs beyond `keep`; the new run is the newest, and the only
+        live one, so it is never among them.
+        """
         record = RunRecord(
             run_id=new_run_id(),
             export=export,
@@ -143,7 +161,19 @@ class RunStore:
             force=force,
         )
         self._claim(record)
+        self._prune(export)
         return record
+
+    def _prune(self, export: str) -> None:
+        blobs_of_run: dict[str, list[str]] = {}
+        for blob in self._container.list_blobs(name_starts_with=f"runs/{export}/"):
+            parts = blob.name.split("/")
+            if len(parts) == 4:  # runs/<export>/<runId>/<file>; not the active marker
+                blobs_of_run.setdefault(parts[2], []).append(blob.name)
+        for run_id in sorted(blobs_of_run, reverse=True)[self._keep :]:
+            for name in blobs_of_run[run_id]:
+                with contextlib.suppress(ResourceNotFoundError):  # another create pruned it first
+                    self._container.delete_blob(name)
 
     def get(self, export: str, run_id: str) -> RunRecord | None:
         try:

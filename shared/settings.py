@@ -18,6 +18,7 @@ DEFAULT_REQUESTS_PER_SECOND = 5.0
 DEFAULT_BULK_IMPORTS_PER_MINUTE = 100.0
 DEFAULT_RUN_TIME_BUDGET_SECONDS = 25 * 60.0
 DEFAULT_SECRET_CACHE_SECONDS = 300.0
+DEFAULT_RUNS_KEPT_PER_EXPORT = 100
 # ActiveCampaign's API hosts (see docs/security.md); ACTIVECAMPAIGN_ALLOWED_HOST_SUFFIXES adds more.
 DEFAULT_ALLOWED_HOST_SUFFIXES: tuple[str, ...] = (".api-us1.com", ".api-eu1.com", ".activehosted.com")
 
@@ -33,6 +34,7 @@ SETTINGS_READ: tuple[str, ...] = (
     "AUTH_MODE",
     "RUN_TIME_BUDGET_SECONDS",
     "SECRET_CACHE_SECONDS",
+    "RUNS_KEPT_PER_EXPORT",
     "APPLICATIONINSIGHTS_CONNECTION_STRING",
 )
 
@@ -76,6 +78,7 @@ class Settings:
     auth_mode: Literal["key", "entra"] = "key"
     run_time_budget_seconds: float = DEFAULT_RUN_TIME_BUDGET_SECONDS
     secret_cache_seconds: float = DEFAULT_SECRET_CACHE_SECONDS
+    runs_kept_per_export: int = DEFAULT_RUNS_KEPT_PER_EXPORT
     running_in_azure: bool = False
     appinsights_connection_string: str | None = None
 
@@ -141,6 +144,15 @@ def _positive_float(env: Mapping[str, str], name: str, default: float) -> float:
     return value
 
 
+def _positive_int(env: Mapping[str, str], name: str, default: int) -> int:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    if not raw.isdecimal() or int(raw) < 1:
+        raise SettingsError(f"{name} must be a whole number of at least 1, got {raw!r}")
+    return int(raw)
+
+
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     """Parse settings from `env` (default: the process environment). Raises SettingsError."""
     env = os.environ if env is None else env
@@ -197,6 +209,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
             env, "RUN_TIME_BUDGET_SECONDS", DEFAULT_RUN_TIME_BUDGET_SECONDS
         ),
         secret_cache_seconds=_positive_float(env, "SECRET_CACHE_SECONDS", DEFAULT_SECRET_CACHE_SECONDS),
+        runs_kept_per_export=_positive_int(env, "RUNS_KEPT_PER_EXPORT", DEFAULT_RUNS_KEPT_PER_EXPORT),
         running_in_azure=any(env.get(marker) for marker in _AZURE_MARKERS),
         appinsights_connection_string=env.get("APPLICATIONINSIGHTS_CONNECTION_STRING", "").strip() or None,
     )

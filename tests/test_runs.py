@@ -105,3 +105,35 @@ def test_list_is_newest_first_and_limited(container):
     store.create("vip2", trigger="api")
     assert len(store.list("vip")) == 4
     assert store.get("vip", "nope") is None
+
+
+def test_creating_a_run_deletes_the_oldest_beyond_the_kept_number_with_their_reports(container):
+    store = RunStore(container, keep=3)
+    ids = []
+    for _ in range(5):
+        record = store.create("vip", trigger="api")
+        for name in ("report.json", "rejected.csv"):  # what a finished run leaves beside its record
+            container.upload_blob(f"runs/vip/{record.run_id}/{name}", b"{}")
+        record.status = "succeeded"
+        store.update(record)
+        ids.append(record.run_id)
+    other = store.create("vip-eu", trigger="api")  # another export's runs are not counted or touched
+
+    remaining = sorted({b.name.split("/")[2] for b in container.list_blobs(name_starts_with="runs/vip/")})
+    # Pruned when the 4th and 5th runs were created: the 3 newest stay, files and all.
+    assert remaining == ids[2:]
+    for run_id in ids[2:]:
+        assert {
+            b.name.rsplit("/", 1)[1] for b in container.list_blobs(name_starts_with=f"runs/vip/{run_id}/")
+        } == {
+            "run.json",
+            "report.json",
+            "rejected.csv",
+        }
+    assert [r.run_id for r in store.list("vip")] == ids[:1:-1]
+    assert store.get("vip-eu", other.run_id) is not None
+
+
+def test_keep_must_leave_room_for_the_run_being_created(container):
+    with pytest.raises(ValueError, match="at least 1"):
+        RunStore(container, keep=0)

@@ -44,6 +44,8 @@ def test_identity_based_storage_from_double_underscore_settings():
             "ACTIVECAMPAIGN_ALLOWED_HOST_SUFFIXES",
         ),
         ({"RUN_TIME_BUDGET_SECONDS": "-1"}, "RUN_TIME_BUDGET_SECONDS"),
+        ({"RUNS_KEPT_PER_EXPORT": "0"}, "RUNS_KEPT_PER_EXPORT"),
+        ({"RUNS_KEPT_PER_EXPORT": "2.5"}, "RUNS_KEPT_PER_EXPORT"),
     ],
 )
 def test_bad_values_name_the_setting(env, named):

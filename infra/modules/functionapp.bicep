@@ -76,6 +76,11 @@ param runTimeBudgetSeconds int
 @maxValue(86400)
 param secretCacheSeconds int
 
+@description('Run records kept per export, with their reports and rejected rows.')
+@minValue(1)
+@maxValue(100000)
+param runsKeptPerExport int
+
 @description('Upper bound of instances the app scales out to.')
 @minValue(40)
 @maxValue(1000)
@@ -195,6 +200,10 @@ resource site 'Microsoft.Web/sites@2024-04-01' = {
         {
           name: 'SECRET_CACHE_SECONDS'
           value: string(secretCacheSeconds)
+        }
+        {
+          name: 'RUNS_KEPT_PER_EXPORT'
+          value: string(runsKeptPerExport)
         }
         {
           name: 'APPLICATIONINSIGHTS_CONNECTION_STRING'
