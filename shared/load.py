@@ -17,6 +17,7 @@ checkpoint never claims a batch queued while an earlier one is still unanswered.
 
 from __future__ import annotations
 
+import contextvars
 import json
 import logging
 import time
@@ -141,7 +142,9 @@ class BatchSender:
         if ops:
             while len(self._requests) >= self._in_flight:
                 self._answer(self._requests.popleft())  # waits for the oldest
+            # In the caller's context (contextvars): the trace a run's requests belong to goes along.
             future = self._pool.submit(
+                contextvars.copy_context().run,
                 self._client.bulk_import,
                 [op.payload for op in ops],
                 exclude_automations=self._exclude_automations,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextvars
 from typing import Any
 
 from sandbox import Fault, SandboxServer
@@ -123,3 +124,30 @@ def test_a_partial_400_is_resolved_before_later_batches_are_reported(ac_sandbox:
     assert got.queued == [[0, 1, 3, 4], [5, 6, 7, 8, 9]]
     assert list(got.failed) == [2]
     assert sorted(got.accepted) == [0, 1, 3, 4, 5, 6, 7, 8, 9]
+
+
+run_label: contextvars.ContextVar[str] = contextvars.ContextVar("run_label", default="none")
+
+
+class LabelledClient(ActiveCampaignClient):
+    """Records the context each bulk import runs in (the worker thread's, if it were not carried)."""
+
+    seen: list[str]
+
+    def bulk_import(self, contacts: list[dict[str, Any]], *, exclude_automations: bool = False) -> Any:
+        self.seen.append(run_label.get())
+        return super().bulk_import(contacts, exclude_automations=exclude_automations)
+
+
+def test_requests_run_in_the_callers_context(ac_sandbox: SandboxServer) -> None:
+    got = Collected()
+    c = LabelledClient(
+        ac_sandbox.hostname, SANDBOX_API_KEY, pacer=Pacer(150, 3000), allowed_suffixes=(), allow_loopback=True
+    )
+    c.seen = []
+    run_label.set("run-42")  # e.g. the OpenTelemetry span of the run
+    with c, got.sender(c, max_contacts=2) as sender:
+        for i in range(6):
+            sender.add(operation(i, f"ctx{i}@example.com", payload(f"ctx{i}@example.com")))
+        assert sender.drain(timeout=20)
+    assert c.seen == ["run-42"] * 3
