@@ -34,11 +34,11 @@ MAX_CUSTOM_FIELD_LENGTH = 65_535
 
 # Atom characters of RFC 5322 minus the apostrophe, which ActiveCampaign's own import documentation
 # shows failing ("invalid'character@example.com"). Quoted local parts and IP-literal domains are out.
-# Domain labels: 1-63 letters, digits or '-', not starting or ending with '-'.
 _ATOM = r"[a-z0-9!#$%&*+/=?^_`{|}~-]++"
 _LABEL = r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"
-# Possessive quantifiers and a label written with look-arounds instead of an optional tail: the same
-# language as the plain pattern (tests compare them), without backtracking; it runs for every row.
+# Domain labels: 1-63 letters, digits or '-', not starting or ending with '-'. Possessive quantifiers
+# and a label written with look-arounds instead of an optional tail: the same language as the plain
+# pattern (tests compare them), without backtracking; it runs for every row.
 _EMAIL = re.compile(rf"{_ATOM}(?:\.{_ATOM})*+@(?:(?!-)[a-z0-9-]{{1,63}}+(?<!-)\.)++[a-z]{{2,63}}")
 _LOCAL = re.compile(rf"{_ATOM}(?:\.{_ATOM})*+")
 _DOMAIN_LABEL = re.compile(_LABEL)
