@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import threading
 from collections import deque
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 
@@ -34,6 +35,17 @@ class Limits:
             processing_delay=self.processing_delay,
             info_false_window=self.info_false_window,
         )
+
+
+def max_in_window(times: Iterable[float], window: float) -> int:
+    """Most events in any half-open window (t - window, t], as ActiveCampaign's sliding window counts."""
+    ordered = sorted(times)
+    peak, start = 0, 0
+    for end, t in enumerate(ordered):
+        while t - ordered[start] >= window:
+            start += 1
+        peak = max(peak, end - start + 1)
+    return peak
 
 
 @dataclass(frozen=True)

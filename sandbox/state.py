@@ -11,6 +11,7 @@ import uuid
 from collections import Counter, deque
 from collections.abc import Iterable, Mapping, Sequence
 
+from sandbox.limits import max_in_window
 from sandbox.model import (
     SUBSCRIBED,
     UNSUBSCRIBED,
@@ -387,10 +388,6 @@ class SandboxState:
 
         Counts what the client sent, refused or not: a polite client keeps this at or under the limit.
         """
-        times = sorted(r.at for r in self.requests(path_prefix) if outcome is None or r.outcome == outcome)
-        peak, start = 0, 0
-        for end, t in enumerate(times):
-            while t - times[start] >= window:
-                start += 1
-            peak = max(peak, end - start + 1)
-        return peak
+        return max_in_window(
+            (r.at for r in self.requests(path_prefix) if outcome is None or r.outcome == outcome), window
+        )

@@ -5,6 +5,7 @@ import threading
 
 import pytest
 
+from sandbox.limits import max_in_window
 from shared.activecampaign import Pacer, shared_pacer
 
 
@@ -27,17 +28,6 @@ class FakeTime:
 def paced(rps: float = 5.0, bpm: float = 100.0, **kwargs: int) -> tuple[Pacer, FakeTime]:
     fake = FakeTime()
     return Pacer(rps, bpm, clock=fake.clock, sleep=fake.sleep, **kwargs), fake
-
-
-def max_in_window(times: list[float], window: float) -> int:
-    """Most events in any half-open window (t - window, t], as ActiveCampaign's sliding window counts."""
-    times = sorted(times)
-    peak, start = 0, 0
-    for end, t in enumerate(times):
-        while t - times[start] >= window:
-            start += 1
-        peak = max(peak, end - start + 1)
-    return peak
 
 
 def test_requests_never_exceed_the_per_second_limit_in_any_window():
