@@ -1,8 +1,9 @@
 """Pure mapping stage: profile row -> ActiveCampaign contact, or a rejection with a stable reason.
 
-This runs for every row of every segment, so the per-row path is a handful of index lookups, one
-compiled regex and no allocations beyond the result; everything that can be resolved once (column
-indexes, field ids) is resolved in `RowMapper.__init__`. Email rules are in docs/configuration.md.
+This runs for every row of every segment. Everything that can be resolved once (column indexes,
+field ids) is resolved in `RowMapper.__init__`; the local pass checks rows a batch at a time
+(`RowMapper.check_batch`: one regex call and a few C-level maps per batch), and `map_row` is a
+handful of index lookups and one compiled regex. Email rules are in docs/configuration.md.
 """
 
 from __future__ import annotations
@@ -10,7 +11,9 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from operator import itemgetter
+from functools import partial
+from itertools import compress, count
+from operator import and_, itemgetter, not_, truth
 from typing import Any, NamedTuple
 
 from shared.config import FieldMapping
@@ -18,7 +21,7 @@ from shared.config import FieldMapping
 # Stable rejection reason codes: they appear in run reports and the rejected-rows CSV, so never rename.
 MISSING_EMAIL = "missing_email"
 INVALID_EMAIL = "invalid_email"
-RAGGED_ROW = "ragged_row"  # produced by the segment reader, listed here so all codes live in one place
+RAGGED_ROW = "ragged_row"  # a record with another number of fields than the segment has columns
 FIELD_TOO_LONG = "field_too_long"
 DUPLICATE = "duplicate"  # produced by sync.py's dedup
 REJECTION_REASONS: tuple[str, ...] = (MISSING_EMAIL, INVALID_EMAIL, RAGGED_ROW, FIELD_TOO_LONG, DUPLICATE)
@@ -41,6 +44,13 @@ _LABEL = r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"
 # pattern (tests compare them), without backtracking; it runs for every row.
 _EMAIL = re.compile(rf"{_ATOM}(?:\.{_ATOM})*+@(?:(?!-)[a-z0-9-]{{1,63}}+(?<!-)\.)++[a-z]{{2,63}}")
 _LOCAL = re.compile(rf"{_ATOM}(?:\.{_ATOM})*+")
+# normalize_email's whole accepting check as one pattern, to check a batch of addresses in one call:
+# the length limits become look-aheads, and matching the trimmed address case-insensitively with
+# ASCII-only classes also checks that it is ASCII (re.ASCII: no Kelvin sign passing as 'k'). Tests
+# check that it accepts exactly what normalize_email accepts.
+_CHECKED = rf"(?=[^@\n]{{1,{MAX_LOCAL_LENGTH}}}+@)(?=[^\n]{{1,{MAX_EMAIL_LENGTH}}}+(?:\n|\Z)){_EMAIL.pattern}"
+_EMAIL_ONE = re.compile(_CHECKED, re.ASCII | re.IGNORECASE)
+_EMAIL_LINES = re.compile(rf"{_CHECKED}(?:\n{_CHECKED})*+", re.ASCII | re.IGNORECASE)  # one per line
 _DOMAIN_LABEL = re.compile(_LABEL)
 
 
@@ -65,7 +75,26 @@ class Contact(NamedTuple):
     fields: tuple[tuple[int, str], ...] = ()  # (custom field id, value), sorted by id
 
 
+class CheckedBatch(NamedTuple):
+    """`RowMapper.check_batch`'s verdict on a batch of rows (indexes are positions in the batch)."""
+
+    emails: list[bytes]  # accepted rows' normalised emails (ASCII), in row order
+    payloads: list[str]  # accepted rows' `RowMapper.payload_text`, aligned with emails
+    rejected: list[tuple[int, Rejection]]  # (index, why), ascending
+    blank: int = 0  # empty records (blank lines): neither accepted nor rejected, as the reader skips them
+
+
 _MISSING = Rejection(MISSING_EMAIL, "the email column is empty")
+_unit_join = partial(str.join, "\x1f")  # payload text: values joined with the unit separator
+
+
+_LIMIT = MAX_STANDARD_FIELD_LENGTH  # the lowest limit of any mapped column
+
+
+def ragged_detail(found: int, expected: int) -> str:
+    return f"expected {expected} fields, found {found}"
+
+
 _new_contact = tuple.__new__  # Contact(...) runs a Python-level __new__; this is the C constructor
 
 
@@ -196,11 +225,13 @@ class RowMapper:
 
     __slots__ = (
         "_email",
+        "_email_value",
         "_field_cols",
         "_first",
         "_last",
         "_payload_values",
         "_phone",
+        "_placeholder",
         "_width",
     )
 
@@ -243,6 +274,8 @@ class RowMapper:
             sorted((fid, indexes[column], column) for column, fid in field_ids.items())
         )
         self._payload_values = values_getter([index for _role, index in self.payload_columns])
+        self._email_value = itemgetter(self._email)
+        self._placeholder = [""] * self._width  # stands in for rows of another width in check_batch
 
     @property
     def width(self) -> int:
@@ -259,6 +292,15 @@ class RowMapper:
             (f"field:{field_id}", index) for field_id, index, _column in self._field_cols
         )
 
+    @property
+    def payload_roles(self) -> tuple[str, ...]:
+        return tuple(role for role, _index in self.payload_columns)
+
+    def payload_text(self, values: Sequence[str]) -> str:
+        """The payload columns' values as read, joined with the unit separator (\x1f), in the order of
+        `payload_columns`: with the export's list, tags and roles, everything a payload is built from."""
+        return _unit_join(self._payload_values(values))
+
     def email_of(self, values: Sequence[str]) -> str | Rejection:
         """The normalised email of the contact `map_row` would build from `values`, or its rejection.
 
@@ -266,9 +308,7 @@ class RowMapper:
         local pass needs only the email and the verdict, for every row of the segment.
         """
         if len(values) != self._width:
-            return Rejection(
-                RAGGED_ROW, f"the row has {len(values)} values, the segment {self._width} columns"
-            )
+            return Rejection(RAGGED_ROW, ragged_detail(len(values), self._width))
         # normalize_email's accepting path, inlined (a call per row is measurable); any address it
         # does not accept at once goes through normalize_email itself for the Rejection.
         raw = values[self._email].strip()
@@ -289,6 +329,47 @@ class RowMapper:
             if too_long is not None:
                 return too_long
         return email
+
+    def check_batch(self, rows: Sequence[list[str]]) -> CheckedBatch:
+        """`email_of` for each row of a batch, with each accepted row's `payload_text`.
+
+        Same verdicts as `email_of` row by row (tests check it), in a handful of C-level passes over
+        the batch instead of Python code per row: this is the local pass's inner loop. Rows the batch
+        checks do not accept at once (a rejection, or a long payload) go through `email_of` itself.
+        Empty records (blank lines) are counted in `blank`, neither accepted nor rejected.
+        """
+        width = self._width
+        usable = rows
+        if len(set(map(len, rows))) > 1 or (rows and len(rows[0]) != width):
+            usable = [values if len(values) == width else self._placeholder for values in rows]
+        stripped = list(map(str.strip, map(self._email_value, usable)))
+        payloads = list(map(_unit_join, map(self._payload_values, usable)))
+        joined = "\n".join(stripped)
+        # A payload text within the lowest limit has every value within it (email_of's own shortcut).
+        if usable is rows and _EMAIL_LINES.fullmatch(joined) and max(map(len, payloads), default=0) <= _LIMIT:
+            emails = joined.lower().encode("ascii").split(b"\n")
+            if len(emails) == len(rows):  # otherwise an address held a line break: one row at a time
+                return CheckedBatch(emails, payloads, [])
+        # Some row needs a closer look: flag each row with the same checks, then ask email_of about the rest.
+        good = list(
+            map(and_, map(truth, map(_EMAIL_ONE.fullmatch, stripped)), map(_LIMIT.__ge__, map(len, payloads)))
+        )
+        rejected: list[tuple[int, Rejection]] = []
+        blank = 0
+        for index in list(compress(count(), map(not_, good))):
+            values = rows[index]
+            if not values:
+                blank += 1
+                continue
+            verdict = self.email_of(values)
+            if verdict.__class__ is Rejection:
+                rejected.append((index, verdict))
+            else:
+                # email_of's address is values[email].strip().lower(): the stripped value, lower-cased below.
+                good[index] = True
+        accepted = "\n".join(compress(stripped, good))
+        emails = accepted.lower().encode("ascii").split(b"\n") if accepted else []
+        return CheckedBatch(emails, list(compress(payloads, good)), rejected, blank)
 
     def map_row(self, values: Sequence[str]) -> Contact | Rejection:
         email = self.email_of(values)

@@ -353,7 +353,7 @@ class _Run:
         report = self.report
         collector = SnapshotCollector(
             Fingerprinter(
-                list_id=self.export.list_id, tags=self.export.mapping.tags, columns=mapper.payload_columns
+                list_id=self.export.list_id, tags=self.export.mapping.tags, roles=mapper.payload_roles
             )
         )
         report.rows_read = 0
@@ -368,7 +368,7 @@ class _Run:
             self.progress(report)
 
         report.rows_read = collector.collect(
-            reader.iter_rows(snapshot), mapper.email_of, on_reject=reject, on_progress=progress
+            reader.iter_batches(snapshot), mapper.check_batch, on_reject=reject, on_progress=progress
         )
         cap = self.export.max_contacts
         if cap is not None and len(collector) > cap:

@@ -56,20 +56,24 @@ import hashlib
 import io
 import json
 import re
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from itertools import count
-from typing import Any, NamedTuple, Protocol
+from itertools import count, islice
+from typing import Any, NamedTuple, Protocol, TypeVar
 from urllib.parse import unquote, urlsplit
 
 from azure.core.exceptions import ResourceModifiedError, ResourceNotFoundError
 from azure.storage.blob import BlobPrefix, BlobProperties, BlobServiceClient, ContainerClient
+
+from shared.mapping import ragged_detail
 
 FIELD_SIZE_LIMIT = 1024 * 1024
 MAX_LINE_BYTES = 16 * 1024 * 1024
 # Bytes handed to the text layer per read (at most MAX_LINE_BYTES): a line inside one piece is within
 # the limit, so only runs of bytes without a line break that span pieces need counting.
 _PIECE_BYTES = 1 << 16
+# Records per RowBatch: enough that per-batch work is negligible, few enough to stay a few hundred KB.
+BATCH_ROWS = 2048
 # model.json describes columns and files; anything this big is not a Customer Insights export.
 MODEL_JSON_MAX_BYTES = 16 * 1024 * 1024
 # A plain-layout header is read with one ranged download of at most this many bytes.
@@ -243,19 +247,34 @@ def _check_format(partition: Partition) -> None:
         )
 
 
-def read_csv_rows(
-    chunks: Iterable[bytes], partition: Partition, columns: Sequence[str]
-) -> Iterator[SourceRow]:
-    """Parse one partition from chunks of bytes (UTF-8, BOM optional) into rows, streaming.
+class RowBatch(NamedTuple):
+    """Consecutive CSV records of one partition, as parsed, for code that works a batch at a time.
+
+    `rows[i]` is record `first_line + i` (numbered as SourceRow.line). Unlike `read_csv_rows`,
+    nothing is filtered: a blank line is an empty list and a record with the wrong number of fields
+    is kept as it is, so `ragged_detail` and blank-line skipping are the caller's job.
+    """
+
+    partition: str
+    first_line: int
+    rows: list[list[str]]
+
+
+_Parsed = TypeVar("_Parsed", SourceRow, RowBatch)
+
+
+def read_csv_batches(
+    chunks: Iterable[bytes], partition: Partition, columns: Sequence[str], *, size: int = BATCH_ROWS
+) -> Iterator[RowBatch]:
+    """Parse one partition from chunks of bytes (UTF-8, BOM optional) into batches of records, streaming.
 
     With `partition.has_header`, the first record must equal `columns` (SegmentError otherwise)
-    and is not yielded. Blank lines are skipped (they still count in `line`). Raises SegmentError
-    for invalid UTF-8, over-long fields or lines, and broken CSV structure.
+    and is not yielded. Raises SegmentError for invalid UTF-8, over-long fields or lines, and broken
+    CSV structure, after yielding the records before the one that cannot be read.
     """
     _check_format(partition)
     csv.field_size_limit(FIELD_SIZE_LIMIT)
     name = partition.blob_name
-    expected = len(columns)
     raw = _Utf8ChunkStream(chunks, name)
     # utf-8-sig drops a leading BOM and nothing else; newline="" leaves line breaks inside quoted
     # fields to the csv module, as it requires.
@@ -263,7 +282,7 @@ def read_csv_rows(
     # strict: an unterminated quote would otherwise swallow every following record into one field,
     # silently dropping those contacts and sending their data as someone's name.
     reader = csv.reader(text, delimiter=partition.delimiter, strict=True)
-    line = 0
+    line = 0  # records read so far
     try:
         if partition.has_header:
             header = next(reader, None)
@@ -275,17 +294,46 @@ def read_csv_rows(
                     f"{name}: header {header} does not match the expected columns {list(columns)}; "
                     "fix the file or the column list (model.json attributes, or the first file's header)"
                 )
+    except csv.Error as exc:
+        raise _unparsable(name, 1, exc) from None
+    while True:
+        # extend, not list(islice(...)): when a record cannot be read, the ones before it are still
+        # in `rows`, so they are yielded as they would be one at a time, and the error names the record.
+        rows: list[list[str]] = []
+        failure: SegmentError | None = None
+        try:
+            rows.extend(islice(reader, size))
+        except csv.Error as exc:
+            failure = _unparsable(name, line + len(rows) + 1, exc)
+        except SegmentError as exc:  # invalid UTF-8 or an over-long line, from the byte stream
+            failure = exc
+        if rows:
+            yield RowBatch(name, line + 1, rows)
+            line += len(rows)
+        if failure is not None:
+            raise failure from None
+        if not rows:
+            return
+
+
+def _unparsable(name: str, record: int, exc: csv.Error) -> SegmentError:
+    hint = f"fields are limited to {FIELD_SIZE_LIMIT} characters" if "larger" in str(exc) else "fix the file"
+    return SegmentError(f"{name}: record {record} cannot be parsed ({exc}); {hint}")
+
+
+def read_csv_rows(
+    chunks: Iterable[bytes], partition: Partition, columns: Sequence[str]
+) -> Iterator[SourceRow]:
+    """`read_csv_batches`, a row at a time: blank lines are skipped (they still count in `line`) and
+    a record with the wrong number of fields comes with its `error` set."""
+    expected = len(columns)
+    for name, first_line, rows in read_csv_batches(chunks, partition, columns):
         # zip/count and tuple.__new__ build each row in C: this loop runs for every row of a segment.
-        for line, values in zip(count(line + 1), reader):  # noqa: B020 - `line` names the failing record
+        for line, values in zip(count(first_line), rows):
             if len(values) == expected:
                 yield _new_row(SourceRow, (name, line, values, None))
             elif values:
-                yield SourceRow(name, line, values, f"expected {expected} fields, found {len(values)}")
-    except csv.Error as exc:
-        hint = (
-            f"fields are limited to {FIELD_SIZE_LIMIT} characters" if "larger" in str(exc) else "fix the file"
-        )
-        raise SegmentError(f"{name}: record {line + 1} cannot be parsed ({exc}); {hint}") from None
+                yield SourceRow(name, line, values, ragged_detail(len(values), expected))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -454,7 +502,12 @@ class SegmentReader:
     def iter_rows(self, snapshot: Snapshot) -> Iterator[SourceRow]:
         """Stream every row of `snapshot`, partition by partition (see SourceRow for `line`)."""
         for partition in snapshot.partitions:
-            yield from self._partition_rows(partition, snapshot.columns)
+            yield from self._partition(partition, snapshot.columns, read_csv_rows)
+
+    def iter_batches(self, snapshot: Snapshot) -> Iterator[RowBatch]:
+        """Stream every record of `snapshot` in batches, partition by partition (see RowBatch)."""
+        for partition in snapshot.partitions:
+            yield from self._partition(partition, snapshot.columns, read_csv_batches)
 
     # -- Customer Insights layout ------------------------------------------------------------
 
@@ -578,11 +631,16 @@ class SegmentReader:
                 return found
         return None
 
-    def _partition_rows(self, partition: Partition, columns: Sequence[str]) -> Iterator[SourceRow]:
+    def _partition(
+        self,
+        partition: Partition,
+        columns: Sequence[str],
+        parse: Callable[[Iterable[bytes], Partition, Sequence[str]], Iterator[_Parsed]],
+    ) -> Iterator[_Parsed]:
         blob = self._container.get_blob_client(partition.blob_name)
         try:
             downloader = blob.download_blob(max_concurrency=1)
-            yield from read_csv_rows(downloader.chunks(), partition, columns)
+            yield from parse(downloader.chunks(), partition, columns)
         except ResourceNotFoundError as exc:
             self._raise_if_no_container(exc)
             raise SegmentError(

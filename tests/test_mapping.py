@@ -395,3 +395,100 @@ def test_the_local_pass_check_agrees_with_map_row_at_the_length_limits(values: l
     else:
         assert all(len(v) <= 255 for v in (mapped.first_name, mapped.last_name, mapped.phone) if v)
         assert all(len(v) <= 65_535 for _, v in mapped.fields)
+
+
+# --- the local pass's batch check ---------------------------------------------------------------
+
+at_the_limits = st.builds(
+    lambda local, labels, tld, case: (
+        (("a" * local) + "@" + "b" * 61 + "." + "c" * labels + "." + tld).upper()
+        if case
+        else ("a" * local) + "@" + "b" * 61 + "." + "c" * labels + "." + tld
+    ),
+    st.sampled_from([1, 63, 64, 65]),
+    st.sampled_from([1, 61, 62, 63]),
+    st.sampled_from(["io", "com", "d" * 61 + "." + "e" * 61 + ".com"]),
+    st.booleans(),
+)
+# Letters that lower-case to ASCII ('K' KELVIN SIGN, 'ſ' LONG S upper-cases to 'S'): never accepted.
+lookalikes = st.sampled_from(["\u212a@x.com", "a@\u212a.com", "\u017f@x.com", "a@x.co\u212a"])
+addresses = st.one_of(emailish, st.text(max_size=40), at_the_limits, lookalikes)
+
+
+@settings(max_examples=1500, deadline=None)
+@given(addresses)
+def test_the_batch_patterns_accept_exactly_what_normalize_email_does(raw: str) -> None:
+    trimmed = raw.strip()
+    accepted = not isinstance(normalize_email(trimmed), Rejection)
+    assert bool(mapping._EMAIL_ONE.fullmatch(trimmed)) == accepted, trimmed
+    if "\n" not in trimmed:
+        assert bool(mapping._EMAIL_LINES.fullmatch(f"a@x.com\n{trimmed}\nb@x.com")) == accepted, trimmed
+
+
+valid_rows = st.builds(
+    lambda email, pad, first, ltv: ["7", f"{pad}{email}{pad}", first, "Doe", "+1 555", "gold", ltv],
+    st.sampled_from(["a@x.com", "B@Example.COM", "c.d+e@sub.example.org", "a@x.com"]),
+    st.sampled_from(["", " ", "\t"]),
+    st.sampled_from(["Jane", "", " Ann "]),
+    st.sampled_from(["1", "x" * 200]),  # with the other values, 200 takes the payload text over 255
+)
+odd_rows = st.one_of(
+    st.builds(lambda address: ["7", address, "A", "", "", "", ""], addresses),
+    st.builds(lambda a, b: ["7", f"{a}\n{b}", "", "", "", "", ""], emailish, emailish),
+    st.just(["7", "a@x.com\nb@x.com", "", "", "", "", ""]),  # two valid addresses in one value
+    st.builds(lambda size: ["7", "a@x.com", "x" * size, "", "", "", ""], st.sampled_from([255, 256])),
+    st.builds(lambda size: ["7", "a@x.com", "", "", "", "", "x" * size], st.sampled_from([65_535, 65_536])),
+    st.builds(lambda width: ["a@x.com"] * width, st.sampled_from([1, 6, 8])),  # ragged
+    st.just([]),  # a blank line
+)
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.one_of(st.lists(valid_rows, max_size=12), st.lists(st.one_of(valid_rows, odd_rows), max_size=12)))
+def test_check_batch_gives_email_of_verdicts_row_by_row(rows: list[list[str]]) -> None:
+    mapper = full_mapper()
+    emails: list[bytes] = []
+    payloads: list[str] = []
+    rejected: list[tuple[int, Rejection]] = []
+    for index, values in enumerate(rows):
+        if values:
+            verdict = mapper.email_of(values)
+            if isinstance(verdict, Rejection):
+                rejected.append((index, verdict))
+            else:
+                emails.append(verdict.encode("ascii"))
+                payloads.append(mapper.payload_text(values))
+    checked = mapper.check_batch(rows)
+    assert checked.emails == emails
+    assert checked.payloads == payloads
+    assert checked.rejected == rejected
+    assert checked.blank == rows.count([])
+
+
+def test_check_batch_names_the_rows_it_rejects_and_why() -> None:
+    rows = [
+        ["1", "a@x.com", "", "", "", "", ""],
+        ["2", "not an address", "", "", "", "", ""],
+        [],
+        ["3", "a@x.com"],
+        ["4", "b@x.com", "x" * 256, "", "", "", ""],
+        ["5", " C@X.com ", "", "", "", "", ""],
+    ]
+    checked = full_mapper().check_batch(rows)
+    assert checked.emails == [b"a@x.com", b"c@x.com"]
+    assert [(index, rejection.reason) for index, rejection in checked.rejected] == [
+        (1, INVALID_EMAIL),
+        (3, RAGGED_ROW),
+        (4, FIELD_TOO_LONG),
+    ]
+    assert checked.rejected[1][1].detail == "expected 7 fields, found 2"
+    assert checked.blank == 1
+
+
+def test_a_value_holding_two_addresses_on_two_lines_is_one_invalid_address() -> None:
+    # Batches are checked as one text with an address per line: a line break inside a value must not
+    # pass for two rows.
+    rows = [["1", "a@x.com", "", "", "", "", ""], ["2", "b@x.com\nc@x.com", "", "", "", "", ""]]
+    checked = full_mapper().check_batch(rows)
+    assert checked.emails == [b"a@x.com"]
+    assert [(index, rejection.reason) for index, rejection in checked.rejected] == [(1, INVALID_EMAIL)]

@@ -8,6 +8,7 @@ import io
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
+from itertools import islice
 from urllib.parse import quote, urlsplit
 
 import pytest
@@ -19,6 +20,7 @@ from scripts import sample_segment
 from shared import segments
 from shared.mapping import Rejection, normalize_email
 from shared.segments import (
+    BATCH_ROWS,
     FIELD_SIZE_LIMIT,
     LAYOUT_CSV,
     LAYOUT_CUSTOMER_INSIGHTS,
@@ -26,6 +28,7 @@ from shared.segments import (
     SegmentError,
     SegmentReader,
     SourceRow,
+    read_csv_batches,
     read_csv_rows,
 )
 
@@ -435,7 +438,8 @@ def test_blob_replaced_while_being_read_is_an_error_not_a_mix_of_two_exports(azu
         azurite, max_single_get_size=1024, max_chunk_get_size=1024
     )
     name = part_name("2024/05/01/0630", 1)
-    container.upload_blob(name, csv_bytes([[f"c{i}", f"{i}@x.org", "1"] for i in range(2000)]))
+    size = 3 * BATCH_ROWS  # rows are parsed a batch at a time: the first row must leave most unread
+    container.upload_blob(name, csv_bytes([[f"c{i}", f"{i}@x.org", "1"] for i in range(size)]))
     write_model(container, [url_of(container, name)])
     reader = reader_for(small, container)
     snapshot = reader.latest_snapshot()
@@ -443,7 +447,7 @@ def test_blob_replaced_while_being_read_is_an_error_not_a_mix_of_two_exports(azu
     rows = reader.iter_rows(snapshot)
     assert next(rows).values[0] == "c0"
 
-    container.upload_blob(name, csv_bytes([["new", "n@x.org", "1"]] * 2000), overwrite=True)
+    container.upload_blob(name, csv_bytes([["new", "n@x.org", "1"]] * size), overwrite=True)
 
     with pytest.raises(SegmentError, match=r"HighValue_1\.csv changed while it was being read"):
         list(rows)
@@ -511,8 +515,8 @@ def test_rows_are_produced_while_the_download_is_still_running():
     first = next(rows)
 
     assert first.values[0] == "c1"
-    # Memory is bounded by the read buffers, not by the size of the blob.
-    assert pulled < 256 * 1024
+    # Memory is bounded by the read buffers and one batch of rows, not by the size of the blob.
+    assert pulled < 256 * 1024 + BATCH_ROWS * len(row)
 
 
 def test_field_size_limit_is_one_mib_and_beyond_it_is_an_error():
@@ -630,3 +634,37 @@ def test_uploaded_sample_reads_back_with_its_documented_defects(service, contain
     valid = [e for e in emails.values() if isinstance(e, str)]
     # Case duplicates collapse onto earlier contacts: the docstring's count of distinct contacts.
     assert len(set(valid)) == len(valid) - len(kinds["case_duplicate"]) == 11_869
+
+
+def test_batches_hold_every_record_numbered_as_rows_are():
+    data = b"h1,h2,h3\r\na,1@x.org,1\r\n\r\nb,2@x.org\r\nc,3@x.org,3\r\nd,4@x.org,4\r\n"
+    header = Partition("mem.csv", has_header=True)
+
+    batches = list(read_csv_batches(pieces(data, 7), header, ["h1", "h2", "h3"], size=2))
+
+    # Blank and ragged records stay in place (their callers decide), so numbering is by position.
+    assert [(b.partition, b.first_line, b.rows) for b in batches] == [
+        ("mem.csv", 2, [["a", "1@x.org", "1"], []]),
+        ("mem.csv", 4, [["b", "2@x.org"], ["c", "3@x.org", "3"]]),
+        ("mem.csv", 6, [["d", "4@x.org", "4"]]),
+    ]
+    rows = list(read_csv_rows(pieces(data, 7), header, ["h1", "h2", "h3"]))
+    assert [(r.line, r.error) for r in rows] == [
+        (2, None),
+        (4, "expected 3 fields, found 2"),
+        (5, None),
+        (6, None),
+    ]
+
+
+@pytest.mark.parametrize("size", [1, 2, 3, 10])
+def test_a_broken_record_is_named_by_its_number_whatever_the_batch_size(size):
+    data = b'a,1@x.org,1\r\nb,2@x.org,2\r\nc,3@x.org,3\r\nd,"4@x.org,4\r\n'  # record 4: open quote
+    batches = read_csv_batches([data], PLAIN, COLUMNS, size=size)
+
+    # Every record before the broken one is yielded (the last batch cut short), then the error.
+    got = [row[0] for batch in islice(batches, -(-3 // size)) for row in batch.rows]
+    with pytest.raises(SegmentError, match=r"mem\.csv: record 4 cannot be parsed"):
+        next(batches)
+
+    assert got == ["a", "b", "c"]

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from shared.config import FieldMapping
 from shared.mapping import Contact, RowMapper, contact_payload
-from shared.segments import SourceRow
+from shared.segments import RowBatch
 from shared.state import Checkpoint, CheckpointWriter, DeliveredState, StateError, StateStore
 from shared.sync import (
     Fingerprinter,
@@ -21,8 +21,7 @@ from shared.sync import (
     plan_sync,
 )
 
-FIRST_NAME = (("firstName", 1),)  # payload columns of rows [email, first name]
-FP = Fingerprinter(list_id=1, tags=("t",), columns=FIRST_NAME)
+FP = Fingerprinter(list_id=1, tags=("t",), roles=("firstName",))  # for rows [email, first name]
 
 
 def contact(email: str, first: str = "A") -> Contact:
@@ -32,7 +31,7 @@ def contact(email: str, first: str = "A") -> Contact:
 def collect(contacts: list[Contact]) -> SnapshotContacts:
     c = SnapshotCollector(FP)
     for x in contacts:
-        c.add(x.email, FP([x.email, x.first_name or ""]))
+        c.add(x.email, FP(x.first_name or ""))  # the payload text of [email, first name]
     return c.finish()
 
 
@@ -129,27 +128,44 @@ def test_a_changed_contact_that_failed_keeps_its_old_fingerprint():
     assert plan_sync(second, after, full=False, mirror=False, snapshot_id="s3").send.tolist() == [0]
 
 
+def fingerprinter(
+    mapping: FieldMapping, columns: list[str], field_ids: dict[str, int] | None = None
+) -> tuple[RowMapper, Fingerprinter]:
+    """A mapper of rows [Email, *columns] and its export's Fingerprinter (list 1, tag "t")."""
+    mapper = RowMapper(mapping, ["Email", *columns], field_ids or {})
+    return mapper, Fingerprinter(list_id=1, tags=("t",), roles=mapper.payload_roles)
+
+
 def test_fingerprint_covers_values_mapping_list_and_tags():
+    mapping = FieldMapping(email="Email", first_name="A", last_name="B", fields={"TIER": "C"})
+    mapper, fp = fingerprinter(mapping, ["A", "B", "C"], {"C": 3})
+
+    def of(row: list[str]) -> int:
+        return fp(mapper.payload_text(row))
+
     row = ["a@x.com", "A", "B", "gold"]
-    columns = (("firstName", 1), ("lastName", 2), ("field:3", 3))
-    fp = Fingerprinter(list_id=1, tags=("t",), columns=columns)
-    assert fp(row) == Fingerprinter(list_id=1, tags=("t",), columns=columns)(list(row))
-    assert fp(row) != Fingerprinter(list_id=2, tags=("t",), columns=columns)(row)
-    assert fp(row) != Fingerprinter(list_id=1, tags=("u",), columns=columns)(row)
+    text = mapper.payload_text(row)
+    assert of(row) == Fingerprinter(list_id=1, tags=("t",), roles=mapper.payload_roles)(text)
+    assert of(row) != Fingerprinter(list_id=2, tags=("t",), roles=mapper.payload_roles)(text)
+    assert of(row) != Fingerprinter(list_id=1, tags=("u",), roles=mapper.payload_roles)(text)
     # The same values feeding other roles: another payload, so another fingerprint.
-    as_first = Fingerprinter(list_id=1, tags=("t",), columns=(("firstName", 1),))
-    as_last = Fingerprinter(list_id=1, tags=("t",), columns=(("lastName", 1),))
-    assert as_first(row) != as_last(row)
-    assert fp(row) != fp(["a@x.com", "A", "B", "silver"])
-    assert fp(row) != fp(["a@x.com", "A", "", "gold"])
+    as_first, fp_first = fingerprinter(FieldMapping(email="Email", first_name="A"), ["A"])
+    as_last, fp_last = fingerprinter(FieldMapping(email="Email", last_name="A"), ["A"])
+    assert fp_first(as_first.payload_text(row)) != fp_last(as_last.payload_text(row))
+    assert of(row) != of(["a@x.com", "A", "B", "silver"])
+    assert of(row) != of(["a@x.com", "A", "", "gold"])
     # The email is the key, not part of the fingerprint.
-    assert fp(row) == fp(["A@X.COM", "A", "B", "gold"])
+    assert of(row) == of(["A@X.COM", "A", "B", "gold"])
     # One payload column and none at all.
-    one = Fingerprinter(list_id=1, tags=(), columns=(("phone", 1),))
-    assert one(["a@x.com", "+1 555"]) != one(["a@x.com", "+1 556"])
-    assert Fingerprinter(list_id=1, tags=(), columns=())(["a@x.com"]) == Fingerprinter(
-        list_id=1, tags=(), columns=()
-    )(["b@x.com"])
+    phone, fp_phone = fingerprinter(FieldMapping(email="Email", phone="P"), ["P"])
+    assert fp_phone(phone.payload_text(["a@x.com", "+1 555"])) != fp_phone(
+        phone.payload_text(["a@x.com", "+1 556"])
+    )
+    bare, fp_bare = fingerprinter(FieldMapping(email="Email"), [])
+    assert fp_bare(bare.payload_text(["a@x.com"])) == fp_bare(bare.payload_text(["b@x.com"]))
+    # One at a time or many at once: the same function.
+    texts = [mapper.payload_text(r) for r in (row, ["b@x.com", "", "", ""], ["c@x.com", "é", "\x1f", "1"])]
+    assert list(fp.many(texts)) == [fp(t) for t in texts]
 
 
 mapping_rows = st.lists(
@@ -168,30 +184,28 @@ def test_any_change_to_what_is_sent_changes_the_fingerprint(a: list[str], b: lis
         columns,
         {"Tier": 1, "Ltv": 2},
     )
-    fp = Fingerprinter(list_id=1, tags=("t",), columns=mapper.payload_columns)
+    fp = Fingerprinter(list_id=1, tags=("t",), roles=mapper.payload_roles)
     row_a, row_b = ["a@x.com", *a[1:]], ["a@x.com", *b[1:]]
     contact_a, contact_b = mapper.map_row(row_a), mapper.map_row(row_b)
     assert isinstance(contact_a, Contact)
     assert isinstance(contact_b, Contact)
     if contact_payload(contact_a, list_id=1) != contact_payload(contact_b, list_id=1):
-        assert fp(row_a) != fp(row_b)
+        assert fp(mapper.payload_text(row_a)) != fp(mapper.payload_text(row_b))
 
 
 def test_collect_packs_exactly_what_add_does_and_reports_rejections():
-    rows = [
-        SourceRow("p.csv", 1, ["a@x.com", "A"]),
-        SourceRow("p.csv", 2, ["not-an-email", "B"]),
-        SourceRow("p.csv", 3, ["b@x.com"], "expected 2 fields, found 1"),
-        SourceRow("p.csv", 4, ["B@X.com", "C"]),
+    batches = [
+        RowBatch("p.csv", 2, [["a@x.com", "A"], ["not-an-email", "B"], ["b@x.com"]]),
+        RowBatch("p.csv", 5, [[], ["B@X.com", "C"]]),  # a blank line is not a row, but has a number
     ]
     mapper = RowMapper(FieldMapping(email="Email", first_name="First"), ["Email", "First"], {})
-    rejected: list[tuple[int, str]] = []
+    rejected: list[tuple[str, int, str, list[str]]] = []
     progress: list[int] = []
     collector = SnapshotCollector(FP)
     read = collector.collect(
-        rows,
-        mapper.email_of,
-        on_reject=lambda row, reason, _detail: rejected.append((row.line, reason)),
+        batches,
+        mapper.check_batch,
+        on_reject=lambda row, reason, _detail: rejected.append((row.partition, row.line, reason, row.values)),
         on_progress=progress.append,
         progress_every=2,
     )
@@ -199,8 +213,11 @@ def test_collect_packs_exactly_what_add_does_and_reports_rejections():
     got = collector.finish()
 
     assert read == 4
-    assert rejected == [(2, "invalid_email"), (3, "ragged_row")]
-    assert progress == [2, 4]
+    assert rejected == [
+        ("p.csv", 3, "invalid_email", ["not-an-email", "B"]),
+        ("p.csv", 4, "ragged_row", ["b@x.com"]),
+    ]
+    assert progress == [3, 4]  # after each batch that took the count past another 2 rows
     assert got.keys.tolist() == by_add.keys.tolist() == [email_key("a@x.com"), email_key("b@x.com")]
     assert got.fingerprints.tolist() == by_add.fingerprints.tolist()
     assert got.emails.take(np.arange(2)) == [b"a@x.com", b"b@x.com"]
