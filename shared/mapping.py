@@ -85,7 +85,8 @@ class CheckedBatch(NamedTuple):
 
 
 _MISSING = Rejection(MISSING_EMAIL, "the email column is empty")
-_unit_join = partial(str.join, "\x1f")  # payload text: values joined with the unit separator
+_UNIT = "\x1f"  # the unit separator, between the values of a payload text
+_unit_join = partial(str.join, _UNIT)
 
 
 _LIMIT = MAX_STANDARD_FIELD_LENGTH  # the lowest limit of any mapped column
@@ -232,6 +233,7 @@ class RowMapper:
         "_payload_values",
         "_phone",
         "_placeholder",
+        "_separators",
         "_width",
     )
 
@@ -276,6 +278,7 @@ class RowMapper:
         self._payload_values = values_getter([index for _role, index in self.payload_columns])
         self._email_value = itemgetter(self._email)
         self._placeholder = [""] * self._width  # stands in for rows of another width in check_batch
+        self._separators = max(len(self.payload_columns) - 1, 0)  # in a payload text, when no value holds one
 
     @property
     def width(self) -> int:
@@ -298,8 +301,17 @@ class RowMapper:
 
     def payload_text(self, values: Sequence[str]) -> str:
         """The payload columns' values as read, joined with the unit separator (\x1f), in the order of
-        `payload_columns`: with the export's list, tags and roles, everything a payload is built from."""
-        return _unit_join(self._payload_values(values))
+        `payload_columns`: with the export's list, tags and roles, everything a payload is built from.
+
+        Different values always give different texts: when a value holds the separator itself, the
+        values' lengths are appended (such a text has more separators than any other, so it cannot
+        equal one without, and the lengths say where each value ends).
+        """
+        picked = self._payload_values(values)
+        text = _unit_join(picked)
+        if text.count(_UNIT) == self._separators:
+            return text
+        return f"{text}\x00{','.join(str(len(value)) for value in picked)}"
 
     def email_of(self, values: Sequence[str]) -> str | Rejection:
         """The normalised email of the contact `map_row` would build from `values`, or its rejection.
@@ -344,6 +356,8 @@ class RowMapper:
             usable = [values if len(values) == width else self._placeholder for values in rows]
         stripped = list(map(str.strip, map(self._email_value, usable)))
         payloads = list(map(_unit_join, map(self._payload_values, usable)))
+        if "".join(payloads).count(_UNIT) != self._separators * len(payloads):  # a value holds one
+            payloads = list(map(self.payload_text, usable))
         joined = "\n".join(stripped)
         # A payload text within the lowest limit has every value within it (email_of's own shortcut).
         if usable is rows and _EMAIL_LINES.fullmatch(joined) and max(map(len, payloads), default=0) <= _LIMIT:

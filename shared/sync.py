@@ -60,9 +60,7 @@ class Fingerprinter:
     rather than the mapped contact is what keeps this at a fraction of a microsecond per row.
 
     XXH3, not a cryptographic hash: a fingerprint is only compared with the same contact's previous
-    one, so a collision could only hide a contact's own change from itself. For the same reason the
-    values are simply joined with the unit separator (\x1f): only a change that moves that control
-    character from one mapped value into its neighbour could go unseen.
+    one, so a collision could only hide a contact's own change from itself.
     """
 
     # Part of every seed: change it when mapping turns the same values into a different payload, so

@@ -429,7 +429,7 @@ valid_rows = st.builds(
     lambda email, pad, first, ltv: ["7", f"{pad}{email}{pad}", first, "Doe", "+1 555", "gold", ltv],
     st.sampled_from(["a@x.com", "B@Example.COM", "c.d+e@sub.example.org", "a@x.com"]),
     st.sampled_from(["", " ", "\t"]),
-    st.sampled_from(["Jane", "", " Ann "]),
+    st.sampled_from(["Jane", "", " Ann ", "x\x1f"]),  # the last holds the payload text separator
     st.sampled_from(["1", "x" * 200]),  # with the other values, 200 takes the payload text over 255
 )
 odd_rows = st.one_of(

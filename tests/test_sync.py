@@ -169,7 +169,9 @@ def test_fingerprint_covers_values_mapping_list_and_tags():
 
 
 mapping_rows = st.lists(
-    st.sampled_from(["", " ", "A", "a", "A ", "x\x1fy", "gold", "1200"]), min_size=5, max_size=5
+    st.sampled_from(["", " ", "A", "a", "A ", "x\x1fy", "x\x1f", "\x1fy", "x", "y", "gold"]),
+    min_size=5,
+    max_size=5,
 )
 
 
@@ -191,6 +193,21 @@ def test_any_change_to_what_is_sent_changes_the_fingerprint(a: list[str], b: lis
     assert isinstance(contact_b, Contact)
     if contact_payload(contact_a, list_id=1) != contact_payload(contact_b, list_id=1):
         assert fp(mapper.payload_text(row_a)) != fp(mapper.payload_text(row_b))
+
+
+def test_a_separator_inside_a_value_cannot_hide_a_change():
+    mapping = FieldMapping(email="Email", first_name="A", last_name="B")
+    mapper, fp = fingerprinter(mapping, ["A", "B"])
+    before, after = ["a@x.com", "x\x1f", "y"], ["a@x.com", "x", "\x1fy"]  # the same values joined with \x1f
+
+    assert mapper.payload_text(before) != mapper.payload_text(after)
+    assert fp(mapper.payload_text(before)) != fp(mapper.payload_text(after))
+    # The batch check gives each row the same text as one at a time.
+    assert mapper.check_batch([before, after, ["b@x.com", "x", "y"]]).payloads == [
+        mapper.payload_text(row) for row in (before, after, ["b@x.com", "x", "y"])
+    ]
+    # Texts of values without the separator are the values joined, as stored states expect.
+    assert mapper.payload_text(["b@x.com", "x", "y"]) == "x\x1fy"
 
 
 def test_collect_packs_exactly_what_add_does_and_reports_rejections():
