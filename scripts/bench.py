@@ -12,7 +12,9 @@ Scenarios:
 2. incremental re-run of the unchanged 1,000,000-profile segment (state built with advance_state
    from scenario 1's plan in one subprocess and written in its blob encoding; the re-runs in a fresh
    one, which loads it): pass 1 + plan must plan 0 sends, and its peak RSS is a re-run's; then with
-   every 100th row's first name changed it must plan exactly 10,000 sends.
+   every 100th row's first name changed it must plan exactly 10,000 sends. Local time is loading the
+   state, pass 1, plan and pass 2 up to the sender (planned_rows, map_row and the payload of each
+   planned row), CSV generation excluded.
 3. send phase: Azurite and the sandbox at 10x ActiveCampaign's limits (50 requests/s, 1000 bulk
    imports/min: ceiling 250,000 contacts/min), a 100,000-profile Customer Insights snapshot, the real
    `run_export`; contacts/min over the send phase as a share of the ceiling, and zero lost (the
@@ -43,14 +45,22 @@ from azure.storage.blob import BlobServiceClient
 
 from scripts.demo import DEMO_API_KEY, ROOT, azurite, sandbox
 from shared.config import FieldMapping
-from shared.mapping import RowMapper
+from shared.mapping import Contact, RowMapper, contact_payload
 from shared.pipeline import RunContext, run_export
 from shared.runs import RunStore
 from shared.secrets import EnvSecrets
 from shared.segments import Partition, SourceRow, read_csv_batches
 from shared.settings import load_settings
 from shared.state import DeliveredState
-from shared.sync import Fingerprinter, Plan, SnapshotCollector, SnapshotContacts, advance_state, plan_sync
+from shared.sync import (
+    Fingerprinter,
+    Plan,
+    SnapshotCollector,
+    SnapshotContacts,
+    advance_state,
+    plan_sync,
+    planned_rows,
+)
 from tests.support.exports import make_config
 from tests.support.segments import COLUMNS, profiles, write_ci_snapshot
 
@@ -159,6 +169,37 @@ def pass1(rows: int, *, changed_every: int = 0, invalid_every: int = 0) -> Pass1
     return Pass1(contacts, read, elapsed - chunks.seconds, chunks.seconds)
 
 
+def pass2(
+    rows: int, plan: Plan, contacts: SnapshotContacts, *, changed_every: int = 0
+) -> tuple[float, float]:
+    """The pipeline's pass 2 up to the sender: `planned_rows` over the same rows, each planned row
+    mapped and turned into its bulk-import payload; (seconds with generation excluded, generation)."""
+    chunks = TimedChunks(rows, changed_every=changed_every)
+    mapper = RowMapper(MAPPING, COLUMNS, FIELD_IDS)
+    duplicates = 0
+
+    def duplicate(row: SourceRow) -> None:
+        nonlocal duplicates
+        duplicates += 1
+
+    t0 = time.perf_counter()
+    built = 0
+    batches = read_csv_batches(chunks, PARTITION, COLUMNS)
+    for _position, values in planned_rows(
+        batches, mapper.check_batch, plan, contacts=len(contacts.keys), on_duplicate=duplicate
+    ):
+        mapped = mapper.map_row(values)
+        assert isinstance(mapped, Contact)
+        contact_payload(mapped, list_id=LIST_ID, tags=TAGS)
+        built += 1
+    elapsed = time.perf_counter() - t0 - chunks.seconds
+    if built != len(plan.send) or duplicates:
+        raise RuntimeError(
+            f"pass 2 built {built:,} payloads for {len(plan.send):,} sends, {duplicates:,} duplicates"
+        )
+    return elapsed, chunks.seconds
+
+
 def parse_only_rows_per_s(rows: int, *, check_rows: bool) -> float:
     """Diagnostic: rows/s of read_csv_batches alone, or with RowMapper.check_batch (generation excluded)."""
     chunks = TimedChunks(rows)
@@ -245,7 +286,8 @@ def worker_state() -> dict[str, float]:
 
 def worker_incremental() -> dict[str, float]:
     """Re-runs as the pipeline does them, in a process that did nothing before (so its peak RSS is a
-    re-run's): load the state blob, pass 1, plan; unchanged, then with 1% of the rows changed."""
+    re-run's): load the state blob, pass 1, plan, pass 2 up to the sender; unchanged, then with 1% of
+    the rows changed."""
     cpu = _pin_one_core()
     with open(os.environ[STATE_FILE_ENV], "rb") as state_file:
         blob = state_file.read()
@@ -254,7 +296,8 @@ def worker_incremental() -> dict[str, float]:
     del blob
     again = pass1(LOCAL_ROWS)
     unchanged_plan, _ = plan(again.contacts, old, "bench-2")
-    rerun_s = time.perf_counter() - t0 - again.generation_s
+    rerun_pass2_s, generated = pass2(LOCAL_ROWS, unchanged_plan, again.contacts)
+    rerun_s = time.perf_counter() - t0 - again.generation_s - generated
     unchanged_sends = int(unchanged_plan.send.shape[0])
     rerun_peak = _peak_rss_mb()
     del again, unchanged_plan
@@ -262,11 +305,14 @@ def worker_incremental() -> dict[str, float]:
     t1 = time.perf_counter()
     changed = pass1(LOCAL_ROWS, changed_every=100)
     changed_plan, _ = plan(changed.contacts, old, "bench-3")
-    changed_s = time.perf_counter() - t1 - changed.generation_s
+    changed_pass2_s, generated = pass2(LOCAL_ROWS, changed_plan, changed.contacts, changed_every=100)
+    changed_s = time.perf_counter() - t1 - changed.generation_s - generated
     changed_sends = int(changed_plan.send.shape[0])
     return {
         "cpu": cpu,
         "rerun_s": rerun_s,
+        "rerun_pass2_s": rerun_pass2_s,
+        "changed_pass2_s": changed_pass2_s,
         "unchanged_sends": unchanged_sends,
         "changed_s": changed_s,
         "changed_sends": changed_sends,
@@ -454,12 +500,14 @@ def main() -> int:
     unchanged_ok = int(inc["unchanged_sends"]) == 0
     changed_ok = int(inc["changed_sends"]) == LOCAL_ROWS // 100
     rows += [
-        Row(s2, "unchanged: local time (pass 1+plan)", f"{inc['rerun_s']:.2f} s", f"< {TARGET_RERUN_S:.0f} s",
-            verdict(inc["rerun_s"] < TARGET_RERUN_S)),
+        Row(s2, "unchanged: local time (load+pass 1+plan+pass 2)", f"{inc['rerun_s']:.2f} s",
+            f"< {TARGET_RERUN_S:.0f} s", verdict(inc["rerun_s"] < TARGET_RERUN_S)),
+        Row(s2, "  of which pass 2", f"{inc['rerun_pass2_s']:.2f} s", "", ""),
         Row(s2, "unchanged: planned sends", f"{int(inc['unchanged_sends']):,}", "0", verdict(unchanged_ok)),
         Row(s2, "1% changed: planned sends", f"{int(inc['changed_sends']):,}", f"{LOCAL_ROWS // 100:,}",
             verdict(changed_ok)),
-        Row(s2, "  1% changed: local time", f"{inc['changed_s']:.2f} s", "", ""),
+        Row(s2, "  1% changed: local time, of which pass 2", f"{inc['changed_s']:.2f} s, {inc['changed_pass2_s']:.2f} s",
+            "", ""),
         Row(s2, "  delivered state blob", f"{inc['state_bytes'] / 1e6:.1f} MB", "", ""),
         Row(s2, "peak RSS, unchanged 1M re-run", f"{inc['rerun_peak_rss_mb']:.0f} MB", f"<= {TARGET_PEAK_MB:.0f} MB",
             verdict(inc["rerun_peak_rss_mb"] <= TARGET_PEAK_MB)),

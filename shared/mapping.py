@@ -78,8 +78,9 @@ class Contact(NamedTuple):
 class CheckedBatch(NamedTuple):
     """`RowMapper.check_batch`'s verdict on a batch of rows (indexes are positions in the batch)."""
 
-    emails: list[bytes]  # accepted rows' normalised emails (ASCII), in row order
-    payloads: list[str]  # accepted rows' `RowMapper.payload_text`, aligned with emails
+    accepted: Sequence[int]  # indexes of the rows map_row turns into contacts, ascending
+    emails: list[bytes]  # their normalised emails (ASCII), aligned with accepted
+    payloads: list[str]  # their `RowMapper.payload_text`, aligned with accepted
     rejected: list[tuple[int, Rejection]]  # (index, why), ascending
     blank: int = 0  # empty records (blank lines): neither accepted nor rejected, as the reader skips them
 
@@ -363,7 +364,7 @@ class RowMapper:
         if usable is rows and _EMAIL_LINES.fullmatch(joined) and max(map(len, payloads), default=0) <= _LIMIT:
             emails = joined.lower().encode("ascii").split(b"\n")
             if len(emails) == len(rows):  # otherwise an address held a line break: one row at a time
-                return CheckedBatch(emails, payloads, [])
+                return CheckedBatch(range(len(rows)), emails, payloads, [])
         # Some row needs a closer look: flag each row with the same checks, then ask email_of about the rest.
         good = list(
             map(and_, map(truth, map(_EMAIL_ONE.fullmatch, stripped)), map(_LIMIT.__ge__, map(len, payloads)))
@@ -383,7 +384,9 @@ class RowMapper:
                 good[index] = True
         accepted = "\n".join(compress(stripped, good))
         emails = accepted.lower().encode("ascii").split(b"\n") if accepted else []
-        return CheckedBatch(emails, list(compress(payloads, good)), rejected, blank)
+        return CheckedBatch(
+            list(compress(count(), good)), emails, list(compress(payloads, good)), rejected, blank
+        )
 
     def map_row(self, values: Sequence[str]) -> Contact | Rejection:
         email = self.email_of(values)

@@ -42,7 +42,16 @@ from shared.segments import SegmentError, SegmentReader, Snapshot, SourceRow
 from shared.settings import Settings
 from shared.state import Checkpoint, CheckpointWriter, DeliveredState, StateError, StateStore, state_target
 from shared.storage import APP_CONTAINER
-from shared.sync import Fingerprinter, Plan, SnapshotCollector, SnapshotContacts, advance_state, plan_sync
+from shared.sync import (
+    Fingerprinter,
+    Plan,
+    SnapshotChanged,
+    SnapshotCollector,
+    SnapshotContacts,
+    advance_state,
+    plan_sync,
+    planned_rows,
+)
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -561,42 +570,32 @@ class _Run:
 
         tags = export.mapping.tags
         list_id = export.list_id
-        send_pos = 0
-        valid = 0
-        for row in reader.iter_rows(snapshot):
-            if row.error is not None:
-                continue
-            mapped = mapper.map_row(row.values)
-            if not isinstance(mapped, Contact):
-                continue
-            i = valid
-            valid += 1
-            if plan.duplicate[i]:
-                rejected.write(
-                    row.partition,
-                    row.line,
-                    "duplicate",
-                    "email already seen earlier in the snapshot",
-                    row.values,
-                )
-                continue
-            if send_pos >= n_send or int(plan.send[send_pos]) != i:
-                continue
-            op_index = send_pos
-            send_pos += 1
-            if dry:
-                continue
-            if op_index < next_index:
-                if op_index in pending_restore:
-                    restored[pending_restore[op_index]].append(
-                        operation(op_index, mapped.email, contact_payload(mapped, list_id=list_id, tags=tags))
-                    )
-                continue
-            send(operation(op_index, mapped.email, contact_payload(mapped, list_id=list_id, tags=tags)))
-        if valid != contacts.keys.shape[0]:
-            raise RunFailed(
-                "the snapshot changed while it was being read; run again to export the newest snapshot"
+
+        def duplicate(row: SourceRow) -> None:
+            rejected.write(
+                row.partition, row.line, "duplicate", "email already seen earlier in the snapshot", row.values
             )
+
+        rows = planned_rows(
+            reader.iter_batches(snapshot),
+            mapper.check_batch,
+            plan,
+            contacts=int(contacts.keys.shape[0]),
+            on_duplicate=duplicate,
+        )
+        try:
+            for op_index, values in rows:
+                if dry or (op_index < next_index and op_index not in pending_restore):
+                    continue
+                mapped = mapper.map_row(values)
+                assert isinstance(mapped, Contact)  # check_batch accepted the row: map_row agrees (tests)
+                op = operation(op_index, mapped.email, contact_payload(mapped, list_id=list_id, tags=tags))
+                if op_index < next_index:
+                    restored[pending_restore[op_index]].append(op)
+                else:
+                    send(op)
+        except SnapshotChanged as exc:
+            raise RunFailed(str(exc)) from None
         if dry:
             report.batches = -(-n_send // 250) + -(-int(plan.removals.shape[0]) // 250)
             return failed

@@ -232,6 +232,46 @@ def plan_sync(
     )
 
 
+class SnapshotChanged(RuntimeError):
+    """A second read of a snapshot did not find the rows the first read did."""
+
+
+def planned_rows(
+    batches: Iterable[RowBatch],
+    check: Callable[[list[list[str]]], CheckedBatch],
+    plan: Plan,
+    *,
+    contacts: int,
+    on_duplicate: Callable[[SourceRow], None],
+) -> Iterator[tuple[int, list[str]]]:
+    """A run's second pass over the snapshot pass 1 planned: (position in `plan.send`, row values) of
+    every contact to send, in plan order. Rows holding an email seen earlier go to `on_duplicate`.
+
+    `check` is pass 1's `RowMapper.check_batch` and `contacts` the number of valid rows pass 1 found;
+    a snapshot that no longer has them raises SnapshotChanged. Only planned rows cost more than
+    `check`: a re-run that sends little reads the snapshot about as fast as pass 1 did.
+    """
+    send, duplicate = plan.send, plan.duplicate
+    done = 0  # sends yielded so far
+    valid = 0  # snapshot index of the batch's first valid row
+    for partition, first_line, rows in batches:
+        accepted = check(rows).accepted
+        first, valid = valid, valid + len(accepted)
+        if valid > contacts:
+            break
+        for j in np.flatnonzero(duplicate[first:valid]).tolist():
+            index = accepted[j]
+            on_duplicate(SourceRow(partition, first_line + index, rows[index]))
+        end = int(np.searchsorted(send, valid))  # the sends among this batch's rows: done..end
+        for position in range(done, end):
+            yield position, rows[accepted[int(send[position]) - first]]
+        done = end
+    if valid != contacts:
+        raise SnapshotChanged(
+            "the snapshot changed while it was being read; run again to export the newest snapshot"
+        )
+
+
 def advance_state(
     old: DeliveredState,
     snapshot: SnapshotContacts,

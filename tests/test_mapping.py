@@ -447,6 +447,7 @@ odd_rows = st.one_of(
 @given(st.one_of(st.lists(valid_rows, max_size=12), st.lists(st.one_of(valid_rows, odd_rows), max_size=12)))
 def test_check_batch_gives_email_of_verdicts_row_by_row(rows: list[list[str]]) -> None:
     mapper = full_mapper()
+    accepted: list[int] = []
     emails: list[bytes] = []
     payloads: list[str] = []
     rejected: list[tuple[int, Rejection]] = []
@@ -456,9 +457,11 @@ def test_check_batch_gives_email_of_verdicts_row_by_row(rows: list[list[str]]) -
             if isinstance(verdict, Rejection):
                 rejected.append((index, verdict))
             else:
+                accepted.append(index)
                 emails.append(verdict.encode("ascii"))
                 payloads.append(mapper.payload_text(values))
     checked = mapper.check_batch(rows)
+    assert list(checked.accepted) == accepted
     assert checked.emails == emails
     assert checked.payloads == payloads
     assert checked.rejected == rejected
@@ -475,6 +478,7 @@ def test_check_batch_names_the_rows_it_rejects_and_why() -> None:
         ["5", " C@X.com ", "", "", "", "", ""],
     ]
     checked = full_mapper().check_batch(rows)
+    assert list(checked.accepted) == [0, 5]
     assert checked.emails == [b"a@x.com", b"c@x.com"]
     assert [(index, rejection.reason) for index, rejection in checked.rejected] == [
         (1, INVALID_EMAIL),

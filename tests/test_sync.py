@@ -14,11 +14,13 @@ from shared.state import Checkpoint, CheckpointWriter, DeliveredState, StateErro
 from shared.sync import (
     Fingerprinter,
     Plan,
+    SnapshotChanged,
     SnapshotCollector,
     SnapshotContacts,
     advance_state,
     email_key,
     plan_sync,
+    planned_rows,
 )
 
 FP = Fingerprinter(list_id=1, tags=("t",), roles=("firstName",))  # for rows [email, first name]
@@ -370,3 +372,55 @@ def test_snapshot_id_is_read_from_metadata_without_the_state(azurite, unique_nam
     container.get_blob_client("state/vip/delivered.npz").set_blob_metadata({})  # an older writer
     assert store.snapshot_id() == "2026/11/20/0600"
     assert etag
+
+
+def test_planned_rows_yields_the_rows_to_send_and_reports_duplicates():
+    mapper = RowMapper(FieldMapping(email="Email", first_name="First"), ["Email", "First"], {})
+    batches = [
+        RowBatch("p1.csv", 2, [["a@x.com", "A"], ["bad", "B"], ["b@x.com", "B"], ["A@x.com", "again"]]),
+        RowBatch("p2.csv", 1, [[], ["c@x.com", "C"], ["d@x.com"], ["b@x.com", "B2"], ["e@x.com", "E"]]),
+    ]
+    collector = SnapshotCollector(FP)
+    collector.collect(batches, mapper.check_batch, on_reject=lambda *_: None)
+    contacts = collector.finish()
+    delivered = collect([contact("a@x.com", "A"), contact("b@x.com", "B")])
+    old = deliver_all(
+        delivered, plan_sync(delivered, DeliveredState.empty(), full=False, mirror=False, snapshot_id="0")
+    )
+    plan = plan_sync(contacts, old, full=False, mirror=False, snapshot_id="1")
+    duplicates: list[tuple[str, int, list[str]]] = []
+
+    rows = list(
+        planned_rows(
+            batches,
+            mapper.check_batch,
+            plan,
+            contacts=len(contacts.keys),
+            on_duplicate=lambda row: duplicates.append((row.partition, row.line, row.values)),
+        )
+    )
+
+    assert rows == [(0, ["c@x.com", "C"]), (1, ["e@x.com", "E"])]  # a and b are unchanged
+    assert duplicates == [("p1.csv", 5, ["A@x.com", "again"]), ("p2.csv", 4, ["b@x.com", "B2"])]
+
+
+@pytest.mark.parametrize("change", ["a row less", "a row more"])
+def test_planned_rows_refuses_a_snapshot_that_changed_since_it_was_planned(change):
+    mapper = RowMapper(FieldMapping(email="Email"), ["Email"], {})
+    first = [RowBatch("p.csv", 1, [["a@x.com"], ["b@x.com"]])]
+    collector = SnapshotCollector(Fingerprinter(list_id=1, tags=(), roles=()))
+    collector.collect(first, mapper.check_batch, on_reject=lambda *_: None)
+    contacts = collector.finish()
+    plan = plan_sync(contacts, DeliveredState.empty(), full=False, mirror=False, snapshot_id="1")
+    rows = [["a@x.com"]] if change == "a row less" else [["a@x.com"], ["b@x.com"], ["c@x.com"]]
+
+    with pytest.raises(SnapshotChanged, match="the snapshot changed while it was being read"):
+        list(
+            planned_rows(
+                [RowBatch("p.csv", 1, rows)],
+                mapper.check_batch,
+                plan,
+                contacts=len(contacts.keys),
+                on_duplicate=lambda _row: None,
+            )
+        )
