@@ -317,6 +317,15 @@ def test_mapping_fields_and_tags_are_checked() -> None:
     assert any(e.startswith("exports.vip.mapping.tags: must be a list of distinct tag texts") for e in errors)
 
 
+def test_a_tag_with_a_control_character_is_refused() -> None:
+    # A tab or a unit separator in a tag is a copy-paste accident, never a tag anyone means.
+    doc = minimal()
+    doc["exports"]["vip"]["mapping"]["tags"] = ["vip\x1fgold", "ok tag"]
+    (error,) = errors_of(doc)
+    assert error.startswith("exports.vip.mapping.tags[0]: must be a non-empty tag text")
+    assert "without control characters" in error
+
+
 def test_all_errors_are_collected_not_just_the_first() -> None:
     doc = minimal()
     doc["connections"]["acme"]["hostname"] = "https://acme.api-us1.com"
