@@ -82,7 +82,7 @@ class CheckedBatch(NamedTuple):
     emails: list[bytes]  # their normalised emails (ASCII), aligned with accepted
     payloads: list[str]  # their `RowMapper.payload_text`, aligned with accepted
     rejected: list[tuple[int, Rejection]]  # (index, why), ascending
-    blank: int = 0  # empty records (blank lines): neither accepted nor rejected, as the reader skips them
+    # Empty records (blank lines) are in neither list, as the reader skips them: every other row is in one.
 
 
 _MISSING = Rejection(MISSING_EMAIL, "the email column is empty")
@@ -357,7 +357,7 @@ class RowMapper:
         Same verdicts as `email_of` row by row (tests check it), in a handful of C-level passes over
         the batch instead of Python code per row: this is the local pass's inner loop. Rows the batch
         checks do not accept at once (a rejection, or a long payload) go through `email_of` itself.
-        Empty records (blank lines) are counted in `blank`, neither accepted nor rejected.
+        Empty records (blank lines) are neither accepted nor rejected.
         """
         width = self._width
         usable = rows
@@ -384,11 +384,9 @@ class RowMapper:
             short = list(map(or_, short, self._each_within_limits(usable)))
         good = list(map(and_, map(truth, map(_EMAIL_ONE.fullmatch, stripped)), short))
         rejected: list[tuple[int, Rejection]] = []
-        blank = 0
         for index in list(compress(count(), map(not_, good))):
             values = rows[index]
             if not values:
-                blank += 1
                 continue
             verdict = self.email_of(values)
             if verdict.__class__ is Rejection:
@@ -398,9 +396,7 @@ class RowMapper:
                 good[index] = True
         accepted = "\n".join(compress(stripped, good))
         emails = accepted.lower().encode("ascii").split(b"\n") if accepted else []
-        return CheckedBatch(
-            list(compress(count(), good)), emails, list(compress(payloads, good)), rejected, blank
-        )
+        return CheckedBatch(list(compress(count(), good)), emails, list(compress(payloads, good)), rejected)
 
     def _within_limits(self, rows: Sequence[list[str]]) -> bool:
         """Whether every mapped value of every row is within its column's limit as read (and so

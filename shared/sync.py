@@ -153,7 +153,7 @@ class SnapshotCollector:
                     SourceRow(partition, first_line + index, rows[index]), rejection.reason, rejection.detail
                 )
             self._extend(checked.emails, self._fingerprint.many(checked.payloads))
-            read += len(rows) - checked.blank
+            read += len(checked.accepted) + len(checked.rejected)  # blank lines are not rows
             if on_progress is not None and read - reported >= progress_every:
                 reported = read - read % progress_every
                 on_progress(read)
