@@ -6,7 +6,8 @@
   the host's time limit.
 - Any other exception is recorded on the run as that attempt's error and re-raised, so the host
   retries the message (host.json maxDequeueCount) and finally moves it to `export-runs-poison`,
-  where `export_worker_poison` marks the run failed with the reason.
+  where `export_worker_poison` marks the run failed with the reason. A failure of that handler is
+  logged and ends the message (no second poison queue).
 """
 
 from __future__ import annotations
@@ -59,8 +60,23 @@ def export_worker(msg: func.QueueMessage) -> None:
 @bp.queue_trigger(arg_name="msg", queue_name=RUNS_POISON_QUEUE, connection=STORAGE_SETTING)
 def export_worker_poison(msg: func.QueueMessage) -> None:
     message = _parse(msg, RUNS_POISON_QUEUE)
-    if message is not None:
+    if message is None:
+        return
+    try:
         give_up(get_services(), message)
+    except Exception:
+        # Never re-raised: the host would retry and then move the message to
+        # `export-runs-poison-poison`, which nothing reads. The run record stays as the worker left
+        # it (its attempt errors say what failed); this log line is what the failed-runs alert and
+        # an operator see.
+        log.exception(
+            "could not mark run %s of export %s failed after its last retry; the poison message is "
+            "dropped: check the run record (GET /api/exports/%s/runs/%s)",
+            message.run_id,
+            message.export,
+            message.export,
+            message.run_id,
+        )
 
 
 def _current(svc: Services, message: RunMessage) -> RunRecord | None:

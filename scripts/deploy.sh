@@ -8,13 +8,15 @@ usage() {
   cat <<'EOF'
 Usage: scripts/deploy.sh -g RESOURCE_GROUP [options]
 
-Creates (or updates) the resource group, validates the Bicep template, shows what-if, deploys it,
+Creates the resource group when it does not exist (an existing one keeps its location and tags;
+ours is added), validates the Bicep template, shows what-if, deploys it,
 publishes the function code (remote build) and, when given, stores an ActiveCampaign API key in Key
 Vault.
 
 Options:
-  -g, --resource-group NAME     resource group to create or update (required)
-  -l, --location REGION         Azure region (default: $AZURE_LOCATION or swedencentral)
+  -g, --resource-group NAME     resource group to create (when missing) or deploy into (required)
+  -l, --location REGION         Azure region of a NEW group (default: $AZURE_LOCATION or
+                                swedencentral); an existing group's own location is always used
   -p, --prefix PREFIX           name prefix of every resource, 2-8 lowercase letters/digits (default: acexp)
   -s, --segment-storage-id ID   resource id of the EXISTING storage account holding the segments
                                 (may be in another resource group or subscription); omitted: a new
@@ -50,6 +52,8 @@ log() {
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 RESOURCE_GROUP=""
 LOCATION="${AZURE_LOCATION:-swedencentral}"
+LOCATION_GIVEN=0
+GROUP_TAG="app=activecampaign-segment-export"
 PREFIX="acexp"
 SEGMENT_STORAGE_ID=""
 AUTH_MODE="key"
@@ -67,7 +71,7 @@ need_value() {
 while [[ $# -gt 0 ]]; do
   case "$1" in
     -g | --resource-group) need_value "$@"; RESOURCE_GROUP="$2"; shift 2 ;;
-    -l | --location) need_value "$@"; LOCATION="$2"; shift 2 ;;
+    -l | --location) need_value "$@"; LOCATION="$2"; LOCATION_GIVEN=1; shift 2 ;;
     -p | --prefix) need_value "$@"; PREFIX="$2"; shift 2 ;;
     -s | --segment-storage-id) need_value "$@"; SEGMENT_STORAGE_ID="$2"; shift 2 ;;
     --auth-mode) need_value "$@"; AUTH_MODE="$2"; shift 2 ;;
@@ -140,8 +144,22 @@ for namespace in Microsoft.Web Microsoft.Storage Microsoft.KeyVault Microsoft.In
   fi
 done
 
-log "Resource group $RESOURCE_GROUP in $LOCATION"
-az group create --name "$RESOURCE_GROUP" --location "$LOCATION" --tags app=activecampaign-segment-export --output none
+# An existing group keeps its location (Azure refuses `group create` with another one) and its
+# tags: ours is merged in, never replacing the others.
+GROUP_LOCATION="$(az group show --name "$RESOURCE_GROUP" --query location --output tsv 2>/dev/null || true)"
+if [[ -z "$GROUP_LOCATION" ]]; then
+  log "Creating resource group $RESOURCE_GROUP in $LOCATION"
+  az group create --name "$RESOURCE_GROUP" --location "$LOCATION" --tags "$GROUP_TAG" --output none
+else
+  if [[ "$LOCATION_GIVEN" == 1 && "$GROUP_LOCATION" != "$LOCATION" ]]; then
+    log "Resource group $RESOURCE_GROUP exists in $GROUP_LOCATION: deploying there, not in $LOCATION"
+  else
+    log "Resource group $RESOURCE_GROUP exists in $GROUP_LOCATION"
+  fi
+  LOCATION="$GROUP_LOCATION"
+  az tag update --resource-id "$(az group show --name "$RESOURCE_GROUP" --query id --output tsv)" \
+    --operation merge --tags "$GROUP_TAG" --output none
+fi
 
 DEPLOYMENT="activecampaign-export"
 PARAMS=(
@@ -183,6 +201,18 @@ SEGMENT_ACCOUNT="$(output segmentStorageAccountName)"
 
 if [[ -n "$AC_CONNECTION" ]]; then
   SECRET="activecampaign-$AC_CONNECTION"
+  # A secret deleted earlier sits soft-deleted (purge protection: 90 days) and `secret set` fails
+  # with a conflict until it is recovered; recover it first, then store the new value over it.
+  if az keyvault secret show-deleted --vault-name "$VAULT_NAME" --name "$SECRET" --output none 2>/dev/null; then
+    log "Secret $SECRET was deleted earlier: recovering it before storing the new key"
+    az keyvault secret recover --vault-name "$VAULT_NAME" --name "$SECRET" --output none
+    for attempt in 1 2 3 4 5 6 7 8 9 10 11 12; do
+      # Recovery takes a few seconds to complete; `secret set` fails until it has.
+      az keyvault secret show --vault-name "$VAULT_NAME" --name "$SECRET" --query id --output none 2>/dev/null && break
+      [[ "$attempt" -lt 12 ]] || die "secret $SECRET is still being recovered; run the script again in a minute"
+      sleep 5
+    done
+  fi
   log "Storing the API key as secret $SECRET in $VAULT_NAME"
   # printf is a shell builtin and the value goes through a pipe: it never appears on a command
   # line (ps) or in shell history. A fresh role assignment can take minutes to apply: retry.

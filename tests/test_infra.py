@@ -226,6 +226,13 @@ def _host_function_timeout_seconds() -> int:
     return hours * 3600 + minutes * 60 + seconds
 
 
+def test_host_logs_successful_invocations_to_the_requests_table():
+    # Host.Results at Error kept successful invocations out of `requests`: no success rate, and the
+    # failed share of invocations could not be computed.
+    levels = json.loads((ROOT / "host.json").read_text())["logging"]["logLevel"]
+    assert levels["Host.Results"] in ("Information", "Debug", "Trace")
+
+
 # --- parsing and checkov ---------------------------------------------------------------------
 
 
@@ -381,7 +388,9 @@ def test_function_app_is_flex_python_311_https_only(bicep):
     props = body["properties"]
     assert props["httpsOnly"] is True
     assert props["siteConfig"]["minTlsVersion"] == "1.2"
-    assert props["siteConfig"]["ftpsState"] == "Disabled"
+    # Flex Consumption rejects ftpsState in newer regions (ARM error 51021); FTP is off through the
+    # basicPublishingCredentialsPolicies below instead.
+    assert "ftpsState" not in props["siteConfig"]
     config = props["functionAppConfig"]
     assert config["runtime"] == {"name": "python", "version": "3.11"}
     storage = config["deployment"]["storage"]
@@ -639,6 +648,17 @@ elif joined.startswith("provider show"):
 elif joined.startswith("deployment group show"):
     query = args[args.index("--query") + 1]
     print(outputs[query.split(".")[2]])
+elif joined.startswith("group show"):
+    # An existing group when FAKE_AZ_GROUP_LOCATION is set; otherwise az fails (not found).
+    location = os.environ.get("FAKE_AZ_GROUP_LOCATION")
+    if not location:
+        sys.exit(3)
+    query = args[args.index("--query") + 1]
+    print(location if query == "location" else "/subscriptions/s/resourceGroups/" + args[args.index("--name") + 1])
+elif joined.startswith("keyvault secret show-deleted"):
+    # A soft-deleted secret of that name when FAKE_AZ_DELETED_SECRET is set; otherwise not found.
+    if not os.environ.get("FAKE_AZ_DELETED_SECRET"):
+        sys.exit(3)
 """
 
 
@@ -772,3 +792,61 @@ def test_deploy_script_refuses_bad_arguments_before_calling_azure(fake_az, args,
     assert message in result.stderr
     assert FAKE_KEY not in result.stderr
     assert _az_calls(log) == []
+
+
+def test_deploy_script_creates_a_missing_group_with_its_tag(fake_az):
+    env, log = fake_az
+    result = _deploy(env, "-g", "rg-new", "-l", "westeurope", "--no-code")
+    assert result.returncode == 0, result.stderr
+    calls = [c["args"] for c in _az_calls(log)]
+    (create,) = [a for a in calls if a[:2] == ["group", "create"]]
+    assert create[create.index("--location") + 1] == "westeurope"
+    assert create[create.index("--tags") + 1] == "app=activecampaign-segment-export"
+    assert not [a for a in calls if a[:2] == ["tag", "update"]]
+    (deploy,) = [a for a in calls if a[:3] == ["deployment", "group", "create"]]
+    assert "location=westeurope" in deploy
+
+
+def test_deploy_script_keeps_an_existing_groups_location_and_merges_its_tag(fake_az):
+    env, log = fake_az
+    env["FAKE_AZ_GROUP_LOCATION"] = "northeurope"
+    result = _deploy(env, "-g", "rg-old", "-l", "westeurope", "--no-code")
+    assert result.returncode == 0, result.stderr
+    assert "exists in northeurope" in result.stderr
+    calls = [c["args"] for c in _az_calls(log)]
+    assert not [a for a in calls if a[:2] == ["group", "create"]]
+    (tag,) = [a for a in calls if a[:2] == ["tag", "update"]]
+    # merge adds our tag and keeps every other tag of the group (replace would drop them)
+    assert tag[tag.index("--operation") + 1] == "merge"
+    assert tag[tag.index("--tags") + 1] == "app=activecampaign-segment-export"
+    assert tag[tag.index("--resource-id") + 1] == "/subscriptions/s/resourceGroups/rg-old"
+    for step in ("validate", "what-if", "create"):
+        (call,) = [a for a in calls if a[:3] == ["deployment", "group", step]]
+        assert "location=northeurope" in call, step
+        assert "location=westeurope" not in call, step
+
+
+def test_deploy_script_recovers_a_soft_deleted_secret_before_storing_the_key(fake_az):
+    env, log = fake_az
+    env["AC_API_KEY"] = FAKE_KEY
+    env["FAKE_AZ_DELETED_SECRET"] = "1"
+    result = _deploy(env, "-g", "rg-test", "--ac-connection", "acme", "--no-code")
+    assert result.returncode == 0, result.stderr
+    steps = [" ".join(c["args"][:3]) for c in _az_calls(log)]
+    recover = steps.index("keyvault secret recover")
+    assert steps.index("keyvault secret show-deleted") < recover < steps.index("keyvault secret set")
+    (recovered,) = [c["args"] for c in _az_calls(log) if c["args"][:3] == ["keyvault", "secret", "recover"]]
+    assert recovered[recovered.index("--name") + 1] == "activecampaign-acme"
+    for call in _az_calls(log):
+        assert FAKE_KEY not in " ".join(call["args"])
+
+
+def test_deploy_script_stores_a_new_secret_without_recovering(fake_az):
+    env, log = fake_az
+    env["AC_API_KEY"] = FAKE_KEY
+    result = _deploy(env, "-g", "rg-test", "--ac-connection", "acme", "--no-code")
+    assert result.returncode == 0, result.stderr
+    steps = [" ".join(c["args"][:3]) for c in _az_calls(log)]
+    assert "keyvault secret show-deleted" in steps
+    assert "keyvault secret recover" not in steps
+    assert "keyvault secret set" in steps

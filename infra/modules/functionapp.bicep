@@ -126,13 +126,13 @@ resource site 'Microsoft.Web/sites@2024-04-01' = {
     serverFarmId: plan.id
     // checkov:skip=CKV_AZURE_212: Flex Consumption scales per function from zero; there is no instance count to pin for failover.
     // checkov:skip=CKV_AZURE_213: Flex Consumption has no App Service health check (sites.siteConfig.healthCheckPath is not supported on FC1).
+    // checkov:skip=CKV_AZURE_78: siteConfig.ftpsState is not set on purpose: Flex Consumption rejects it in newer regions (ARM error 51021); FTP is off through the basicPublishingCredentialsPolicies "ftp" (allow false) below.
     httpsOnly: true
     clientCertEnabled: false
     publicNetworkAccess: 'Enabled'
     siteConfig: {
       minTlsVersion: '1.2'
       scmMinTlsVersion: '1.2'
-      ftpsState: 'Disabled'
       http20Enabled: true
       appSettings: [
         // App storage (AzureWebJobsStorage), identity-based: read by the host and by shared/settings.py.
