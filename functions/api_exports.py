@@ -44,7 +44,7 @@ def exports_list(req: func.HttpRequest) -> func.HttpResponse:
     caller_for(req, svc.settings.auth_mode, Action.READ_EXPORTS)
     snapshot = svc.config.read()
     items = [
-        export_view(name, item, _last_run(svc, name))
+        export_view(name, item, _last_run(svc, name), svc.decisions.get(name))
         for name, item in sorted(snapshot.document["exports"].items())
     ]
     return json_response({"exports": items})
@@ -61,7 +61,8 @@ def export_item(req: func.HttpRequest) -> func.HttpResponse:
         item = svc.config.read().item("exports", name)
         if item is None:
             raise not_found("export", name, HINT)
-        return json_response(export_view(name, item, _last_run(svc, name)), headers={"ETag": item_etag(item)})
+        view = export_view(name, item, _last_run(svc, name), svc.decisions.get(name))
+        return json_response(view, headers={"ETag": item_etag(item)})
     caller = caller_for(req, svc.settings.auth_mode, Action.WRITE_EXPORTS)
     response = _put(svc, req, name) if req.method == "PUT" else _delete(svc, req, name)
     log.info("export %s: %s by %s", name, req.method, scrub(caller.name))
@@ -93,7 +94,7 @@ def _put(svc: Services, req: func.HttpRequest, name: str) -> func.HttpResponse:
         return doc
 
     svc.config.update(change)
-    view = export_view(name, item, _last_run(svc, name))
+    view = export_view(name, item, _last_run(svc, name), svc.decisions.get(name))
     view["warnings"] = warnings
     return json_response(
         view,
@@ -164,4 +165,6 @@ def _delete(svc: Services, req: func.HttpRequest, name: str) -> func.HttpRespons
         return doc
 
     svc.config.update(change)
+    # A decision about a deleted export would show against a new export of the same name.
+    svc.decisions.delete(name)
     return no_content()

@@ -22,6 +22,7 @@ from azure.storage.queue import QueueClient, TextBase64DecodePolicy, TextBase64E
 
 from functions.messages import RunMessage
 from shared.configstore import ConfigStore
+from shared.decisions import DecisionStore
 from shared.runs import RunStore
 from shared.settings import Settings, load_settings
 from shared.storage import APP_CONTAINER, RUNS_POISON_QUEUE, RUNS_QUEUE, blob_service, queue_service
@@ -50,6 +51,7 @@ class Services:
     config: ConfigStore
     runs: RunStore
     run_queue: QueueClient
+    decisions: DecisionStore
     _secrets: SecretsProvider | None = field(default=None, repr=False)
     _segment_blobs: BlobServiceClient | None = field(default=None, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
@@ -112,6 +114,7 @@ def _services(settings: Settings) -> Services:
         ),
         runs=RunStore(container, keep=settings.runs_kept_per_export),
         run_queue=run_queue,
+        decisions=DecisionStore(container),
     )
 
 

@@ -6,6 +6,7 @@ from datetime import datetime
 from typing import Any
 
 from shared.configstore import item_etag
+from shared.decisions import Decision
 from shared.runs import RunRecord
 from shared.storage import APP_CONTAINER
 
@@ -15,12 +16,16 @@ def connection_view(name: str, item: dict[str, Any]) -> dict[str, Any]:
     return {"name": name, **item, "etag": item_etag(item)}
 
 
-def export_view(name: str, item: dict[str, Any], last_run: RunRecord | None) -> dict[str, Any]:
+def export_view(
+    name: str, item: dict[str, Any], last_run: RunRecord | None, decision: Decision | None = None
+) -> dict[str, Any]:
     return {
         "name": name,
         **item,
         "etag": item_etag(item),
         "lastRun": run_view(last_run) if last_run else None,
+        # What the timer (or a refresh event) last decided for this export, and why.
+        "lastDecision": decision.to_document() if decision else None,
     }
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 from collections import Counter
 
+import pytest
 from azure.functions.timer import TimerRequest
 
 from tests.fixtures.sandbox import SANDBOX_API_KEY
@@ -94,3 +95,90 @@ def test_deleted_export_is_not_queued(app_env: AppEnv, ac_sandbox, segments):
     assert call("export_item", "DELETE", "exports/vip", route={"name": "vip"}).status == 204
     fire()
     assert queued_exports(app_env) == Counter()
+
+
+def test_a_hostile_export_is_recorded_and_the_healthy_ones_are_still_queued(
+    app_env: AppEnv, ac_sandbox, segments
+):
+    app_env.monkeypatch.setenv("ACTIVECAMPAIGN_MAIN", SANDBOX_API_KEY)
+    create_connection(ac_sandbox.hostname)
+    container = segments.container_name
+    write_ci_snapshot(segments, "Vip", profiles(5))
+    hostile = "CustomerInsights_hostile/BlobExport"
+    source = {"container": container, "folder": hostile, "segment": "Vip"}
+    # Names sort so that the broken exports come first and in between: the loop must go on.
+    create_export(container, name="a-hostile", source=source)
+    create_export(container, name="b-healthy")
+    create_export(container, name="c-corrupt-state")
+    create_export(container, name="d-healthy")
+    create_export(container, name="e-manual", trigger="manual")
+    # Written after the export was saved, as a refresh would: 200 KB of '[' (json.loads raises
+    # RecursionError on it; issue 11, item 6).
+    segments.upload_blob(f"{hostile}/model.json", b"[" * 200_000)
+    # A delivered-state blob that is not a state at all (and has no snapshot metadata).
+    app_env.app.upload_blob("state/c-corrupt-state/delivered.npz", b"not a state")
+
+    with pytest.raises(RuntimeError, match=r"could not check or queue 2 export\(s\)"):
+        fire()
+
+    assert queued_exports(app_env) == Counter({"b-healthy": 1, "d-healthy": 1})
+    exports = {e["name"]: e for e in call("exports_list", "GET", "exports").body["exports"]}
+    decisions = {name: e["lastDecision"] for name, e in exports.items()}
+    assert {name: d["outcome"] for name, d in decisions.items()} == {
+        "a-hostile": "error",
+        "b-healthy": "queued",
+        "c-corrupt-state": "error",
+        "d-healthy": "queued",
+        "e-manual": "skipped",
+    }
+    # RecursionError today; a SegmentError naming model.json once the reader limits JSON depth.
+    assert decisions["a-hostile"]["reason"].startswith(("RecursionError", "SegmentError"))
+    assert decisions["c-corrupt-state"]["runId"] is None
+    assert decisions["b-healthy"]["runId"] == exports["b-healthy"]["lastRun"]["runId"]
+    assert decisions["e-manual"]["reason"] == "manual trigger (runs only on demand)"
+    for decision in decisions.values():
+        assert decision["source"] == "timer"
+        assert decision["at"]
+        assert len(decision["reason"]) <= 500
+    one = call("export_item", "GET", "exports/a-hostile", route={"name": "a-hostile"}).body
+    assert one["lastDecision"] == decisions["a-hostile"]
+
+
+def test_every_kind_of_exception_of_one_export_is_isolated(
+    app_env: AppEnv, ac_sandbox, segments, monkeypatch
+):
+    """RecursionError, MemoryError and storage errors all stay with the export that raised them.
+
+    MemoryError cannot be provoked safely from input on a shared machine, so the segment reader is
+    made to raise each kind for one export only; everything else is real (Azurite, the queue).
+    """
+    from azure.core.exceptions import ServiceRequestError
+
+    from shared import pipeline
+
+    create_connection(ac_sandbox.hostname)
+    write_ci_snapshot(segments, "Vip", profiles(5))
+    container = segments.container_name
+    raised = {
+        "boom-memory": MemoryError(),
+        "boom-recursion": RecursionError("maximum recursion depth exceeded"),
+        "boom-storage": ServiceRequestError("connection reset by the storage account"),
+    }
+    for name in [*raised, "ok"]:
+        create_export(container, name=name)
+    real = pipeline.latest_snapshot_id
+
+    def latest(ctx, export):
+        if export.name in raised:
+            raise raised[export.name]
+        return real(ctx, export)
+
+    monkeypatch.setattr(pipeline, "latest_snapshot_id", latest)
+    with pytest.raises(RuntimeError, match=r"3 export\(s\)"):
+        fire()
+    assert queued_exports(app_env) == Counter({"ok": 1})
+    exports = {e["name"]: e["lastDecision"] for e in call("exports_list", "GET", "exports").body["exports"]}
+    assert exports["boom-memory"]["reason"].startswith("MemoryError")
+    assert exports["boom-recursion"]["reason"].startswith("RecursionError")
+    assert exports["boom-storage"]["reason"].startswith("ServiceRequestError")
+    assert exports["ok"]["outcome"] == "queued"

@@ -1,0 +1,103 @@
+"""The last schedule decision per export: what the timer (or a refresh event) decided, and why.
+
+Why an export was not queued used to be only in the logs. Each decision is kept as one small blob,
+`schedule/<export>.json` in the app container, overwritten every time the export is checked, so
+`GET /api/exports` can show it next to the export. A decision is one of:
+
+- `queued`: a run was created and queued (`runId`);
+- `skipped`: nothing to do, with the reason (disabled, up to date, a run already active, ...);
+- `error`: checking or queuing this export failed (`reason` names the exception type and says
+  what failed); the other exports were still checked.
+
+Reasons never hold cell values: they come from configuration names, snapshot ids and error messages
+the segment reader writes for people (paths and positions).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from dataclasses import dataclass
+from typing import Any, Literal, cast, get_args
+
+from azure.core.exceptions import ResourceNotFoundError
+from azure.storage.blob import ContainerClient, ContentSettings
+
+Outcome = Literal["queued", "skipped", "error"]
+DecisionSource = Literal["timer", "event"]
+PREFIX = "schedule/"
+_JSON = ContentSettings(content_type="application/json")
+# A reason is shown in an API response and a log line: long enough for any message the app writes,
+# short enough that a hostile input echoed in an exception cannot bloat either.
+MAX_REASON_CHARS = 500
+
+
+@dataclass(frozen=True)
+class Decision:
+    outcome: Outcome
+    reason: str
+    at: str
+    source: DecisionSource = "timer"
+    run_id: str | None = None
+
+    def to_document(self) -> dict[str, Any]:
+        return {
+            "outcome": self.outcome,
+            "reason": self.reason,
+            "at": self.at,
+            "source": self.source,
+            "runId": self.run_id,
+        }
+
+    @classmethod
+    def from_document(cls, doc: dict[str, Any]) -> Decision:
+        outcome = doc.get("outcome")
+        source = doc.get("source", "timer")
+        if outcome not in get_args(Outcome) or source not in get_args(DecisionSource):
+            raise ValueError(f"not a schedule decision: outcome {outcome!r}, source {source!r}")
+        run_id = doc.get("runId")
+        return cls(
+            outcome=cast(Outcome, outcome),
+            reason=str(doc.get("reason", "")),
+            at=str(doc.get("at", "")),
+            source=cast(DecisionSource, source),
+            run_id=str(run_id) if run_id is not None else None,
+        )
+
+
+def clip(reason: str) -> str:
+    return reason if len(reason) <= MAX_REASON_CHARS else reason[: MAX_REASON_CHARS - 3] + "..."
+
+
+class DecisionStore:
+    """The last decision of every export, in the app container."""
+
+    def __init__(self, container: ContainerClient) -> None:
+        self._container = container
+
+    @staticmethod
+    def blob_name(export: str) -> str:
+        return f"{PREFIX}{export}.json"
+
+    def put(self, export: str, decision: Decision) -> None:
+        self._container.upload_blob(
+            self.blob_name(export),
+            json.dumps(decision.to_document()).encode(),
+            overwrite=True,
+            content_settings=_JSON,
+        )
+
+    def get(self, export: str) -> Decision | None:
+        try:
+            data = self._container.download_blob(self.blob_name(export)).readall()
+        except ResourceNotFoundError:
+            return None
+        try:
+            doc = json.loads(data)
+            return Decision.from_document(doc) if isinstance(doc, dict) else None
+        except ValueError:
+            return None  # a damaged decision is only a display: the next check rewrites it
+
+    def delete(self, export: str) -> None:
+        with contextlib.suppress(ResourceNotFoundError):
+            self._container.delete_blob(self.blob_name(export))
