@@ -12,8 +12,10 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-_RUN_ID = re.compile(r"^[0-9A-Za-z-]{1,80}$")
-_EXPORT = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")  # the export name rule of the config schema
+from shared import boundedjson
+
+_RUN_ID = re.compile(r"[0-9A-Za-z-]{1,80}")
+_EXPORT = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")  # the export name rule of the config schema
 _FIELDS = {"runId", "export", "dryRun", "full", "force", "continuation"}
 
 
@@ -51,7 +53,7 @@ class RunMessage:
     def parse(cls, body: bytes | str) -> RunMessage:
         try:
             text = body.decode("utf-8") if isinstance(body, bytes) else body
-            doc: Any = json.loads(text)
+            doc: Any = boundedjson.loads(text, max_depth=1)
         except (UnicodeDecodeError, ValueError):
             raise InvalidRunMessage("not JSON text") from None
         if not isinstance(doc, dict):
@@ -60,9 +62,9 @@ class RunMessage:
         if unknown:
             raise InvalidRunMessage(f"unknown fields {unknown}; expected {sorted(_FIELDS)}")
         run_id, export = doc.get("runId"), doc.get("export")
-        if not isinstance(run_id, str) or not _RUN_ID.match(run_id):
+        if not isinstance(run_id, str) or not _RUN_ID.fullmatch(run_id):
             raise InvalidRunMessage("runId missing or not a run id")
-        if not isinstance(export, str) or not _EXPORT.match(export):
+        if not isinstance(export, str) or not _EXPORT.fullmatch(export):
             raise InvalidRunMessage("export missing or not an export name")
         flags = {key: doc.get(key, False) for key in ("dryRun", "full", "force")}
         for key, value in flags.items():

@@ -12,7 +12,7 @@ from sandbox.model import ContactRecord
 from sandbox.state import SandboxState
 
 PREFIX = "/__sandbox/"
-_MEMBERS = re.compile(r"^/__sandbox/lists/(\d+)/members$")
+_MEMBERS = re.compile(r"/__sandbox/lists/(\d+)/members")
 _MAX_IDLE_WAIT = 60.0
 
 
@@ -33,7 +33,7 @@ def handle_admin(state: SandboxState, request: ApiRequest) -> Reply:
     path, method = request.path, request.method
     if method == "GET" and path == "/__sandbox/stats":
         return Reply(200, state.counters())
-    if method == "GET" and (match := _MEMBERS.match(path)):
+    if method == "GET" and (match := _MEMBERS.fullmatch(path)):
         list_id = int(match.group(1))
         if state.get_list(list_id) is None:
             return message(404, f"No list {list_id}")

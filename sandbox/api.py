@@ -15,7 +15,7 @@ from sandbox.model import SUBSCRIBED, UNSUBSCRIBED
 from sandbox.state import SandboxState
 from sandbox.validation import is_valid_email
 
-_LIST = re.compile(r"^/api/3/lists/(\d+)$")
+_LIST = re.compile(r"/api/3/lists/(\d+)")
 PAGE_DEFAULT = 20
 PAGE_MAX = 100
 
@@ -61,7 +61,7 @@ class Api:
         route = self._routes.get((request.method, request.path))
         if route is not None:
             return route(request)
-        match = _LIST.match(request.path)
+        match = _LIST.fullmatch(request.path)
         if match and request.method == "GET":
             return self._list(int(match.group(1)))
         return message(404, f"No Result found for route {request.method} {request.path}", outcome="not_found")

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 # RFC 5322-ish: a dot-atom local part and a domain of LDH labels ending in an alphabetic TLD.
 _LOCAL = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*"
 _DOMAIN = r"(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,63}"
-_EMAIL = re.compile(rf"^{_LOCAL}@{_DOMAIN}$")
+_EMAIL = re.compile(rf"{_LOCAL}@{_DOMAIN}")
 _MAX_EMAIL = 254
 
 _TEXT_KEYS = ("first_name", "last_name", "phone", "customer_acct_name")
@@ -41,7 +41,7 @@ class ValidationResult:
 
 
 def is_valid_email(value: str) -> bool:
-    return len(value) <= _MAX_EMAIL and _EMAIL.match(value) is not None
+    return len(value) <= _MAX_EMAIL and _EMAIL.fullmatch(value) is not None
 
 
 def _as_id(value: object) -> int | None:

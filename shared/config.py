@@ -21,6 +21,7 @@ from typing import Any, Literal, cast
 import jsonschema
 from jsonschema.exceptions import ValidationError
 
+from shared import boundedjson
 from shared.hosts import HostError, validate_hostname
 
 Trigger = Literal["scheduled", "manual"]
@@ -30,7 +31,7 @@ DEFAULT_MAX_REMOVAL_SHARE = 0.2
 NAME_RULE = "1-63 characters of lower-case letters, digits and '-', starting with a letter or digit"
 
 _PathPart = str | int
-_PLAIN_KEY = re.compile(r"^[A-Za-z0-9_%-]+$")
+_PLAIN_KEY = re.compile(r"[A-Za-z0-9_%-]+")
 _NAME = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")  # same rule as $defs/name in the schema
 
 
@@ -131,7 +132,7 @@ def format_path(parts: Iterable[_PathPart]) -> str:
     for part in parts:
         if isinstance(part, int):
             out += f"[{part}]"
-        elif _PLAIN_KEY.match(part):
+        elif _PLAIN_KEY.fullmatch(part):
             out += f".{part}" if out else part
         else:
             out += f"[{json.dumps(part, ensure_ascii=False)}]"
@@ -368,11 +369,13 @@ def load_config_text(
 ) -> Config:
     """Parse a JSON text; syntax errors are reported with line and column."""
     try:
-        doc = json.loads(text, object_pairs_hook=_reject_duplicate_keys)
+        doc = boundedjson.loads(text, object_pairs_hook=_reject_duplicate_keys)
     except json.JSONDecodeError as exc:
         raise ConfigError(
             [f"{source}: line {exc.lineno}, column {exc.colno}: invalid JSON: {exc.msg}"]
         ) from None
+    except boundedjson.TooDeep as exc:
+        raise ConfigError([f"{source}: invalid JSON: {exc}"]) from None
     except ValueError as exc:
         raise ConfigError([f"{source}: invalid JSON: {exc}; keep one of them"]) from None
     return parse_config(doc, allowed_suffixes=allowed_suffixes, allow_loopback=allow_loopback)

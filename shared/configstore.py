@@ -22,6 +22,7 @@ from azure.core import MatchConditions
 from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
 from azure.storage.blob import ContainerClient, ContentSettings
 
+from shared import boundedjson
 from shared.config import Config, ConfigError, config_to_document, parse_config
 
 CONFIG_BLOB = "config/config.json"
@@ -100,7 +101,7 @@ class ConfigStore:
                 document={"connections": {}, "exports": {}}, config=Config(), blob_etag=None
             )
         try:
-            doc = json.loads(raw)
+            doc = boundedjson.loads(raw)
         except ValueError as exc:
             raise StoredConfigInvalid(
                 f"{CONFIG_BLOB} in the app container is not valid JSON ({exc}); fix or delete the blob"

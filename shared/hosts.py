@@ -11,7 +11,7 @@ import ipaddress
 import re
 
 EXPECTED_FORM = "a bare host name such as 'acme.api-us1.com' (no https://, no path)"
-_LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
+_LABEL = re.compile(r"(?!-)[a-z0-9-]{1,63}(?<!-)")
 _LOOPBACK_NAMES = ("localhost",)
 
 
@@ -65,7 +65,7 @@ def validate_hostname(value: str, *, allowed_suffixes: tuple[str, ...], allow_lo
             f"hostname {value!r} has a port; only the local sandbox may use one: expected {EXPECTED_FORM}"
         )
     labels = host.split(".")
-    if len(labels) < 3 or not all(_LABEL.match(label) for label in labels):
+    if len(labels) < 3 or not all(_LABEL.fullmatch(label) for label in labels):
         raise HostError(f"hostname {value!r} is not a valid host name: expected {EXPECTED_FORM}")
     if not any(host.endswith(suffix) for suffix in allowed_suffixes):
         allowed = ", ".join("*" + s for s in allowed_suffixes)

@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     from azure.core.credentials import TokenCredential
 
 # Key Vault's rule for secret names; checked here so a typo fails with a clear message, not a 400.
-_NAME_RE = re.compile(r"^[0-9A-Za-z-]{1,127}$")
+_NAME_RE = re.compile(r"[0-9A-Za-z-]{1,127}")
 # azure-core waits 300 s per connect/read by default: a function would hang far past any useful point.
 _DEFAULT_CLIENT_KWARGS: dict[str, Any] = {"connection_timeout": 10, "read_timeout": 30, "retry_total": 3}
 # Generous: recovery of a soft-deleted secret usually takes a few seconds.
@@ -60,7 +60,7 @@ class SecretsProvider(Protocol):
 
 
 def _check_name(name: str) -> None:
-    if not _NAME_RE.match(name):
+    if not _NAME_RE.fullmatch(name):
         raise SecretsError(
             f"invalid secret name {name!r}: use 1-127 letters, digits and '-' (Key Vault's naming rule)"
         )
