@@ -25,7 +25,7 @@ from functions.http import (
 from functions.messages import RunMessage
 from functions.services import Services, get_services
 from functions.views import run_location, run_view
-from shared.auth import Action
+from shared.auth import Action, authorize, caller_from_headers, require_a_role
 from shared.config import ExportConfig
 from shared.redact import scrub
 from shared.runs import RunActive, utc_now
@@ -33,7 +33,7 @@ from shared.runs import RunActive, utc_now
 log = logging.getLogger(__name__)
 bp = new_blueprint()
 
-RUN_ID = re.compile(r"^[0-9A-Za-z-]{1,80}$")
+RUN_ID = re.compile(r"[0-9A-Za-z-]{1,80}")
 _OPTIONS = ("dryRun", "full", "force")
 _EXPORTS_HINT = "list them with GET /api/exports"
 
@@ -60,16 +60,16 @@ def export_runs(req: func.HttpRequest) -> func.HttpResponse:
 
 
 def _start(svc: Services, req: func.HttpRequest, name: str) -> func.HttpResponse:
+    # The caller first, before anything is read: a caller without a role gets the same answer for
+    # every export name, existing or not.
+    caller = caller_from_headers(req.headers, svc.settings.auth_mode)
+    require_a_role(caller)
     snapshot = svc.config.read()
     export = snapshot.config.exports.get(name)
     if export is None:
-        # Authorised against nothing yet: a contributor learns only that the name is unknown.
-        caller_for(req, svc.settings.auth_mode, Action.READ_EXPORTS)
         raise not_found("export", name, _EXPORTS_HINT)
     connection = snapshot.config.connections[export.connection]
-    caller = caller_for(
-        req, svc.settings.auth_mode, Action.START_RUN, allow_contributors=connection.allow_contributors
-    )
+    authorize(caller, Action.START_RUN, allow_contributors=connection.allow_contributors)
     body = read_json_object(req, required=False)
     unknown = sorted(set(body) - set(_OPTIONS))
     if unknown:
@@ -79,6 +79,8 @@ def _start(svc: Services, req: func.HttpRequest, name: str) -> func.HttpResponse
             f"unknown field(s) {', '.join(unknown)}; a run accepts {', '.join(_OPTIONS)}",
         )
     dry_run, full, force = (flag(option, body, req.params) for option in _OPTIONS)
+    if force or full:
+        authorize(caller, Action.START_WIDENED_RUN)
     if not export.enabled:
         raise ApiError(409, "ExportDisabled", f"export {name!r} is disabled: set enabled: true to run it")
     if not dry_run and not connection.data_privacy_consent:
@@ -120,7 +122,7 @@ def export_run(req: func.HttpRequest) -> func.HttpResponse:
     name, run_id = req.route_params["name"], req.route_params["runId"]
     caller_for(req, svc.settings.auth_mode, Action.READ_EXPORTS)
     _export(svc, name)
-    record = svc.runs.get(name, run_id) if RUN_ID.match(run_id) else None
+    record = svc.runs.get(name, run_id) if RUN_ID.fullmatch(run_id) else None
     if record is None:
         raise not_found("run", run_id, f"list the runs of export {name!r} with GET /api/exports/{name}/runs")
     return json_response(run_view(record))

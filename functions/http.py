@@ -15,10 +15,12 @@ from typing import Any, Literal
 
 import azure.functions as func
 
-from shared.auth import Action, AuthError, Caller, authorize, caller_from_headers
+from shared import boundedjson
+from shared.auth import Action, AuthError, Caller, authorize, caller_from_headers, easy_auth_refusal
+from shared.boundedjson import TooDeep
 from shared.config import ConfigError
 from shared.configstore import PreconditionFailed, StoredConfigInvalid
-from shared.settings import SettingsError
+from shared.settings import SettingsError, load_settings
 
 log = logging.getLogger(__name__)
 Handler = Callable[[func.HttpRequest], func.HttpResponse]
@@ -77,6 +79,9 @@ def api_handler(handler: Handler) -> Handler:
     @functools.wraps(handler)
     def wrapper(req: func.HttpRequest) -> func.HttpResponse:
         try:
+            refusal = _refusal()
+            if refusal is not None:
+                return error_response(ApiError(503, "AuthenticationNotEnabled", refusal))
             return handler(req)
         except ApiError as exc:
             return error_response(exc)
@@ -115,6 +120,12 @@ def api_handler(handler: Handler) -> Handler:
     return wrapper
 
 
+def _refusal() -> str | None:
+    """Why no route may serve (Entra mode without App Service Authentication), or None."""
+    settings = load_settings()
+    return easy_auth_refusal(settings.auth_mode, settings.easy_auth_enabled)
+
+
 def read_json_object(req: func.HttpRequest, *, required: bool = True) -> dict[str, Any]:
     """The body as a JSON object; 400 for anything else. An empty optional body is `{}`."""
     raw = req.get_body()
@@ -123,7 +134,11 @@ def read_json_object(req: func.HttpRequest, *, required: bool = True) -> dict[st
             raise ApiError(400, "BodyRequired", "send a JSON object in the request body")
         return {}
     try:
-        body = json.loads(raw)
+        body = boundedjson.loads(raw)
+    except TooDeep as exc:
+        raise ApiError(
+            400, "InvalidJson", f"the request body is {exc}; send the object docs/openapi.yaml describes"
+        ) from None
     except (UnicodeDecodeError, ValueError) as exc:
         raise ApiError(
             400, "InvalidJson", f"the request body is not valid JSON ({exc}); send a JSON object"

@@ -7,26 +7,37 @@ Two modes (app setting `AUTH_MODE`):
   passes the identity in `X-MS-CLIENT-PRINCIPAL` (base64 JSON with a `claims` list). The app roles
   below, assigned in Entra ID, decide what the caller may do. App Service removes any
   `X-MS-CLIENT-PRINCIPAL` a client sends, so the header is trustworthy only with Easy Auth on:
-  never use this mode without it.
+  `easy_auth_refusal` says why the API must refuse to serve when the platform does not report it on
+  (`WEBSITE_AUTH_ENABLED`).
+
+Only what the platform itself writes is trusted: `auth_typ` must be Entra ID's (`aad`), and roles
+and names are read from the fixed claim types Entra ID tokens carry, never from the `role_typ` /
+`name_typ` the header names (a forged or relayed principal could point them at any claim).
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import Enum
 from typing import Literal
 
+from shared import boundedjson
+
 ADMIN_ROLE = "Exports.Admin"
 CONTRIBUTOR_ROLE = "Exports.Contributor"
 PRINCIPAL_HEADER = "X-MS-CLIENT-PRINCIPAL"
-# Entra ID tokens carry app roles in the "roles" claim; Easy Auth may also name its own role claim
-# type in "role_typ".
-_ROLE_CLAIM = "roles"
+# Easy Auth's identity-provider id for Microsoft Entra ID; other providers carry no app roles.
+ENTRA_AUTH_TYPE = "aad"
+# Entra ID tokens carry app roles in the `roles` claim; Easy Auth lists them under that type, and
+# (when it maps claims) under the WS-Federation role type it also names as `role_typ`.
+_ROLE_CLAIMS = frozenset({"roles", "http://schemas.microsoft.com/ws/2008/06/identity/claims/role"})
 _NAME_CLAIMS = ("preferred_username", "name", "http://schemas.xmlsoap.org/ws/2005/05/identity/claims/upn")
+# A principal is a few KB; the limits keep a hostile header from costing more than parsing that.
+_MAX_PRINCIPAL_CHARS = 64 * 1024
+_MAX_PRINCIPAL_DEPTH = 4
 
 
 class Action(Enum):
@@ -35,6 +46,9 @@ class Action(Enum):
     READ_EXPORTS = "read exports and runs"
     WRITE_EXPORTS = "change exports"
     START_RUN = "start a run"
+    # `force` lifts the mirror-mode removal guard; `full` resends every contact, spending the account's
+    # whole rate budget. Both widen what a run does beyond what its configuration allows by default.
+    START_WIDENED_RUN = "start a run with force or full"
 
 
 @dataclass(frozen=True)
@@ -78,17 +92,23 @@ def caller_from_headers(headers: Mapping[str, str], auth_mode: Literal["key", "e
             f"no {PRINCIPAL_HEADER} header: sign in with Microsoft Entra ID (App Service Authentication "
             "must be enabled on the function app when AUTH_MODE=entra)",
         )
+    if len(raw) > _MAX_PRINCIPAL_CHARS:
+        raise AuthError(401, "BadPrincipal", f"the {PRINCIPAL_HEADER} header is too long to be a principal")
     try:
-        principal = json.loads(base64.b64decode(raw, validate=False))
+        principal = boundedjson.loads(base64.b64decode(raw, validate=False), max_depth=_MAX_PRINCIPAL_DEPTH)
     except (binascii.Error, ValueError):
         raise AuthError(
-            401, "BadPrincipal", f"the {PRINCIPAL_HEADER} header is not base64-encoded JSON"
+            401, "BadPrincipal", f"the {PRINCIPAL_HEADER} header is not base64-encoded JSON of a principal"
         ) from None
     if not isinstance(principal, dict) or not isinstance(principal.get("claims"), list):
         raise AuthError(401, "BadPrincipal", f"the {PRINCIPAL_HEADER} header has no claims list")
-    role_types = {_ROLE_CLAIM}
-    if isinstance(principal.get("role_typ"), str):
-        role_types.add(principal["role_typ"])
+    if principal.get("auth_typ") != ENTRA_AUTH_TYPE:
+        raise AuthError(
+            401,
+            "NotSignedIn",
+            f"the caller was not signed in with Microsoft Entra ID (auth_typ must be {ENTRA_AUTH_TYPE!r}): "
+            "configure Microsoft as the App Service Authentication identity provider",
+        )
     roles: set[str] = set()
     names: dict[str, str] = {}
     for claim in principal["claims"]:
@@ -97,7 +117,7 @@ def caller_from_headers(headers: Mapping[str, str], auth_mode: Literal["key", "e
         typ, val = claim.get("typ"), claim.get("val")
         if not isinstance(typ, str) or not isinstance(val, str):
             continue
-        if typ in role_types:
+        if typ in _ROLE_CLAIMS:
             roles.add(val)
         elif typ in _NAME_CLAIMS:
             names.setdefault(typ, val)
@@ -116,6 +136,13 @@ def authorize(caller: Caller, action: Action, *, allow_contributors: bool = Fals
     if caller.is_contributor:
         if action is Action.READ_EXPORTS:
             return
+        if action is Action.START_WIDENED_RUN:
+            raise AuthError(
+                403,
+                "Forbidden",
+                f"only administrators (app role {ADMIN_ROLE}) may start a run with force (lifts the "
+                "removal guard) or full (resends every contact); start it without them, or ask an administrator",
+            )
         if action is Action.START_RUN:
             if allow_contributors:
                 return
@@ -131,6 +158,36 @@ def authorize(caller: Caller, action: Action, *, allow_contributors: bool = Fals
         "Forbidden",
         f"you need the app role {ADMIN_ROLE} or {CONTRIBUTOR_ROLE} to {action.value}; "
         "ask an administrator to assign one to you in Microsoft Entra ID",
+    )
+
+
+def has_a_role(caller: Caller) -> bool:
+    """Whether the caller holds any role of this app: callers without one learn nothing else."""
+    return caller.is_admin or caller.is_contributor
+
+
+def require_a_role(caller: Caller) -> None:
+    """AuthError(403) for a caller with no role of this app, whatever they asked for."""
+    if not has_a_role(caller):
+        raise AuthError(
+            403,
+            "Forbidden",
+            f"you need the app role {ADMIN_ROLE} or {CONTRIBUTOR_ROLE} to use this API; "
+            "ask an administrator to assign one to you in Microsoft Entra ID",
+        )
+
+
+def easy_auth_refusal(auth_mode: Literal["key", "entra"], easy_auth_enabled: bool) -> str | None:
+    """Why the API must not serve at all, or None. In `entra` mode the principal header is only
+    trustworthy when App Service Authentication strips client-sent copies: without it anyone could
+    send an admin principal."""
+    if auth_mode != "entra" or easy_auth_enabled:
+        return None
+    return (
+        "AUTH_MODE=entra, but App Service Authentication is not enabled on this function app "
+        "(the platform does not report WEBSITE_AUTH_ENABLED=True), so the caller's identity cannot be "
+        "trusted and every request is refused: enable Authentication with Microsoft as the identity "
+        "provider on the function app, or set AUTH_MODE=key"
     )
 
 

@@ -40,6 +40,8 @@ SETTINGS_READ: tuple[str, ...] = (
 
 # Set by App Service / Functions on every Azure host, never locally.
 _AZURE_MARKERS = ("WEBSITE_INSTANCE_ID", "WEBSITE_SITE_NAME")
+# Set by the platform (not by us) to "True" when App Service Authentication is enabled on the app.
+EASY_AUTH_MARKER = "WEBSITE_AUTH_ENABLED"
 _IDENTITY_SUFFIXES = ("blobServiceUri", "queueServiceUri", "accountName", "credential", "clientId")
 
 
@@ -81,6 +83,7 @@ class Settings:
     runs_kept_per_export: int = DEFAULT_RUNS_KEPT_PER_EXPORT
     running_in_azure: bool = False
     appinsights_connection_string: str | None = None
+    easy_auth_enabled: bool = False
 
     def require_storage(self) -> StorageConnection:
         if self.storage is None:
@@ -212,4 +215,5 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         runs_kept_per_export=_positive_int(env, "RUNS_KEPT_PER_EXPORT", DEFAULT_RUNS_KEPT_PER_EXPORT),
         running_in_azure=any(env.get(marker) for marker in _AZURE_MARKERS),
         appinsights_connection_string=env.get("APPLICATIONINSIGHTS_CONNECTION_STRING", "").strip() or None,
+        easy_auth_enabled=env.get(EASY_AUTH_MARKER, "").strip().lower() == "true",
     )

@@ -12,6 +12,8 @@ from shared.auth import (
     Caller,
     authorize,
     caller_from_headers,
+    easy_auth_refusal,
+    require_a_role,
 )
 
 
@@ -79,6 +81,9 @@ NOBODY = Caller("n", frozenset({"Something.Else"}))
         (CONTRIBUTOR, Action.START_RUN, False, False),
         (NOBODY, Action.READ_EXPORTS, True, False),
         (NOBODY, Action.START_RUN, True, False),
+        (ADMIN, Action.START_WIDENED_RUN, False, True),
+        (CONTRIBUTOR, Action.START_WIDENED_RUN, True, False),
+        (NOBODY, Action.START_WIDENED_RUN, True, False),
     ],
 )
 def test_authorization_matrix(caller, action, allow_contributors, allowed):
@@ -90,3 +95,59 @@ def test_authorization_matrix(caller, action, allow_contributors, allowed):
     assert raised.value.status == 403
     # The reason names the role that would be needed.
     assert ADMIN_ROLE in raised.value.message
+
+
+def _encoded(doc: object) -> str:
+    return base64.b64encode(json.dumps(doc).encode()).decode()
+
+
+@pytest.mark.parametrize("auth_typ", [None, "github", "google", "AAD ", ""])
+def test_entra_mode_accepts_only_principals_signed_in_by_entra_id(auth_typ):
+    doc: dict[str, object] = {"claims": [{"typ": "roles", "val": ADMIN_ROLE}]}
+    if auth_typ is not None:
+        doc["auth_typ"] = auth_typ
+    with pytest.raises(AuthError) as raised:
+        caller_from_headers({PRINCIPAL_HEADER: _encoded(doc)}, "entra")
+    assert raised.value.status == 401
+    assert "aad" in raised.value.message
+
+
+def test_entra_mode_ignores_the_role_claim_type_the_header_names():
+    # A principal pointing role_typ at a claim the caller controls (a name, a group display name)
+    # would otherwise turn that claim's value into a role.
+    doc = {
+        "auth_typ": "aad",
+        "role_typ": "preferred_username",
+        "claims": [{"typ": "preferred_username", "val": ADMIN_ROLE}, {"typ": "groups", "val": ADMIN_ROLE}],
+    }
+    caller = caller_from_headers({PRINCIPAL_HEADER: _encoded(doc)}, "entra")
+    assert caller.roles == frozenset()
+    with pytest.raises(AuthError):
+        require_a_role(caller)
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b'{"auth_typ": "aad", "claims": [' + b"[" * 5000 + b"]" * 5000 + b"]}",
+        b'{"auth_typ": "aad", "claims": [{"typ": "roles", "val": {"a": {"b": {"c": 1}}}}]}',
+    ],
+)
+def test_a_deeply_nested_principal_is_401(raw):
+    with pytest.raises(AuthError) as raised:
+        caller_from_headers({PRINCIPAL_HEADER: base64.b64encode(raw).decode()}, "entra")
+    assert raised.value.status == 401
+
+
+def test_an_oversized_principal_is_401():
+    with pytest.raises(AuthError) as raised:
+        caller_from_headers({PRINCIPAL_HEADER: "A" * 100_000}, "entra")
+    assert raised.value.status == 401
+
+
+def test_entra_mode_is_refused_without_app_service_authentication():
+    assert easy_auth_refusal("key", False) is None
+    assert easy_auth_refusal("entra", True) is None
+    refusal = easy_auth_refusal("entra", False)
+    assert refusal is not None
+    assert "WEBSITE_AUTH_ENABLED" in refusal

@@ -25,7 +25,8 @@ from tests.test_functions_app import (
 def principal(*roles: str) -> dict[str, str]:
     claims = [{"typ": "preferred_username", "val": "someone@example.com"}]
     claims += [{"typ": "roles", "val": role} for role in roles]
-    doc = {"auth_typ": "aad", "claims": claims, "name_typ": "name", "role_typ": "roles"}
+    role_typ = "http://schemas.microsoft.com/ws/2008/06/identity/claims/role"  # as Easy Auth sends it
+    doc = {"auth_typ": "aad", "claims": claims, "name_typ": "name", "role_typ": role_typ}
     return {PRINCIPAL_HEADER: base64.b64encode(json.dumps(doc).encode()).decode()}
 
 
@@ -69,6 +70,7 @@ def entra(app_env: AppEnv, ac_sandbox, segments) -> dict[str, Any]:
     create_export(segments.container_name, name="pub", connection="open")
     create_export(segments.container_name, name="priv", connection="closed")
     app_env.set("AUTH_MODE", "entra")
+    app_env.set("WEBSITE_AUTH_ENABLED", "True")  # what the platform sets with App Service Authentication on
     return {
         "connection": {**CONNECTION, "hostname": ac_sandbox.hostname},
         "export": export_body(segments.container_name, "open"),
@@ -106,3 +108,82 @@ def test_without_a_principal_every_route_is_401(entra):
         resp = call(function, method, _path(params, function), route=params)
         assert resp.status == 401, function
         assert "X-MS-CLIENT-PRINCIPAL" in resp.body["error"]["message"]
+
+
+# Run options: (JSON body, query string). `force` lifts the removal guard, `full` resends everyone.
+OPTIONS: dict[str, tuple[dict[str, Any] | None, dict[str, str]]] = {
+    "none": (None, {}),
+    "dryRun": ({"dryRun": True}, {}),
+    "full": ({"full": True}, {}),
+    "force": ({"force": True}, {}),
+    "dryRun+force": ({"dryRun": True, "force": True}, {}),
+    "force in the query": (None, {"force": "true"}),
+    "full in the query": (None, {"full": "1"}),
+    "force false": ({"force": False, "full": False}, {}),
+}
+WIDENING = {"full", "force", "dryRun+force", "force in the query", "full in the query"}
+
+
+@pytest.mark.parametrize("who", ["admin", "contributor"])
+@pytest.mark.parametrize("option", list(OPTIONS))
+def test_run_option_permissions(entra, app_env, who, option):
+    body, params = OPTIONS[option]
+    resp = call(
+        "export_runs", "POST", "x", route={"name": "pub"}, body=body, params=params, headers=CALLERS[who]
+    )
+    if who == "admin" or option not in WIDENING:
+        assert resp.status == 202, resp.body
+        assert len(app_env.messages()) == 1
+        return
+    assert resp.status == 403, resp.body
+    assert resp.body["error"]["code"] == "Forbidden"
+    assert ADMIN_ROLE in resp.body["error"]["message"]
+    assert "force" in resp.body["error"]["message"]
+    assert "full" in resp.body["error"]["message"]
+    # Refused before anything was recorded or queued.
+    assert app_env.messages() == []
+    runs = call("export_runs", "GET", "x", route={"name": "pub"}, headers=CALLERS["admin"])
+    assert runs.body["runs"] == []
+
+
+@pytest.mark.parametrize("route", [r for r in ROUTES if ROUTES[r][0].startswith("export")])
+def test_a_caller_without_a_role_cannot_tell_exports_apart(entra, route):
+    function, method, params, body_kind = ROUTES[route]
+    body = entra[body_kind] if body_kind else None
+    answers = []
+    for export in ("pub", "priv", "ghost"):
+        route_params = {**params, "name": export} if "name" in params else params
+        resp = call(function, method, "x", route=route_params, body=body, headers=CALLERS["no role"])
+        answers.append((resp.status, resp.body))
+    assert answers[0][0] == 403
+    assert answers.count(answers[0]) == 3, answers
+
+
+@pytest.mark.parametrize("route", list(ROUTES))
+def test_entra_mode_without_app_service_authentication_refuses_every_route(entra, app_env, route):
+    app_env.monkeypatch.delenv("WEBSITE_AUTH_ENABLED")
+    app_env.set("AUTH_MODE", "entra")
+    function, method, params, body_kind = ROUTES[route]
+    body = entra[body_kind] if body_kind else None
+    before = {b.name: b.etag for b in app_env.app.list_blobs()}
+    resp = call(function, method, "x", route=params, body=body, headers=CALLERS["admin"])
+    assert resp.status == 503, resp.body
+    assert resp.body["error"]["code"] == "AuthenticationNotEnabled"
+    assert "App Service Authentication" in resp.body["error"]["message"]
+    assert "AUTH_MODE=key" in resp.body["error"]["message"]
+    assert {b.name: b.etag for b in app_env.app.list_blobs()} == before
+
+
+def test_a_principal_from_another_identity_provider_is_not_signed_in(entra):
+    doc = {"auth_typ": "github", "claims": [{"typ": "roles", "val": ADMIN_ROLE}]}
+    headers = {PRINCIPAL_HEADER: base64.b64encode(json.dumps(doc).encode()).decode()}
+    resp = call("exports_list", "GET", "exports", headers=headers)
+    assert resp.status == 401, resp.body
+
+
+def test_a_deeply_nested_principal_is_401_not_500(entra):
+    nested = b'{"auth_typ": "aad", "claims": ' + b"[" * 20_000 + b"]" * 20_000 + b"}"
+    headers = {PRINCIPAL_HEADER: base64.b64encode(nested).decode()}
+    resp = call("exports_list", "GET", "exports", headers=headers)
+    assert resp.status == 401, resp.body
+    assert resp.body["error"]["code"] == "BadPrincipal"
