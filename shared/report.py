@@ -118,19 +118,36 @@ class RunReport:
         return doc
 
 
+# Characters that make Excel, LibreOffice or Google Sheets read a cell as a formula (or, for tab and
+# carriage return, that they strip before looking): OWASP's list for CSV injection.
+FORMULA_TRIGGERS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def neutralise_cell(value: str) -> str:
+    """A cell a spreadsheet shows as text: one starting with a formula trigger gets a leading `'`.
+
+    OWASP's advice for CSV injection. The price: a value such as `-5` or `+1 555 0100` reads
+    `'-5` in the file; the rejected rows are for people to look at, never to load back.
+    """
+    return "'" + value if value.startswith(FORMULA_TRIGGERS) else value
+
+
 class RejectedRowsWriter:
     """Rejected rows as CSV, spooled to disk past 8 MB so a bad snapshot cannot exhaust memory.
 
-    The file holds personal data and goes only to the customer's own storage, never to logs.
+    The file holds personal data and goes only to the customer's own storage, never to logs. Marketers
+    open it in Excel, and its cells come from the segment (anyone who can write a profile controls
+    them), so every cell, the header included, goes through `neutralise_cell`.
     """
 
     def __init__(self, columns: Sequence[str]) -> None:
         self._file: IO[str] = tempfile.SpooledTemporaryFile(max_size=8 * 1024 * 1024, mode="w+", newline="")  # noqa: SIM115
         self._writer = csv.writer(self._file)
-        self._writer.writerow([*REJECTED_HEADER, *columns])
+        self._writer.writerow([neutralise_cell(c) for c in (*REJECTED_HEADER, *columns)])
 
     def write(self, partition: str, line: int, reason: str, detail: str, values: Sequence[str]) -> None:
-        self._writer.writerow([partition, line, reason, detail, *values])
+        rest = map(neutralise_cell, (reason, detail, *values))
+        self._writer.writerow([neutralise_cell(partition), line, *rest])
 
     def getvalue(self) -> bytes:
         self._file.seek(0)
