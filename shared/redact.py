@@ -1,7 +1,8 @@
 """Keep personal data and secrets out of logs.
 
 `mask_email` / `hash_email` make an email safe to log; `scrub` removes known secret values,
-API-key headers, bearer tokens and email addresses from free text; `RedactingFilter` applies
+API-key headers, bearer tokens and email addresses (also percent-encoded, quoted-printable or
+escaped, as URLs, mail bodies and reprs carry them) from free text; `RedactingFilter` applies
 `scrub` to every log record. Secrets providers call `register_secret_value` with each value they
 hand out, so a key is scrubbed even where it appears without a recognisable label.
 """
@@ -23,7 +24,18 @@ MIN_SECRET_LENGTH = 8
 # breaks correlation with hashes already in the logs.
 _HASH_KEY = b"segment-export-activecampaign/log-correlation/v1"
 
-_EMAIL_RE = re.compile(r"[A-Za-z0-9._%+'\-]+@[A-Za-z0-9\-]+(?:\.[A-Za-z0-9\-]+)+")
+# The `@` as it appears in text: literal, percent-encoded in a URL (`%40`, `%2540` when encoded
+# twice), quoted-printable (`=40`), or escaped in JSON / Python reprs (`\u0040`, `\x40`).
+_AT = r"(?:@|%(?:25)*40|=40|\\u0040|\\x40)"
+# The local part may hold quoted-printable escapes (`=2E`); the top-level domain starts with a letter,
+# so `rows=4000.5` is not taken for `rows@00.5`.
+_EMAIL_RE = re.compile(
+    rf"(?P<local>(?:[A-Za-z0-9._%+'\-]|=[0-9A-F]{{2}})+){_AT}"
+    r"(?P<domain>(?:[A-Za-z0-9\-]+\.)+[A-Za-z][A-Za-z0-9\-]*)",
+    re.IGNORECASE,
+)
+# Cheap test whether a text may hold an email at all (most log records do not).
+_MAY_HOLD_EMAIL = re.compile(r"@|%(?:25)*40|=40|\\u0040|\\x40", re.IGNORECASE)
 # `Api-Token: abc`, `"Api-Token": "abc"`, `api_token=abc` (header dumps, reprs, query strings).
 _API_TOKEN_RE = re.compile(r"""(?i)(api[-_]?token["']?\s*[:=]\s*["']?)([^\s"',;&}]+)""")
 _BEARER_RE = re.compile(r"(?i)\b(bearer\s+)([A-Za-z0-9\-._~+/]+=*)")
@@ -81,9 +93,16 @@ def scrub(text: str) -> str:
         text = _API_TOKEN_RE.sub(rf"\g<1>{MASK}", text)
     if "bearer" in lowered:
         text = _BEARER_RE.sub(rf"\g<1>{MASK}", text)
-    if "@" in text:
-        text = _EMAIL_RE.sub(lambda match: mask_email(match.group()), text)
+    if _MAY_HOLD_EMAIL.search(text):
+        text = _EMAIL_RE.sub(_mask_match, text)
     return text
+
+
+def _mask_match(match: re.Match[str]) -> str:
+    local = match["local"]
+    # `%2B`/`=2B` (an encoded `+`) may open the local part; keep only a plain first character.
+    first = local[0] if local[0] not in "%=" else ""
+    return f"{first}{MASK}@{match['domain']}"
 
 
 class RedactingFilter(logging.Filter):
@@ -136,12 +155,31 @@ class _RedactingRecordFactory:
         return record
 
 
+# Client libraries that log every request line at INFO/DEBUG: httpx/httpcore the ActiveCampaign URLs
+# (whose query strings hold emails on contact look-ups), the Azure SDK request and response headers.
+THIRD_PARTY_LOGGERS = ("httpx", "httpcore", "azure", "urllib3")
+
+
+def quiet_third_party_loggers() -> None:
+    """Keep the request-logging client libraries at WARNING unless someone chose their level.
+
+    The redaction still applies to whatever they log; this keeps their volume (one line per request)
+    and their unfamiliar encodings out of the logs in the first place.
+    """
+    for name in THIRD_PARTY_LOGGERS:
+        library = logging.getLogger(name)
+        if library.level == logging.NOTSET:
+            library.setLevel(logging.WARNING)
+
+
 def install_redaction(logger: logging.Logger | None = None) -> RedactingFilter:
     """Scrub every log record at creation (record factory), and add the filter to `logger` (default:
     root) and its handlers as a second line for records made by a custom factory installed later.
+    Also quiets the request-logging client libraries (`quiet_third_party_loggers`).
 
     Idempotent.
     """
+    quiet_third_party_loggers()
     target = logging.getLogger() if logger is None else logger
     existing = next((f for f in target.filters if isinstance(f, RedactingFilter)), None)
     redactor = existing or RedactingFilter()

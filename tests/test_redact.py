@@ -178,3 +178,45 @@ def test_caplog_sees_scrubbed_records_from_the_root_logger(caplog: pytest.LogCap
 
     assert CANARY not in caplog.text
     assert "403 with key ***" in caplog.text
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        'HTTP Request: GET http://127.0.0.1:1/api/3/contacts?email=person40%40example.com "HTTP/1.1 200 OK"',
+        "GET /api/3/contacts?email=person40%2540example.com",  # encoded twice
+        "To: person40=40example.com",  # quoted-printable
+        '{"email": "person40\\u0040example.com"}',  # JSON escape
+        "b'person40\\x40example.com'",  # bytes repr
+        "person40%40EXAMPLE.COM",
+        "user%2Bperson40%40example.com",  # encoded + in the local part
+    ],
+)
+def test_scrub_masks_encoded_emails(text: str) -> None:
+    scrubbed = scrub(text)
+    assert "person40" not in scrubbed.lower().replace("user%2b", ""), scrubbed
+    assert "example.com" in scrubbed.lower()
+
+
+def test_scrub_leaves_numbers_that_only_look_encoded() -> None:
+    text = "rows=4000.5 rate=40123.4/s share=40.0% price=40 EUR"
+    assert scrub(text) == text
+
+
+def test_install_redaction_keeps_request_logging_libraries_below_info() -> None:
+    names = ("httpx", "httpcore", "azure", "urllib3")
+    previous = {name: logging.getLogger(name).level for name in names}
+    for name in names:
+        logging.getLogger(name).setLevel(logging.NOTSET)
+    chosen = logging.getLogger("urllib3")
+    chosen.setLevel(logging.DEBUG)  # someone chose a level: kept
+    factory = logging.getLogRecordFactory()
+    try:
+        install_redaction()
+        for name in ("httpx", "httpcore", "azure"):
+            assert not logging.getLogger(name).isEnabledFor(logging.INFO), name
+        assert chosen.level == logging.DEBUG
+    finally:
+        logging.setLogRecordFactory(factory)
+        for name, level in previous.items():
+            logging.getLogger(name).setLevel(level)
