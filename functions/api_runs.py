@@ -28,7 +28,7 @@ from functions.views import run_location, run_view
 from shared.auth import Action, authorize, caller_from_headers, require_a_role
 from shared.config import ExportConfig
 from shared.redact import scrub
-from shared.runs import RunActive, utc_now
+from shared.runs import RunActive
 
 log = logging.getLogger(__name__)
 bp = new_blueprint()
@@ -91,7 +91,14 @@ def _start(svc: Services, req: func.HttpRequest, name: str) -> func.HttpResponse
             "dataPrivacyConsent: true before data is sent (a dryRun is allowed)",
         )
     try:
-        record = svc.runs.create(name, trigger="api", dry_run=dry_run, full=full, force=force)
+        record = svc.runs.create(
+            name,
+            trigger="api",
+            dry_run=dry_run,
+            full=full,
+            force=force,
+            started_by=f"api:{scrub(caller.name)}",
+        )
     except RunActive as exc:
         active = exc.record
         raise ApiError(
@@ -104,9 +111,7 @@ def _start(svc: Services, req: func.HttpRequest, name: str) -> func.HttpResponse
     try:
         svc.enqueue(RunMessage(record.run_id, name, dry_run, full, force))
     except Exception as exc:
-        record.status = "failed"
-        record.finished_at = utc_now()
-        record.error = f"could not queue the run: {type(exc).__name__}"
+        record.fail(f"could not queue the run: {type(exc).__name__}")
         svc.runs.update(record)
         raise
     log.info("run %s of export %s queued by %s", record.run_id, name, scrub(caller.name))
@@ -126,3 +131,37 @@ def export_run(req: func.HttpRequest) -> func.HttpResponse:
     if record is None:
         raise not_found("run", run_id, f"list the runs of export {name!r} with GET /api/exports/{name}/runs")
     return json_response(run_view(record))
+
+
+@bp.function_name("export_reset")
+@bp.route(route="exports/{name}/reset", methods=["POST"])
+@api_handler
+def export_reset(req: func.HttpRequest) -> func.HttpResponse:
+    """Delete an export's checkpoint, or its delivered state too: the documented way out of a
+    StoredStateCorrupt error. Administrators only; refused while the export has a live run."""
+    from shared.state import RESET_WHATS, StateStore
+
+    svc = get_services()
+    name = req.route_params["name"]
+    caller = caller_for(req, svc.settings.auth_mode, Action.WRITE_EXPORTS)
+    _export(svc, name)
+    body = read_json_object(req)
+    what = body.get("what")
+    if set(body) != {"what"} or what not in RESET_WHATS:
+        raise ApiError(
+            400,
+            "ValidationFailed",
+            'send {"what": "checkpoint"} (forget the run in progress) or {"what": "state"} (forget what '
+            "was delivered too: the next run sends every contact)",
+        )
+    active = svc.runs.active(name)
+    if active is not None:
+        raise ApiError(
+            409,
+            "RunActive",
+            f"export {name!r} has run {active.run_id} {active.status}: reset it once that run has ended",
+            extra={"activeRun": run_view(active)},
+        )
+    deleted = StateStore(svc.app_container, name).reset(str(what))
+    log.warning("export %s: %s reset by %s (deleted %s)", name, what, scrub(caller.name), deleted)
+    return json_response({"export": name, "reset": what, "deleted": deleted})

@@ -1,8 +1,10 @@
 """JSON plumbing shared by the HTTP API: bodies, errors, conditional headers, the caller.
 
 Every error leaves as `{"error": {"code", "message"}}` (plus `details` for validation errors) with a
-message that says what to fix. Unexpected exceptions are logged with their traceback (scrubbed by
-the redacting log filter) and answered with a generic 500 that never echoes internals.
+message that says what to fix. An engine error (shared.errors) answers with its class's
+`http_status` and `code`, and a transient one that knows how long to wait adds `Retry-After`.
+Unexpected exceptions are logged with their traceback (scrubbed by the redacting log filter) and
+answered with a generic 500 that never echoes internals.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from shared import boundedjson
 from shared.auth import Action, AuthError, Caller, authorize, caller_from_headers, easy_auth_refusal
 from shared.boundedjson import TooDeep
 from shared.config import ConfigError
-from shared.configstore import PreconditionFailed, StoredConfigInvalid
+from shared.errors import EngineError, classify
 from shared.settings import SettingsError, load_settings
 
 log = logging.getLogger(__name__)
@@ -96,16 +98,20 @@ def api_handler(handler: Handler) -> Handler:
                     details=exc.errors,
                 )
             )
-        except PreconditionFailed as exc:
-            return error_response(ApiError(412, "PreconditionFailed", str(exc)))
         except SettingsError as exc:
             log.error("app setting problem: %s", exc)
             return error_response(
                 ApiError(500, "AppMisconfigured", f"the function app is misconfigured: {exc}")
             )
-        except StoredConfigInvalid as exc:
-            log.error("%s", exc)
-            return error_response(ApiError(500, "StoredConfigurationInvalid", str(exc)))
+        except EngineError as exc:
+            if exc.http_status >= 500:
+                log.error("%s %s: %s", req.method, handler.__name__, exc)
+            headers = {}
+            if classify(exc) == "transient" and exc.retry_after is not None:
+                headers["Retry-After"] = str(max(1, round(exc.retry_after)))
+            response = error_response(ApiError(exc.http_status, exc.code, str(exc)))
+            response.headers.update(headers)
+            return response
         except Exception:
             # Not req.url: its query string may carry the function key (`code=`).
             log.exception("%s %s failed", req.method, handler.__name__)

@@ -120,8 +120,7 @@ def queue_run(svc: Services, name: str, *, trigger: RunTrigger) -> str:
     try:
         svc.enqueue(RunMessage(record.run_id, name))
     except Exception as exc:
-        record.status, record.finished_at = "failed", utc_now()
-        record.error = f"could not queue the run: {type(exc).__name__}"
+        record.fail(f"could not queue the run: {type(exc).__name__}")
         svc.runs.update(record)
         raise
     return record.run_id

@@ -1,13 +1,18 @@
 """Queue worker: runs one export run (or one continuation of it) per `export-runs` message.
 
-- An unreadable message is logged and dropped: retrying it could never succeed.
-- A run that ends (succeeded or failed) is recorded; one whose time budget ran out after a checkpoint
-  is handed on as a continuation message (same run id, continuation + 1), so no invocation outlives
-  the host's time limit.
-- Any other exception is recorded on the run as that attempt's error and re-raised, so the host
-  retries the message (host.json maxDequeueCount) and finally moves it to `export-runs-poison`,
-  where `export_worker_poison` marks the run failed with the reason. A failure of that handler is
-  logged and ends the message (no second poison queue).
+What happens after an error is decided from its class alone (shared.errors):
+- an unreadable message is logged and dropped: retrying it could never succeed;
+- a run that ends (succeeded, or failed with a terminal error) is recorded and the message consumed;
+- a *wait* (a transient error with `retry_after`: busy account, sustained rate limit, a run owned by
+  a live process) re-queues the run and sends the message again after that delay, using up no retry;
+- one whose time budget ran out after a checkpoint is handed on as a continuation message (same run
+  id, continuation + 1), so no invocation outlives the host's time limit;
+- any other transient error is recorded as that attempt's error and re-raised, so the host retries
+  the message (host.json maxDequeueCount) and finally moves it to `export-runs-poison`, where
+  `export_worker_poison` marks the run failed with the reason. An unexpected exception (not an
+  engine error) is retried the same way at most UNEXPECTED_ATTEMPTS attempts, then the run fails
+  with the exception's type. A failure of the poison handler is logged
+  and ends the message (no second poison queue).
 """
 
 from __future__ import annotations
@@ -22,16 +27,15 @@ from functions import new_blueprint
 from functions.context import run_context
 from functions.messages import InvalidRunMessage, RunMessage
 from functions.services import Services, get_services
-from shared.redact import scrub
-from shared.runs import RunRecord, utc_now
+from shared.errors import UNEXPECTED_ATTEMPTS, classify, describe
+from shared.runs import RunRecord
 from shared.storage import RUNS_POISON_QUEUE, RUNS_QUEUE
 
 log = logging.getLogger(__name__)
 bp = new_blueprint()
+# A wait (busy account, rate limit) re-queues the message at most this far ahead; the queue allows 7 days.
+MAX_WAIT_SECONDS = 600.0
 STORAGE_SETTING = "AzureWebJobsStorage"
-# A run whose ActiveCampaign account is busy (another run holds its lease) waits this long and tries
-# again, as a new message: waiting must not use up the retries meant for failures.
-ACCOUNT_BUSY_RETRY_SECONDS = 60
 
 
 def _parse(msg: func.QueueMessage, queue: str) -> RunMessage | None:
@@ -107,60 +111,75 @@ def process_run(svc: Services, message: RunMessage, *, attempt: int) -> None:
     if record is None:
         return
     try:
-        _work(svc, record, message, attempt)
+        _work(svc, record, message)
     except Exception as exc:
-        reason = f"attempt {attempt} failed: {type(exc).__name__}: {scrub(str(exc))}"
-        log.error(
-            "run %s of export %s: %s; the message will be retried", record.run_id, record.export, reason
-        )
-        record.error = reason
-        record.attempt_errors.append(reason)
-        try:
-            svc.runs.update(record)
-        except Exception:
-            log.exception("could not record the failed attempt of run %s", record.run_id)
-        raise
+        _after_error(svc, record, message, exc, attempt)
 
 
-def _work(svc: Services, record: RunRecord, message: RunMessage, attempt: int) -> None:
-    from shared.pipeline import AccountBusy, run_export
+def _after_error(svc: Services, record: RunRecord, message: RunMessage, exc: Exception, attempt: int) -> None:
+    kind, reason = classify(exc), describe(exc)
+    retry_after = getattr(exc, "retry_after", None) if kind == "transient" else None
+    if kind == "terminal" or (kind == "unexpected" and attempt >= UNEXPECTED_ATTEMPTS):
+        error = reason if kind == "terminal" else f"gave up after {attempt} attempt(s); last error: {reason}"
+        record.attempt_errors.append(f"attempt {attempt}: {reason}")
+        record.fail(error)
+        svc.runs.update(record)
+        log.error("run %s of export %s failed: %s", record.run_id, record.export, error)
+        return
+    if retry_after is not None:
+        if record.status == "running":
+            record.wait(f"waiting: {reason}")
+        svc.runs.update(record)
+        svc.enqueue(message, delay_seconds=round(min(retry_after, MAX_WAIT_SECONDS)))
+        log.info("run %s of export %s waits %ss: %s", record.run_id, record.export, retry_after, reason)
+        return
+    note = f"attempt {attempt} failed: {reason}"
+    log.error("run %s of export %s: %s; the message will be retried", record.run_id, record.export, note)
+    record.attempt_errors.append(note)
+    try:
+        if record.status == "running":
+            record.wait(note)
+        else:
+            record.error = note
+        svc.runs.update(record)
+    except Exception:
+        log.exception("could not record the failed attempt of run %s", record.run_id)
+    raise exc
+
+
+def _work(svc: Services, record: RunRecord, message: RunMessage) -> None:
+    from shared.pipeline import run_export
     from shared.telemetry import record_run_metrics, run_span
 
     config = svc.config.read().config
-    record.status = "running"
-    record.started_at = record.started_at or utc_now()
-    record.attempts += 1
+    record.start()
     svc.runs.update(record)
     export = config.exports.get(record.export)
     deadline = time.monotonic() + svc.settings.run_time_budget_seconds
     started = time.monotonic()
     with run_span(record.export, record.run_id):
-        try:
-            outcome = run_export(
-                run_context(svc, config),
-                record,
-                runs=svc.runs,
-                should_stop=stop_check(svc, record.export, export.connection if export else None),
-                deadline=deadline,
-            )
-        except AccountBusy as busy:
-            record.status = "queued"
-            record.error = f"waiting: {busy}"
-            svc.runs.update(record)
-            svc.enqueue(message, delay_seconds=ACCOUNT_BUSY_RETRY_SECONDS)
-            log.info("run %s of export %s waits for its account: %s", record.run_id, record.export, busy)
-            return
+        outcome = run_export(
+            run_context(svc, config),
+            record,
+            runs=svc.runs,
+            should_stop=stop_check(svc, record.export, export.connection if export else None),
+            deadline=deadline,
+        )
     record.counts = outcome.report.counts()
     record_run_metrics(record.export, record.counts, time.monotonic() - started, outcome.status)
     if outcome.status == "continue":
-        record.continuations = message.continuation + 1
+        next_message = message.next_continuation()
+        record.wait(
+            f"continues in invocation {next_message.continuation + 1}", continuation=next_message.continuation
+        )
         svc.runs.update(record)
-        svc.enqueue(message.next_continuation())
+        svc.enqueue(next_message)
         log.info("run %s of export %s continues in a new invocation", record.run_id, record.export)
         return
-    record.status = outcome.status
-    record.error = outcome.error
-    record.finished_at = utc_now()
+    if outcome.status == "succeeded":
+        record.succeed()
+    else:
+        record.fail(outcome.error or "failed")
     svc.runs.update(record)
     log.info("run %s of export %s %s", record.run_id, record.export, record.status)
 
@@ -195,9 +214,7 @@ def give_up(svc: Services, message: RunMessage) -> None:
     if record is None:
         return
     last = record.error or "no error was recorded (the worker may have been stopped)"
-    record.status = "failed"
-    record.finished_at = utc_now()
-    record.error = (
+    record.fail(
         f"gave up after {max(record.attempts, len(record.attempt_errors))} attempt(s); last error: {last}"
     )
     svc.runs.update(record)

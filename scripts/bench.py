@@ -378,7 +378,7 @@ def send_scenario(send_rows: int = SEND_ROWS, scale: int = SCALE) -> dict[str, f
         )
         runs = RunStore(ctx.app_container())
         record = runs.create("vip", trigger="cli")
-        record.status = "running"
+        record.start()
         runs.update(record)
         t1 = time.perf_counter()
         outcome = run_export(ctx, record, runs=runs)

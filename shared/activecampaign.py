@@ -29,6 +29,7 @@ from tenacity import (
     wait_random,
 )
 
+from shared.errors import EngineError, TerminalError, TransientError
 from shared.hosts import base_url, validate_hostname
 from shared.redact import MASK, register_secret_value, scrub
 
@@ -54,39 +55,80 @@ _MESSAGE_LIMIT = 300
 # --------------------------------------------------------------------------------------------- errors
 
 
-class ActiveCampaignError(Exception):
-    """ActiveCampaign refused or failed a request; `status` is the HTTP status when there was one."""
+class ActiveCampaignError(EngineError):
+    """ActiveCampaign refused or failed a request; `status` is the HTTP status when there was one.
+
+    A family: each concrete error below is terminal or transient (shared.errors).
+    """
+
+    code = "ActiveCampaignError"
+    http_status = 502
 
     def __init__(self, message: str, *, status: int | None = None) -> None:
         super().__init__(message)
         self.status = status
 
 
-class InvalidApiKey(ActiveCampaignError):
+class Refused(ActiveCampaignError, TerminalError):
+    """ActiveCampaign refused the request (a 4xx without a more specific meaning)."""
+
+    code = "ActiveCampaignRefused"
+    http_status = 502
+
+
+class InvalidApiKey(ActiveCampaignError, TerminalError):
     """The API key is wrong, revoked, or its user was deleted (HTTP 401/403)."""
 
+    code = "InvalidApiKey"
+    http_status = 502
 
-class ListNotFound(ActiveCampaignError):
+
+class ListNotFound(ActiveCampaignError, TerminalError):
     """The list does not exist on the account (HTTP 404 on GET /lists/{id})."""
+
+    code = "ListNotFound"
+    http_status = 422
 
     def __init__(self, message: str, *, list_id: int, status: int | None = 404) -> None:
         super().__init__(message, status=status)
         self.list_id = list_id
 
 
-class Unavailable(ActiveCampaignError):
+class Unavailable(ActiveCampaignError, TransientError):
     """Retries ran out: ActiveCampaign kept rate limiting, failing, or not answering."""
+
+    code = "ActiveCampaignUnavailable"
+    http_status = 503
 
     def __init__(self, message: str, *, status: int | None, attempts: int) -> None:
         super().__init__(message, status=status)
         self.attempts = attempts
 
 
-class UnexpectedResponse(ActiveCampaignError):
+class RateLimited(Unavailable):
+    """The account's bulk-import budget stayed spent through every retry (another tool importing into
+    the same account): a wait, not a failure. The run checkpoints and continues after `retry_after`."""
+
+    code = "RateLimited"
+
+    def __init__(self, message: str, *, attempts: int, retry_after: float) -> None:
+        super().__init__(message, status=400, attempts=attempts)
+        self.retry_after = retry_after
+
+
+class BatchNotFound(ActiveCampaignError, TransientError):
+    """import/info answered 404 for a batch bulk_import queued: its result is unknown (unconfirmed)."""
+
+    code = "BatchNotFound"
+
+
+class UnexpectedResponse(ActiveCampaignError, TerminalError):
     """Neither a success nor a documented error: a redirect, a non-JSON body, a body of the wrong shape."""
 
+    code = "UnexpectedResponse"
 
-class BulkImportRejected(ActiveCampaignError):
+
+class BulkImportRejected(ActiveCampaignError, TerminalError):
     """HTTP 400 on bulk_import: one or more contacts are malformed and nothing was queued.
 
     `failures` holds (index of the contact in the request, reason) pairs.
@@ -447,6 +489,14 @@ class ActiveCampaignClient:
             last = attempt.exception()
             reason = last.what if isinstance(last, _Retryable) else "an unknown error"
             status = last.status if isinstance(last, _Retryable) else None
+            if isinstance(last, _Retryable) and last.bulk_only:
+                raise RateLimited(
+                    f"ActiveCampaign at {self.hostname} kept refusing bulk imports with its rate limit "
+                    f"after {attempt.attempt_number} attempt(s): another tool may be importing into the "
+                    "same account; the run waits and continues",
+                    attempts=attempt.attempt_number,
+                    retry_after=self._pacer.bulk_window_seconds,
+                ) from None
             raise Unavailable(
                 f"ActiveCampaign at {self.hostname} is unavailable: {what} kept failing "
                 f"({reason}) after {attempt.attempt_number} attempt(s); try again later",
@@ -508,13 +558,17 @@ class ActiveCampaignClient:
                 "check the list id in the export configuration",
                 list_id=list_id,
             )
+        if status == 404 and path == "/import/info":
+            raise BatchNotFound(
+                f"ActiveCampaign at {self.hostname} does not know the queued batch ({message})", status=404
+            )
         if status == 429 or status == 503:
             raise _Retryable(f"HTTP {status}", status=status, retry_after=_retry_after(response))
         if status >= 500:
             raise _Retryable(f"HTTP {status}", status=status)
         if bulk and status == 400:
             self._bulk_400(response, message)
-        raise ActiveCampaignError(
+        raise Refused(
             f"ActiveCampaign at {self.hostname} refused {what} (HTTP {status}): {message}", status=status
         )
 

@@ -1,8 +1,15 @@
-"""Command line: `python -m shared.cli validate --config FILE` and `... run EXPORT --config FILE [--dry-run]`.
+"""Command line: `python -m shared.cli validate|run|reset` (see README, "Command line").
 
 `run` shows a progress bar on stderr and prints the run report as one JSON object on the last line
-of stdout; the exit code is 0 only when the run succeeded. It uses the same settings, storage and
-pipeline as the queue worker, so a run from the CLI is recorded like any other.
+of stdout. It uses the same settings, storage and pipeline as the queue worker, so a run from the
+CLI is recorded like any other. A wait the engine asks for (a sustained rate limit) is waited out
+here, then the run goes on from its checkpoint.
+
+Exit codes, decided from the error's class alone (shared.errors):
+  0 succeeded; 1 terminal: a person must fix something (the message says what);
+  2 usage: bad arguments, configuration file or settings; 3 transient: try again later
+  (another run is active, the account is busy, ActiveCampaign unavailable);
+  4 unexpected: a bug or an outage, reported with the exception's type.
 """
 
 from __future__ import annotations
@@ -11,8 +18,9 @@ import argparse
 import json
 import logging
 import sys
+import time
 from collections.abc import Sequence
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from tqdm import tqdm
 
@@ -20,7 +28,14 @@ from shared.config import Config, ConfigError, load_config_file
 from shared.redact import install_redaction
 from shared.settings import Settings, SettingsError, load_settings
 
-EXIT_OK, EXIT_RUN_FAILED, EXIT_USAGE = 0, 1, 2
+if TYPE_CHECKING:
+    from shared.pipeline import RunContext
+
+EXIT_OK, EXIT_TERMINAL, EXIT_USAGE, EXIT_TRANSIENT, EXIT_UNEXPECTED = 0, 1, 2, 3, 4
+EXIT_RUN_FAILED = EXIT_TERMINAL  # the name before the taxonomy
+_EXIT_OF_KIND = {"terminal": EXIT_TERMINAL, "transient": EXIT_TRANSIENT, "unexpected": EXIT_UNEXPECTED}
+# Waits (rate limit, busy account) the CLI sits out in one run before giving up with EXIT_TRANSIENT.
+MAX_WAITS = 10
 
 
 def _load_config(path: str, settings: Settings) -> Config:
@@ -69,56 +84,103 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def cmd_run(args: argparse.Namespace) -> int:
-    # Imported here so `validate` stays fast and works without storage settings.
-    from shared.pipeline import AccountBusy, RunContext, run_export
-    from shared.runs import RunActive, RunStore, utc_now
+def _context(settings: Settings, config: Config) -> RunContext:
+    from shared.pipeline import RunContext
     from shared.secrets import secrets_from_settings
     from shared.storage import blob_service
 
-    settings = load_settings()
-    config = _load_config(args.config, settings)
-    if args.export not in config.exports:
-        known = ", ".join(sorted(config.exports)) or "none"
-        print(f"error: export {args.export!r} is not in {args.config} (exports: {known})", file=sys.stderr)
-        return EXIT_USAGE
-    ctx = RunContext(
+    return RunContext(
         settings=settings,
         config=config,
         secrets=secrets_from_settings(settings),
         app_blobs=blob_service(settings.require_storage()),
         segment_blobs=blob_service(settings.require_segments_storage()),
     )
+
+
+def _unknown_export(args: argparse.Namespace, config: Config) -> bool:
+    if args.export in config.exports:
+        return False
+    known = ", ".join(sorted(config.exports)) or "none"
+    print(f"error: export {args.export!r} is not in {args.config} (exports: {known})", file=sys.stderr)
+    return True
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    # Imported here so `validate` stays fast and works without storage settings.
+    from shared.errors import classify, describe
+    from shared.pipeline import run_export
+    from shared.runs import RunStore
+
+    settings = load_settings()
+    config = _load_config(args.config, settings)
+    if _unknown_export(args, config):
+        return EXIT_USAGE
+    ctx = _context(settings, config)
     runs = RunStore(ctx.app_container(), keep=settings.runs_kept_per_export)
     try:
         record = runs.create(
             args.export, trigger="cli", dry_run=args.dry_run, full=args.full, force=args.force
         )
-    except RunActive as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_RUN_FAILED
-    record.status = "running"
-    record.started_at = utc_now()
+    except Exception as exc:
+        print(f"error: {describe(exc)}", file=sys.stderr)
+        return _EXIT_OF_KIND[classify(exc)]
+    record.start()
     runs.update(record)
     bars = _Bars(sys.stderr, enabled=not args.no_progress)
+    waits = 0
     try:
-        outcome = run_export(ctx, record, runs=runs, progress=bars)
-    except AccountBusy as exc:
-        record.status, record.error, record.finished_at = "failed", str(exc), utc_now()
-        runs.update(record)
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_RUN_FAILED
+        while True:
+            try:
+                outcome = run_export(ctx, record, runs=runs, progress=bars)
+                break
+            except Exception as exc:
+                kind, retry_after = classify(exc), getattr(exc, "retry_after", None)
+                if kind == "transient" and retry_after is not None and waits < MAX_WAITS:
+                    waits += 1
+                    print(f"waiting {retry_after:.0f}s, then going on: {describe(exc)}", file=sys.stderr)
+                    time.sleep(retry_after)
+                    continue
+                record.fail(describe(exc))
+                runs.update(record)
+                print(f"error: {describe(exc)}", file=sys.stderr)
+                return _EXIT_OF_KIND[kind]
     finally:
         bars.close()
-    record.status = "succeeded" if outcome.status == "succeeded" else "failed"
-    record.finished_at = outcome.report.finished_at or utc_now()
     record.counts = outcome.report.counts()
-    record.error = outcome.error
+    if outcome.status == "succeeded":
+        record.succeed()
+    else:
+        record.fail(outcome.error or "failed")
     runs.update(record)
     if outcome.error:
         print(f"error: {outcome.error}", file=sys.stderr)
     print(json.dumps(outcome.report.to_dict(), separators=(",", ":")))
-    return EXIT_OK if outcome.status == "succeeded" else EXIT_RUN_FAILED
+    return EXIT_OK if outcome.status == "succeeded" else EXIT_TERMINAL
+
+
+def cmd_reset(args: argparse.Namespace) -> int:
+    """Delete the export's checkpoint (or its delivered state too): the way out of StoredStateCorrupt."""
+    from shared.runs import RunStore
+    from shared.state import StateStore
+
+    settings = load_settings()
+    config = _load_config(args.config, settings)
+    if _unknown_export(args, config):
+        return EXIT_USAGE
+    container = _context(settings, config).app_container()
+    active = RunStore(container).active(args.export)
+    if active is not None:
+        print(
+            f"error: export {args.export!r} has run {active.run_id} {active.status}; reset it once that run has ended",
+            file=sys.stderr,
+        )
+        return EXIT_TRANSIENT
+    deleted = StateStore(container, args.export).reset(args.what)
+    print(
+        f"reset {args.what} of export {args.export!r}: deleted {', '.join(deleted) or 'nothing (none stored)'}"
+    )
+    return EXIT_OK
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -135,6 +197,16 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--force", action="store_true", help="allow mirror removals above maxRemovalShare")
     run.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     run.set_defaults(func=cmd_run)
+    reset = sub.add_parser("reset", help="forget an export's checkpoint, or its delivered state too")
+    reset.add_argument("export", help="name of the export in the configuration")
+    reset.add_argument("--config", required=True, help="path of the configuration JSON")
+    reset.add_argument(
+        "--what",
+        choices=("checkpoint", "state"),
+        required=True,
+        help="checkpoint: the next run plans again; state: the next run sends every contact",
+    )
+    reset.set_defaults(func=cmd_reset)
     return parser
 
 

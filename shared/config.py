@@ -22,6 +22,7 @@ import jsonschema
 from jsonschema.exceptions import ValidationError
 
 from shared import boundedjson
+from shared.errors import TerminalError
 from shared.hosts import HostError, validate_hostname
 
 Trigger = Literal["scheduled", "manual"]
@@ -35,8 +36,11 @@ _PLAIN_KEY = re.compile(r"[A-Za-z0-9_%-]+")
 _NAME = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")  # same rule as $defs/name in the schema
 
 
-class ConfigError(ValueError):
+class ConfigError(TerminalError, ValueError):
     """The document is invalid. `errors` lists every problem, each starting with its JSON path."""
+
+    code = "ValidationFailed"
+    http_status = 400
 
     def __init__(self, errors: Sequence[str]) -> None:
         self.errors = list(errors)

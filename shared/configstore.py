@@ -24,19 +24,26 @@ from azure.storage.blob import ContainerClient, ContentSettings
 
 from shared import boundedjson
 from shared.config import Config, ConfigError, config_to_document, parse_config
+from shared.errors import TerminalError, TransientError
+from shared.storage import CONFIG_BLOB as CONFIG_BLOB
 
-CONFIG_BLOB = "config/config.json"
 ItemKind = Literal["connections", "exports"]
 _WRITE_ATTEMPTS = 8
 _JSON = ContentSettings(content_type="application/json")
 
 
-class PreconditionFailed(Exception):
+class PreconditionFailed(TransientError):
+    code = "PreconditionFailed"
+    http_status = 412
+
     """An `If-Match` / `If-None-Match` condition does not hold; the message says what to do."""
 
 
-class StoredConfigInvalid(Exception):
+class StoredConfigInvalid(TerminalError):
     """The stored document does not validate (edited by hand?); the message lists what to fix."""
+
+    code = "StoredConfigurationInvalid"
+    http_status = 500
 
 
 def item_etag(item: Any) -> str:

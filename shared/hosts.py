@@ -10,13 +10,18 @@ from __future__ import annotations
 import ipaddress
 import re
 
+from shared.errors import TerminalError
+
 EXPECTED_FORM = "a bare host name such as 'acme.api-us1.com' (no https://, no path)"
 _LABEL = re.compile(r"(?!-)[a-z0-9-]{1,63}(?<!-)")
 _LOOPBACK_NAMES = ("localhost",)
 
 
-class HostError(ValueError):
+class HostError(TerminalError, ValueError):
     """The hostname is not acceptable; the message shows the expected form."""
+
+    code = "HostRefused"
+    http_status = 400
 
 
 def _is_loopback(host: str) -> bool:

@@ -17,6 +17,7 @@ from operator import and_, itemgetter, not_, or_, truth
 from typing import Any, NamedTuple
 
 from shared.config import FieldMapping
+from shared.errors import TerminalError
 
 # Stable rejection reason codes: they appear in run reports and the rejected-rows CSV, so never rename.
 MISSING_EMAIL = "missing_email"
@@ -54,8 +55,10 @@ _EMAIL_LINES = re.compile(rf"{_CHECKED}(?:\n{_CHECKED})*+", re.ASCII | re.IGNORE
 _DOMAIN_LABEL = re.compile(_LABEL)
 
 
-class MappingError(ValueError):
+class MappingError(TerminalError, ValueError):
     """The mapping does not fit the segment or the ActiveCampaign account; the message says what to fix."""
+
+    code = "MappingInvalid"
 
 
 @dataclass(frozen=True, slots=True)

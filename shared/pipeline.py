@@ -29,18 +29,20 @@ from shared.activecampaign import (
     ActiveCampaignError,
     InvalidApiKey,
     ListNotFound,
+    Refused,
     client_for,
 )
 from shared.config import Config, Connection, ExportConfig
+from shared.errors import AccountBusy, GuardTripped, RunFailed, TerminalError
 from shared.hosts import HostError
 from shared.load import BatchSender, Operation, SendOutcome, operation
-from shared.mapping import Contact, MappingError, RowMapper, contact_payload, resolve_fields
+from shared.mapping import Contact, RowMapper, contact_payload, resolve_fields
 from shared.report import RejectedRowsWriter, RunReport
 from shared.runs import RunRecord, RunStore, utc_now
-from shared.secrets import SecretNotFound, SecretsError, SecretsProvider
-from shared.segments import SegmentError, SegmentReader, Snapshot, SourceRow
+from shared.secrets import SecretNotFound, SecretsProvider
+from shared.segments import SegmentReader, Snapshot, SourceRow
 from shared.settings import Settings
-from shared.state import Checkpoint, CheckpointWriter, DeliveredState, StateError, StateStore, state_target
+from shared.state import Checkpoint, CheckpointWriter, DeliveredState, StateStore, state_target
 from shared.storage import APP_CONTAINER
 from shared.sync import (
     Fingerprinter,
@@ -57,18 +59,6 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 _JSON = ContentSettings(content_type="application/json")
 _CSV = ContentSettings(content_type="text/csv; charset=utf-8")
-
-
-class RunFailed(Exception):
-    """A run cannot go on; the message says why and what to fix (never a secret)."""
-
-
-class AccountBusy(Exception):
-    """Another run holds this ActiveCampaign account's lease (they share one rate budget).
-
-    Not a RunFailed: `run_export` lets it propagate so the queue worker's message is retried later
-    (the host's visibility backoff), and the CLI reports it without marking anything failed.
-    """
 
 
 class _Pause(Exception):
@@ -166,18 +156,12 @@ def run_export(
         error = None
     except _Pause:
         status, error = "continue", None
-    except (
-        RunFailed,
-        ActiveCampaignError,
-        SegmentError,
-        MappingError,
-        StateError,
-        SecretNotFound,
-        SecretsError,
-    ) as exc:
-        status, error = "failed", str(exc)
     except HostError as exc:
         status, error = "failed", f"connection hostname refused: {exc}"
+    except TerminalError as exc:
+        # A person must fix something: the run fails now. Transient and unexpected errors propagate,
+        # and the caller decides from their class (shared.errors) whether and when to try again.
+        status, error = "failed", str(exc)
     report.timings["total_s"] = round(report.timings.get("total_s", 0.0) + ctx.clock() - started, 3)
     report.status = "running" if status == "continue" else status
     report.error = error
@@ -381,7 +365,7 @@ class _Run:
         )
         cap = self.export.max_contacts
         if cap is not None and len(collector) > cap:
-            raise RunFailed(
+            raise GuardTripped(
                 f"the snapshot has {len(collector):,} valid rows, over this export's safety cap maxContacts={cap:,}; "
                 "raise or remove maxContacts to export it. Nothing was sent"
             )
@@ -420,14 +404,14 @@ class _Run:
         if not removals:
             return
         if self.report.contacts == 0:
-            raise RunFailed(
+            raise GuardTripped(
                 f"the snapshot {self.report.snapshot_id} has no valid contacts; mirror mode never empties a list "
                 f"from an empty snapshot ({removals:,} contacts would have been unsubscribed). Nothing was sent"
             )
         share = removals / max(len(old), 1)
         limit = self.export.max_removal_share
         if share > limit and not self.record.force:
-            raise RunFailed(
+            raise GuardTripped(
                 f"this run would unsubscribe {removals:,} of {len(old):,} contacts ({share:.0%}), more than "
                 f"maxRemovalShare={limit:.0%} of export {self.export.name!r}. If that is intended, start the run "
                 "with force; nothing was sent"
@@ -650,7 +634,7 @@ class _Run:
             try:
                 contact_id = client.find_contact_id(email)
                 if contact_id is None:
-                    raise ActiveCampaignError("the contact was not found after its import")
+                    raise Refused("the contact was not found after its import")
                 client.subscribe(self.export.list_id, contact_id)
             except ActiveCampaignError as exc:
                 failed[op_index] = f"resubscribe_failed: {exc}"

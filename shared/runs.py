@@ -23,7 +23,9 @@ from azure.core import MatchConditions
 from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
 from azure.storage.blob import ContainerClient, ContentSettings
 
+from shared.errors import TerminalError, TransientError
 from shared.settings import DEFAULT_RUNS_KEPT_PER_EXPORT
+from shared.storage import RUN_RECORD, active_marker_blob, parse_run_blob, run_blob, runs_prefix
 
 RunStatus = Literal["queued", "running", "succeeded", "failed"]
 RunTrigger = Literal["schedule", "api", "cli"]
@@ -47,8 +49,11 @@ def new_run_id() -> str:
     return datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ") + "-" + secrets.token_hex(3)
 
 
-class RunActive(Exception):
+class RunActive(TransientError):
     """The export already has a queued or running run; `record` is that run."""
+
+    code = "RunActive"
+    http_status = 409
 
     def __init__(self, record: RunRecord) -> None:
         super().__init__(
@@ -58,8 +63,28 @@ class RunActive(Exception):
         self.record = record
 
 
+class IllegalTransition(TerminalError):
+    """A status change the run state machine does not allow (a bug in the caller, never data)."""
+
+    code = "IllegalTransition"
+    http_status = 500
+
+
+# The run state machine. queued -> running when a process takes the run (or takes it over: running
+# -> running after its owner died); running -> queued to wait (busy account, rate limit) or to go on
+# in another invocation; queued | running -> succeeded | failed. Terminal states never change.
+_MOVES: dict[str, frozenset[str]] = {
+    "queued": frozenset({"running", "failed"}),
+    "running": frozenset({"running", "queued", "succeeded", "failed"}),
+    "succeeded": frozenset(),
+    "failed": frozenset(),
+}
+
+
 @dataclass
 class RunRecord:
+    """A run's record. `status` changes only through the methods below (`_move` is the one writer)."""
+
     run_id: str
     export: str
     status: RunStatus
@@ -77,10 +102,49 @@ class RunRecord:
     rejected_blob: str | None = None
     continuations: int = 0
     # Added to the architecture contract: how many times a worker picked the run up (retries
-    # included), the error of each failed attempt, and the last write (for stale detection).
+    # included), the error of each failed attempt, and the last write.
     attempts: int = 0
     attempt_errors: list[str] = field(default_factory=list)
     updated_at: str | None = None
+    # Who started the run: "api:<caller>" (masked like a log line), "schedule" or "cli".
+    started_by: str = ""
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name == "status" and "status" in self.__dict__:
+            raise IllegalTransition(
+                f"run {self.run_id}: status is changed by start/wait/succeed/fail, not assigned"
+            )
+        super().__setattr__(name, value)
+
+    def _move(self, to: RunStatus) -> None:
+        if to not in _MOVES[self.status]:
+            raise IllegalTransition(
+                f"run {self.run_id} of export {self.export!r} cannot go from {self.status} to {to}"
+            )
+        self.__dict__["status"] = to
+
+    def start(self) -> None:
+        """A process takes the run: queued -> running, or running -> running (taking over a dead owner)."""
+        self._move("running")
+        self.started_at = self.started_at or utc_now()
+        self.attempts += 1
+
+    def wait(self, reason: str, *, continuation: int | None = None) -> None:
+        """running -> queued: waiting (busy account, rate limit, retry) or continuing in a new invocation."""
+        self._move("queued")
+        self.error = reason
+        if continuation is not None:
+            self.continuations = continuation
+
+    def succeed(self) -> None:
+        self._move("succeeded")
+        self.error = None
+        self.finished_at = utc_now()
+
+    def fail(self, error: str) -> None:
+        self._move("failed")
+        self.error = error
+        self.finished_at = utc_now()
 
     @property
     def active(self) -> bool:
@@ -131,11 +195,11 @@ class RunStore:
 
     @staticmethod
     def record_blob(export: str, run_id: str) -> str:
-        return f"runs/{export}/{run_id}/run.json"
+        return run_blob(export, run_id)
 
     @staticmethod
     def marker_blob(export: str) -> str:
-        return f"runs/{export}/active.json"
+        return active_marker_blob(export)
 
     def create(
         self,
@@ -145,6 +209,7 @@ class RunStore:
         dry_run: bool = False,
         full: bool = False,
         force: bool = False,
+        started_by: str | None = None,
     ) -> RunRecord:
         """Create a queued run. Raises RunActive when the export has a live queued or running run.
 
@@ -159,6 +224,7 @@ class RunStore:
             dry_run=dry_run,
             full=full,
             force=force,
+            started_by=started_by or trigger,
         )
         self._claim(record)
         self._prune(export)
@@ -166,10 +232,10 @@ class RunStore:
 
     def _prune(self, export: str) -> None:
         blobs_of_run: dict[str, list[str]] = {}
-        for blob in self._container.list_blobs(name_starts_with=f"runs/{export}/"):
-            parts = blob.name.split("/")
-            if len(parts) == 4:  # runs/<export>/<runId>/<file>; not the active marker
-                blobs_of_run.setdefault(parts[2], []).append(blob.name)
+        for blob in self._container.list_blobs(name_starts_with=runs_prefix(export)):
+            parsed = parse_run_blob(blob.name)
+            if parsed is not None:  # not the active marker
+                blobs_of_run.setdefault(parsed[1], []).append(blob.name)
         for run_id in sorted(blobs_of_run, reverse=True)[self._keep :]:
             for name in blobs_of_run[run_id]:
                 with contextlib.suppress(ResourceNotFoundError):  # another create pruned it first
@@ -184,16 +250,16 @@ class RunStore:
 
     def list(self, export: str, limit: int = 20) -> list[RunRecord]:
         """The newest `limit` runs of `export`, newest first."""
-        prefix = f"runs/{export}/"
-        names = [
-            blob.name
-            for blob in self._container.list_blobs(name_starts_with=prefix)
-            if blob.name.endswith("/run.json") and blob.name.count("/") == 3
-        ]
-        names.sort(reverse=True)
+        run_ids = sorted(
+            (
+                parsed[1]
+                for blob in self._container.list_blobs(name_starts_with=runs_prefix(export))
+                if (parsed := parse_run_blob(blob.name)) is not None and parsed[2] == RUN_RECORD
+            ),
+            reverse=True,
+        )
         records: list[RunRecord] = []
-        for name in names[:limit]:
-            run_id = name.split("/")[2]
+        for run_id in run_ids[:limit]:
             record = self.get(export, run_id)
             if record is not None:
                 records.append(record)
@@ -250,11 +316,7 @@ class RunStore:
                 self._abandon(record, f"not started: run {holder.run_id} was already {holder.status}")
                 raise RunActive(holder)
             if holder is not None and holder.active:
-                holder.status = "failed"
-                holder.finished_at = utc_now()
-                holder.error = (
-                    f"abandoned: no progress recorded since {holder.updated_at or holder.queued_at}"
-                )
+                holder.fail(f"abandoned: no progress recorded since {holder.updated_at or holder.queued_at}")
                 self.update(holder)
             else:
                 self._delete_marker(record.export, etag)
@@ -268,8 +330,7 @@ class RunStore:
         # The record of a run that lost the race is deleted so run lists show only real runs.
         with contextlib.suppress(ResourceNotFoundError):
             self._container.delete_blob(self.record_blob(record.export, record.run_id))
-        record.status = "failed"
-        record.error = reason
+        record.fail(reason)
 
     def _read_marker(self, export: str) -> tuple[str, str] | None:
         try:

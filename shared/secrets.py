@@ -22,6 +22,7 @@ from azure.core.exceptions import (
 )
 from azure.keyvault.secrets import SecretClient
 
+from shared.errors import TerminalError
 from shared.redact import register_secret_value
 from shared.settings import SETTINGS_READ, Settings, SettingsError
 
@@ -36,7 +37,7 @@ _DEFAULT_CLIENT_KWARGS: dict[str, Any] = {"connection_timeout": 10, "read_timeou
 _RECOVER_WAIT_SECONDS = 60.0
 
 
-class SecretNotFound(Exception):
+class SecretNotFound(TerminalError):
     """The secret does not exist. `name` is the secret, `where` the vault URL or env var looked in."""
 
     def __init__(self, name: str, where: str, hint: str) -> None:
@@ -45,8 +46,10 @@ class SecretNotFound(Exception):
         self.where = where
 
 
-class SecretsError(Exception):
+class SecretsError(TerminalError):
     """The secret store could not be used (unreachable, denied, misconfigured); says what to fix."""
+
+    code = "SecretsUnavailable"
 
 
 class SecretsProvider(Protocol):

@@ -65,6 +65,7 @@ from urllib.parse import unquote, urlsplit
 from azure.core.exceptions import ResourceModifiedError, ResourceNotFoundError
 from azure.storage.blob import BlobPrefix, BlobProperties, BlobServiceClient, ContainerClient
 
+from shared.errors import TerminalError
 from shared.mapping import ragged_detail
 
 FIELD_SIZE_LIMIT = 1024 * 1024
@@ -94,8 +95,10 @@ _CONTAINER_NAME = re.compile(r"[a-z0-9](?:[a-z0-9]|-(?=[a-z0-9])){2,62}")
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
-class SegmentError(Exception):
+class SegmentError(TerminalError):
     """The segment cannot be read as configured; the message says what is wrong and what to fix."""
+
+    code = "SegmentUnreadable"
 
 
 class SegmentSourceLike(Protocol):

@@ -13,6 +13,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal
 
+from shared.errors import TerminalError
+
 DEFAULT_EXPORT_SCHEDULE = "0 0 */6 * * *"
 DEFAULT_REQUESTS_PER_SECOND = 5.0
 DEFAULT_BULK_IMPORTS_PER_MINUTE = 100.0
@@ -45,8 +47,11 @@ EASY_AUTH_MARKER = "WEBSITE_AUTH_ENABLED"
 _IDENTITY_SUFFIXES = ("blobServiceUri", "queueServiceUri", "accountName", "credential", "clientId")
 
 
-class SettingsError(ValueError):
+class SettingsError(TerminalError, ValueError):
     """A setting is missing or malformed; the message names it and says what to fix."""
+
+    code = "AppMisconfigured"
+    http_status = 500
 
 
 @dataclass(frozen=True)

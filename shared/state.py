@@ -24,15 +24,33 @@ from azure.core import MatchConditions
 from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
 from azure.storage.blob import ContainerClient
 
+from shared.errors import StateConflict, StoredFormatTooNew, StoredStateCorrupt
+from shared.storage import checkpoint_blob, state_blob
+
 log = logging.getLogger(__name__)
 
 U64 = npt.NDArray[np.uint64]
-STATE_FORMAT = 1
+# Stored formats carry a version: an older one is migrated on read, a newer one refused (a newer
+# app wrote it; reading it as this one would misread it). History:
+#   state 1: arrays keys, fingerprints, email_offsets, email_data, meta; `removed` only once mirror
+#            removals existed, no `target` before 2026-11-28.   state 2: both always present.
+#   checkpoint 1: no `format` key.   checkpoint 2: `format`, `rejoin_next` (re-subscribed rejoiners).
+STATE_FORMAT = 2
+CHECKPOINT_FORMAT = 2
 SNAPSHOT_METADATA = "snapshotid"
+RESET_WHATS = frozenset({"checkpoint", "state"})
+# Kept for callers that catch both: a corrupt blob (terminal) and a conflicting write (transient).
+StateError = (StoredStateCorrupt, StateConflict)
 
 
-class StateError(RuntimeError):
-    """Stored state is unreadable or was changed by someone else during the run."""
+class _Unreadable(ValueError):
+    """What is wrong with a blob's bytes; the store turns it into StoredStateCorrupt naming the blob."""
+
+
+class _TooNew(ValueError):
+    def __init__(self, found: int, supported: int) -> None:
+        super().__init__(f"format {found}")
+        self.found, self.supported = found, supported
 
 
 @dataclass(frozen=True)
@@ -102,13 +120,17 @@ class DeliveredState:
 
     @staticmethod
     def from_bytes(data: bytes) -> DeliveredState:
+        """Parse a stored state; ValueError (`_Unreadable`, `_TooNew`) says what is wrong with it."""
         try:
             with np.load(io.BytesIO(data), allow_pickle=False) as npz:
                 meta = json.loads(npz["meta"].tobytes().decode())
-                if meta.get("format") != STATE_FORMAT:
-                    raise StateError(
-                        f"delivered state has format {meta.get('format')}, expected {STATE_FORMAT}"
-                    )
+                version = meta.get("format") if isinstance(meta, dict) else None
+                if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+                    raise _Unreadable(f"has no valid format version ({version!r})")
+                if version > STATE_FORMAT:
+                    raise _TooNew(version, STATE_FORMAT)
+                # Format 1 may lack `removed` and `target`: no removals and no known target.
+                removed = npz["removed"] if "removed" in npz.files else np.zeros(0, dtype=np.uint64)
                 state = DeliveredState(
                     keys=npz["keys"].astype(np.uint64, copy=False),
                     fingerprints=npz["fingerprints"].astype(np.uint64, copy=False),
@@ -117,16 +139,14 @@ class DeliveredState:
                     snapshot_id=meta.get("snapshot_id"),
                     last_full_sync=meta.get("last_full_sync"),
                     target=meta.get("target"),
-                    removed=npz["removed"].astype(np.uint64, copy=False)
-                    if "removed" in npz.files
-                    else np.zeros(0, dtype=np.uint64),
+                    removed=removed.astype(np.uint64, copy=False),
                 )
-        except (OSError, ValueError, KeyError) as exc:
-            raise StateError(
-                f"delivered state is unreadable ({exc}); run with --full to rebuild it"
-            ) from None
+        except (_Unreadable, _TooNew):
+            raise
+        except Exception as exc:  # zipfile.BadZipFile, OSError, KeyError, UnicodeDecodeError, ...
+            raise _Unreadable(f"is unreadable ({type(exc).__name__}: {exc})") from None
         if state.email_offsets.shape[0] != len(state) + 1 or state.fingerprints.shape != state.keys.shape:
-            raise StateError("delivered state arrays disagree in length; run with --full to rebuild it")
+            raise _Unreadable("has arrays that disagree in length")
         return state
 
 
@@ -180,17 +200,51 @@ class Checkpoint:
     resent: list[int] = field(default_factory=list)  # plan indexes resent after a failed/interrupted batch
     counts: dict[str, int] = field(default_factory=dict)
     started_at: str | None = None
+    # How many of the plan's rejoiners (`Plan.resubscribe`, in order) were handled (re-subscribed or
+    # failed): a continuation goes on from there.
+    rejoin_next: int = 0
 
     def to_json(self) -> str:
-        doc: dict[str, Any] = asdict(self)
+        doc: dict[str, Any] = {"format": CHECKPOINT_FORMAT, **asdict(self)}
         doc["failed"] = {str(k): v for k, v in self.failed.items()}
         return json.dumps(doc, separators=(",", ":"))
 
     @staticmethod
     def from_json(text: str | bytes) -> Checkpoint:
-        doc = json.loads(text)
-        doc["failed"] = {int(k): v for k, v in doc.get("failed", {}).items()}
-        return Checkpoint(**doc)
+        """Parse a stored checkpoint; ValueError (`_Unreadable`, `_TooNew`) says what is wrong with it."""
+        try:
+            doc = json.loads(text)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise _Unreadable(f"is not JSON ({exc})") from None
+        if not isinstance(doc, dict):
+            raise _Unreadable("is not a JSON object")
+        version = doc.pop("format", 1)  # format 1 had no version
+        if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+            raise _Unreadable(f"has no valid format version ({version!r})")
+        if version > CHECKPOINT_FORMAT:
+            raise _TooNew(version, CHECKPOINT_FORMAT)
+        known = set(Checkpoint.__dataclass_fields__)
+        unknown = sorted(set(doc) - known)
+        if unknown:
+            raise _Unreadable(f"has unknown keys {unknown}")
+        missing = sorted({"run_id", "snapshot_id", "plan_digest", "state_etag"} - set(doc))
+        if missing:
+            raise _Unreadable(f"lacks {missing}")
+        try:
+            checkpoint = Checkpoint(**doc)
+            checkpoint.failed = {int(k): str(v) for k, v in dict(checkpoint.failed).items()}
+            checkpoint.pending = {
+                str(batch): [int(i) for i in indexes] for batch, indexes in dict(checkpoint.pending).items()
+            }
+            checkpoint.counts = {str(k): int(v) for k, v in dict(checkpoint.counts).items()}
+            checkpoint.resent = [int(i) for i in checkpoint.resent]
+            checkpoint.next_index = int(checkpoint.next_index)
+            checkpoint.rejoin_next = int(checkpoint.rejoin_next)
+        except (TypeError, ValueError) as exc:
+            raise _Unreadable(f"has a malformed value ({exc})") from None
+        if checkpoint.next_index < 0 or checkpoint.rejoin_next < 0:
+            raise _Unreadable("has a negative position")
+        return checkpoint
 
 
 class StateStore:
@@ -198,16 +252,30 @@ class StateStore:
 
     def __init__(self, container: ContainerClient, export: str) -> None:
         self._container = container
-        self._state_blob = f"state/{export}/delivered.npz"
-        self._checkpoint_blob = f"state/{export}/checkpoint.json"
+        self._export = export
+        self._state_blob = state_blob(export)
+        self._checkpoint_blob = checkpoint_blob(export)
+
+    def _corrupt(self, exc: ValueError, blob: str, what: str) -> StoredStateCorrupt:
+        if isinstance(exc, _TooNew):
+            return StoredFormatTooNew(blob, exc.found, exc.supported, export=self._export, what=what)
+        return StoredStateCorrupt(blob, str(exc), export=self._export, what=what)
 
     def load(self) -> tuple[DeliveredState, str | None]:
-        """The delivered state and its ETag (None when the export never delivered anything)."""
+        """The delivered state and its ETag (None when the export never delivered anything).
+
+        StoredStateCorrupt when the blob cannot be read: never an empty state, which would resend
+        everyone (and, in mirror mode, forget whom this export unsubscribed).
+        """
         try:
             downloader = self._container.get_blob_client(self._state_blob).download_blob()
         except ResourceNotFoundError:
             return DeliveredState.empty(), None
-        return DeliveredState.from_bytes(downloader.readall()), downloader.properties.etag
+        try:
+            state = DeliveredState.from_bytes(downloader.readall())
+        except ValueError as exc:
+            raise self._corrupt(exc, self._state_blob, "state") from None
+        return state, downloader.properties.etag
 
     def save(self, state: DeliveredState, *, expected_etag: str | None) -> str:
         """Write the state only if nobody replaced it since `expected_etag` was read."""
@@ -227,11 +295,11 @@ class StateStore:
                     match_condition=MatchConditions.IfNotModified,
                 )
         except (ResourceModifiedError, ResourceNotFoundError) as exc:
-            raise StateError(
+            raise StateConflict(
                 "delivered state changed during the run; another run must have written it"
             ) from exc
         except ResourceExistsError as exc:
-            raise StateError("delivered state was created during the run by another run") from exc
+            raise StateConflict("delivered state was created during the run by another run") from exc
         return str(result["etag"])
 
     def snapshot_id(self) -> str | None:
@@ -250,7 +318,10 @@ class StateStore:
             data = self._container.get_blob_client(self._checkpoint_blob).download_blob().readall()
         except ResourceNotFoundError:
             return None
-        return Checkpoint.from_json(data)
+        try:
+            return Checkpoint.from_json(data)
+        except ValueError as exc:
+            raise self._corrupt(exc, self._checkpoint_blob, "checkpoint") from None
 
     def save_checkpoint(self, checkpoint: Checkpoint | str) -> None:
         """Store a checkpoint (or one already serialised with `Checkpoint.to_json`)."""
@@ -260,6 +331,23 @@ class StateStore:
     def clear_checkpoint(self) -> None:
         with contextlib.suppress(ResourceNotFoundError):
             self._container.get_blob_client(self._checkpoint_blob).delete_blob()
+
+    def reset(self, what: str) -> list[str]:
+        """Delete the checkpoint (`checkpoint`), the delivered state too (`state`); returns what went.
+
+        After a checkpoint reset the next run plans again and resends what the lost checkpoint said
+        was queued (bulk import is an upsert: a repeat changes nothing). After a state reset the next
+        run sends every contact and, in mirror mode, unsubscribes nobody it does not know about.
+        """
+        if what not in RESET_WHATS:
+            raise ValueError(f"reset what must be one of {sorted(RESET_WHATS)}, got {what!r}")
+        names = [self._checkpoint_blob] + ([self._state_blob] if what == "state" else [])
+        deleted = []
+        for name in names:
+            with contextlib.suppress(ResourceNotFoundError):
+                self._container.get_blob_client(name).delete_blob()
+                deleted.append(name)
+        return deleted
 
 
 class CheckpointWriter:

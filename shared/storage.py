@@ -19,6 +19,50 @@ APP_CONTAINER = "activecampaign-export"
 RUNS_QUEUE = "export-runs"
 RUNS_POISON_QUEUE = RUNS_QUEUE + "-poison"
 
+# ------------------------------------------------------------------ paths in the app container
+# Built and parsed only here, so the layout in docs/architecture.md has one source.
+CONFIG_BLOB = "config/config.json"
+RUN_RECORD = "run.json"
+RUN_REPORT = "report.json"
+RUN_REJECTED = "rejected.csv"
+
+
+def state_blob(export: str) -> str:
+    """The export's delivered state (what ActiveCampaign accepted)."""
+    return f"state/{export}/delivered.npz"
+
+
+def checkpoint_blob(export: str) -> str:
+    """The checkpoint of the export's run in progress."""
+    return f"state/{export}/checkpoint.json"
+
+
+def runs_prefix(export: str) -> str:
+    return f"runs/{export}/"
+
+
+def run_blob(export: str, run_id: str, name: str = RUN_RECORD) -> str:
+    """A file of one run: its record, report or rejected rows."""
+    return f"runs/{export}/{run_id}/{name}"
+
+
+def active_marker_blob(export: str) -> str:
+    """Names the export's queued or running run; held by that run's lease while it runs."""
+    return f"runs/{export}/active.json"
+
+
+def account_lease_blob(hostname: str) -> str:
+    """Leased by the run using an ActiveCampaign account (one at a time: they share its rate budget)."""
+    return "locks/" + hostname.strip().lower().replace(":", "_")
+
+
+def parse_run_blob(name: str) -> tuple[str, str, str] | None:
+    """(export, run id, file) of a run file's blob name; None for anything else (the active marker)."""
+    parts = name.split("/")
+    if len(parts) != 4 or parts[0] != "runs" or not all(parts[1:]):
+        return None
+    return parts[1], parts[2], parts[3]
+
 
 def _credential(conn: StorageConnection) -> TokenCredential:
     # Imported lazily: azure-identity is slow to import and only needed in Azure.

@@ -19,6 +19,7 @@ import numpy as np
 import numpy.typing as npt
 from xxhash import xxh3_64_intdigest
 
+from shared.errors import TerminalError
 from shared.mapping import CheckedBatch
 from shared.segments import RowBatch, SourceRow
 from shared.state import U64, DeliveredState, build_state
@@ -232,8 +233,10 @@ def plan_sync(
     )
 
 
-class SnapshotChanged(RuntimeError):
+class SnapshotChanged(TerminalError, RuntimeError):
     """A second read of a snapshot did not find the rows the first read did."""
+
+    code = "SnapshotChanged"
 
 
 def planned_rows(

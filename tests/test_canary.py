@@ -67,9 +67,12 @@ def test_no_output_carries_the_key_or_a_raw_email(
     for blob in ctx.app_container().list_blobs(name_starts_with="runs/vip/active"):
         ctx.app_container().delete_blob(blob.name)
     record = runs.create("vip", trigger="api")
+    record.start()
     outcome = run_export(ctx, record, runs=runs)
-    record.status = "succeeded" if outcome.status == "succeeded" else "failed"
-    record.error = outcome.error
+    if outcome.status == "succeeded":
+        record.succeed()
+    else:
+        record.fail(outcome.error or "failed")
     runs.update(record)
 
     assert outcome.status == ("succeeded" if path in ("success", "server_errors") else "failed")

@@ -37,6 +37,7 @@ EXPECTED_FUNCTIONS = {
     "export_item",
     "export_runs",
     "export_run",
+    "export_reset",
     "export_schedule",
     "export_worker",
     "export_worker_poison",

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from functions.worker import stop_check
-from shared.configstore import CONFIG_BLOB
+from shared.storage import CONFIG_BLOB
 from tests.fixtures.sandbox import SANDBOX_API_KEY
 from tests.support.segments import profiles, write_ci_snapshot
 from tests.test_functions_app import (
@@ -175,30 +175,107 @@ def test_invalid_message_is_logged_and_dropped_not_retried(app_env: AppEnv, capl
     assert any("not a valid run message" in r.getMessage() for r in caplog.records)
 
 
-def test_failed_attempts_are_recorded_and_the_poison_handler_fails_the_run(ready: AppEnv):
+def test_a_terminal_error_fails_the_run_at_once_without_retries(ready: AppEnv):
     location = start().headers["Location"]
     good_config = ready.app.download_blob(CONFIG_BLOB).readall()
     ready.app.upload_blob(CONFIG_BLOB, b'{"connections": {"Broken Name": {}}}', overwrite=True)
+    deliver(ready)  # no exception: retrying cannot help, so the host does not retry
+    ready.app.upload_blob(CONFIG_BLOB, good_config, overwrite=True)  # so the API can show the run
+    failed = run_status(location).body
+    assert failed["status"] == "failed"
+    assert "Broken Name" in failed["error"]
+    assert failed["attemptErrors"] == [f"attempt 1: {failed['error']}"]
+    assert ready.messages() == []
+    assert ready.messages(ready.poison) == []
+
+
+def test_transient_attempts_are_recorded_and_the_poison_handler_fails_the_run(ready: AppEnv, monkeypatch):
+    from shared import pipeline
+    from shared.activecampaign import Unavailable
+
+    def down(*_: object, **__: object) -> None:
+        # What the client raises once its own retries ran out.
+        raise Unavailable(
+            "ActiveCampaign at x is unavailable: kept failing (HTTP 503)", status=503, attempts=8
+        )
+
+    monkeypatch.setattr(pipeline, "run_export", down)
+    location = start().headers["Location"]
     for attempt in range(1, MAX_DEQUEUE_COUNT + 1):
-        with pytest.raises(Exception, match="invalid"):
+        with pytest.raises(Unavailable):
             deliver(ready)
         assert len(ready.messages()) == (0 if attempt == MAX_DEQUEUE_COUNT else 1)
     assert len(ready.messages(ready.poison)) == 1
-    ready.app.upload_blob(CONFIG_BLOB, good_config, overwrite=True)  # an admin repairs the config
     still_queued = run_status(location).body
     assert still_queued["status"] == "queued"
     assert len(still_queued["attemptErrors"]) == MAX_DEQUEUE_COUNT
-    assert still_queued["attemptErrors"][0].startswith("attempt 1 failed: StoredConfigInvalid")
+    assert still_queued["attemptErrors"][0].startswith("attempt 1 failed: ActiveCampaign at x is unavailable")
 
     poisoned = ready.receive(ready.poison)
     handler("export_worker_poison")(poisoned)
     failed = run_status(location).body
     assert failed["status"] == "failed"
     assert failed["error"].startswith(f"gave up after {MAX_DEQUEUE_COUNT} attempt(s)")
-    assert "Broken Name" in failed["error"]
+    assert "HTTP 503" in failed["error"]
     assert failed["finishedAt"] is not None
     # The export is free again.
     assert start().status == 202
+
+
+def test_an_unexpected_error_is_retried_a_bounded_number_of_times_then_reported_with_its_type(
+    ready: AppEnv, monkeypatch
+):
+    from shared import pipeline
+    from shared.errors import UNEXPECTED_ATTEMPTS
+
+    def bug(*_: object, **__: object) -> None:
+        raise RecursionError("maximum recursion depth exceeded")
+
+    monkeypatch.setattr(pipeline, "run_export", bug)
+    location = start().headers["Location"]
+    for _ in range(UNEXPECTED_ATTEMPTS - 1):
+        with pytest.raises(RecursionError):
+            deliver(ready)
+    deliver(ready)  # the last allowed attempt records the failure instead of raising
+    failed = run_status(location).body
+    assert failed["status"] == "failed"
+    assert failed["error"] == (
+        f"gave up after {UNEXPECTED_ATTEMPTS} attempt(s); last error: unexpected RecursionError: "
+        "maximum recursion depth exceeded"
+    )
+    assert ready.messages() == []
+    assert ready.messages(ready.poison) == []
+
+
+def test_a_corrupt_checkpoint_fails_once_and_the_admin_reset_route_recovers(ready: AppEnv, ac_sandbox):
+    ready.app.upload_blob("state/vip/checkpoint.json", b'{"run_id": "r", "next_in', overwrite=True)
+    location = start().headers["Location"]
+    deliver(ready)
+    failed = run_status(location).body
+    assert failed["status"] == "failed"
+    assert "'state/vip/checkpoint.json'" in failed["error"]
+    assert "POST /api/exports/vip/reset" in failed["error"]
+    assert ac_sandbox.state.batches() == []
+
+    reset = call(
+        "export_reset", "POST", "exports/vip/reset", route={"name": "vip"}, body={"what": "checkpoint"}
+    )
+    assert reset.status == 200, reset.body
+    assert reset.body["deleted"] == ["state/vip/checkpoint.json"]
+    bad = call(
+        "export_reset", "POST", "exports/vip/reset", route={"name": "vip"}, body={"what": "everything"}
+    )
+    assert bad.status == 400
+    location = start().headers["Location"]
+    deliver(ready)
+    assert run_status(location).body["status"] == "succeeded"
+
+
+def test_reset_is_refused_while_a_run_is_active(ready: AppEnv):
+    start()
+    refused = call("export_reset", "POST", "exports/vip/reset", route={"name": "vip"}, body={"what": "state"})
+    assert refused.status == 409
+    assert refused.body["error"]["code"] == "RunActive"
 
 
 def test_deleting_the_export_or_its_connection_stops_a_run(ready: AppEnv, ac_sandbox, segments):
@@ -243,7 +320,7 @@ def test_a_busy_account_requeues_the_run_without_using_up_retries(ready: AppEnv,
 
     from functions import worker
 
-    monkeypatch.setattr(worker, "ACCOUNT_BUSY_RETRY_SECONDS", 0)  # visible again at once for the test
+    monkeypatch.setattr(worker, "MAX_WAIT_SECONDS", 0)  # visible again at once for the test
     lock = ready.app.get_blob_client(f"locks/{ac_sandbox.hostname.replace(':', '_')}")
     lock.upload_blob(b"", overwrite=True)
     lease = BlobLeaseClient(lock)

@@ -31,10 +31,13 @@ class World:
         self, *, dry_run: bool = False, full: bool = False, force: bool = False, **kw: object
     ) -> RunOutcome:
         record = self.runs.create("vip", trigger="cli", dry_run=dry_run, full=full, force=force)
-        record.status = "running"
+        record.start()
         self.runs.update(record)
         outcome = run_export(self.ctx, record, runs=self.runs, **kw)  # type: ignore[arg-type]
-        record.status = "succeeded" if outcome.status == "succeeded" else "failed"
+        if outcome.status == "succeeded":
+            record.succeed()
+        elif outcome.status == "failed":
+            record.fail(outcome.error or "failed")
         if outcome.status != "continue":
             self.runs.update(record)
         return outcome

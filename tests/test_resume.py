@@ -14,7 +14,8 @@ from azure.storage.blob import BlobLeaseClient, BlobServiceClient
 
 from sandbox import Limits, SandboxServer
 from shared.config import config_to_document
-from shared.pipeline import AccountBusy, RunContext, run_export
+from shared.errors import AccountBusy
+from shared.pipeline import RunContext, run_export
 from shared.runs import RunStore
 from shared.secrets import EnvSecrets
 from shared.settings import load_settings

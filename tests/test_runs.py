@@ -23,7 +23,7 @@ def test_create_get_update_round_trip(container):
     assert record.trigger == "api"
     assert store.get("vip", record.run_id) == record
 
-    record.status = "running"
+    record.start()
     record.counts = {"rows": 3}
     record.attempt_errors.append("attempt 1: boom")
     store.update(record)
@@ -55,7 +55,8 @@ def test_second_run_is_refused_while_one_is_active_and_allowed_after_it_finishes
     # Other exports are independent.
     store.create("other", trigger="api")
 
-    first.status = "succeeded"
+    first.start()
+    first.succeed()
     store.update(first)
     assert store.active("vip") is None
     second = store.create("vip", trigger="schedule")
@@ -97,7 +98,8 @@ def test_list_is_newest_first_and_limited(container):
     ids = []
     for _ in range(4):
         record = store.create("vip", trigger="api")
-        record.status = "succeeded"
+        record.start()
+        record.succeed()
         store.update(record)
         ids.append(record.run_id)
     assert [r.run_id for r in store.list("vip", limit=3)] == ids[::-1][:3]
@@ -114,7 +116,8 @@ def test_creating_a_run_deletes_the_oldest_beyond_the_kept_number_with_their_rep
         record = store.create("vip", trigger="api")
         for name in ("report.json", "rejected.csv"):  # what a finished run leaves beside its record
             container.upload_blob(f"runs/vip/{record.run_id}/{name}", b"{}")
-        record.status = "succeeded"
+        record.start()
+        record.succeed()
         store.update(record)
         ids.append(record.run_id)
     other = store.create("vip-eu", trigger="api")  # another export's runs are not counted or touched
