@@ -139,6 +139,11 @@ def _storage(env: Mapping[str, str], name: str) -> StorageConnection | None:
     )
 
 
+def storage_connection(name: str, env: Mapping[str, str] | None = None) -> StorageConnection | None:
+    """The storage connection app setting `name` describes (a binding's `connection`), or None if unset."""
+    return _storage(os.environ if env is None else env, name)
+
+
 def _positive_float(env: Mapping[str, str], name: str, default: float) -> float:
     raw = env.get(name, "").strip()
     if not raw:

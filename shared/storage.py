@@ -6,6 +6,8 @@ connections (`<NAME>__blobServiceUri` + managed identity), so no account key exi
 
 from __future__ import annotations
 
+from typing import Any
+
 from azure.core.credentials import TokenCredential
 from azure.storage.blob import BlobServiceClient
 from azure.storage.queue import QueueServiceClient
@@ -73,17 +75,18 @@ def _credential(conn: StorageConnection) -> TokenCredential:
     return DefaultAzureCredential()
 
 
-def blob_service(conn: StorageConnection) -> BlobServiceClient:
+def blob_service(conn: StorageConnection, **options: Any) -> BlobServiceClient:
+    """`options` go to the client (e.g. `retry_total`, `connection_timeout`)."""
     if conn.connection_string is not None:
-        return BlobServiceClient.from_connection_string(conn.connection_string)
+        return BlobServiceClient.from_connection_string(conn.connection_string, **options)
     if not conn.blob_service_uri:
         raise SettingsError(f"{conn.setting}__blobServiceUri is not set; blob storage cannot be reached")
-    return BlobServiceClient(conn.blob_service_uri, credential=_credential(conn))
+    return BlobServiceClient(conn.blob_service_uri, credential=_credential(conn), **options)
 
 
-def queue_service(conn: StorageConnection) -> QueueServiceClient:
+def queue_service(conn: StorageConnection, **options: Any) -> QueueServiceClient:
     if conn.connection_string is not None:
-        return QueueServiceClient.from_connection_string(conn.connection_string)
+        return QueueServiceClient.from_connection_string(conn.connection_string, **options)
     if not conn.queue_service_uri:
         raise SettingsError(f"{conn.setting}__queueServiceUri is not set; the run queue cannot be reached")
-    return QueueServiceClient(conn.queue_service_uri, credential=_credential(conn))
+    return QueueServiceClient(conn.queue_service_uri, credential=_credential(conn), **options)

@@ -1,0 +1,200 @@
+"""Timer triggers on their NCRONTAB schedule, with the host's schedule monitor and `past_due`.
+
+NCRONTAB (`{second} {minute} {hour} {day} {month} {day-of-week}`, or five fields without seconds)
+is evaluated by croniter, a maintained cron library that takes the seconds field first
+(`second_at_beginning`); days of month and week must both match, as in NCrontab. Times are UTC.
+
+With `useMonitor` (the default) the schedule status lives where the host keeps it, blob
+`azure-webjobs-hosts/timers/<hostId>/Host.Functions.<name>/status` in AzureWebJobsStorage: a start
+after a missed occurrence runs once at once with `past_due` true, as does an occurrence missed while
+the previous invocation was still running. The timer never runs twice at the same time.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import socket
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from azure.functions.timer import TimerRequest
+from croniter import croniter
+
+from scripts.localhost.appindex import AppFunction
+from scripts.localhost.invoke import Invocations, invoke
+
+log = logging.getLogger("host.timer")
+MONITOR_CONTAINER = "azure-webjobs-hosts"
+_NAMES = r"jan|feb|mar|apr|may|jun|jul|aug|sep|oct|nov|dec|sun|mon|tue|wed|thu|fri|sat"
+
+
+class ScheduleError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class Schedule:
+    expression: str
+
+    def __post_init__(self) -> None:
+        fields = self.expression.split()
+        if len(fields) not in (5, 6):
+            raise ScheduleError(
+                f"schedule {self.expression!r} is not an NCRONTAB expression: expected 6 fields "
+                "'{second} {minute} {hour} {day} {month} {day-of-week}' such as '0 */5 * * * *'"
+            )
+        for item in fields:
+            rest = re.sub(_NAMES, "", item.lower())
+            if re.search(r"[a-z#?]", rest):
+                raise ScheduleError(
+                    f"schedule {self.expression!r}: field {item!r} uses cron syntax NCRONTAB does not have "
+                    "(numbers, ranges, lists, steps, * and month/day names only)"
+                )
+        if not croniter.is_valid(self._cron, second_at_beginning=len(fields) == 6):
+            raise ScheduleError(f"schedule {self.expression!r} is not a valid NCRONTAB expression")
+
+    @property
+    def _cron(self) -> str:
+        return " ".join(self.expression.split())
+
+    def next_after(self, moment: datetime) -> datetime:
+        has_seconds = len(self.expression.split()) == 6
+        it = croniter(self._cron, moment, second_at_beginning=has_seconds, day_or=False)
+        nxt: datetime = it.get_next(datetime)
+        return nxt.astimezone(UTC)
+
+
+def host_id() -> str:
+    # Core Tools derives the host id from the machine name (lower case, at most 32 characters).
+    name = re.sub(r"[^a-z0-9-]", "", socket.gethostname().lower()) or "localhost"
+    return name[:32].rstrip("-")
+
+
+class ScheduleMonitor:
+    """Last/Next of one timer in the host's status blob; None where there is no storage."""
+
+    def __init__(self, container: Any | None, function_name: str) -> None:
+        self._container = container
+        self._blob = f"timers/{host_id()}/Host.Functions.{function_name}/status"
+
+    def read(self) -> dict[str, datetime] | None:
+        if self._container is None:
+            return None
+        from azure.core.exceptions import ResourceNotFoundError
+
+        try:
+            raw = self._container.download_blob(self._blob).readall()
+            doc = json.loads(raw)
+            return {k: datetime.fromisoformat(doc[k]) for k in ("Last", "Next", "LastUpdated") if doc.get(k)}
+        except ResourceNotFoundError:
+            return None
+        except (ValueError, KeyError) as exc:
+            log.warning("timer status %s is unreadable (%s); starting afresh", self._blob, exc)
+            return None
+
+    def write(self, last: datetime, nxt: datetime) -> None:
+        if self._container is None:
+            return
+        doc = {
+            "Last": last.isoformat(),
+            "Next": nxt.isoformat(),
+            "LastUpdated": datetime.now(UTC).isoformat(),
+        }
+        self._container.upload_blob(self._blob, json.dumps(doc), overwrite=True)
+
+
+class TimerHost:
+    def __init__(
+        self,
+        fn: AppFunction,
+        invocations: Invocations,
+        stop: threading.Event,
+        monitor_container: Callable[[], Any | None],
+        now: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self.fn = fn
+        self.schedule = Schedule(str(fn.trigger["schedule"]))
+        self.use_monitor = bool(fn.trigger.get("useMonitor", True))
+        self.run_on_startup = bool(fn.trigger.get("runOnStartup", False))
+        self._invocations = invocations
+        self._stop = stop
+        self._monitor_container = monitor_container
+        self._now = now
+        self._thread = threading.Thread(target=self._loop, name=f"timer-{fn.name}", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def join(self, timeout: float | None) -> None:
+        self._thread.join(timeout)
+
+    def _monitor(self) -> ScheduleMonitor:
+        container = None
+        if self.use_monitor:
+            try:
+                container = self._monitor_container()
+            except Exception as exc:
+                log.warning("timer %s: no schedule monitor (%s); past_due is not tracked", self.fn.name, exc)
+        return ScheduleMonitor(container, self.fn.name)
+
+    def _fire(self, monitor: ScheduleMonitor, scheduled: datetime, past_due: bool) -> None:
+        nxt = self.schedule.next_after(scheduled)
+        status = {
+            "Last": scheduled.isoformat(),
+            "Next": nxt.isoformat(),
+            "LastUpdated": self._now().isoformat(),
+        }
+        request = TimerRequest(past_due=past_due, schedule_status=status, schedule={"AdjustForDST": True})
+        reason = f"Timer fired at {self._now().isoformat()}" + (" (past due)" if past_due else "")
+        try:
+            invoke(self.fn, request, reason, self._invocations)
+        except Exception:
+            log.exception("timer function %s failed", self.fn.name)
+        try:
+            monitor.write(scheduled, nxt)
+        except Exception as exc:
+            log.warning("timer %s: could not record its schedule status: %s", self.fn.name, exc)
+
+    def _loop(self) -> None:
+        monitor = self._monitor()
+        now = self._now()
+        status = None
+        try:
+            status = monitor.read()
+        except Exception as exc:
+            log.warning("timer %s: could not read its schedule status: %s", self.fn.name, exc)
+        if self.run_on_startup:
+            self._fire(monitor, now, past_due=False)
+        elif status and "Next" in status and status["Next"] < now:
+            log.info(
+                "timer %s missed its occurrence at %s: running it now (past due)",
+                self.fn.name,
+                status["Next"],
+            )
+            self._fire(monitor, status["Next"], past_due=True)
+        nxt = self.schedule.next_after(self._now())
+        log.info(
+            "timer %s: next occurrence %s (schedule %r)",
+            self.fn.name,
+            nxt.isoformat(),
+            self.schedule.expression,
+        )
+        while not self._stop.is_set():
+            wait = (nxt - self._now()).total_seconds()
+            if wait > 0 and self._stop.wait(wait):
+                return
+            self._fire(monitor, nxt, past_due=False)
+            following = self.schedule.next_after(nxt)
+            now = self._now()
+            if following < now - timedelta(seconds=1):
+                # The invocation outlived the next occurrence(s): run once for all of them, late.
+                if self._stop.is_set():
+                    return
+                self._fire(monitor, following, past_due=True)
+                following = self.schedule.next_after(self._now())
+            nxt = following
