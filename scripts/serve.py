@@ -191,6 +191,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             "AUTH_MODE=entra: the X-MS-CLIENT-PRINCIPAL header is taken as sent, for local testing only "
             "(on Azure, App Service Authentication sets it and drops any a client sends)."
         )
+        if os.environ.get("WEBSITE_AUTH_ENABLED", "").strip().lower() != "true":
+            print(
+                "  WEBSITE_AUTH_ENABLED is not True, so the app refuses every request (503) as it would on Azure "
+                "without App Service Authentication; set WEBSITE_AUTH_ENABLED=True to test roles with "
+                "hand-made principals."
+            )
     if config.queues.batch_size != 1:
         print(
             f"host.json batchSize is {config.queues.batch_size}: the local host takes one message at a time per queue"

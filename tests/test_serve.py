@@ -234,15 +234,19 @@ def test_an_unresolved_schedule_setting_puts_only_the_timer_in_error(serve: Star
 
 
 def test_entra_mode_says_the_principal_header_is_taken_as_sent(serve: StartServe, app_env: AppEnv):
-    served = serve(base_env(app_env.azurite, AUTH_MODE="entra"))
-    assert any(
-        "X-MS-CLIENT-PRINCIPAL header is taken as sent, for local testing only" in x for x in served.banner
-    )
+    refusing = serve(base_env(app_env.azurite, AUTH_MODE="entra"), name="no-easy-auth")
+    banner = "\n".join(refusing.banner)
+    assert "X-MS-CLIENT-PRINCIPAL header is taken as sent, for local testing only" in banner
+    assert "WEBSITE_AUTH_ENABLED is not True, so the app refuses every request (503)" in banner
+    assert httpx.get(refusing.api + "/exports", timeout=30).status_code == 503
+    assert refusing.stop() == 0
+    served = serve(base_env(app_env.azurite, AUTH_MODE="entra", WEBSITE_AUTH_ENABLED="True"))
+    assert "WEBSITE_AUTH_ENABLED is not True" not in "\n".join(served.banner)
     assert httpx.get(served.api + "/exports", timeout=30).status_code == 401
-    principal = {"claims": [{"typ": "roles", "val": "Exports.Contributor"}]}
+    principal = {"auth_typ": "aad", "claims": [{"typ": "roles", "val": "Exports.Contributor"}]}
     header = base64.b64encode(json.dumps(principal).encode()).decode()
     resp = httpx.get(served.api + "/exports", headers={"X-MS-CLIENT-PRINCIPAL": header}, timeout=30)
-    assert resp.status_code == 200
+    assert resp.status_code == 200, resp.text
     assert served.stop() == 0
 
 
