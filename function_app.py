@@ -7,10 +7,19 @@ handler reads settings when it runs and reports a bad one in its own response or
 
 import azure.functions as func
 
-from functions import api_connections, api_exports, api_runs, timer, worker
+from functions import api_assist, api_connections, api_exports, api_runs, console, timer, worker
 
-# Every HTTP route needs a function key (x-functions-key header or ?code=); roles: shared/auth.py.
+# Every API route needs a function key (x-functions-key header or ?code=); roles: shared/auth.py.
+# The console's page and assets (functions/console.py) are the one anonymous exception: no data.
 app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
 
-for blueprint in (api_connections.bp, api_exports.bp, api_runs.bp, timer.bp, worker.bp):
+for blueprint in (
+    api_connections.bp,
+    api_exports.bp,
+    api_runs.bp,
+    api_assist.bp,
+    console.bp,
+    timer.bp,
+    worker.bp,
+):
     app.register_functions(blueprint)

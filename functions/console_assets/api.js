@@ -1,0 +1,114 @@
+// The documented HTTP API (docs/api.md), called the way curl would: same routes, same headers.
+// Key mode: the function key typed once is kept in sessionStorage (gone when the browser session
+// ends) and sent as x-functions-key. Entra mode: the App Service Authentication cookie goes with
+// every same-origin request; the app reads the signed-in caller from the header Easy Auth adds.
+
+const KEY_ITEM = "functionKey";
+
+// Public app settings the page handler puts in a meta tag (no inline script under the CSP).
+function readSettings() {
+  try {
+    return JSON.parse(document.querySelector('meta[name="console-settings"]')?.content || "{}");
+  } catch {
+    return {};
+  }
+}
+
+export const appSettings = readSettings();
+export const authMode = appSettings.authMode === "entra" ? "entra" : "key";
+
+// The app's routes live beside the console: /api/console -> /api/.
+const base = new URL(".", window.location.href);
+
+export function apiUrl(path) {
+  return new URL(path.replace(/^\/?api\//, ""), base).toString();
+}
+
+export const session = {
+  key: () => window.sessionStorage.getItem(KEY_ITEM),
+  setKey: (key) => window.sessionStorage.setItem(KEY_ITEM, key),
+  forget: () => window.sessionStorage.removeItem(KEY_ITEM),
+};
+
+export class ApiFailure extends Error {
+  constructor(status, code, message, details = null, body = null) {
+    super(message);
+    this.status = status;
+    this.code = code;
+    this.details = details;
+    this.body = body;
+  }
+}
+
+// Called when the host refuses the function key (401 without the app's JSON error): the app asks again.
+let onKeyRefused = () => {};
+export function whenKeyRefused(handler) {
+  onKeyRefused = handler;
+}
+
+function headers(extra, hasBody) {
+  const all = { Accept: "application/json", ...extra };
+  if (hasBody) all["Content-Type"] = "application/json";
+  const key = session.key();
+  if (key) all["x-functions-key"] = key;
+  return all;
+}
+
+async function failure(response) {
+  const text = await response.text();
+  let body = null;
+  try {
+    body = text ? JSON.parse(text) : null;
+  } catch {
+    body = null;
+  }
+  const error = body && body.error;
+  if (error && error.message) {
+    return new ApiFailure(response.status, error.code, error.message, error.details || null, body);
+  }
+  if (response.status === 401) {
+    return new ApiFailure(401, "KeyRefused", "the function app refused the function key: enter a valid key");
+  }
+  return new ApiFailure(
+    response.status,
+    "HttpError",
+    `the app answered HTTP ${response.status} ${response.statusText || ""}`.trim(),
+  );
+}
+
+export async function call(method, path, { body = undefined, ifMatch = null, accept = null } = {}) {
+  const extra = {};
+  if (ifMatch) extra["If-Match"] = ifMatch;
+  if (accept) extra.Accept = accept;
+  let response;
+  try {
+    response = await fetch(apiUrl(path), {
+      method,
+      headers: headers(extra, body !== undefined),
+      body: body === undefined ? undefined : JSON.stringify(body),
+      credentials: "same-origin",
+      cache: "no-store",
+    });
+  } catch (exc) {
+    throw new ApiFailure(0, "Unreachable", `the function app could not be reached (${exc.message}); check that it is running`);
+  }
+  if (!response.ok) {
+    const error = await failure(response);
+    if (error.code === "KeyRefused") onKeyRefused(error);
+    throw error;
+  }
+  return response;
+}
+
+export async function getJson(path) {
+  const response = await call("GET", path);
+  return response.json();
+}
+
+export async function sendJson(method, path, body, options = {}) {
+  const response = await call(method, path, { ...options, body });
+  const text = await response.text();
+  return { status: response.status, headers: response.headers, body: text ? JSON.parse(text) : null };
+}
+
+export const enc = encodeURIComponent;

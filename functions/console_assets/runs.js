@@ -1,0 +1,313 @@
+// Run history: the runs of one export, a chart of what each sent, one run's report in plain
+// words, its rejected rows, and live progress while a run is going.
+
+import { apiUrl, call, enc, getJson, sendJson } from "./api.js";
+import { announce, checkbox, errorBox, h, notice, number, replace, table, when } from "./dom.js";
+import { runChart } from "./chart.js";
+import { parseCsv } from "./csv.js";
+
+const POLL_MS = 1000;
+const ACTIVE = new Set(["queued", "running"]);
+const REASONS = {
+  missing_email: "no email address",
+  invalid_email: "an invalid email address",
+  ragged_row: "the wrong number of fields",
+  field_too_long: "a value too long for ActiveCampaign",
+  duplicate: "a duplicate of an earlier row",
+};
+const ROWS_SHOWN = 200;
+
+export function statusBadge(run) {
+  const text = { queued: "Queued", running: "Running", succeeded: "Succeeded", failed: "Failed" }[run.status] || run.status;
+  return h("span", { class: `badge badge-${run.status}` }, run.dryRun ? `${text} (preview)` : text);
+}
+
+// POST .../runs, then follow the run on its own screen. `into` shows an error where it happened.
+export async function startRun(ctx, exportName, options, into) {
+  try {
+    const started = await sendJson("POST", `/api/exports/${enc(exportName)}/runs`, options);
+    ctx.go(`#/exports/${enc(exportName)}/runs/${enc(started.body.runId)}`);
+  } catch (error) {
+    const active = error.body && error.body.activeRun;
+    replace(
+      into,
+      errorBox(error, { title: options.dryRun ? "The preview did not start" : "The run did not start" }),
+      active ? h("p", {}, h("a", { href: `#/exports/${enc(exportName)}/runs/${enc(active.runId)}` }, `Follow run ${active.runId}`)) : null,
+    );
+  }
+}
+
+const c = (run, key) => (run.counts && typeof run.counts[key] === "number" ? run.counts[key] : 0);
+
+function runRow(exportName, run) {
+  const kind = [run.dryRun ? "preview" : "run", run.full ? "full" : null, run.force ? "forced" : null].filter(Boolean).join(", ");
+  return h(
+    "tr",
+    {},
+    h("th", { scope: "row" }, h("a", { href: `#/exports/${enc(exportName)}/runs/${enc(run.runId)}` }, when(run.queuedAt)), h("span", { class: "sub" }, run.runId)),
+    h("td", {}, statusBadge(run)),
+    h("td", {}, `${kind}; ${run.trigger === "schedule" ? "scheduled" : run.trigger === "cli" ? "CLI" : "on demand"}`),
+    h("td", { class: "num" }, number(c(run, "rowsRead"))),
+    h("td", { class: "num" }, number(c(run, "sent"))),
+    h("td", { class: "num" }, number(c(run, "accepted"))),
+    h("td", { class: "num" }, number(c(run, "rejected") + c(run, "failed"))),
+    h("td", { class: "num" }, number(c(run, "removed"))),
+    h("td", { class: "num" }, run.durationSeconds == null ? "–" : `${run.durationSeconds.toFixed(1)} s`),
+  );
+}
+
+export async function history(main, ctx, exportName) {
+  const [exp, { runs }] = await Promise.all([getJson(`/api/exports/${enc(exportName)}`), getJson(`/api/exports/${enc(exportName)}/runs?limit=50`)]);
+  const may = ctx.me.may;
+  const status = h("div", { class: "status-area" });
+  const full = checkbox("Full: send every contact, not only changes");
+  const force = checkbox("Force: allow unsubscribing more than the removal guard");
+  const options = () => {
+    const chosen = {};
+    if (full.box.checked) chosen.full = true;
+    if (force.box.checked) chosen.force = true;
+    return chosen;
+  };
+  const controls =
+    may.startRuns === "never"
+      ? null
+      : h(
+          "div",
+          { class: "card run-controls" },
+          h("h2", {}, "Start a run"),
+          may.startRuns === "ifConnectionAllows"
+            ? h("p", { class: "hint" }, "Contributors may start runs when the export's connection allows contributors; the app says so if it does not.")
+            : null,
+          may.changeExports ? full.el : null,
+          may.forceRuns && exp.mode === "mirror" ? force.el : null,
+          h(
+            "div",
+            { class: "actions" },
+            h("button", { type: "button", class: "secondary", onclick: () => startRun(ctx, exportName, { ...options(), dryRun: true }, status) }, "Preview (dry run)"),
+            h("button", { type: "button", onclick: () => startRun(ctx, exportName, options(), status) }, "Run now"),
+          ),
+          status,
+        );
+  const oldestFirst = [...runs].reverse();
+  const points = oldestFirst.map((run) => ({
+    when: run.queuedAt,
+    sent: c(run, "sent"),
+    rejected: c(run, "rejected") + c(run, "failed"),
+    removed: c(run, "removed"),
+    preview: run.dryRun,
+  }));
+  replace(
+    main,
+    h("p", { class: "crumbs" }, h("a", { href: "#/exports" }, "Exports"), " / ", exportName),
+    h("h1", { tabindex: "-1" }, `Runs of export ${exportName}`),
+    h("p", {}, `Segment ${exp.source.segment} to list ${exp.listId} through connection ${exp.connection}, mode ${exp.mode}.`),
+    controls,
+    runs.length
+      ? [
+          runChart(points, { title: "Contacts sent, rejected and removed per run" }),
+          table("Runs, newest first", ["Queued", "Status", "Kind", "Rows read", "Sent", "Accepted", "Rejected", "Removed", "Duration"], runs.map((run) => runRow(exportName, run))),
+        ]
+      : notice("info", "No runs yet.", "Start one with Preview (dry run) or Run now, or wait for the schedule."),
+  );
+  if (runs.some((run) => ACTIVE.has(run.status))) {
+    const timer = window.setTimeout(() => ctx.go(window.location.hash), POLL_MS * 2);
+    ctx.onLeave(() => window.clearTimeout(timer));
+  }
+}
+
+const pick = (report, camel, snake) => (report[camel] !== undefined ? report[camel] : report[snake]);
+
+function plural(n, one, many = `${one}s`) {
+  return `${number(n)} ${n === 1 ? one : many}`;
+}
+
+// What the run did, in sentences, from report.json (the API's report route) or the run's counts.
+export function describe(run, report) {
+  const r = report || {};
+  const counts = run.counts || {};
+  const get = (camel, snake) => {
+    const value = pick(r, camel, snake);
+    return typeof value === "number" ? value : counts[camel] || 0;
+  };
+  const rejectedByReason = pick(r, "rejected", "rejected");
+  const rejected = typeof rejectedByReason === "object" && rejectedByReason ? Object.values(rejectedByReason).reduce((a, b) => a + b, 0) : counts.rejected || 0;
+  const lines = [];
+  const snapshot = pick(r, "snapshotId", "snapshot_id") || run.snapshotId;
+  lines.push(`Read ${plural(get("rowsRead", "rows_read"), "row")}${snapshot ? ` from snapshot ${snapshot}` : ""}.`);
+  if (rejected) {
+    const reasons = typeof rejectedByReason === "object" && rejectedByReason
+      ? Object.entries(rejectedByReason).map(([reason, n]) => `${number(n)} with ${REASONS[reason] || reason}`).join(", ")
+      : null;
+    lines.push(`Rejected ${plural(rejected, "row")} before sending${reasons ? `: ${reasons}` : ""}. They are listed below with their reasons.`);
+  } else lines.push("No row was rejected.");
+  const duplicates = get("duplicates", "duplicates");
+  if (duplicates) lines.push(`Skipped ${plural(duplicates, "duplicate")}: a later row with an email address already seen (the first one counts).`);
+  const contacts = get("contacts", "contacts");
+  const hasSplit = ["new", "changed"].every((k) => typeof r[k] === "number" || typeof counts[k] === "number");
+  lines.push(
+    `That leaves ${plural(contacts, "contact")}` +
+      (hasSplit ? `: ${number(get("new", "new"))} new, ${number(get("changed", "changed"))} changed and ${number(get("unchanged", "unchanged"))} unchanged since the last delivery.` : "."),
+  );
+  const toSend = get("toSend", "to_send");
+  if (run.dryRun) {
+    lines.push(`This was a preview: it would send ${plural(toSend, "contact")} and sent nothing.`);
+    const toRemove = get("toRemove", "to_remove");
+    if (toRemove) lines.push(`It would unsubscribe ${plural(toRemove, "contact")} who left the segment.`);
+    return lines;
+  }
+  lines.push(`Sent ${plural(get("sent", "sent"), "contact")} of ${number(toSend)} to send.`);
+  const failed = get("failed", "failed");
+  const reasons = pick(r, "failureReasons", "failure_reasons");
+  lines.push(
+    `ActiveCampaign accepted ${number(get("accepted", "accepted"))}` +
+      (failed ? ` and refused ${number(failed)}${reasons && Object.keys(reasons).length ? ` (${Object.entries(reasons).map(([why, n]) => `${number(n)}: ${why}`).join("; ")})` : ""}` : "") +
+      ".",
+  );
+  const unconfirmed = get("unconfirmed", "unconfirmed");
+  if (unconfirmed) lines.push(`${plural(unconfirmed, "contact was", "contacts were")} queued but not confirmed in time; they are sent again next run.`);
+  const toRemove = get("toRemove", "to_remove");
+  if (toRemove || get("removed", "removed")) {
+    lines.push(`Unsubscribed ${number(get("removed", "removed"))} of ${plural(toRemove, "contact")} who left the segment${get("removeFailed", "remove_failed") ? `; ${number(get("removeFailed", "remove_failed"))} could not be unsubscribed` : ""}.`);
+  }
+  return lines;
+}
+
+function progress(run) {
+  const toSend = c(run, "toSend");
+  const sent = c(run, "sent");
+  const phase =
+    run.status === "queued"
+      ? "Waiting for the worker to pick the run up."
+      : toSend
+        ? `Sending: ${number(sent)} of ${number(toSend)} contacts sent.`
+        : `Reading the segment: ${number(c(run, "rowsRead"))} rows read so far.`;
+  return h(
+    "div",
+    { class: "card progress-card" },
+    h("h2", {}, "Progress"),
+    h("p", { id: "progress-text" }, phase),
+    toSend ? h("progress", { max: String(toSend), value: String(sent), "aria-labelledby": "progress-text" }) : null,
+    h("p", { class: "hint" }, `Rows read ${number(c(run, "rowsRead"))}, rejected ${number(c(run, "rejected"))}, accepted ${number(c(run, "accepted"))}. Updated ${when(run.updatedAt)}.`),
+  );
+}
+
+async function rejectedRows(exportName, run) {
+  const path = `/api/exports/${enc(exportName)}/runs/${enc(run.runId)}/rejected`;
+  const response = await call("GET", path, { accept: "text/csv" });
+  const text = await response.text();
+  const rows = parseCsv(text);
+  const [header, ...data] = rows;
+  const filename = `rejected-${exportName}-${run.runId}.csv`;
+  const download = h(
+    "button",
+    {
+      type: "button",
+      class: "secondary",
+      onclick: () => {
+        // The CSV fetched with the key; a blob URL saves it without the key ever being in a URL.
+        const url = URL.createObjectURL(new Blob([text], { type: "text/csv" }));
+        const link = h("a", { href: url, download: filename });
+        document.body.append(link);
+        link.click();
+        link.remove();
+        window.setTimeout(() => URL.revokeObjectURL(url), 10000);
+      },
+    },
+    `Download rejected rows (CSV, ${plural(data.length, "row")})`,
+  );
+  if (!header || !data.length) return h("section", { "aria-labelledby": "rejected-h" }, h("h2", { id: "rejected-h" }, "Rejected rows"), h("p", {}, "No row was rejected."));
+  return h(
+    "section",
+    { "aria-labelledby": "rejected-h" },
+    h("h2", { id: "rejected-h" }, "Rejected rows"),
+    h("p", {}, data.length > ROWS_SHOWN ? `The first ${ROWS_SHOWN} of ${number(data.length)} rows; the CSV has all of them.` : `${plural(data.length, "row")}, each with the reason.`, " "),
+    h("p", {}, download),
+    table(
+      "Rejected rows",
+      header,
+      data.slice(0, ROWS_SHOWN).map((row) => h("tr", {}, row.map((value, i) => (i === 0 ? h("th", { scope: "row" }, value) : h("td", {}, value))))),
+      { className: "rejected" },
+    ),
+  );
+}
+
+export async function detail(main, ctx, exportName, runId) {
+  const path = `/api/exports/${enc(exportName)}/runs/${enc(runId)}`;
+  let run = await getJson(path);
+  const head = [
+    h("p", { class: "crumbs" }, h("a", { href: "#/exports" }, "Exports"), " / ", h("a", { href: `#/exports/${enc(exportName)}/runs` }, exportName), " / ", runId),
+    h("h1", { tabindex: "-1" }, `${run.dryRun ? "Preview" : "Run"} of export ${exportName}`),
+  ];
+  const summary = () =>
+    h(
+      "dl",
+      { class: "facts" },
+      h("dt", {}, "Status"),
+      h("dd", {}, statusBadge(run)),
+      h("dt", {}, "Queued"),
+      h("dd", {}, when(run.queuedAt)),
+      h("dt", {}, "Finished"),
+      h("dd", {}, when(run.finishedAt)),
+      h("dt", {}, "Run id"),
+      h("dd", {}, run.runId),
+    );
+  // Not a live region: a screen reader hears the outcome once (announce), not every poll.
+  const live = h("div", {});
+  replace(main, head, summary(), live);
+  const draw = () => replace(main, head, summary(), live);
+  if (ACTIVE.has(run.status)) {
+    replace(live, progress(run));
+    await new Promise((resolve) => {
+      let stopped = false;
+      let timer = null;
+      const tick = async () => {
+        if (stopped) return;
+        try {
+          run = await getJson(path);
+        } catch (error) {
+          replace(live, errorBox(error, { title: "Progress could not be read" }));
+        }
+        if (!ACTIVE.has(run.status)) {
+          stopped = true;
+          resolve();
+          return;
+        }
+        draw();
+        replace(live, progress(run));
+        timer = window.setTimeout(tick, POLL_MS);
+      };
+      timer = window.setTimeout(tick, POLL_MS);
+      ctx.onLeave(() => {
+        stopped = true;
+        window.clearTimeout(timer);
+        resolve();
+      });
+    });
+    if (ACTIVE.has(run.status)) return; // the screen was left
+    draw();
+    announce(`The ${run.dryRun ? "preview" : "run"} ${run.status}.`);
+  }
+  let report = null;
+  let reportProblem = null;
+  try {
+    report = await getJson(`${path}/report`);
+  } catch (error) {
+    reportProblem = error;
+  }
+  const parts = [];
+  if (run.error) parts.push(errorBox({ message: run.error }, { title: "The run failed" }));
+  if (run.attemptErrors && run.attemptErrors.length) {
+    parts.push(h("section", {}, h("h2", {}, "Failed attempts"), h("ol", {}, run.attemptErrors.map((e) => h("li", {}, e)))));
+  }
+  parts.push(h("section", { "aria-labelledby": "report-h", class: "report" }, h("h2", { id: "report-h" }, "What happened"), describe(run, report).map((line) => h("p", {}, line))));
+  if (reportProblem && run.status !== "failed") parts.push(errorBox(reportProblem, { title: "The full report could not be read; the summary above uses the run's counts" }));
+  replace(live, parts);
+  if (run.status === "succeeded" || run.rejectedBlob) {
+    try {
+      live.append(await rejectedRows(exportName, run));
+    } catch (error) {
+      live.append(errorBox(error, { title: "The rejected rows could not be read" }));
+    }
+  }
+  live.append(h("p", { class: "hint" }, `The same report through the API: GET ${apiUrl(`${path}/report`)}`));
+}
