@@ -16,7 +16,7 @@ import azure.functions as func
 
 from functions import new_blueprint
 from functions.http import ApiError, api_handler, caller_for, json_response, read_json_object
-from shared.auth import Action, AuthError, authorize, caller_from_headers
+from shared.auth import Action, AuthError, authorize, caller_from_headers, require_a_role
 
 bp = new_blueprint()
 
@@ -29,6 +29,7 @@ def caller_me(req: func.HttpRequest) -> func.HttpResponse:
 
     auth_mode = load_settings().auth_mode
     caller = caller_from_headers(req.headers, auth_mode)
+    require_a_role(caller)
 
     def may(action: Action) -> bool:
         try:
@@ -52,7 +53,9 @@ def caller_me(req: func.HttpRequest) -> func.HttpResponse:
                 "startRuns": "always"
                 if caller.is_admin
                 else ("ifConnectionAllows" if caller.is_contributor else "never"),
-                "forceRuns": caller.is_admin,
+                # force (lift the removal guard) and full (resend everyone) widen a run.
+                "forceRuns": may(Action.START_WIDENED_RUN),
+                "fullRuns": may(Action.START_WIDENED_RUN),
             },
         }
     )

@@ -78,7 +78,7 @@ export async function history(main, ctx, exportName) {
           may.startRuns === "ifConnectionAllows"
             ? h("p", { class: "hint" }, "Contributors may start runs when the export's connection allows contributors; the app says so if it does not.")
             : null,
-          may.changeExports ? full.el : null,
+          may.fullRuns ? full.el : null,
           may.forceRuns && exp.mode === "mirror" ? force.el : null,
           h(
             "div",
