@@ -1,33 +1,35 @@
 """Find the newest snapshot of a segment in Blob Storage and stream its rows.
 
-Two layouts are read (reference: segment-blob-format.md):
+Two layouts are read (reference: segment-blob-format.md; rules for users: docs/configuration.md,
+"Reading segments"):
 
-* **Customer Insights**: ``<folder>/model.json`` lists an entity named like the segment, with
-  ordered ``attributes`` (the columns) and ``partitions`` (absolute blob URLs of the current
-  snapshot's CSV files, ``<folder>/<segment>/<yyyy>/<MM>/<dd>/<HHmm>/<segment>_<n>.csv``).
-* **Plain CSV**: no ``model.json``; ``<folder>/<segment>/`` holds CSV files with a header row,
-  either in ``yyyy/MM/dd/HHmm`` time folders or directly.
+* **CDM folder** (Customer Insights, Power BI dataflows, Synapse Link, the CDM SDK, Informatica):
+  ``<folder>/model.json`` lists an entity named like the segment, with ordered ``attributes`` (the
+  columns) and ``partitions`` (absolute URLs of the current snapshot's CSV files, for Customer
+  Insights ``<folder>/<table>/<yyyy>/<MM>/<dd>/<HHmm>/<table>_<n>.csv``).
+* **Plain CSV**: no ``model.json``; CSV files with a header row directly in ``<folder>/<segment>/``.
+  A time folder there without model.json is Customer Insights still writing (it writes model.json
+  last; its files have no header row): :class:`NotWrittenYet`, never read as plain CSV.
 
-Which snapshot is "latest":
+Which snapshot is "latest" (exactly one refresh is read):
 
-* model.json lists partitions -> exactly those files, even when a newer time folder exists.
-  Customer Insights writes model.json after the data, so it marks the newest *complete* export; a
-  newer time folder without it is an export still being written (or one that failed).
-* model.json lists no partitions -> the newest time folder that holds ``.csv`` files, read without
-  a header row (``columnHeaders`` absent means no header). No such folder -> an empty snapshot
-  (no rows), because model.json says the segment exists.
-* Plain layout -> the newest time folder with ``.csv`` files; when there are no time folders, the
-  ``.csv`` files directly in ``<folder>/<segment>/`` (snapshot id derived from their names and
-  ETags, so it is stable while they do not change). Nothing at all -> ``None``.
-  Without model.json nothing marks a snapshot complete: a time folder still being written is read
-  as it is.
+* model.json lists partitions -> of those, the ones in the newest time folder; without time
+  folders, the ones with the newest ``refreshTime``; without either, all of them. Older ones are
+  left out and ``Snapshot.notes`` says so. A newer time folder that model.json does not list is an
+  export still being written (or one that failed) and is not read.
+* model.json lists no partitions -> the newest time folder under ``<folder>/<segment>/`` that holds
+  ``.csv`` files, read without a header row. No such folder -> an empty snapshot (no rows).
+* Plain layout -> the ``.csv`` files directly in ``<folder>/<segment>/``. Nothing -> ``None``.
 
-Snapshot ids: ``yyyy/MM/dd/HHmm`` for time folders; ``files-<hash>`` for files directly in the
-segment folder; ``model-<hash>`` when model.json's partitions are not all in one time folder, and
-``empty-<hash>`` when it names no file at all (both hashes derive from model.json's ETag).
+Snapshot ids: ``yyyy/MM/dd/HHmm`` for time folders (whatever the table folder is called);
+``refresh-<UTC time>`` for a refreshTime; ``files-<hash>`` of the files' names and ETags otherwise
+(stable while the files do not change, even when model.json is rewritten); ``empty``.
 
 Trust boundary: model.json is data written by someone else. A partition location is only ever
-turned into a blob name of the configured container and folder; anything else is refused.
+turned into a blob name (and blob snapshot) of the configured container and folder, on the
+account's blob or ``dfs`` endpoint (:class:`BlobLocations`); anything else is refused. model.json
+is read with a size cap counted on the bytes read, refused when stored with a content encoding,
+and parsed with a depth limit. Errors about records give positions and counts, never cell values.
 
 Reading is streamed: blobs are downloaded in chunks (the client's ``max_single_get_size`` then
 ``max_chunk_get_size``, 32 MiB and 4 MiB by default) and parsed as they arrive, so memory does not
@@ -58,15 +60,16 @@ import json
 import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from itertools import count, islice
+from datetime import UTC, datetime
+from itertools import accumulate, count, islice
 from typing import Any, NamedTuple, Protocol, TypeVar
-from urllib.parse import unquote, urlsplit
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 from azure.core.exceptions import ResourceModifiedError, ResourceNotFoundError
-from azure.storage.blob import BlobPrefix, BlobProperties, BlobServiceClient, ContainerClient
+from azure.storage.blob import BlobClient, BlobPrefix, BlobProperties, BlobServiceClient, ContainerClient
 
 from shared.errors import TerminalError
-from shared.mapping import ragged_detail
+from shared.mapping import normalize_email, ragged_detail
 
 FIELD_SIZE_LIMIT = 1024 * 1024
 MAX_LINE_BYTES = 16 * 1024 * 1024
@@ -77,6 +80,8 @@ _PIECE_BYTES = 1 << 16
 BATCH_ROWS = 2048
 # model.json describes columns and files; anything this big is not a Customer Insights export.
 MODEL_JSON_MAX_BYTES = 16 * 1024 * 1024
+# Real model.json files nest about 10 deep (entities > attributes > annotations/traits > arguments).
+MODEL_JSON_MAX_DEPTH = 64
 # A plain-layout header is read with one ranged download of at most this many bytes.
 HEADER_MAX_BYTES = 1024 * 1024
 
@@ -89,7 +94,7 @@ _TIME_LEVELS = (
     re.compile(r"0[1-9]|[12]\d|3[01]"),
     re.compile(r"(?:[01]\d|2[0-3])[0-5]\d"),
 )
-_TIME_FOLDER = re.compile(r"(\d{4}/\d\d/\d\d/\d{4})/[^/]+")
+_TIME_FOLDER = re.compile(r"[^/]+/(\d{4}/\d\d/\d\d/\d{4})/[^/]+")
 _PARTITION_NUMBER = re.compile(r"_(\d+)\.csv$", re.IGNORECASE)
 _CONTAINER_NAME = re.compile(r"[a-z0-9](?:[a-z0-9]|-(?=[a-z0-9])){2,62}")
 _DEFAULT_PORTS = {"http": 80, "https": 443}
@@ -114,24 +119,40 @@ class SegmentSourceLike(Protocol):
     def segment(self) -> str: ...
 
 
+class NotWrittenYet(SegmentError):
+    """A Customer Insights time folder exists but model.json does not (yet): the export is still
+    being written, or failed. The timer skips the segment; an on-demand run fails with this message
+    (terminal: the run would read the same folder again; the next tick or run picks the export up)."""
+
+    code = "SnapshotNotWrittenYet"
+
+
 @dataclass(frozen=True)
 class Partition:
-    """One CSV file of a snapshot. `blob_name` is relative to the source's container."""
+    """One CSV file of a snapshot. `blob_name` is relative to the source's container; `snapshot`
+    names a blob snapshot (a location's ``?snapshot=``) to read instead of the current blob.
+    `quoting` False is CDM's ``QuoteStyle.None``: quote characters are data."""
 
     blob_name: str
     has_header: bool
     delimiter: str = ","
     encoding: str = "utf-8"
+    quoting: bool = True
+    snapshot: str | None = None
 
 
 @dataclass(frozen=True)
 class Snapshot:
-    """One complete export of a segment: its id, column order and files in reading order."""
+    """One complete export of a segment: its id, column order and files in reading order.
+
+    `notes` are for the run report: what was read differently from what model.json lists (older
+    refreshes left out)."""
 
     snapshot_id: str
     columns: tuple[str, ...]
     partitions: tuple[Partition, ...]
     layout: str
+    notes: tuple[str, ...] = ()
 
 
 class SourceRow(NamedTuple):
@@ -239,15 +260,23 @@ def _check_format(partition: Partition) -> None:
             f"{partition.blob_name}: delimiter {delimiter!r} is not usable; "
             "use a single character other than a quote or a line break"
         )
-    try:
-        codec = codecs.lookup(partition.encoding).name
-    except LookupError:
-        codec = partition.encoding
-    if codec not in ("utf-8", "utf-8-sig"):
+    if _codec(partition.encoding) not in _UTF8_CODECS:
         raise SegmentError(
             f"{partition.blob_name}: encoding {partition.encoding!r} is not supported; "
             "export the segment as UTF-8"
         )
+
+
+# ASCII is a subset of UTF-8, so a file declared ASCII is read as UTF-8 (a stray non-ASCII byte
+# sequence that is valid UTF-8 is then kept rather than refused).
+_UTF8_CODECS = ("utf-8", "utf-8-sig", "ascii")
+
+
+def _codec(encoding: str) -> str:
+    try:
+        return codecs.lookup(encoding).name
+    except LookupError:
+        return encoding
 
 
 class RowBatch(NamedTuple):
@@ -284,28 +313,38 @@ def read_csv_batches(
     text = io.TextIOWrapper(io.BufferedReader(raw, 1 << 16), encoding="utf-8-sig", newline="")
     # strict: an unterminated quote would otherwise swallow every following record into one field,
     # silently dropping those contacts and sending their data as someone's name.
-    reader = csv.reader(text, delimiter=partition.delimiter, strict=True)
+    reader = csv.reader(
+        text,
+        delimiter=partition.delimiter,
+        strict=True,
+        quoting=csv.QUOTE_MINIMAL if partition.quoting else csv.QUOTE_NONE,
+    )
     line = 0  # records read so far
+    pending: list[list[str]] = []  # a first record that turned out to be data
     try:
+        first = next(reader, None)
+        if first is None:
+            return
         if partition.has_header:
-            header = next(reader, None)
-            if header is None:
-                return
             line = 1
-            if header != list(columns):
-                raise SegmentError(
-                    f"{name}: header {header} does not match the expected columns {list(columns)}; "
-                    "fix the file or the column list (model.json attributes, or the first file's header)"
-                )
+            if first != list(columns):
+                raise SegmentError(_header_mismatch(name, first, columns))
+        elif columns and first == list(columns):
+            # Producers that write no fileFormatSettings (Informatica) or say columnHeaders false
+            # still write a header: a first record equal to the column list is one, not a contact.
+            line = 1
+        else:
+            pending.append(first)
     except csv.Error as exc:
         raise _unparsable(name, 1, exc) from None
     while True:
         # extend, not list(islice(...)): when a record cannot be read, the ones before it are still
         # in `rows`, so they are yielded as they would be one at a time, and the error names the record.
-        rows: list[list[str]] = []
+        rows: list[list[str]] = pending
+        pending = []
         failure: SegmentError | None = None
         try:
-            rows.extend(islice(reader, size))
+            rows.extend(islice(reader, size - len(rows)))
         except csv.Error as exc:
             failure = _unparsable(name, line + len(rows) + 1, exc)
         except SegmentError as exc:  # invalid UTF-8 or an over-long line, from the byte stream
@@ -317,6 +356,20 @@ def read_csv_batches(
             raise failure from None
         if not rows:
             return
+
+
+def _header_mismatch(name: str, header: Sequence[str], columns: Sequence[str]) -> str:
+    """Why a header record differs from the column list, by positions and counts only: a "header"
+    that is really a data row must not put a customer's values into an error message."""
+    fix = "fix the file or the column list (model.json attributes, or the first file's header)"
+    if len(header) != len(columns):
+        return f"record 1 of {name} has {len(header)} fields, the column list has {len(columns)}; {fix}"
+    differ = [i + 1 for i, (a, b) in enumerate(zip(header, columns, strict=True)) if a != b]
+    where = ", ".join(map(str, differ[:5])) + (f" and {len(differ) - 5} more" if len(differ) > 5 else "")
+    return (
+        f"record 1 of {name} is a header that differs from the {len(columns)} columns "
+        f"at field(s) {where}; {fix}"
+    )
 
 
 def _unparsable(name: str, record: int, exc: csv.Error) -> SegmentError:
@@ -374,24 +427,59 @@ def _csv_blobs(items: Iterable[BlobProperties | BlobPrefix]) -> list[BlobPropert
     return sorted(blobs, key=lambda b: _natural_partition_key(b.name))
 
 
+def _refresh_id(newest: str | datetime) -> str:
+    """A snapshot id: the time folder itself, or ``refresh-<refreshTime in UTC>``."""
+    if isinstance(newest, str):
+        return newest
+    return "refresh-" + newest.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _refresh_label(newest: str | datetime) -> str:
+    return newest if isinstance(newest, str) else newest.isoformat()
+
+
 def _digest(*parts: str) -> str:
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
 
 
-class _Location:
-    """Turns a partition URL into a blob name, refusing anything outside container and folder."""
+@dataclass(frozen=True)
+class BlobRef:
+    """Where a partition location points inside the configured container: a blob name (relative to
+    the container) and, for a ``?snapshot=`` location, the blob snapshot to read."""
 
-    def __init__(self, account_url: str, container: str, folder: tuple[str, ...]) -> None:
+    blob_name: str
+    snapshot: str | None = None
+
+
+# <account>.blob.<suffix>: the same account's Data Lake (ADLS Gen2) endpoint is <account>.dfs.<suffix>.
+_BLOB_HOST = re.compile(r"([a-z0-9]+(?:-secondary)?)\.blob\.(.+)")
+_SNAPSHOT_TIME = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d{1,7})?Z")
+
+
+class BlobLocations:
+    """Turns partition URLs into blob names of one container and folder, refusing anything else.
+
+    Pure (no I/O). A location is followed when it names the configured account's blob endpoint or
+    the same account's ``dfs`` endpoint (what ADLS Gen2 producers write: same account, endpoint
+    suffix and port), inside the container and folder. ``?snapshot=<time>`` is read as that blob
+    snapshot; any other query (a SAS token, say) is refused, as are users and fragments.
+    """
+
+    def __init__(self, account_url: str, container: str, folder: Sequence[str]) -> None:
         account = urlsplit(account_url)
         self._scheme = account.scheme.lower()
-        self._host = (account.hostname or "").lower()
+        host = (account.hostname or "").lower()
         self._port = account.port or _DEFAULT_PORTS.get(self._scheme)
+        match = _BLOB_HOST.fullmatch(host)
+        self._hosts = (host, f"{match.group(1)}.dfs.{match.group(2)}") if match else (host,)
         account_parts = [unquote(p) for p in account.path.split("/") if p]
         self._prefix = (*account_parts, container, *folder)
         self._container_depth = len(account_parts) + 1
         self._where = "/".join((f"{self._scheme}://{account.netloc}", *account_parts, container, *folder))
+        port = "" if account.port is None else f":{account.port}"
+        self._endpoints = " or ".join(f"{self._scheme}://{h}{port}" for h in self._hosts)
 
-    def blob_name(self, location: str) -> str:
+    def resolve(self, location: str) -> BlobRef:
         refuse = f"partition location {location!r} is outside {self._where}/ and was not followed"
         try:
             url = urlsplit(location)
@@ -401,17 +489,35 @@ class _Location:
         scheme = url.scheme.lower()
         if scheme not in _DEFAULT_PORTS:
             raise SegmentError(f"{refuse}: only http(s) blob URLs are accepted")
-        if url.username is not None or url.password is not None or url.query or url.fragment:
-            raise SegmentError(f"{refuse}: a blob URL carries no user, query or fragment")
-        if (url.hostname or "").lower() != self._host or (port or _DEFAULT_PORTS[scheme]) != self._port:
-            raise SegmentError(f"{refuse}: it names another host or storage account")
+        if url.username is not None or url.password is not None or url.fragment:
+            raise SegmentError(f"{refuse}: a blob URL carries no user or fragment")
+        snapshot = self._snapshot(url.query, refuse)
+        host = (url.hostname or "").lower()
+        if host not in self._hosts or (port or _DEFAULT_PORTS[scheme]) != self._port:
+            named = f"{scheme}://{url.netloc.rpartition('@')[2].lower()}"
+            raise SegmentError(
+                f"{refuse}: it names {named}, another host or storage account than the configured "
+                f"{self._endpoints}"
+            )
         raw_parts = url.path.split("/")[1:]
         parts = [unquote(p) for p in raw_parts]
         if any(p in ("", ".", "..") or "/" in p or "\\" in p for p in parts):
             raise SegmentError(f"{refuse}: its path has empty, '.', '..', encoded '/' or '\\' segments")
         if len(parts) <= len(self._prefix) or tuple(parts[: len(self._prefix)]) != self._prefix:
             raise SegmentError(f"{refuse}: it names another account, container or folder")
-        return "/".join(parts[self._container_depth :])
+        return BlobRef("/".join(parts[self._container_depth :]), snapshot)
+
+    @staticmethod
+    def _snapshot(query: str, refuse: str) -> str | None:
+        if not query:
+            return None
+        pairs = parse_qsl(query, keep_blank_values=True)
+        if len(pairs) == 1 and pairs[0][0] == "snapshot" and _SNAPSHOT_TIME.fullmatch(pairs[0][1]):
+            return pairs[0][1]
+        raise SegmentError(
+            f"{refuse}: its query is not a single '?snapshot=<yyyy-MM-ddTHH:mm:ss.fffffffZ>' "
+            "(a blob snapshot); other query strings, SAS tokens included, are not followed"
+        )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -423,6 +529,40 @@ def _model_error(path: str, problem: str) -> SegmentError:
     return SegmentError(f"{path}: {problem}; it must be the model.json Customer Insights writes")
 
 
+def parse_model_json(data: bytes, path: str) -> object:
+    """model.json's bytes (UTF-8, BOM optional) as JSON, nested at most MODEL_JSON_MAX_DEPTH deep.
+
+    The depth is checked before parsing: the parser recurses per level, so '[[[[...' would
+    otherwise end in a RecursionError rather than a message.
+    """
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise _model_error(path, f"is not valid UTF-8 JSON (byte offset {exc.start})") from None
+    depth = _json_depth(text)
+    if depth > MODEL_JSON_MAX_DEPTH:
+        raise _model_error(path, f"nests {depth} levels deep, more than the {MODEL_JSON_MAX_DEPTH} allowed")
+    try:
+        return json.loads(text)
+    except (json.JSONDecodeError, RecursionError) as exc:
+        where = (
+            f"line {exc.lineno} column {exc.colno}" if isinstance(exc, json.JSONDecodeError) else "nesting"
+        )
+        raise _model_error(path, f"is not valid UTF-8 JSON ({where})") from None
+
+
+_JSON_STRING = re.compile(r'"(?:[^"\\]|\\.)*+"', re.DOTALL)
+_JSON_BRACKET = re.compile(r"[\[\]{}]")
+_BRACKET_STEP = {"[": 1, "{": 1, "]": -1, "}": -1}
+
+
+def _json_depth(text: str) -> int:
+    # Strings removed first (a bracket inside one is text); then a running sum over the brackets,
+    # all in C: a 16 MiB model.json is checked in well under a second.
+    brackets = _JSON_BRACKET.findall(_JSON_STRING.sub("", text))
+    return max(accumulate(map(_BRACKET_STEP.__getitem__, brackets)), default=0)
+
+
 def _entity(model: object, path: str, segment: str) -> dict[str, Any]:
     if not isinstance(model, dict) or not isinstance(model.get("entities"), list):
         raise _model_error(path, "has no 'entities' list")
@@ -430,6 +570,14 @@ def _entity(model: object, path: str, segment: str) -> dict[str, Any]:
     for entity in model["entities"]:
         if isinstance(entity, dict) and isinstance(entity.get("name"), str):
             if entity["name"] == segment:
+                if entity.get("$type") == "ReferenceEntity":
+                    model_id = entity.get("modelId")
+                    source = f" model {model_id!r}" if isinstance(model_id, str) else " another model"
+                    raise SegmentError(
+                        f"{path}: entity {segment!r} is a ReferenceEntity: it links to a table of{source} "
+                        "and has no columns or files here. Point the export at the folder of the "
+                        "model.json that defines the table"
+                    )
                 return entity
             names.append(entity["name"])
     raise SegmentError(
@@ -452,20 +600,90 @@ def _attributes(entity: dict[str, Any], path: str) -> tuple[str, ...]:
     return tuple(columns)
 
 
-def _format_settings(partition: dict[str, Any], path: str, index: int) -> tuple[bool, str, str]:
-    settings = partition.get("fileFormatSettings") or {}
+_QUOTE_STYLES = {"QuoteStyle.Csv": True, "QuoteStyle.None": False}
+# Both read the same way here: a quote opens a quoted field only where a field starts. They differ
+# for a quote inside an unquoted field (QuoteAlways would open a quoted run there), which writers
+# that quote whole fields, Customer Insights among them, never produce. See docs/configuration.md.
+_CSV_STYLES = ("CsvStyle.QuoteAlways", "CsvStyle.QuoteAfterDelimiter")
+
+
+@dataclass(frozen=True)
+class FormatSettings:
+    """A partition's ``fileFormatSettings``, as this reader honours them."""
+
+    has_header: bool = False
+    delimiter: str = ","
+    encoding: str = "utf-8"
+    quoting: bool = True
+
+
+def format_settings(partition: dict[str, Any], path: str, index: int) -> FormatSettings:
+    """Read one partition's ``fileFormatSettings`` (absent: no header, ',', UTF-8, CSV quoting).
+
+    `columnHeaders` may be a boolean or the string "true"/"false"; `encoding` UTF-8 (any spelling)
+    or ASCII; `quoteStyle` and `csvStyle` as CDM writes them. Anything else, and non-CSV formats
+    (``ParquetFormatSettings``), raise SegmentError saying so.
+    """
+    where = f"partitions[{index}].fileFormatSettings"
+    settings = partition.get("fileFormatSettings")
+    location = partition.get("location")
+    if settings is None:
+        if isinstance(location, str) and urlsplit(location).path.lower().endswith(".parquet"):
+            raise _parquet(path, index)
+        return FormatSettings()
     if not isinstance(settings, dict):
-        raise _model_error(path, f"partitions[{index}].fileFormatSettings is not an object")
-    has_header = settings.get("columnHeaders", False)
+        raise _model_error(path, f"{where} is not an object")
+    kind = settings.get("$type", "CsvFormatSettings")
+    if kind != "CsvFormatSettings":
+        if isinstance(kind, str) and "parquet" in kind.lower():
+            raise _parquet(path, index)
+        raise SegmentError(
+            f"{path}: {where} has $type {kind!r}; only CsvFormatSettings partitions can be read"
+        )
+    header = settings.get("columnHeaders", False)
+    if isinstance(header, str) and header.strip().lower() in ("true", "false"):
+        header = header.strip().lower() == "true"
     delimiter = settings.get("delimiter", ",")
     encoding = settings.get("encoding", "utf-8")
-    if not isinstance(has_header, bool) or not isinstance(delimiter, str) or not isinstance(encoding, str):
+    if not isinstance(header, bool) or not isinstance(delimiter, str) or not isinstance(encoding, str):
         raise _model_error(
             path,
-            f"partitions[{index}].fileFormatSettings needs a boolean columnHeaders "
+            f"{where} needs columnHeaders true or false (a boolean or the string) "
             "and a string delimiter and encoding",
         )
-    return has_header, delimiter, encoding
+    quote_style = settings.get("quoteStyle", "QuoteStyle.Csv")
+    if quote_style not in _QUOTE_STYLES:
+        raise SegmentError(
+            f"{path}: {where}.quoteStyle {quote_style!r} is not understood; "
+            "use QuoteStyle.Csv or QuoteStyle.None"
+        )
+    csv_style = settings.get("csvStyle", _CSV_STYLES[0])
+    if csv_style not in _CSV_STYLES:
+        raise SegmentError(
+            f"{path}: {where}.csvStyle {csv_style!r} is not understood; "
+            "use CsvStyle.QuoteAlways or CsvStyle.QuoteAfterDelimiter"
+        )
+    return FormatSettings(header, delimiter, encoding, _QUOTE_STYLES[quote_style])
+
+
+def _parquet(path: str, index: int) -> SegmentError:
+    return SegmentError(
+        f"{path}: partitions[{index}] is a Parquet file; only CSV partitions can be read: "
+        "export the table as CSV"
+    )
+
+
+def _refresh_time(partition: dict[str, Any], path: str, index: int) -> datetime | None:
+    value = partition.get("refreshTime")
+    if value is None:
+        return None
+    try:
+        if not isinstance(value, str):
+            raise ValueError
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise _model_error(path, f"partitions[{index}].refreshTime is not an ISO 8601 time") from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -488,7 +706,7 @@ class SegmentReader:
             raise SegmentError("segment must name the exported table, e.g. 'HighValueSegment'")
         self._container_name = source.container
         self._container: ContainerClient = blob_service.get_container_client(source.container)
-        self._location = _Location(blob_service.url, source.container, self._folder)
+        self._locations = BlobLocations(blob_service.url, source.container, self._folder)
         folder = "/".join(self._folder)
         self._folder_prefix = f"{folder}/" if folder else ""
         self._segment_prefix = f"{self._folder_prefix}{self._segment[0]}/"
@@ -496,7 +714,10 @@ class SegmentReader:
     # -- public ------------------------------------------------------------------------------
 
     def latest_snapshot(self) -> Snapshot | None:
-        """The snapshot to export now, or None when the segment has never been exported."""
+        """The snapshot to export now, or None when the segment has never been exported.
+
+        Raises NotWrittenYet when a time folder exists but model.json does not (see the module doc).
+        """
         model = self._read_model()
         if model is not None:
             return self._customer_insights_snapshot(*model)
@@ -514,7 +735,7 @@ class SegmentReader:
 
     # -- Customer Insights layout ------------------------------------------------------------
 
-    def _read_model(self) -> tuple[object, str, str] | None:
+    def _read_model(self) -> tuple[object, str] | None:
         path = f"{self._folder_prefix}model.json"
         blob = self._container.get_blob_client(path)
         try:
@@ -522,59 +743,130 @@ class SegmentReader:
         except ResourceNotFoundError as exc:
             self._raise_if_no_container(exc)
             return None
+        encoding = downloader.properties.content_settings.content_encoding
+        if encoding and encoding.strip().lower() != "identity":
+            # The storage SDK would decompress it on download: the stored size says nothing then.
+            raise _model_error(
+                path,
+                f"is stored with Content-Encoding {encoding!r}; store it uncompressed "
+                "(without a content encoding)",
+            )
+        too_big = _model_error(path, f"is larger than {MODEL_JSON_MAX_BYTES} bytes")
         if downloader.size > MODEL_JSON_MAX_BYTES:
-            raise _model_error(path, f"is larger than {MODEL_JSON_MAX_BYTES} bytes")
-        try:
-            model = json.loads(downloader.readall().decode("utf-8-sig"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise _model_error(path, f"is not valid UTF-8 JSON ({exc})") from None
-        return model, path, str(downloader.properties.etag)
+            raise too_big
+        data = bytearray()
+        for chunk in downloader.chunks():  # decoded bytes are counted, whatever the transport did
+            data += chunk
+            if len(data) > MODEL_JSON_MAX_BYTES:
+                raise too_big
+        return parse_model_json(bytes(data), path), path
 
-    def _customer_insights_snapshot(self, model: object, path: str, etag: str) -> Snapshot:
+    def _customer_insights_snapshot(self, model: object, path: str) -> Snapshot:
         entity = _entity(model, path, self._segment[0])
         columns = _attributes(entity, path)
         listed = entity.get("partitions") or []
         if not isinstance(listed, list):
             raise _model_error(path, "'partitions' is not a list")
-        partitions: list[Partition] = []
+        found: list[tuple[Partition, datetime | None]] = []
         for i, item in enumerate(listed):
             if not isinstance(item, dict) or not isinstance(item.get("location"), str):
                 raise _model_error(path, f"partitions[{i}] has no string 'location'")
-            blob_name = self._location.blob_name(item["location"])
-            has_header, delimiter, encoding = _format_settings(item, path, i)
-            partition = Partition(blob_name, has_header, delimiter, encoding)
+            ref = self._locations.resolve(item["location"])
+            fmt = format_settings(item, path, i)
+            partition = Partition(
+                ref.blob_name, fmt.has_header, fmt.delimiter, fmt.encoding, fmt.quoting, ref.snapshot
+            )
             _check_format(partition)
-            partitions.append(partition)
-        partitions.sort(key=lambda p: _natural_partition_key(p.blob_name))
-        if partitions:
-            times = {self._time_folder_of(p.blob_name) for p in partitions}
-            time_id = times.pop() if len(times) == 1 else None
-            snapshot_id = time_id or f"model-{_digest(etag, *(p.blob_name for p in partitions))}"
-            return Snapshot(snapshot_id, columns, tuple(partitions), LAYOUT_CUSTOMER_INSIGHTS)
+            found.append((partition, _refresh_time(item, path, i)))
+        if found:
+            return self._newest_refresh(found, columns, path)
         newest = self._newest_time_folder()
         if newest is None:
-            return Snapshot(f"empty-{_digest(etag)}", columns, (), LAYOUT_CUSTOMER_INSIGHTS)
+            return Snapshot("empty", columns, (), LAYOUT_CUSTOMER_INSIGHTS)
         time_id, blobs = newest
         files = tuple(Partition(b.name, has_header=False) for b in blobs)
         return Snapshot(time_id, columns, files, LAYOUT_CUSTOMER_INSIGHTS)
 
+    def _newest_refresh(
+        self, found: list[tuple[Partition, datetime | None]], columns: tuple[str, ...], path: str
+    ) -> Snapshot:
+        """Only the newest refresh of those model.json lists: its time folder, else its refreshTime."""
+        times = [self._time_folder_of(p.blob_name) for p, _ in found]
+        refreshes = [moment for _, moment in found]
+        key: list[str] | list[datetime]
+        if any(times):
+            if not all(times):
+                raise _model_error(
+                    path,
+                    "lists partitions both inside and outside yyyy/MM/dd/HHmm time folders, so its "
+                    "newest refresh cannot be told",
+                )
+            key, kind = [t for t in times if t], "time folder"
+        elif any(refreshes):
+            if not all(refreshes):
+                raise _model_error(
+                    path, "gives a refreshTime for some partitions only, so its newest refresh cannot be told"
+                )
+            key, kind = [m for m in refreshes if m], "refreshTime"
+        else:
+            partitions = sorted((p for p, _ in found), key=lambda p: _natural_partition_key(p.blob_name))
+            return Snapshot(self._files_id(partitions), columns, tuple(partitions), LAYOUT_CUSTOMER_INSIGHTS)
+        newest = max(key)
+        chosen = sorted(
+            (p for (p, _), k in zip(found, key, strict=True) if k == newest),
+            key=lambda p: _natural_partition_key(p.blob_name),
+        )
+        notes: tuple[str, ...] = ()
+        if len(chosen) < len(found):
+            older = len({k for k in key if k != newest})
+            notes = (
+                f"{path} lists {len(found)} partitions of {older + 1} refreshes; only the newest "
+                f"({kind} {_refresh_label(newest)}, {len(chosen)} partition(s)) was read",
+            )
+        return Snapshot(_refresh_id(newest), columns, tuple(chosen), LAYOUT_CUSTOMER_INSIGHTS, notes)
+
+    def _files_id(self, partitions: Sequence[Partition]) -> str:
+        """A snapshot id for files with no time folder or refreshTime: from their names and ETags,
+        so it stays the same while they do not change (model.json may be rewritten meanwhile)."""
+        parts = []
+        for p in partitions:
+            try:
+                etag = self._blob(p).get_blob_properties().etag
+            except ResourceNotFoundError as exc:
+                self._raise_if_no_container(exc)
+                raise self._missing(p) from None
+            parts.append(f"{p.blob_name}\t{p.snapshot or ''}\t{etag}")
+        return "files-" + _digest(*parts)
+
     def _time_folder_of(self, blob_name: str) -> str | None:
-        if not blob_name.startswith(self._segment_prefix):
+        # The table folder may be named differently from the entity (Microsoft's own example:
+        # .../ChurnSegmentDemo/2021/02/16/1433/ChurnProneCustomers_1.csv): any folder name will do.
+        if not blob_name.startswith(self._folder_prefix):
             return None
-        match = _TIME_FOLDER.fullmatch(blob_name[len(self._segment_prefix) :])
-        return match.group(1) if match else None
+        match = _TIME_FOLDER.fullmatch(blob_name[len(self._folder_prefix) :])
+        if not match or not all(
+            level.fullmatch(part) for level, part in zip(_TIME_LEVELS, match.group(1).split("/"), strict=True)
+        ):
+            return None
+        return match.group(1)
 
     # -- plain CSV layout --------------------------------------------------------------------
 
     def _plain_snapshot(self) -> Snapshot | None:
         newest = self._newest_time_folder()
         if newest is not None:
-            snapshot_id, blobs = newest
-        else:
-            blobs = _csv_blobs(self._list(self._segment_prefix))
-            if not blobs:
-                return None
-            snapshot_id = "files-" + _digest(*(f"{b.name}\t{b.etag}" for b in blobs))
+            # Time folders are Customer Insights' layout, and it writes model.json last: without it
+            # this export is still being written (or failed). Its files have no header row, so
+            # reading them as plain CSV would take a customer's record for the column names.
+            raise NotWrittenYet(
+                f"{self._segment_prefix}{newest[0]}/ holds an export but {self._folder_prefix}model.json "
+                "does not exist yet: Customer Insights writes model.json when the export is complete. "
+                "Run again once it is (if the export failed, run it again in Customer Insights)"
+            )
+        blobs = _csv_blobs(self._list(self._segment_prefix))
+        if not blobs:
+            return None
+        snapshot_id = "files-" + _digest(*(f"{b.name}\t{b.etag}" for b in blobs))
         # A zero-byte file has no header to read (and no rows); the columns come from the first other.
         header_from = next((b for b in blobs if b.size), None)
         columns = self._read_header(header_from.name, header_from.size) if header_from else ()
@@ -595,11 +887,22 @@ class SegmentReader:
                 f"{blob_name}: no header row found in its first {HEADER_MAX_BYTES} bytes; "
                 "a CSV export without model.json must start with a header row"
             )
-        if len(set(header.values)) != len(header.values):
+        names = header.values
+        emails = [i + 1 for i, name in enumerate(names) if isinstance(normalize_email(name), str)]
+        if emails:
+            # Positions only: this "header" is a customer's record, and its values stay out of errors.
             raise SegmentError(
-                f"{blob_name}: header {header.values} repeats a column name; make names unique"
+                f"record 1 of {blob_name} has an email address in field {emails[0]} of {len(names)}, "
+                "so it is data, not a header row: a CSV export without model.json must start with a "
+                "header row naming the columns"
             )
-        return tuple(header.values)
+        if len(set(names)) != len(names):
+            first = next(i for i, name in enumerate(names) if names.index(name) != i)
+            raise SegmentError(
+                f"{blob_name}: field {first + 1} of its header repeats the name of field "
+                f"{names.index(names[first]) + 1}; make column names unique"
+            )
+        return tuple(names)
 
     # -- listing and downloading ---------------------------------------------------------------
 
@@ -640,21 +943,38 @@ class SegmentReader:
         columns: Sequence[str],
         parse: Callable[[Iterable[bytes], Partition, Sequence[str]], Iterator[_Parsed]],
     ) -> Iterator[_Parsed]:
-        blob = self._container.get_blob_client(partition.blob_name)
         try:
-            downloader = blob.download_blob(max_concurrency=1)
+            downloader = self._blob(partition).download_blob(max_concurrency=1)
+            encoding = downloader.properties.content_settings.content_encoding
+            if encoding and encoding.strip().lower() != "identity":
+                raise SegmentError(
+                    f"{partition.blob_name} is stored with Content-Encoding {encoding!r}; "
+                    "partitions must be stored uncompressed (without a content encoding)"
+                )
             yield from parse(downloader.chunks(), partition, columns)
         except ResourceNotFoundError as exc:
             self._raise_if_no_container(exc)
-            raise SegmentError(
-                f"{partition.blob_name} is part of the snapshot but does not exist; "
-                "the export was removed or is being rewritten: run again after the next export"
-            ) from None
+            raise self._missing(partition) from None
         except ResourceModifiedError:
             raise SegmentError(
                 f"{partition.blob_name} changed while it was being read; "
                 "run again to read a consistent snapshot"
             ) from None
+
+    def _blob(self, partition: Partition) -> BlobClient:
+        return self._container.get_blob_client(partition.blob_name, snapshot=partition.snapshot)
+
+    @staticmethod
+    def _missing(partition: Partition) -> SegmentError:
+        what = (
+            f"snapshot {partition.snapshot} of {partition.blob_name}"
+            if partition.snapshot
+            else partition.blob_name
+        )
+        return SegmentError(
+            f"{what} is part of the snapshot but does not exist; "
+            "the export was removed or is being rewritten: run again after the next export"
+        )
 
     def _raise_if_no_container(self, exc: ResourceNotFoundError) -> None:
         if getattr(exc, "error_code", None) == "ContainerNotFound":

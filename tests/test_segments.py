@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import codecs
 import csv
+import gzip
 import io
 import json
 from collections.abc import Iterator
@@ -12,7 +13,7 @@ from itertools import islice
 from urllib.parse import quote, urlsplit
 
 import pytest
-from azure.storage.blob import BlobServiceClient, ContainerClient
+from azure.storage.blob import BlobServiceClient, ContainerClient, ContentSettings
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
@@ -22,8 +23,8 @@ from shared.mapping import Rejection, normalize_email
 from shared.segments import (
     BATCH_ROWS,
     FIELD_SIZE_LIMIT,
-    LAYOUT_CSV,
     LAYOUT_CUSTOMER_INSIGHTS,
+    NotWrittenYet,
     Partition,
     SegmentError,
     SegmentReader,
@@ -157,16 +158,42 @@ def test_header_row_is_checked_and_skipped_when_column_headers_is_true(service, 
     assert [(r.line, r.values) for r in rows] == [(2, ["c1", "a@x.org", "7"])]
 
 
-def test_header_that_differs_from_attributes_is_an_error_naming_the_partition(service, container):
+def test_header_that_differs_from_attributes_is_an_error_by_position_not_value(service, container):
     name = part_name("2024/05/01/0630", 1)
-    container.upload_blob(name, csv_bytes([["CustomerId", "Email", "Score"], ["c1", "a@x.org", "7"]]))
+    container.upload_blob(name, csv_bytes([["CustomerId", "Mail_Secret", "Score"], ["c1", "a@x.org", "7"]]))
     write_model(container, [url_of(container, name)], settings={"columnHeaders": True})
     reader = reader_for(service, container)
     snapshot = reader.latest_snapshot()
     assert snapshot is not None
 
-    with pytest.raises(SegmentError, match=r"HighValue_1\.csv: header .*Email.* does not match"):
+    with pytest.raises(
+        SegmentError,
+        match=r"record 1 of .*HighValue_1\.csv is a header that differs from the 3 columns at field\(s\) 2;",
+    ) as raised:
         list(reader.iter_rows(snapshot))
+    assert "Mail_Secret" not in str(raised.value)
+
+
+def test_a_data_row_where_a_header_should_be_gives_counts_not_values(service, container):
+    # Issue 12: "record 1 of HighValueSegment_1.csv has 6 fields, the model has 5", never the cells.
+    record = ["c-001", "jane.doe@example.com", "Jane", "Doe", "+15550100", "gold"]
+    name = part_name("2024/05/01/0630", 1)
+    container.upload_blob(name, csv_bytes([record]))
+    write_model(
+        container,
+        [url_of(container, name)],
+        columns=[f"C{i}" for i in range(5)],
+        settings={"columnHeaders": True},
+    )
+    reader = reader_for(service, container)
+    snapshot = reader.latest_snapshot()
+    assert snapshot is not None
+
+    with pytest.raises(SegmentError) as raised:
+        list(reader.iter_rows(snapshot))
+
+    assert str(raised.value).startswith(f"record 1 of {name} has 6 fields, the column list has 5;")
+    assert not any(value in str(raised.value) for value in record)
 
 
 def test_delimiter_from_file_format_settings_is_used(service, container):
@@ -300,18 +327,23 @@ def test_location_inside_the_folder_with_encoded_characters_is_accepted(service,
 # ---------------------------------------------------------------------------------------------
 
 
-def test_plain_layout_reads_the_newest_time_folder_with_its_header(service, container):
+def test_a_time_folder_without_model_json_is_not_written_yet_never_plain_csv(service, container):
+    # Issue 12 item 3: Customer Insights writes model.json last; before it, the headerless data
+    # must not be read as a plain CSV export (its first record taken for column names).
     prefix = f"{FOLDER}/{SEGMENT}"
-    container.upload_blob(f"{prefix}/2024/05/01/0630/a.csv", csv_bytes([COLUMNS, ["old", "a@x.org", "1"]]))
-    container.upload_blob(f"{prefix}/2024/05/03/0100/a_1.csv", csv_bytes([COLUMNS, ["new1", "a@x.org", "1"]]))
-    container.upload_blob(f"{prefix}/2024/05/03/0100/a_2.csv", csv_bytes([COLUMNS, ["new2", "b@x.org", "2"]]))
+    record = ["c-001", "jane.doe@example.com", "Jane"]
+    container.upload_blob(
+        f"{prefix}/2024/05/03/0100/{SEGMENT}_1.csv", csv_bytes([record, ["c-2", "b@x.org", "B"]])
+    )
+    container.upload_blob(f"{prefix}/loose.csv", csv_bytes([COLUMNS, ["a", "a@x.org", "1"]]))
 
-    snapshot, rows = read_all(reader_for(service, container))
+    with pytest.raises(
+        NotWrittenYet, match=r"2024/05/03/0100/ holds an export but .*model\.json does not exist yet"
+    ) as raised:
+        reader_for(service, container).latest_snapshot()
 
-    assert snapshot.layout == LAYOUT_CSV
-    assert snapshot.snapshot_id == "2024/05/03/0100"
-    assert snapshot.columns == tuple(COLUMNS)
-    assert [(r.values[0], r.line) for r in rows] == [("new1", 2), ("new2", 2)]
+    assert isinstance(raised.value, SegmentError)  # an on-demand run fails with this message
+    assert not any(value in str(raised.value) for value in record)
 
 
 def test_plain_files_directly_in_the_segment_folder_have_a_stable_snapshot_id(service, container):
@@ -344,8 +376,32 @@ def test_plain_files_with_different_headers_name_the_odd_file(service, container
     snapshot = reader.latest_snapshot()
     assert snapshot is not None
 
-    with pytest.raises(SegmentError, match=r"p_2\.csv: header .* does not match"):
+    with pytest.raises(
+        SegmentError,
+        match=r"record 1 of .*p_2\.csv is a header that differs from the 3 columns at field\(s\) 2;",
+    ):
         list(reader.iter_rows(snapshot))
+
+
+def test_plain_file_whose_first_record_is_data_is_refused_by_position(service, container):
+    prefix = f"{FOLDER}/{SEGMENT}"
+    record = ["c-001", "jane.doe@example.com", "Jane"]
+    container.upload_blob(f"{prefix}/p_1.csv", csv_bytes([record, ["c-2", "b@x.org", "B"]]))
+
+    with pytest.raises(
+        SegmentError, match=r"record 1 of .*p_1\.csv has an email address in field 2 of 3, so it is data"
+    ) as raised:
+        reader_for(service, container).latest_snapshot()
+
+    assert not any(value in str(raised.value) for value in record)
+
+
+def test_plain_header_repeating_a_name_is_named_by_position(service, container):
+    prefix = f"{FOLDER}/{SEGMENT}"
+    container.upload_blob(f"{prefix}/p_1.csv", csv_bytes([["a", "b", "a"], ["1", "2", "3"]]))
+
+    with pytest.raises(SegmentError, match=r"p_1\.csv: field 3 of its header repeats the name of field 1"):
+        reader_for(service, container).latest_snapshot()
 
 
 def test_header_only_and_empty_files_are_an_empty_segment(service, container):
@@ -451,6 +507,225 @@ def test_blob_replaced_while_being_read_is_an_error_not_a_mix_of_two_exports(azu
 
     with pytest.raises(SegmentError, match=r"HighValue_1\.csv changed while it was being read"):
         list(rows)
+
+
+def test_model_json_with_a_content_encoding_is_refused(service, container):
+    # Issue 12 item 5: the SDK decompresses gzip on download, so the stored size would not bound memory.
+    body = gzip.compress(json.dumps({"entities": [], "pad": "x" * 100_000}).encode())
+    container.upload_blob(
+        f"{FOLDER}/model.json", body, content_settings=ContentSettings(content_encoding="gzip")
+    )
+
+    with pytest.raises(
+        SegmentError, match=r"model\.json: is stored with Content-Encoding 'gzip'; store it uncompressed"
+    ):
+        reader_for(service, container).latest_snapshot()
+
+
+def test_model_json_size_cap_counts_the_bytes_read(service, container, monkeypatch):
+    write_model(container, [])
+    monkeypatch.setattr(segments, "MODEL_JSON_MAX_BYTES", 100)
+
+    with pytest.raises(SegmentError, match=r"model\.json: is larger than 100 bytes"):
+        reader_for(service, container).latest_snapshot()
+
+
+def test_deeply_nested_model_json_is_a_segment_error_not_a_recursion_error(service, container):
+    # Issue 12 item 9: a 200 KB '[[[[' model.json.
+    container.upload_blob(f"{FOLDER}/model.json", b"[" * 200_000)
+
+    with pytest.raises(
+        SegmentError, match=r"model\.json: nests 200000 levels deep, more than the 64 allowed"
+    ):
+        reader_for(service, container).latest_snapshot()
+
+
+def test_json_depth_ignores_brackets_inside_strings():
+    text = json.dumps({"a": [{"b": "[[[[{{{{"}], "c": '\\"[['})
+    assert segments._json_depth(text) == 3
+    assert segments.parse_model_json(text.encode(), "m.json") == json.loads(text)
+
+
+def test_partitions_of_several_refreshes_read_only_the_newest_time_folder(service, container):
+    old, new = "2024/05/01/0630", "2024/05/02/0630"
+    for time, tag in ((old, "old"), (new, "new")):
+        for n in (1, 2):
+            container.upload_blob(part_name(time, n), csv_bytes([[f"{tag}{n}", "a@x.org", "1"]]))
+    names = [part_name(old, 1), part_name(new, 2), part_name(old, 2), part_name(new, 1)]
+    write_model(container, [url_of(container, n) for n in names])
+
+    snapshot, rows = read_all(reader_for(service, container))
+
+    assert snapshot.snapshot_id == new
+    assert [r.values[0] for r in rows] == ["new1", "new2"]
+    assert snapshot.notes == (
+        f"{FOLDER}/model.json lists 4 partitions of 2 refreshes; only the newest "
+        f"(time folder {new}, 2 partition(s)) was read",
+    )
+
+
+def test_partitions_of_several_refreshes_without_time_folders_read_the_newest_refresh_time(
+    service, container
+):
+    for n in (1, 2):
+        container.upload_blob(f"{FOLDER}/{SEGMENT}/{SEGMENT}_{n}.csv", csv_bytes([[f"p{n}", "a@x.org", "1"]]))
+    write_model(container, [url_of(container, f"{FOLDER}/{SEGMENT}/{SEGMENT}_{n}.csv") for n in (1, 2)])
+    model = json.loads(container.download_blob(f"{FOLDER}/model.json").readall())
+    partitions = model["entities"][1]["partitions"]
+    partitions[0]["refreshTime"] = "2024-05-02T10:00:00+02:00"
+    partitions[1]["refreshTime"] = "2024-05-02T09:00:00Z"  # an hour later, in UTC
+    container.upload_blob(f"{FOLDER}/model.json", json.dumps(model), overwrite=True)
+
+    snapshot, rows = read_all(reader_for(service, container))
+
+    assert snapshot.snapshot_id == "refresh-2024-05-02T09:00:00.000000Z"
+    assert [r.values[0] for r in rows] == ["p2"]
+    assert (
+        "only the newest (refreshTime 2024-05-02T09:00:00+00:00, 1 partition(s)) was read"
+        in snapshot.notes[0]
+    )
+
+
+def test_a_table_folder_named_unlike_its_entity_still_gets_the_time_folder_id(service, container):
+    # Microsoft's example: .../BlobExport/ChurnSegmentDemo/2021/02/16/1433/ChurnProneCustomers_1.csv
+    name = f"{FOLDER}/ChurnSegmentDemo/2021/02/16/1433/{SEGMENT}_1.csv"
+    container.upload_blob(name, csv_bytes([["c1", "a@x.org", "1"]]))
+    write_model(container, [url_of(container, name)])
+    first = reader_for(service, container).latest_snapshot()
+    write_model(container, [url_of(container, name)])  # rewritten: a new ETag, the same export
+
+    again = reader_for(service, container).latest_snapshot()
+
+    assert first is not None
+    assert again is not None
+    assert first.snapshot_id == again.snapshot_id == "2021/02/16/1433"
+
+
+def test_files_without_time_folder_or_refresh_time_change_id_when_their_data_changes(service, container):
+    name = f"{FOLDER}/{SEGMENT}/{SEGMENT}_1.csv"
+    container.upload_blob(name, csv_bytes([["c1", "a@x.org", "1"]]))
+    write_model(container, [url_of(container, name)])
+    reader = reader_for(service, container)
+    first = reader.latest_snapshot()
+    container.upload_blob(name, csv_bytes([["c2", "b@x.org", "1"]]), overwrite=True)
+
+    changed = reader.latest_snapshot()
+
+    assert first is not None
+    assert changed is not None
+    assert first.snapshot_id.startswith("files-")
+    assert changed.snapshot_id != first.snapshot_id
+
+
+@pytest.mark.parametrize(
+    ("settings", "has_header", "encoding"),
+    [
+        ({"columnHeaders": "true"}, True, "utf-8"),
+        ({"columnHeaders": "FALSE", "encoding": "utf8"}, False, "utf8"),
+        ({"columnHeaders": True, "encoding": "ASCII"}, True, "ASCII"),
+        ({"encoding": "UTF-8", "csvStyle": "CsvStyle.QuoteAfterDelimiter"}, False, "UTF-8"),
+    ],
+)
+def test_cdm_header_flag_and_encoding_spellings_are_understood(
+    service, container, settings, has_header, encoding
+):
+    name = part_name("2024/05/01/0630", 1)
+    container.upload_blob(name, csv_bytes([COLUMNS, ["c1", "a@x.org", "7"]]))
+    write_model(container, [url_of(container, name)], settings=settings)
+
+    snapshot, rows = read_all(reader_for(service, container))
+
+    assert (snapshot.partitions[0].has_header, snapshot.partitions[0].encoding) == (has_header, encoding)
+    assert [(r.line, r.values) for r in rows] == [(2, ["c1", "a@x.org", "7"])]  # a header either way
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        (
+            {"$type": "ParquetFormatSettings"},
+            r"partitions\[0\] is a Parquet file; only CSV partitions can be read",
+        ),
+        ({"$type": "JsonFormatSettings"}, r"has \$type 'JsonFormatSettings'; only CsvFormatSettings"),
+        ({"quoteStyle": "QuoteStyle.Single"}, r"quoteStyle 'QuoteStyle.Single' is not understood"),
+        ({"csvStyle": "CsvStyle.Other"}, r"csvStyle 'CsvStyle.Other' is not understood"),
+        ({"columnHeaders": "yes"}, r"needs columnHeaders true or false"),
+    ],
+)
+def test_cdm_settings_that_cannot_be_honoured_are_refused_saying_so(service, container, settings, message):
+    name = part_name("2024/05/01/0630", 1)
+    container.upload_blob(name, b"c1,a@x.org,1\r\n")
+    model_settings = {k: v for k, v in settings.items() if k != "$type"}
+    write_model(container, [url_of(container, name)], settings=model_settings)
+    if "$type" in settings:
+        model = json.loads(container.download_blob(f"{FOLDER}/model.json").readall())
+        model["entities"][1]["partitions"][0]["fileFormatSettings"]["$type"] = settings["$type"]
+        container.upload_blob(f"{FOLDER}/model.json", json.dumps(model), overwrite=True)
+
+    with pytest.raises(SegmentError, match=message):
+        reader_for(service, container).latest_snapshot()
+
+
+def test_parquet_location_without_settings_is_refused(service, container):
+    write_model(container, [url_of(container, part_name("2024/05/01/0630", 1)).replace(".csv", ".parquet")])
+    with pytest.raises(SegmentError, match=r"is a Parquet file"):
+        reader_for(service, container).latest_snapshot()
+
+
+def test_snapshot_query_reads_that_blob_snapshot(service, container):
+    name = part_name("2024/05/01/0630", 1)
+    blob = container.upload_blob(name, csv_bytes([["then", "a@x.org", "1"]]))
+    snap = blob.create_snapshot()["snapshot"]
+    blob.upload_blob(csv_bytes([["now", "a@x.org", "1"]]), overwrite=True)
+    write_model(container, [f"{url_of(container, name)}?snapshot={snap}"])
+
+    snapshot, rows = read_all(reader_for(service, container))
+
+    assert snapshot.partitions[0].snapshot == snap
+    assert [r.values[0] for r in rows] == ["then"]
+
+
+def test_a_missing_blob_snapshot_is_named(service, container):
+    name = part_name("2024/05/01/0630", 1)
+    container.upload_blob(name, csv_bytes([["now", "a@x.org", "1"]]))
+    write_model(container, [f"{url_of(container, name)}?snapshot=2020-01-01T00:00:00.0000000Z"])
+    reader = reader_for(service, container)
+    snapshot = reader.latest_snapshot()
+    assert snapshot is not None
+
+    with pytest.raises(
+        SegmentError,
+        match=r"snapshot 2020-01-01T00:00:00.0000000Z of .*HighValue_1\.csv is part of the snapshot but does not exist",
+    ):
+        list(reader.iter_rows(snapshot))
+
+
+def test_dfs_endpoint_of_the_same_account_maps_to_the_same_blob():
+    rules = segments.BlobLocations("https://acct.blob.core.windows.net/", "data", ("ci", "BlobExport"))
+    for host in ("acct.blob.core.windows.net", "ACCT.dfs.core.windows.net", "acct.dfs.core.windows.net:443"):
+        ref = rules.resolve(f"https://{host}/data/ci/BlobExport/Seg/2024/01/01/0000/Seg_1.csv")
+        assert ref == segments.BlobRef("ci/BlobExport/Seg/2024/01/01/0000/Seg_1.csv")
+    sovereign = segments.BlobLocations("https://acct.blob.core.chinacloudapi.cn", "data", ())
+    assert sovereign.resolve("https://acct.dfs.core.chinacloudapi.cn/data/x.csv").blob_name == "x.csv"
+    for other in (
+        "https://other.dfs.core.windows.net/data/ci/BlobExport/x.csv",  # another account
+        "https://acct.dfs.core.chinacloudapi.cn/data/ci/BlobExport/x.csv",  # another endpoint suffix
+        "https://acct.dfs.core.windows.net:8443/data/ci/BlobExport/x.csv",  # another port
+        "https://acct.file.core.windows.net/data/ci/BlobExport/x.csv",  # another service
+        "https://acct.dfs.core.windows.net/other/ci/BlobExport/x.csv",  # another container
+        "https://acct.dfs.core.windows.net/data/ci/Elsewhere/x.csv",  # outside the folder
+    ):
+        with pytest.raises(SegmentError, match="was not followed"):
+            rules.resolve(other)
+
+
+@pytest.mark.parametrize(
+    "query", ["sv=2020&sig=x", "snapshot=yesterday", "snapshot=2020-01-01T00:00:00Z&sig=x", "versionid=1"]
+)
+def test_queries_other_than_one_blob_snapshot_are_refused(query):
+    rules = segments.BlobLocations("https://acct.blob.core.windows.net", "data", ())
+    with pytest.raises(SegmentError, match=r"its query is not a single '\?snapshot="):
+        rules.resolve(f"https://acct.blob.core.windows.net/data/x.csv?{query}")
 
 
 def test_model_json_that_is_not_json_is_an_error_saying_so(service, container):
