@@ -103,7 +103,13 @@ def _check_and_queue(svc: Services, ctx: RunContext, name: str, export: ExportCo
         raise _Skip("manual trigger (runs only on demand)")
     if not connection.data_privacy_consent:
         raise _Skip(f"connection {connection.name!r} has no data privacy consent")
-    latest = latest_snapshot_id(ctx, export)
+    from shared.segments import NotWrittenYet
+
+    try:
+        latest = latest_snapshot_id(ctx, export)
+    except NotWrittenYet:
+        # Customer Insights is still writing the export (model.json comes last): next tick.
+        raise _Skip("newest export not written yet (its time folder has no model.json)") from None
     if latest is None:
         raise _Skip("no segment snapshot yet")
     if latest == last_exported_snapshot_id(ctx, name):

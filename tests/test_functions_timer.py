@@ -9,8 +9,10 @@ from collections import Counter
 import pytest
 from azure.functions.timer import TimerRequest
 
+from functions.services import get_services
+from functions.timer import queue_due_exports
 from tests.fixtures.sandbox import SANDBOX_API_KEY
-from tests.support.segments import profiles, write_ci_snapshot
+from tests.support.segments import FOLDER, profiles, write_ci_snapshot
 from tests.test_functions_app import (
     AppEnv,
     app_env,
@@ -182,3 +184,17 @@ def test_every_kind_of_exception_of_one_export_is_isolated(
     assert exports["boom-recursion"]["reason"].startswith("RecursionError")
     assert exports["boom-storage"]["reason"].startswith("ServiceRequestError")
     assert exports["ok"]["outcome"] == "queued"
+
+
+def test_a_time_folder_without_model_json_is_skipped_until_it_is_written(
+    app_env: AppEnv, ac_sandbox, segments
+):
+    create_connection(ac_sandbox.hostname)
+    create_export(segments.container_name)
+    write_ci_snapshot(segments, "Vip", profiles(5))
+    segments.delete_blob(f"{FOLDER}/model.json")  # Customer Insights writes it last
+
+    result = queue_due_exports(get_services())
+
+    assert result.skipped == {"vip": "newest export not written yet (its time folder has no model.json)"}
+    assert (result.errors, queued_exports(app_env)) == ({}, Counter())
