@@ -29,6 +29,8 @@ Trigger = Literal["scheduled", "manual"]
 Mode = Literal["upsert", "mirror"]
 
 DEFAULT_MAX_REMOVAL_SHARE = 0.2
+# Above this share of rejected records a run fails before sending (docs/configuration.md).
+DEFAULT_MAX_REJECTED_SHARE = 0.5
 NAME_RULE = "1-63 characters of lower-case letters, digits and '-', starting with a letter or digit"
 
 _PathPart = str | int
@@ -89,6 +91,7 @@ class ExportConfig:
     full_resync_every_days: int | None = None
     max_removal_share: float = DEFAULT_MAX_REMOVAL_SHARE
     max_contacts: int | None = None
+    max_rejected_share: float = DEFAULT_MAX_REJECTED_SHARE
 
 
 @dataclass(frozen=True)
@@ -282,6 +285,7 @@ def _build_export(name: str, doc: Mapping[str, Any]) -> ExportConfig:
         full_resync_every_days=doc.get("fullResyncEveryDays"),
         max_removal_share=float(max_removal_share),
         max_contacts=doc.get("maxContacts"),
+        max_rejected_share=float(doc.get("maxRejectedShare", DEFAULT_MAX_REJECTED_SHARE)),
     )
 
 
@@ -431,6 +435,7 @@ def export_to_document(export: ExportConfig) -> dict[str, Any]:
         "fullResyncEveryDays": export.full_resync_every_days,
         "maxRemovalShare": export.max_removal_share,
         "maxContacts": export.max_contacts,
+        "maxRejectedShare": export.max_rejected_share,
     }
 
 

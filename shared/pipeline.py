@@ -172,6 +172,53 @@ def run_export(
     return RunOutcome(status, report, error)
 
 
+def usable_problem(report: RunReport, valid: int, snapshot: Snapshot, export: ExportConfig) -> str | None:
+    """Why pass 1's result must not be sent (nothing usable, or too much rejected), or None.
+
+    A run that reads nothing usable is a configuration or export problem (wrong delimiter, wrong
+    email column, an empty snapshot), never a success: the message names the likely cause.
+    """
+    rows, rejected = report.rows_read, report.rejected
+    nothing = "; nothing was sent"
+    if rows == 0:
+        if not snapshot.partitions:
+            return (
+                f"the snapshot {snapshot.snapshot_id} is empty: model.json lists no partition files and no "
+                "time folder holds CSV files. Check that the export in Customer Insights wrote data" + nothing
+            )
+        return (
+            f"the snapshot {snapshot.snapshot_id} is empty: its {len(snapshot.partitions)} partition file(s) "
+            "hold no records. Check the export in Customer Insights" + nothing
+        )
+    if valid == 0:
+        width = len(snapshot.columns)
+        if rejected.get("ragged_row", 0) == rows:
+            delimiters = sorted({p.delimiter for p in snapshot.partitions})
+            return (
+                f"none of the {rows:,} records has the {width} fields of the segment's columns: the files are "
+                f"probably not delimited by {' or '.join(map(repr, delimiters))} (a ';' or tab-delimited file?). "
+                "Fix the delimiter in model.json (fileFormatSettings.delimiter) or re-export as CSV" + nothing
+            )
+        email = rejected.get("invalid_email", 0) + rejected.get("missing_email", 0)
+        if email == rows:
+            return (
+                f"none of the {rows:,} records has a valid email address in column {export.mapping.email!r} "
+                f"({rejected.get('invalid_email', 0):,} invalid, {rejected.get('missing_email', 0):,} empty): "
+                "check that mapping.email names the column that holds the email address" + nothing
+            )
+        counts = ", ".join(f"{reason} {n:,}" for reason, n in sorted(rejected.items()))
+        return f"none of the {rows:,} records yields a contact (rejected: {counts})" + nothing
+    share = report.rejected_total / rows
+    if share > export.max_rejected_share:
+        counts = ", ".join(f"{reason} {n:,}" for reason, n in sorted(rejected.items()))
+        return (
+            f"{report.rejected_total:,} of {rows:,} records ({share:.0%}) were rejected ({counts}), more than "
+            f"maxRejectedShare={export.max_rejected_share:.0%} of export {export.name!r}: check the mapping "
+            "and the export's format, or raise maxRejectedShare" + nothing
+        )
+    return None
+
+
 class _Run:
     def __init__(
         self,
@@ -298,6 +345,7 @@ class _Run:
                 "check the export's source; nothing was sent and the list was left as it is"
             )
         report.snapshot_id = self.record.snapshot_id = snapshot.snapshot_id
+        report.notes = list(snapshot.notes)
         mapper = RowMapper(export.mapping, snapshot.columns, field_ids)
         rejected = RejectedRowsWriter(snapshot.columns)
         try:
@@ -363,6 +411,9 @@ class _Run:
         report.rows_read = collector.collect(
             reader.iter_batches(snapshot), mapper.check_batch, on_reject=reject, on_progress=progress
         )
+        problem = usable_problem(report, len(collector), snapshot, self.export)
+        if problem is not None:
+            raise RunFailed(problem)
         cap = self.export.max_contacts
         if cap is not None and len(collector) > cap:
             raise GuardTripped(

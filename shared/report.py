@@ -29,6 +29,8 @@ class RunReport:
     status: str = "running"
     snapshot_id: str | None = None
     error: str | None = None
+    # What the reader read differently from what the source lists (e.g. older refreshes left out).
+    notes: list[str] = field(default_factory=list)
     # extract + normalize
     rows_read: int = 0
     rejected: dict[str, int] = field(default_factory=dict)
