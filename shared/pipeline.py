@@ -413,7 +413,7 @@ class _Run:
         )
         problem = usable_problem(report, len(collector), snapshot, self.export)
         if problem is not None:
-            raise RunFailed(problem)
+            raise GuardTripped(problem)
         cap = self.export.max_contacts
         if cap is not None and len(collector) > cap:
             raise GuardTripped(
