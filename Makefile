@@ -1,4 +1,4 @@
-# Two commands matter: `make demo` and `make test`. Both set everything up from a clean clone.
+# Three commands matter: `make demo`, `make serve` and `make test`. Both set everything up from a clean clone.
 PY      ?= python3.11
 VENV    := .venv
 VPY     := $(VENV)/bin/python
@@ -7,7 +7,7 @@ NODE_STAMP := node_modules/.installed
 IAC_VENV := .venv-iac
 IAC_STAMP := $(IAC_VENV)/.installed
 
-.PHONY: setup demo test lint typecheck pytest bench clean
+.PHONY: setup demo serve test lint typecheck pytest bench clean
 
 setup: $(STAMP) $(NODE_STAMP) $(IAC_STAMP)
 
@@ -31,6 +31,10 @@ $(IAC_STAMP): requirements-iac.txt
 
 demo: setup
 	$(VPY) -m scripts.demo
+
+# The whole app on this machine (Azurite, the ActiveCampaign sandbox, scripts.serve) until Ctrl-C.
+serve: setup
+	$(VPY) -m scripts.serve_stack
 
 lint: setup
 	$(VENV)/bin/ruff check .

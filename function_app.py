@@ -7,7 +7,17 @@ handler reads settings when it runs and reports a bad one in its own response or
 
 import azure.functions as func
 
-from functions import api_assist, api_connections, api_exports, api_runs, console, timer, worker
+from functions import (
+    api_assist,
+    api_connections,
+    api_discovery,
+    api_exports,
+    api_reports,
+    api_runs,
+    console,
+    timer,
+    worker,
+)
 
 # Every API route needs a function key (x-functions-key header or ?code=); roles: shared/auth.py.
 # The console's page and assets (functions/console.py) are the one anonymous exception: no data.
@@ -15,7 +25,9 @@ app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
 
 for blueprint in (
     api_connections.bp,
+    api_discovery.bp,
     api_exports.bp,
+    api_reports.bp,
     api_runs.bp,
     api_assist.bp,
     console.bp,

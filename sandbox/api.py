@@ -50,6 +50,7 @@ class Api:
             ("GET", "/api/3/users/me"): self._me,
             ("GET", "/api/3/lists"): self._lists,
             ("GET", "/api/3/fields"): self._fields,
+            ("GET", "/api/3/tags"): self._tags,
             ("GET", "/api/3/contacts"): self._contacts,
             ("POST", "/api/3/contact/sync"): self._contact_sync,
             ("POST", "/api/3/contactLists"): self._contact_lists,
@@ -103,6 +104,15 @@ class Api:
             "meta": meta,
         }
         return Reply(200, body)
+
+    def _tags(self, request: ApiRequest) -> Reply:
+        search = request.param("search")
+        tags = [
+            (i, name) for i, name in self._state.tags() if search is None or search.lower() in name.lower()
+        ]
+        page, meta = self._page(request, tags)
+        base = self._base()
+        return Reply(200, {"tags": [shapes.tag_json(i, name, base) for i, name in page], "meta": meta})
 
     def _contacts(self, request: ApiRequest) -> Reply:
         status = request.param("status")

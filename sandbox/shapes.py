@@ -62,6 +62,18 @@ def list_json(info: ListInfo, base: str) -> JSON:
     }
 
 
+def tag_json(ident: int, name: str, base: str) -> JSON:
+    return {
+        "tagType": "contact",
+        "tag": name,
+        "description": "",
+        "subscriber_count": "0",
+        "cdate": "2024-01-01T00:00:00+00:00",
+        "links": _links(base, "tags", ident, ("contactGoalTags",)),
+        "id": str(ident),
+    }
+
+
 def field_json(spec: FieldSpec, base: str) -> JSON:
     return {
         "title": spec.display_title,

@@ -48,6 +48,8 @@ class SandboxState:
         self._resubscriptions: list[tuple[int, str]] = []
         # (list id, email): bulk subscribes refused because the person had unsubscribed.
         self._refused: list[tuple[int, str]] = []
+        # The account's tags (ActiveCampaign creates one the first time an import names it): name -> id.
+        self._tags: dict[str, int] = {}
 
     # -- account data -------------------------------------------------------------------------
 
@@ -62,6 +64,11 @@ class SandboxState:
     def fields(self) -> list[FieldSpec]:
         with self._lock:
             return list(self._fields.values())
+
+    def tags(self) -> list[tuple[int, str]]:
+        """(id, name) of every tag, in the order they were created."""
+        with self._lock:
+            return [(ident, name) for name, ident in self._tags.items()]
 
     def field_ids(self) -> frozenset[int]:
         with self._lock:
@@ -233,6 +240,8 @@ class SandboxState:
 
     def _apply_contact(self, contact: ImportContact) -> ContactRecord:
         record = self._upsert(contact.email)
+        for tag in contact.tags:
+            self._tags.setdefault(tag, len(self._tags) + 1)
         self._set_details(
             record,
             contact.first_name,

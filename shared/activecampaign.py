@@ -401,6 +401,13 @@ class ActiveCampaignClient:
             if not page or total is None or offset >= total:
                 return fields
 
+    def page(self, resource: str, *, limit: int, offset: int) -> dict[str, Any]:
+        """One page of GET /lists, /fields or /tags as ActiveCampaign answers it (`meta.total` holds the
+        count; at most 100 per page). For account discovery: the caller maps what it shows."""
+        if resource not in ("lists", "fields", "tags"):
+            raise ValueError(f"not a pageable resource: {resource!r}")
+        return self._call("GET", f"/{resource}", params={"limit": limit, "offset": offset})
+
     def find_contact_id(self, email: str) -> int | None:
         """GET /contacts?email=: the id of the contact with this email, or None when there is none."""
         body = self._call("GET", "/contacts", params={"email": email})

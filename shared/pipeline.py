@@ -37,7 +37,7 @@ from shared.errors import AccountBusy, GuardTripped, RunFailed, TerminalError
 from shared.hosts import HostError
 from shared.load import BatchSender, Operation, SendOutcome, operation
 from shared.mapping import Contact, RowMapper, contact_payload, resolve_fields
-from shared.report import RejectedRowsWriter, RunReport
+from shared.report import RejectedRowsWriter, RunReport, unsubscribed_csv
 from shared.runs import RunRecord, RunStore, utc_now
 from shared.secrets import SecretNotFound, SecretsProvider
 from shared.segments import SegmentReader, Snapshot, SourceRow
@@ -382,6 +382,8 @@ class _Run:
                 )
             if not self.record.dry_run:
                 self._advance(old, etag, contacts, plan, failed, snapshot, full)
+            if export.mode == "mirror":
+                self._store_unsubscribed(plan, old, failed)
             self._store_report(rejected)
         finally:
             rejected.close()
@@ -744,6 +746,28 @@ class _Run:
         )
         self.store.save(new_state, expected_etag=etag)
         self.store.clear_checkpoint()
+
+    def _store_unsubscribed(self, plan: Plan, old: DeliveredState, failed: dict[int, str]) -> None:
+        """`unsubscribed.csv`: who left the segment and what became of each (GET .../unsubscribed)."""
+        n_send, dry = int(plan.send.shape[0]), self.record.dry_run
+
+        def rows() -> Iterator[tuple[str, str, str]]:
+            for j, old_index in enumerate(plan.removals.tolist()):
+                reason = failed.get(n_send + j)
+                if dry:
+                    outcome, detail = "would_unsubscribe", ""
+                elif reason is None:
+                    outcome, detail = "unsubscribed", ""
+                else:
+                    kind, _, rest = reason.partition(":")
+                    outcome = "unconfirmed" if kind == "unconfirmed" else "failed"
+                    detail = rest.strip() if outcome == "unconfirmed" else reason
+                yield old.email(old_index), outcome, detail
+
+        blob = f"runs/{self.export.name}/{self.record.run_id}/unsubscribed.csv"
+        with unsubscribed_csv(rows()) as data:
+            self.container.upload_blob(blob, data, overwrite=True, content_settings=_CSV)
+        self.report.unsubscribed_blob = blob
 
     def _store_report(self, rejected: RejectedRowsWriter) -> None:
         base = f"runs/{self.export.name}/{self.record.run_id}"

@@ -10,11 +10,12 @@ from __future__ import annotations
 import csv
 import io
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import IO, Any
 
 REJECTED_HEADER = ("partition", "line", "reason", "detail")
+UNSUBSCRIBED_HEADER = ("email", "outcome", "detail")
 
 
 @dataclass
@@ -59,6 +60,7 @@ class RunReport:
     finished_at: str | None = None
     report_blob: str | None = None
     rejected_blob: str | None = None
+    unsubscribed_blob: str | None = None  # mirror runs: who left the segment and what became of them
 
     @property
     def rejected_total(self) -> int:
@@ -78,6 +80,8 @@ class RunReport:
             "rejected": self.rejected_total,
             "duplicates": self.duplicates,
             "contacts": self.contacts,
+            "new": self.new,
+            "changed": self.changed,
             "unchanged": self.unchanged,
             "toSend": self.to_send,
             "sent": self.sent,
@@ -159,3 +163,21 @@ class RejectedRowsWriter:
 
     def close(self) -> None:
         self._file.close()
+
+
+def unsubscribed_csv(rows: Iterable[tuple[str, str, str]]) -> IO[bytes]:
+    """(email, outcome, detail) rows as CSV in a spooled file (rewound), for `unsubscribed.csv`.
+
+    Outcomes: `unsubscribed`, `failed`, `unconfirmed` (sent, not confirmed in time: retried next
+    run) and, in a dry run, `would_unsubscribe`. Personal data: stored in the app's own storage only.
+    """
+    out: IO[bytes] = tempfile.SpooledTemporaryFile(max_size=8 * 1024 * 1024)  # noqa: SIM115
+    text = io.TextIOWrapper(out, encoding="utf-8", newline="", write_through=True)
+    writer = csv.writer(text)
+    writer.writerow(UNSUBSCRIBED_HEADER)
+    for email, outcome, detail in rows:
+        writer.writerow([neutralise_cell(email), outcome, neutralise_cell(detail)])
+    text.flush()
+    text.detach()
+    out.seek(0)
+    return out

@@ -108,6 +108,18 @@ def test_a_run_started_over_http_is_run_by_the_served_worker(
         run = wait_for(lambda: finished(client, "vip", run_id), 60, "the run to finish")
         assert run["status"] == "succeeded", run
         assert run["counts"]["accepted"] == 120
+        report = client.get(f"/exports/vip/runs/{run_id}/report")
+        assert report.status_code == 200
+        assert report.json()["contacts"] == 120
+        rejected = client.get(f"/exports/vip/runs/{run_id}/rejected")
+        assert rejected.status_code == 200
+        assert rejected.headers["content-type"] == "text/csv; charset=utf-8"
+        assert rejected.text.splitlines()[0].startswith("partition,line,reason,detail,")
+        lists = client.get("/connections/main/lists").json()["lists"]
+        assert [item["name"] for item in lists] == ["Newsletter", "Customers"]
+        fields = client.get("/connections/main/fields", params={"limit": 2}).json()
+        assert [f["perstag"] for f in fields["fields"]] == ["LOYALTY_TIER", "SCORE"]
+        assert fields["next"] == "/api/connections/main/fields?limit=2&offset=2"
         # Routes are case-insensitive, as on the host; methods a function does not declare are 404.
         assert client.get("/EXPORTS/vip").status_code == 200
         assert client.patch("/exports/vip", json={}).status_code == 404
@@ -248,6 +260,27 @@ def test_entra_mode_says_the_principal_header_is_taken_as_sent(serve: StartServe
     resp = httpx.get(served.api + "/exports", headers={"X-MS-CLIENT-PRINCIPAL": header}, timeout=30)
     assert resp.status_code == 200, resp.text
     assert served.stop() == 0
+
+
+def test_make_serve_sets_up_the_sample_prints_how_to_try_it_and_stops_everything():
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-m", "scripts.serve_stack", "--exit-when-ready", "--port", "0"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    out = done.stdout
+    assert "The app is running on this machine." in out
+    assert '"segment": "HighValueSegment"' in out
+    assert out.count("  curl -sS ") == 3
+    for what in ("the function app", "the ActiveCampaign sandbox", "Azurite"):
+        assert f"stopped {what}" in out
 
 
 # --- the pure parts --------------------------------------------------------------------------------

@@ -1,0 +1,170 @@
+"""HTTP API: what a run left behind. Its report, its rejected rows (CSV) and, for mirror runs, who
+was unsubscribed.
+
+Rejected rows and unsubscribed people are personal data. Administrators get them whole; a
+contributor gets the rejected rows' positions and reasons without their values, and unsubscribed
+emails masked (`j***@example.com`). The files stay in the app's storage; these routes read them
+a page at a time (`start`, `limit`), streamed from storage, since the Functions worker buffers
+every response body.
+"""
+
+from __future__ import annotations
+
+import json
+
+import azure.functions as func
+
+from functions import new_blueprint
+from functions.api_runs import RUN_ID, _export
+from functions.http import ApiError, api_handler, caller_for, int_param, json_response, not_found
+from functions.services import Services, get_services
+from functions.views import run_location
+from shared.auth import Action
+from shared.redact import mask_email, scrub
+from shared.report import FORMULA_TRIGGERS
+from shared.report_files import csv_page, csv_rows, to_csv
+from shared.runs import RunRecord
+
+bp = new_blueprint()
+PAGE_DEFAULT = 10_000
+PAGE_MAX = 100_000
+# What a contributor sees of a rejected row: where it was and why, not what it held.
+CONTRIBUTOR_COLUMNS = 3  # partition, line, reason
+
+
+def _run(svc: Services, req: func.HttpRequest) -> RunRecord:
+    name, run_id = req.route_params["name"], req.route_params["runId"]
+    _export(svc, name)
+    record = svc.runs.get(name, run_id) if RUN_ID.fullmatch(run_id) else None
+    if record is None:
+        raise not_found("run", run_id, f"list the runs of export {name!r} with GET /api/exports/{name}/runs")
+    return record
+
+
+def _no_report(record: RunRecord, what: str) -> ApiError:
+    where = run_location(record.export, record.run_id)
+    if record.active:
+        why = f"run {record.run_id} is {record.status}: its {what} is written when it succeeds; follow it at {where}"
+    else:
+        why = (
+            f"run {record.run_id} {record.status} without writing its {what}"
+            f" ({record.error or 'no error recorded'}); its counts and error are at {where}"
+        )
+    return ApiError(404, "ReportNotFound", why)
+
+
+def _report(svc: Services, record: RunRecord) -> dict[str, object]:
+    from azure.core.exceptions import ResourceNotFoundError
+
+    if not record.report_blob:
+        raise _no_report(record, "report")
+    try:
+        data = svc.app_container.download_blob(record.report_blob).readall()
+    except ResourceNotFoundError:
+        raise _no_report(record, "report") from None
+    report: dict[str, object] = json.loads(data)
+    return report
+
+
+def _page_params(req: func.HttpRequest) -> tuple[int, int]:
+    return int_param(req.params, "start", 0, 0, 1_000_000_000), int_param(
+        req.params, "limit", PAGE_DEFAULT, 1, PAGE_MAX
+    )
+
+
+def _next(req: func.HttpRequest, start: int, limit: int) -> str:
+    path = req.url.split("?", 1)[0]
+    path = path[path.index("/api/") :] if "/api/" in path else path
+    return f"{path}?start={start + limit}&limit={limit}"
+
+
+@bp.function_name("export_run_report")
+@bp.route(route="exports/{name}/runs/{runId}/report", methods=["GET"])
+@api_handler
+def export_run_report(req: func.HttpRequest) -> func.HttpResponse:
+    svc = get_services()
+    caller_for(req, svc.settings.auth_mode, Action.READ_EXPORTS)
+    return json_response(_report(svc, _run(svc, req)))
+
+
+@bp.function_name("export_run_rejected")
+@bp.route(route="exports/{name}/runs/{runId}/rejected", methods=["GET"])
+@api_handler
+def export_run_rejected(req: func.HttpRequest) -> func.HttpResponse:
+    from azure.core.exceptions import ResourceNotFoundError
+
+    svc = get_services()
+    caller = caller_for(req, svc.settings.auth_mode, Action.READ_EXPORTS)
+    record = _run(svc, req)
+    start, limit = _page_params(req)
+    if not record.rejected_blob:
+        raise _no_report(record, "rejected rows")
+    try:
+        download = svc.app_container.download_blob(record.rejected_blob)
+    except ResourceNotFoundError:
+        raise _no_report(record, "rejected rows") from None
+    page = csv_page(csv_rows(download.chunks()), start, limit)
+    header, rows = page.header, page.rows
+    if not caller.is_admin:
+        header, rows = header[:CONTRIBUTOR_COLUMNS], [row[:CONTRIBUTOR_COLUMNS] for row in rows]
+    headers = {
+        "Cache-Control": "no-store",
+        "Content-Disposition": f'attachment; filename="{record.export}-{record.run_id}-rejected.csv"',
+        "X-Rows-Start": str(start),
+        "X-Rows": str(len(rows)),
+    }
+    if page.more:
+        headers["Link"] = f'<{_next(req, start, limit)}>; rel="next"'
+    return func.HttpResponse(
+        to_csv(header, rows), status_code=200, headers=headers, mimetype="text/csv", charset="utf-8"
+    )
+
+
+@bp.function_name("export_run_unsubscribed")
+@bp.route(route="exports/{name}/runs/{runId}/unsubscribed", methods=["GET"])
+@api_handler
+def export_run_unsubscribed(req: func.HttpRequest) -> func.HttpResponse:
+    from azure.core.exceptions import ResourceNotFoundError
+
+    svc = get_services()
+    caller = caller_for(req, svc.settings.auth_mode, Action.READ_EXPORTS)
+    record = _run(svc, req)
+    start, limit = _page_params(req)
+    report = _report(svc, record)
+    blob = report.get("unsubscribed_blob")
+    if report.get("mode") != "mirror" or not isinstance(blob, str):
+        raise ApiError(
+            404,
+            "NotAMirrorRun",
+            f"run {record.run_id} of export {record.export!r} ran in {report.get('mode')} mode: only mirror "
+            "runs unsubscribe anyone",
+        )
+    try:
+        download = svc.app_container.download_blob(blob)
+    except ResourceNotFoundError:
+        raise _no_report(record, "unsubscribed list") from None
+    page = csv_page(csv_rows(download.chunks()), start, limit)
+    masked = not caller.is_admin
+    items = []
+    for row in page.rows:
+        email, outcome, detail = ([*row, "", "", ""])[:3]
+        if email.startswith("'") and email[1:2] and email[1] in FORMULA_TRIGGERS:
+            email = email[1:]  # undo the spreadsheet guard of the stored file
+        items.append(
+            {
+                "email": mask_email(email) if masked else email,
+                "outcome": outcome,
+                "detail": scrub(detail) if masked else detail,
+            }
+        )
+    return json_response(
+        {
+            "export": record.export,
+            "runId": record.run_id,
+            "masked": masked,
+            "start": start,
+            "limit": limit,
+            "unsubscribed": items,
+            "next": _next(req, start, limit) if page.more else None,
+        }
+    )
