@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import copy
 import logging
+from datetime import UTC, datetime
 from typing import Any
 
 import azure.functions as func
@@ -43,10 +44,7 @@ def exports_list(req: func.HttpRequest) -> func.HttpResponse:
     svc = get_services()
     caller_for(req, svc.settings.auth_mode, Action.READ_EXPORTS)
     snapshot = svc.config.read()
-    items = [
-        export_view(name, item, _last_run(svc, name), svc.decisions.get(name))
-        for name, item in sorted(snapshot.document["exports"].items())
-    ]
+    items = [_view(svc, name, item) for name, item in sorted(snapshot.document["exports"].items())]
     return json_response({"exports": items})
 
 
@@ -61,17 +59,19 @@ def export_item(req: func.HttpRequest) -> func.HttpResponse:
         item = svc.config.read().item("exports", name)
         if item is None:
             raise not_found("export", name, HINT)
-        view = export_view(name, item, _last_run(svc, name), svc.decisions.get(name))
-        return json_response(view, headers={"ETag": item_etag(item)})
+        return json_response(_view(svc, name, item), headers={"ETag": item_etag(item)})
     caller = caller_for(req, svc.settings.auth_mode, Action.WRITE_EXPORTS)
     response = _put(svc, req, name) if req.method == "PUT" else _delete(svc, req, name)
     log.info("export %s: %s by %s", name, req.method, scrub(caller.name))
     return response
 
 
-def _last_run(svc: Services, name: str) -> Any:
+def _view(svc: Services, name: str, item: dict[str, Any]) -> dict[str, Any]:
+    from functions.timer import next_scheduled_at
+
     runs = svc.runs.list(name, limit=1)
-    return runs[0] if runs else None
+    next_at = next_scheduled_at(item, svc.settings.export_schedule, datetime.now(UTC))
+    return export_view(name, item, runs[0] if runs else None, svc.decisions.get(name), next_at)
 
 
 def _put(svc: Services, req: func.HttpRequest, name: str) -> func.HttpResponse:
@@ -94,7 +94,7 @@ def _put(svc: Services, req: func.HttpRequest, name: str) -> func.HttpResponse:
         return doc
 
     svc.config.update(change)
-    view = export_view(name, item, _last_run(svc, name), svc.decisions.get(name))
+    view = _view(svc, name, item)
     view["warnings"] = warnings
     return json_response(
         view,

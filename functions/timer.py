@@ -1,10 +1,19 @@
-"""Timer: queue a run of every scheduled export whose segment has a snapshot it has not exported.
+"""Timer: every few minutes, queue the exports that are due, each once, each isolated from the others.
+
+The timer fires on EXPORT_SCHEDULE (NCRONTAB with seconds, default `0 */5 * * * *`). What "due"
+means depends on the export's `trigger`:
+
+- `onRefresh`: its segment has a snapshot it has not exported. Normally a refresh event queues the
+  run within seconds (functions/events.py); the timer is the catch-up for an event that was lost.
+  A run that failed is retried after FAILED_RUN_RETRY, not on every check.
+- `scheduled`: its own `schedule` (default: EXPORT_SCHEDULE itself) has fired since the firing last
+  acted on, and the segment has a snapshot it has not exported. Each firing is acted on once; one
+  that finds a run still active stays pending until the next check.
+- `manual`: never.
 
 Idempotent: an export with a queued or running run is skipped (RunStore allows one active run per
 export), and an export whose newest snapshot was already delivered is up to date, so a second firing
-queues nothing new. Failed runs are queued again on the next tick, since their snapshot was not
-delivered. The schedule is the app setting EXPORT_SCHEDULE (NCRONTAB with seconds, default
-`0 0 */6 * * *`). `run_on_startup` stays off: it would fire on every restart and scale-out.
+queues nothing new. `run_on_startup` stays off: it would fire on every restart and scale-out.
 
 Exports are isolated from each other: whatever goes wrong while checking or queuing one export (a
 hostile model.json that raises RecursionError or MemoryError, a storage error, a bug) is recorded as
@@ -16,7 +25,8 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
 
 import azure.functions as func
 
@@ -24,7 +34,7 @@ from functions import new_blueprint
 from functions.context import run_context
 from functions.messages import RunMessage
 from functions.services import Services, get_services
-from shared.config import ExportConfig
+from shared.config import DEFAULT_TRIGGER, ExportConfig
 from shared.decisions import Decision, Outcome, clip
 from shared.redact import scrub
 from shared.runs import RunActive, RunTrigger, utc_now
@@ -34,6 +44,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 bp = new_blueprint()
+# An onRefresh export whose last run failed is not retried on every check (every few minutes):
+# the failure usually needs a person, and each retry would alert again.
+FAILED_RUN_RETRY = timedelta(hours=1)
 
 
 @dataclass
@@ -64,21 +77,38 @@ def export_schedule(timer: func.TimerRequest) -> None:
         raise RuntimeError(f"the schedule could not check or queue {len(result.errors)} export(s): {details}")
 
 
-class _Skip(Exception):
+class Skip(Exception):
     """This export has nothing to do now; the message says why."""
 
+    def __init__(self, reason: str, *, snapshot_id: str | None = None) -> None:
+        super().__init__(reason)
+        self.snapshot_id = snapshot_id
 
-def queue_due_exports(svc: Services) -> ScheduleResult:
+
+@dataclass
+class _Check:
+    """What one check of one export carries into its decision."""
+
+    handled_firing: str | None = None
+    snapshot_id: str | None = None
+
+
+def queue_due_exports(svc: Services, now: datetime | None = None) -> ScheduleResult:
     result = ScheduleResult()
+    now = now or datetime.now(UTC)
     config = svc.config.read().config
     ctx = run_context(svc, config)
     for name, export in sorted(config.exports.items()):
         outcome: Outcome
         run_id: str | None = None
+        check = _Check()
         try:
-            run_id = _check_and_queue(svc, ctx, name, export)
-        except _Skip as skip:
+            previous = svc.decisions.get(name)
+            check.handled_firing = previous.handled_firing if previous else None
+            run_id = _check_and_queue(svc, ctx, name, export, now, check)
+        except Skip as skip:
             outcome, reason = "skipped", str(skip)
+            check.snapshot_id = skip.snapshot_id or check.snapshot_id
             result.skipped[name] = reason
         # Exception covers RecursionError and MemoryError (a hostile model.json) as well as storage
         # errors: one export's failure must never stop the others from being queued.
@@ -89,32 +119,69 @@ def queue_due_exports(svc: Services) -> ScheduleResult:
         else:
             outcome, reason = "queued", f"run {run_id} queued"
             result.queued[name] = str(run_id)
-        record_decision(svc, name, Decision(outcome, clip(reason), utc_now(), "timer", run_id))
+        decision = Decision(
+            outcome, clip(reason), utc_now(), "timer", run_id, check.handled_firing, check.snapshot_id
+        )
+        record_decision(svc, name, decision)
     return result
 
 
-def _check_and_queue(svc: Services, ctx: RunContext, name: str, export: ExportConfig) -> str:
+def _check_and_queue(
+    svc: Services, ctx: RunContext, name: str, export: ExportConfig, now: datetime, check: _Check
+) -> str:
     from shared.pipeline import last_exported_snapshot_id, latest_snapshot_id
+    from shared.schedules import Schedule, due, iso, parse_iso
 
     connection = ctx.config.connections[export.connection]
     if not export.enabled:
-        raise _Skip("disabled")
-    if export.trigger != "scheduled":
-        raise _Skip("manual trigger (runs only on demand)")
+        raise Skip("disabled")
+    if export.trigger == "manual":
+        raise Skip("manual trigger (runs only on demand)")
     if not connection.data_privacy_consent:
-        raise _Skip(f"connection {connection.name!r} has no data privacy consent")
+        raise Skip(f"connection {connection.name!r} has no data privacy consent")
+    firing = None
+    if export.trigger == "scheduled":
+        schedule = Schedule.parse(export.schedule or svc.settings.export_schedule)
+        handled = parse_iso(check.handled_firing) if check.handled_firing else None
+        state = due(schedule, now, handled)
+        if handled is None:
+            check.handled_firing = iso(state.fired)  # the first check only sets where to count from
+        if not state.due:
+            raise Skip(f"not due: schedule {schedule.expression!r} next fires at {iso(state.next)}")
+        firing = iso(state.fired)
     from shared.segments import NotWrittenYet
 
     try:
         latest = latest_snapshot_id(ctx, export)
     except NotWrittenYet:
         # Customer Insights is still writing the export (model.json comes last): next tick.
-        raise _Skip("newest export not written yet (its time folder has no model.json)") from None
+        raise Skip("newest export not written yet (its time folder has no model.json)") from None
+    check.snapshot_id = latest
     if latest is None:
-        raise _Skip("no segment snapshot yet")
+        check.handled_firing = firing or check.handled_firing
+        raise Skip("no segment snapshot yet")
     if latest == last_exported_snapshot_id(ctx, name):
-        raise _Skip(f"up to date (snapshot {latest} already exported)")
-    return queue_run(svc, name, trigger="schedule")
+        check.handled_firing = firing or check.handled_firing
+        raise Skip(f"up to date (snapshot {latest} already exported)")
+    if export.trigger == "onRefresh":
+        _skip_if_failed_recently(svc, name, latest, now)
+    run_id = queue_run(svc, name, trigger="schedule")
+    check.handled_firing = firing or check.handled_firing
+    return run_id
+
+
+def _skip_if_failed_recently(svc: Services, name: str, latest: str, now: datetime) -> None:
+    from shared.schedules import iso, parse_iso
+
+    runs = svc.runs.list(name, limit=1)
+    last = runs[0] if runs else None
+    if last is None or last.status != "failed" or not last.finished_at:
+        return
+    if last.snapshot_id is not None and last.snapshot_id != latest:
+        return  # a newer snapshot than the one that failed: worth a run at once
+    retry_at = parse_iso(last.finished_at) + FAILED_RUN_RETRY
+    if now < retry_at:
+        raise Skip(f"run {last.run_id} failed; retried from {iso(retry_at)} (or start it on demand)")
 
 
 def queue_run(svc: Services, name: str, *, trigger: RunTrigger) -> str:
@@ -122,7 +189,7 @@ def queue_run(svc: Services, name: str, *, trigger: RunTrigger) -> str:
     try:
         record = svc.runs.create(name, trigger=trigger)
     except RunActive as exc:
-        raise _Skip(f"run {exc.record.run_id} already {exc.record.status}") from None
+        raise Skip(f"run {exc.record.run_id} already {exc.record.status}") from None
     try:
         svc.enqueue(RunMessage(record.run_id, name))
     except Exception as exc:
@@ -132,13 +199,30 @@ def queue_run(svc: Services, name: str, *, trigger: RunTrigger) -> str:
     return record.run_id
 
 
+def next_scheduled_at(item: dict[str, Any], default_schedule: str, now: datetime) -> str | None:
+    """When the timer next looks at this export (a stored export document): for `scheduled`, the
+    next firing of its schedule; for `onRefresh`, the next catch-up check; None for `manual` or
+    disabled exports, and for a schedule that no longer parses (the error shows on the next check)."""
+    from shared.schedules import Schedule, ScheduleError, iso
+
+    trigger = item.get("trigger", DEFAULT_TRIGGER)
+    if not item.get("enabled", True) or trigger == "manual":
+        return None
+    expression = (item.get("schedule") if trigger == "scheduled" else None) or default_schedule
+    try:
+        return iso(Schedule.parse(str(expression)).next_after(now))
+    except ScheduleError:
+        return None
+
+
 def record_decision(svc: Services, name: str, decision: Decision) -> None:
     """Keep the decision for GET /api/exports; failing to is logged, never fatal for the loop."""
     try:
         svc.decisions.put(name, decision)
     except Exception as exc:
         log.warning(
-            "schedule: could not record the decision for export %s (%s): %s",
+            "%s: could not record the decision for export %s (%s): %s",
+            decision.source,
             name,
             decision.outcome,
             type(exc).__name__,

@@ -17,12 +17,18 @@ def connection_view(name: str, item: dict[str, Any]) -> dict[str, Any]:
 
 
 def export_view(
-    name: str, item: dict[str, Any], last_run: RunRecord | None, decision: Decision | None = None
+    name: str,
+    item: dict[str, Any],
+    last_run: RunRecord | None,
+    decision: Decision | None = None,
+    next_scheduled_at: str | None = None,
 ) -> dict[str, Any]:
     return {
         "name": name,
         **item,
         "etag": item_etag(item),
+        # When the timer next checks this export (trigger scheduled: its schedule's next firing).
+        "nextScheduledAt": next_scheduled_at,
         "lastRun": run_view(last_run) if last_run else None,
         # What the timer (or a refresh event) last decided for this export, and why.
         "lastDecision": decision.to_document() if decision else None,

@@ -22,8 +22,13 @@ param location string = resourceGroup().location
 @description('Resource id of an existing storage account holding the segment snapshots (e.g. /subscriptions/<id>/resourceGroups/<group>/providers/Microsoft.Storage/storageAccounts/<name>); it may be in another resource group or subscription. Empty: a new, empty account is created here.')
 param segmentStorageAccountId string = ''
 
-@description('NCRONTAB schedule (with seconds) of the scheduled exports. Default: every 6 hours.')
-param exportSchedule string = '0 0 */6 * * *'
+@description('NCRONTAB schedule (with seconds, UTC) of the timer: how often it checks the exports (catching up on lost refresh events) and the schedule of scheduled exports that name none. Default: every 5 minutes.')
+param exportSchedule string = '0 */5 * * * *'
+
+@description('Seconds a plain CSV segment folder (no model.json) must get no new file before its snapshot counts as complete and onRefresh exports of it are queued.')
+@minValue(1)
+@maxValue(86400)
+param csvQuietSeconds int = 300
 
 @description('How the HTTP API authenticates callers: key (function keys) or entra (App Service Authentication with Entra ID).')
 @allowed([
@@ -187,6 +192,7 @@ module functionApp 'modules/functionapp.bicep' = {
     keyVaultUri: keyVault.outputs.uri
     appInsightsConnectionString: monitoring.outputs.connectionString
     exportSchedule: exportSchedule
+    csvQuietSeconds: csvQuietSeconds
     authMode: authMode
     entraClientId: entraClientId
     entraTenantId: entraTenantId

@@ -23,7 +23,9 @@ Options:
                                 empty account is created
       --auth-mode key|entra     HTTP API authentication (default: key)
       --entra-client-id ID      Entra ID application (client) id of the API (with --auth-mode entra)
-      --schedule NCRONTAB       export schedule, with seconds (default: "0 0 */6 * * *")
+      --schedule NCRONTAB       how often the timer checks the exports, and the schedule of
+                                scheduled exports that name none; with seconds, UTC
+                                (default: "0 */5 * * * *", every 5 minutes)
       --action-group-id ID      action group the failed-runs alert notifies
       --ac-connection NAME      store an ActiveCampaign API key for connection NAME in Key Vault, as
                                 secret "activecampaign-NAME" (the HTTP API's default secret name).
@@ -58,7 +60,7 @@ PREFIX="acexp"
 SEGMENT_STORAGE_ID=""
 AUTH_MODE="key"
 ENTRA_CLIENT_ID=""
-SCHEDULE="0 0 */6 * * *"
+SCHEDULE="0 */5 * * * *"
 ACTION_GROUP_ID=""
 AC_CONNECTION=""
 DEPLOY_CODE=1

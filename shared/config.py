@@ -25,7 +25,11 @@ from shared import boundedjson
 from shared.errors import TerminalError
 from shared.hosts import HostError, validate_hostname
 
-Trigger = Literal["scheduled", "manual"]
+# onRefresh: run once per new snapshot, as soon as it lands (Event Grid), the timer catching up on a
+# lost event; scheduled: at the export's own `schedule` (default EXPORT_SCHEDULE) when there is a
+# new snapshot; manual: on demand only.
+Trigger = Literal["onRefresh", "scheduled", "manual"]
+DEFAULT_TRIGGER: Trigger = "onRefresh"
 Mode = Literal["upsert", "mirror"]
 
 DEFAULT_MAX_REMOVAL_SHARE = 0.2
@@ -85,7 +89,9 @@ class ExportConfig:
     list_id: int
     mapping: FieldMapping
     enabled: bool = True
-    trigger: Trigger = "scheduled"
+    trigger: Trigger = DEFAULT_TRIGGER
+    # NCRONTAB, only with trigger "scheduled"; None: the app's EXPORT_SCHEDULE.
+    schedule: str | None = None
     mode: Mode = "upsert"
     exclude_automations: bool = False
     full_resync_every_days: int | None = None
@@ -229,6 +235,35 @@ def _hostname_errors(doc: object, path: Sequence[_PathPart], **trust: Any) -> li
     return []
 
 
+def _schedule_errors(doc: object, path: Sequence[_PathPart]) -> list[str]:
+    if not isinstance(doc, dict) or doc.get("schedule") is None:
+        return []
+    schedule, where = doc["schedule"], format_path([*path, "schedule"])
+    if not isinstance(schedule, str):
+        return []  # the schema says so
+    from shared.schedules import ScheduleError, validate
+
+    trigger = doc.get("trigger", DEFAULT_TRIGGER)
+    if trigger != "scheduled":
+        return [
+            f'{where}: a schedule is only used with "trigger": "scheduled" (this export\'s trigger is '
+            f'{_show(trigger)}); remove it or set the trigger to "scheduled"'
+        ]
+    try:
+        validate(schedule)
+    except ScheduleError as exc:
+        return [f"{where}: {exc}"]
+    return []
+
+
+def _normalised_schedule(value: object) -> str | None:
+    if not isinstance(value, str):
+        return None
+    from shared.schedules import validate
+
+    return validate(value)
+
+
 def _connection_ref_errors(doc: object, path: Sequence[_PathPart], connections: Collection[str]) -> list[str]:
     if not isinstance(doc, dict) or not isinstance(doc.get("connection"), str):
         return []
@@ -279,7 +314,8 @@ def _build_export(name: str, doc: Mapping[str, Any]) -> ExportConfig:
             tags=tuple(mapping.get("tags", ())),
         ),
         enabled=doc.get("enabled", True),
-        trigger=doc.get("trigger", "scheduled"),
+        trigger=doc.get("trigger", DEFAULT_TRIGGER),
+        schedule=_normalised_schedule(doc.get("schedule")),
         mode=doc.get("mode", "upsert"),
         exclude_automations=doc.get("excludeAutomations", False),
         full_resync_every_days=doc.get("fullResyncEveryDays"),
@@ -326,6 +362,7 @@ def parse_config(doc: object, *, allowed_suffixes: tuple[str, ...], allow_loopba
     if isinstance(exports, dict) and isinstance(connections, dict):  # else the schema error says it all
         for name, item in exports.items():
             errors += _connection_ref_errors(item, ("exports", name), connection_names)
+            errors += _schedule_errors(item, ("exports", name))
     if errors:
         raise ConfigError(sorted(errors))  # by path, so the problems of one item read together
     return Config(
@@ -357,6 +394,7 @@ def parse_export(name: str, doc: object, connections: Collection[str]) -> Export
     errors = _name_errors("export", name)
     errors += _schema_errors(doc, "export", ())
     errors += _connection_ref_errors(doc, (), connections)
+    errors += _schedule_errors(doc, ())
     if errors:
         raise ConfigError(errors)
     return _build_export(name, cast(Mapping[str, Any], doc))
@@ -430,6 +468,7 @@ def export_to_document(export: ExportConfig) -> dict[str, Any]:
         "mapping": mapping,
         "enabled": export.enabled,
         "trigger": export.trigger,
+        "schedule": export.schedule,
         "mode": export.mode,
         "excludeAutomations": export.exclude_automations,
         "fullResyncEveryDays": export.full_resync_every_days,

@@ -39,6 +39,10 @@ class Decision:
     at: str
     source: DecisionSource = "timer"
     run_id: str | None = None
+    # The newest firing of the export's schedule already acted on (trigger "scheduled" only): the
+    # timer checks every few minutes and queues the export once per firing of its own schedule.
+    handled_firing: str | None = None
+    snapshot_id: str | None = None
 
     def to_document(self) -> dict[str, Any]:
         return {
@@ -47,6 +51,8 @@ class Decision:
             "at": self.at,
             "source": self.source,
             "runId": self.run_id,
+            "snapshotId": self.snapshot_id,
+            "handledFiring": self.handled_firing,
         }
 
     @classmethod
@@ -55,13 +61,15 @@ class Decision:
         source = doc.get("source", "timer")
         if outcome not in get_args(Outcome) or source not in get_args(DecisionSource):
             raise ValueError(f"not a schedule decision: outcome {outcome!r}, source {source!r}")
-        run_id = doc.get("runId")
+        run_id, firing, snapshot = doc.get("runId"), doc.get("handledFiring"), doc.get("snapshotId")
         return cls(
             outcome=cast(Outcome, outcome),
             reason=str(doc.get("reason", "")),
             at=str(doc.get("at", "")),
             source=cast(DecisionSource, source),
             run_id=str(run_id) if run_id is not None else None,
+            handled_firing=str(firing) if firing is not None else None,
+            snapshot_id=str(snapshot) if snapshot is not None else None,
         )
 
 

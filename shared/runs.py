@@ -28,7 +28,7 @@ from shared.settings import DEFAULT_RUNS_KEPT_PER_EXPORT
 from shared.storage import RUN_RECORD, active_marker_blob, parse_run_blob, run_blob, runs_prefix
 
 RunStatus = Literal["queued", "running", "succeeded", "failed"]
-RunTrigger = Literal["schedule", "api", "cli"]
+RunTrigger = Literal["schedule", "event", "api", "cli"]
 ACTIVE_STATUSES: frozenset[str] = frozenset({"queued", "running"})
 TERMINAL_STATUSES: frozenset[str] = frozenset({"succeeded", "failed"})
 # Longer than a worker can hold a run without writing to it (30 min functionTimeout plus the

@@ -15,7 +15,11 @@ from typing import Literal
 
 from shared.errors import TerminalError
 
-DEFAULT_EXPORT_SCHEDULE = "0 0 */6 * * *"
+# How often the timer checks the exports (and the schedule of `scheduled` exports naming none).
+DEFAULT_EXPORT_SCHEDULE = "0 */5 * * * *"
+# How long a plain CSV folder (no model.json marks it complete) must see no new file before its
+# snapshot is taken as complete and onRefresh exports of it are queued.
+DEFAULT_CSV_QUIET_SECONDS = 300.0
 DEFAULT_REQUESTS_PER_SECOND = 5.0
 DEFAULT_BULK_IMPORTS_PER_MINUTE = 100.0
 DEFAULT_RUN_TIME_BUDGET_SECONDS = 25 * 60.0
@@ -33,6 +37,7 @@ SETTINGS_READ: tuple[str, ...] = (
     "ACTIVECAMPAIGN_BULK_IMPORTS_PER_MINUTE",
     "ACTIVECAMPAIGN_ALLOWED_HOST_SUFFIXES",
     "EXPORT_SCHEDULE",
+    "CSV_QUIET_SECONDS",
     "AUTH_MODE",
     "RUN_TIME_BUDGET_SECONDS",
     "SECRET_CACHE_SECONDS",
@@ -82,6 +87,7 @@ class Settings:
     bulk_imports_per_minute: float = DEFAULT_BULK_IMPORTS_PER_MINUTE
     allowed_host_suffixes: tuple[str, ...] = DEFAULT_ALLOWED_HOST_SUFFIXES
     export_schedule: str = DEFAULT_EXPORT_SCHEDULE
+    csv_quiet_seconds: float = DEFAULT_CSV_QUIET_SECONDS
     auth_mode: Literal["key", "entra"] = "key"
     run_time_budget_seconds: float = DEFAULT_RUN_TIME_BUDGET_SECONDS
     secret_cache_seconds: float = DEFAULT_SECRET_CACHE_SECONDS
@@ -166,6 +172,18 @@ def _positive_int(env: Mapping[str, str], name: str, default: int) -> int:
     return int(raw)
 
 
+def _schedule(env: Mapping[str, str], name: str, default: str) -> str:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    from shared.schedules import ScheduleError, validate
+
+    try:
+        return validate(raw)
+    except ScheduleError as exc:
+        raise SettingsError(f"{name}: {exc}") from None
+
+
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     """Parse settings from `env` (default: the process environment). Raises SettingsError."""
     env = os.environ if env is None else env
@@ -216,7 +234,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
             env, "ACTIVECAMPAIGN_BULK_IMPORTS_PER_MINUTE", DEFAULT_BULK_IMPORTS_PER_MINUTE
         ),
         allowed_host_suffixes=tuple(suffixes),
-        export_schedule=env.get("EXPORT_SCHEDULE", "").strip() or DEFAULT_EXPORT_SCHEDULE,
+        export_schedule=_schedule(env, "EXPORT_SCHEDULE", DEFAULT_EXPORT_SCHEDULE),
+        csv_quiet_seconds=_positive_float(env, "CSV_QUIET_SECONDS", DEFAULT_CSV_QUIET_SECONDS),
         auth_mode="entra" if auth_mode == "entra" else "key",
         run_time_budget_seconds=_positive_float(
             env, "RUN_TIME_BUDGET_SECONDS", DEFAULT_RUN_TIME_BUDGET_SECONDS

@@ -66,7 +66,7 @@ def test_minimal_document_gets_documented_defaults() -> None:
     export = config.exports["vip"]
     assert (export.enabled, export.trigger, export.mode, export.exclude_automations) == (
         True,
-        "scheduled",
+        "onRefresh",
         "upsert",
         False,
     )
@@ -285,7 +285,7 @@ def test_bad_api_key_secret_names_are_refused(secret: str) -> None:
 @pytest.mark.parametrize(
     ("key", "value", "expected"),
     [
-        ("trigger", "daily", 'exports.vip.trigger: must be "scheduled"'),
+        ("trigger", "daily", 'exports.vip.trigger: must be "onRefresh"'),
         ("mode", "sync", 'exports.vip.mode: must be "upsert"'),
         ("maxRemovalShare", 1.5, "exports.vip.maxRemovalShare: must be a number from 0 to 1"),
         ("maxRemovalShare", "20%", "exports.vip.maxRemovalShare: must be a number from 0 to 1"),

@@ -39,7 +39,7 @@ def test_put_validates_against_the_snapshot_and_saving_never_runs(ac_sandbox, se
     assert resp.status == 201, resp.body
     assert resp.body["warnings"] == []
     assert resp.body["enabled"] is True
-    assert resp.body["trigger"] == "scheduled"
+    assert resp.body["trigger"] == "onRefresh"  # the default
     assert resp.body["lastRun"] is None
     assert resp.headers["ETag"] == resp.body["etag"]
     assert app_env.messages() == []
@@ -70,7 +70,13 @@ def test_put_before_any_snapshot_saves_with_a_warning(ac_sandbox, segments):
         ),
         ({"mapping": {"email": "Mail"}}, "MappingInvalid", "Mail"),
         ({"listId": "1"}, "ValidationFailed", "listId"),
-        ({"schedule": "daily"}, "ValidationFailed", "schedule: unknown field"),
+        ({"scheduel": "0 0 6 * * *"}, "ValidationFailed", "did you mean 'schedule'"),
+        (
+            {"trigger": "scheduled", "schedule": "0 0 6 * *"},
+            "ValidationFailed",
+            "schedule: '0 0 6 * *' has 5",
+        ),
+        ({"schedule": "0 0 6 * * *"}, "ValidationFailed", 'only used with "trigger": "scheduled"'),
         ({"mapping": {}}, "ValidationFailed", "mapping.email: required"),
     ],
 )

@@ -198,3 +198,70 @@ def test_a_time_folder_without_model_json_is_skipped_until_it_is_written(
 
     assert result.skipped == {"vip": "newest export not written yet (its time folder has no model.json)"}
     assert (result.errors, queued_exports(app_env)) == ({}, Counter())
+
+
+def test_per_export_schedules_queue_only_the_exports_that_are_due(app_env: AppEnv, ac_sandbox, segments):
+    from datetime import UTC, datetime
+
+    create_connection(ac_sandbox.hostname)
+    write_ci_snapshot(segments, "Vip", profiles(5))
+    container = segments.container_name
+    create_export(container, name="daily", trigger="scheduled", schedule="0 30 2 * * *")
+    create_export(container, name="hourly", trigger="scheduled", schedule="0 0 * * * *")
+    create_export(container, name="default", trigger="scheduled")  # EXPORT_SCHEDULE: every 5 minutes
+    create_export(container, name="refresh", trigger="onRefresh")
+    svc = get_services()
+
+    def check(moment: str) -> set[str]:
+        before = set(queued_exports(app_env))
+        queue_due_exports(svc, datetime.fromisoformat(moment).replace(tzinfo=UTC))
+        return set(queued_exports(app_env)) - before
+
+    # The first check of a schedule only sets where to count from; onRefresh catches up at once.
+    assert check("2026-11-20T14:00:00") == {"refresh"}
+    decisions = {e["name"]: e for e in call("exports_list", "GET", "exports").body["exports"]}
+    assert decisions["daily"]["lastDecision"]["reason"] == (
+        "not due: schedule '0 30 2 * * *' next fires at 2026-11-21T02:30:00Z"
+    )
+    assert decisions["daily"]["schedule"] == "0 30 2 * * *"
+    assert decisions["daily"]["nextScheduledAt"].endswith("T02:30:00Z")
+    assert decisions["hourly"]["nextScheduledAt"].endswith(":00:00Z")
+    assert decisions["refresh"]["trigger"] == "onRefresh"
+    assert decisions["refresh"]["nextScheduledAt"] is not None  # the next catch-up check
+    assert check("2026-11-20T14:03:00") == set()
+    assert check("2026-11-20T14:05:10") == {"default"}
+    assert check("2026-11-20T14:55:00") == set()
+    assert check("2026-11-20T15:00:30") == {"hourly"}
+    assert check("2026-11-21T02:31:00") == {"daily"}
+    runs = call("export_runs", "GET", "exports/daily/runs", route={"name": "daily"}).body["runs"]
+    assert [(r["trigger"], r["status"]) for r in runs] == [("schedule", "queued")]
+
+
+def test_a_firing_that_finds_a_run_active_stays_pending(app_env: AppEnv, ac_sandbox, segments):
+    from datetime import UTC, datetime
+
+    app_env.monkeypatch.setenv("ACTIVECAMPAIGN_MAIN", SANDBOX_API_KEY)
+    create_connection(ac_sandbox.hostname)
+    write_ci_snapshot(segments, "Vip", profiles(5))
+    create_export(segments.container_name, name="hourly", trigger="scheduled", schedule="0 0 * * * *")
+    svc = get_services()
+
+    def check(moment: str) -> None:
+        queue_due_exports(svc, datetime.fromisoformat(moment).replace(tzinfo=UTC))
+
+    check("2026-11-20T14:10:00")  # the first check: where to count from
+    assert call("export_runs", "POST", "exports/hourly/runs", route={"name": "hourly"}).status == 202
+    check("2026-11-20T15:00:10")  # fired, but the on-demand run is still queued
+    decision = call("export_item", "GET", "exports/hourly", route={"name": "hourly"}).body["lastDecision"]
+    assert decision["outcome"] == "skipped"
+    assert "already queued" in decision["reason"]
+    assert decision["handledFiring"] == "2026-11-20T14:00:00Z"  # 15:00 is still to be acted on
+    # The on-demand run finishes (it exports the 0600 snapshot); then a refresh lands.
+    message = app_env.receive()
+    handler("export_worker")(message)
+    app_env.delete(message)
+    write_ci_snapshot(segments, "Vip", profiles(6), time_folder="2026/11/20/1500")
+    check("2026-11-20T15:05:00")  # still the 15:00 firing, now acted on
+    assert queued_exports(app_env) == Counter({"hourly": 1})
+    decision = call("export_item", "GET", "exports/hourly", route={"name": "hourly"}).body["lastDecision"]
+    assert (decision["outcome"], decision["handledFiring"]) == ("queued", "2026-11-20T15:00:00Z")

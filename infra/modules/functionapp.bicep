@@ -44,6 +44,11 @@ param appInsightsConnectionString string
 @description('NCRONTAB schedule (with seconds) of the export timer.')
 param exportSchedule string
 
+@description('Seconds a plain CSV segment folder must stay quiet before its snapshot counts as complete.')
+@minValue(1)
+@maxValue(86400)
+param csvQuietSeconds int
+
 @description('How the HTTP API authenticates callers: function keys, or Entra ID (App Service Authentication).')
 @allowed([
   'key'
@@ -176,6 +181,10 @@ resource site 'Microsoft.Web/sites@2024-04-01' = {
         {
           name: 'EXPORT_SCHEDULE'
           value: exportSchedule
+        }
+        {
+          name: 'CSV_QUIET_SECONDS'
+          value: string(csvQuietSeconds)
         }
         {
           name: 'AUTH_MODE'
