@@ -15,6 +15,7 @@ from functions import (
     api_reports,
     api_runs,
     console,
+    events,
     timer,
     worker,
 )
@@ -31,6 +32,7 @@ for blueprint in (
     api_runs.bp,
     api_assist.bp,
     console.bp,
+    events.bp,
     timer.bp,
     worker.bp,
 ):

@@ -22,10 +22,17 @@ from azure.storage.queue import QueueClient, TextBase64DecodePolicy, TextBase64E
 
 from functions.messages import RunMessage
 from shared.configstore import ConfigStore
-from shared.decisions import DecisionStore
+from shared.decisions import DecisionStore, SnapshotClaims
 from shared.runs import RunStore
 from shared.settings import Settings, load_settings
-from shared.storage import APP_CONTAINER, RUNS_POISON_QUEUE, RUNS_QUEUE, blob_service, queue_service
+from shared.storage import (
+    APP_CONTAINER,
+    RUNS_POISON_QUEUE,
+    RUNS_QUEUE,
+    SEGMENT_EVENTS_QUEUE,
+    blob_service,
+    queue_service,
+)
 
 if TYPE_CHECKING:
     from shared.secrets import SecretsProvider
@@ -52,6 +59,8 @@ class Services:
     runs: RunStore
     run_queue: QueueClient
     decisions: DecisionStore
+    claims: SnapshotClaims
+    event_queue: QueueClient
     _secrets: SecretsProvider | None = field(default=None, repr=False)
     _segment_blobs: BlobServiceClient | None = field(default=None, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
@@ -79,6 +88,10 @@ class Services:
     def enqueue(self, message: RunMessage, *, delay_seconds: int = 0) -> None:
         self.run_queue.send_message(message.to_json(), visibility_timeout=delay_seconds or None)
 
+    def enqueue_event(self, text: str, *, delay_seconds: int = 0) -> None:
+        """The app's own message on the refresh-event queue (a delayed check of a CSV folder)."""
+        self.event_queue.send_message(text, visibility_timeout=delay_seconds or None)
+
 
 def get_services() -> Services:
     """The services for the current app settings. Raises SettingsError naming a bad setting."""
@@ -94,12 +107,15 @@ def _services(settings: Settings) -> Services:
         container.create_container()
     queues = queue_service(storage)
     # The Functions host reads queue messages as base64 (its default messageEncoding).
-    run_queue = queues.get_queue_client(
-        RUNS_QUEUE,
-        message_encode_policy=TextBase64EncodePolicy(),
-        message_decode_policy=TextBase64DecodePolicy(),
+    run_queue, event_queue = (
+        queues.get_queue_client(
+            name,
+            message_encode_policy=TextBase64EncodePolicy(),
+            message_decode_policy=TextBase64DecodePolicy(),
+        )
+        for name in (RUNS_QUEUE, SEGMENT_EVENTS_QUEUE)
     )
-    for name in (RUNS_QUEUE, RUNS_POISON_QUEUE):
+    for name in (RUNS_QUEUE, RUNS_POISON_QUEUE, SEGMENT_EVENTS_QUEUE):
         with contextlib.suppress(ResourceExistsError):
             queues.get_queue_client(name).create_queue()
     _configure_observability(settings)
@@ -115,6 +131,8 @@ def _services(settings: Settings) -> Services:
         runs=RunStore(container, keep=settings.runs_kept_per_export),
         run_queue=run_queue,
         decisions=DecisionStore(container),
+        claims=SnapshotClaims(container),
+        event_queue=event_queue,
     )
 
 

@@ -16,11 +16,12 @@ the segment reader writes for people (paths and positions).
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 from dataclasses import dataclass
 from typing import Any, Literal, cast, get_args
 
-from azure.core.exceptions import ResourceNotFoundError
+from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
 from azure.storage.blob import ContainerClient, ContentSettings
 
 Outcome = Literal["queued", "skipped", "error"]
@@ -109,3 +110,32 @@ class DecisionStore:
     def delete(self, export: str) -> None:
         with contextlib.suppress(ResourceNotFoundError):
             self._container.delete_blob(self.blob_name(export))
+
+
+class SnapshotClaims:
+    """Once per snapshot: a refresh event queues a run of an export for a snapshot only if it is
+    the first to create `events/<export>/<digest of the snapshot id>` (If-None-Match: *), so Event
+    Grid's repeated deliveries and the several events of one snapshot queue one run between them."""
+
+    def __init__(self, container: ContainerClient) -> None:
+        self._container = container
+
+    @staticmethod
+    def blob_name(export: str, snapshot_id: str) -> str:
+        return f"events/{export}/{hashlib.sha256(snapshot_id.encode()).hexdigest()[:32]}.json"
+
+    def claim(self, export: str, snapshot_id: str, detail: dict[str, Any]) -> bool:
+        try:
+            self._container.upload_blob(
+                self.blob_name(export, snapshot_id),
+                json.dumps({"snapshotId": snapshot_id, **detail}).encode(),
+                overwrite=False,
+                content_settings=_JSON,
+            )
+        except ResourceExistsError:
+            return False
+        return True
+
+    def release(self, export: str, snapshot_id: str) -> None:
+        with contextlib.suppress(ResourceNotFoundError):
+            self._container.delete_blob(self.blob_name(export, snapshot_id))

@@ -20,6 +20,9 @@ APP_CONTAINER = "activecampaign-export"
 # Run messages for the queue worker; the Functions host moves failures to "<name>-poison".
 RUNS_QUEUE = "export-runs"
 RUNS_POISON_QUEUE = RUNS_QUEUE + "-poison"
+# Refresh events: Event Grid writes BlobCreated events of the segment account here (infra/), and the
+# app adds its own delayed checks of plain CSV folders (functions/events.py).
+SEGMENT_EVENTS_QUEUE = "segment-events"
 
 # ------------------------------------------------------------------ paths in the app container
 # Built and parsed only here, so the layout in docs/architecture.md has one source.

@@ -27,7 +27,7 @@ from azure.storage.blob import BlobServiceClient, ContainerClient
 from azure.storage.queue import QueueClient, TextBase64DecodePolicy, TextBase64EncodePolicy
 
 from functions import services
-from shared.storage import APP_CONTAINER, RUNS_POISON_QUEUE, RUNS_QUEUE
+from shared.storage import APP_CONTAINER, RUNS_POISON_QUEUE, RUNS_QUEUE, SEGMENT_EVENTS_QUEUE
 
 ROOT = Path(__file__).resolve().parents[1]
 EXPECTED_FUNCTIONS = {
@@ -52,6 +52,7 @@ EXPECTED_FUNCTIONS = {
     "segment_columns",
     "console_page",
     "console_asset",
+    "segment_events",
 }
 # Served to a browser's address bar, which cannot send a function key: static files, no data.
 ANONYMOUS_FUNCTIONS = {"console_page", "console_asset"}
@@ -110,6 +111,7 @@ class AppEnv:
     queue: QueueClient
     poison: QueueClient
     monkeypatch: pytest.MonkeyPatch
+    events: QueueClient
 
     def set(self, name: str, value: str) -> None:
         self.monkeypatch.setenv(name, value)
@@ -165,11 +167,12 @@ def app_env(azurite: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[AppEnv]:
     for blob in app.list_blobs():
         app.delete_blob(blob.name)
     queue, poison = _queue(azurite, RUNS_QUEUE), _queue(azurite, RUNS_POISON_QUEUE)
-    for q in (queue, poison):
+    events = _queue(azurite, SEGMENT_EVENTS_QUEUE)
+    for q in (queue, poison, events):
         with contextlib.suppress(ResourceExistsError):
             q.create_queue()
         q.clear_messages()
-    yield AppEnv(azurite, app, queue, poison, monkeypatch)
+    yield AppEnv(azurite, app, queue, poison, monkeypatch, events)
     services._services.cache_clear()
     services.set_secrets_factory(None)
 
@@ -222,6 +225,9 @@ def test_bindings_are_what_the_host_needs():
     poison = functions["export_worker_poison"].get_bindings_dict()["bindings"][0]
     assert (worker["queueName"], poison["queueName"]) == (RUNS_QUEUE, RUNS_POISON_QUEUE)
     assert worker["connection"] == poison["connection"] == "AzureWebJobsStorage"
+    events = functions["segment_events"].get_bindings_dict()["bindings"][0]
+    assert (events["type"], events["queueName"]) == ("queueTrigger", SEGMENT_EVENTS_QUEUE)
+    assert events["connection"] == "AzureWebJobsStorage"
 
 
 def test_a_missing_setting_fails_the_request_with_its_name_not_the_import(app_env):

@@ -1,0 +1,228 @@
+"""Refresh events: a real-schema BlobCreated event on the real Azurite queue queues each onRefresh
+export of the snapshot once; duplicates, unrelated blobs and malformed events queue nothing."""
+
+# ruff: noqa: F401, F811  (fixtures are imported from tests.test_functions_app and used as parameters)
+from __future__ import annotations
+
+import json
+import logging
+from collections import Counter
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from azure.storage.blob import ContainerClient
+
+from tests.support.events import blob_created_event, event_message
+from tests.support.segments import FOLDER, profiles, write_ci_snapshot
+from tests.test_functions_app import (
+    AppEnv,
+    app_env,
+    call,
+    create_connection,
+    create_export,
+    handler,
+    segments,
+)
+
+
+def deliver_event(env: AppEnv, body: str) -> None:
+    """Put `body` on the event queue as Event Grid does and hand it to the function as the host does."""
+    env.events.send_message(body)
+    deliver_next(env)
+
+
+def deliver_next(env: AppEnv) -> None:
+    message = env.receive(env.events)
+    handler("segment_events")(message)  # never raises for these messages: nothing to retry
+    env.delete(message, env.events)
+
+
+def queued(env: AppEnv) -> Counter[str]:
+    return Counter(m["export"] for m in env.messages())
+
+
+def decision(name: str) -> Any:
+    return call("export_item", "GET", f"exports/{name}", route={"name": name}).body["lastDecision"]
+
+
+@pytest.fixture
+def refresh(app_env: AppEnv, ac_sandbox, segments: ContainerClient) -> ContainerClient:
+    create_connection(ac_sandbox.hostname)
+    container = segments.container_name
+    write_ci_snapshot(segments, "Vip", profiles(3))  # before the exports: saving checks the columns
+    create_export(container, name="vip-a")  # onRefresh is the default
+    create_export(container, name="vip-b", listId=2)
+    create_export(container, name="vip-scheduled", trigger="scheduled")
+    create_export(container, name="vip-manual", trigger="manual")
+    create_export(container, name="vip-off", enabled=False)
+    other = {"container": container, "folder": "CustomerInsights_other/BlobExport", "segment": "Vip"}
+    create_export(container, name="elsewhere", source=other)
+    return segments
+
+
+def test_model_json_event_queues_each_matching_export_once(app_env: AppEnv, refresh: ContainerClient):
+    write_ci_snapshot(refresh, "Vip", profiles(4), time_folder="2026/11/21/0600")  # a refresh
+    event = blob_created_event(refresh, f"{FOLDER}/model.json", api="PutBlockList")
+    deliver_event(app_env, event_message(event))
+
+    assert queued(app_env) == Counter({"vip-a": 1, "vip-b": 1})
+    runs = call("export_runs", "GET", "exports/vip-a/runs", route={"name": "vip-a"}).body["runs"]
+    assert [(r["trigger"], r["status"]) for r in runs] == [("event", "queued")]
+    made = decision("vip-a")
+    assert (made["outcome"], made["source"], made["runId"]) == ("queued", "event", runs[0]["runId"])
+    assert made["snapshotId"] == "2026/11/21/0600"
+    assert event["id"] in made["reason"]
+    assert decision("vip-scheduled") is None  # the event is not for them: the timer decides
+    assert decision("elsewhere") is None
+
+    # Event Grid delivers at least once: the same event again queues nothing.
+    deliver_event(app_env, event_message(event))
+    assert queued(app_env) == Counter({"vip-a": 1, "vip-b": 1})
+    # Nor does another event of the same snapshot (model.json rewritten) once the first runs are
+    # over without having exported it (failed): the claim, not the active run, stops it.
+    for message in app_env.queue.receive_messages(max_messages=32):
+        app_env.queue.delete_message(message)
+    for run in ("vip-a", "vip-b"):
+        _finish_active_run(app_env, run)
+    deliver_event(app_env, event_message(blob_created_event(refresh, f"{FOLDER}/model.json")))
+    assert queued(app_env) == Counter()
+    assert "already queued by an earlier event (duplicate)" in decision("vip-a")["reason"]
+
+    # A newer snapshot is a new run.
+    write_ci_snapshot(refresh, "Vip", profiles(5), time_folder="2026/11/22/0600")
+    deliver_event(app_env, event_message(blob_created_event(refresh, f"{FOLDER}/model.json")))
+    assert queued(app_env) == Counter({"vip-a": 1, "vip-b": 1})
+
+
+def _finish_active_run(env: AppEnv, export: str) -> None:
+    from functions.services import get_services
+
+    svc = get_services()
+    (record,) = svc.runs.list(export, limit=1)
+    record.status, record.finished_at, record.error = (
+        "failed",
+        "2026-11-22T06:00:00.000Z",
+        "stopped by the test",
+    )
+    svc.runs.update(record)
+
+
+def test_unrelated_blobs_and_other_accounts_queue_nothing(app_env: AppEnv, refresh: ContainerClient, azurite):
+    from azure.storage.blob import BlobServiceClient
+
+    unrelated = [
+        f"{FOLDER}/Vip/2026/11/20/0600/readme.txt",  # not a CSV
+        f"{FOLDER}/Other/2026/11/20/0600/Other_1.csv",  # another segment's data
+        "CustomerInsights_unknown/BlobExport/model.json",  # a folder no export reads
+    ]
+    for blob in unrelated:
+        refresh.upload_blob(blob, b"x", overwrite=True)
+        deliver_event(app_env, event_message(blob_created_event(refresh, blob)))
+    # A CSV of a Customer Insights folder: the model.json event will mark the snapshot complete.
+    deliver_event(
+        app_env, event_message(blob_created_event(refresh, f"{FOLDER}/Vip/2026/11/20/0600/Vip_1.csv"))
+    )
+    # Another container of the same account.
+    other = BlobServiceClient.from_connection_string(azurite).create_container(refresh.container_name + "x")
+    other.upload_blob(f"{FOLDER}/model.json", b"{}")
+    deliver_event(app_env, event_message(blob_created_event(other, f"{FOLDER}/model.json")))
+    # The same container name and path, in another storage account.
+    foreign = blob_created_event(refresh, f"{FOLDER}/model.json")
+    foreign["data"]["url"] = (
+        f"https://someoneelse.blob.core.windows.net/{refresh.container_name}/{FOLDER}/model.json"
+    )
+    deliver_event(app_env, event_message(foreign))
+    # Another event type of the same blob.
+    deleted = blob_created_event(refresh, f"{FOLDER}/model.json")
+    deleted["eventType"] = "Microsoft.Storage.BlobDeleted"
+    deliver_event(app_env, event_message(deleted))
+
+    assert queued(app_env) == Counter()
+    assert app_env.messages(app_env.events) == []  # no check of a plain folder was planned either
+    assert decision("vip-a") is None
+
+
+@pytest.mark.parametrize(
+    ("body", "logged"),
+    [
+        ("not json at all", "not JSON text"),
+        ("[" * 40_000, "not JSON text (TooDeep)"),  # about the most a queue message holds
+        (json.dumps({"subject": "/blobServices/default/containers/c/blobs/model.json"}), "no eventType"),
+        (
+            json.dumps({"eventType": "Microsoft.Storage.BlobCreated", "id": "e1", "subject": "/x"}),
+            "subject is not",
+        ),
+        (
+            json.dumps(
+                {
+                    "eventType": "Microsoft.Storage.BlobCreated",
+                    "id": "e2",
+                    "subject": "/blobServices/default/containers/c/blobs/model.json",
+                    "eventTime": "2026-11-20T06:00:00Z",
+                }
+            ),
+            "data.url missing",
+        ),
+        (json.dumps([1, 2]), "event 0: not a JSON object"),
+    ],
+    ids=["text", "deep", "no-type", "bad-subject", "no-url", "not-objects"],
+)
+def test_a_malformed_event_is_logged_and_dropped(
+    app_env: AppEnv, refresh: ContainerClient, caplog, body, logged
+):
+    caplog.set_level(logging.ERROR, logger="functions.events")
+    deliver_event(app_env, body)
+    assert queued(app_env) == Counter()
+    (record,) = [r for r in caplog.records if r.name == "functions.events"]
+    assert "dropped message" in record.getMessage()
+    assert logged in record.getMessage()
+    assert app_env.messages(app_env.events) == []  # deleted, not retried
+
+
+def test_an_oversized_message_is_refused_before_parsing(app_env: AppEnv, caplog):
+    from functions.events import handle_message
+    from functions.services import get_services
+
+    caplog.set_level(logging.ERROR, logger="functions.events")
+    handle_message(get_services(), b"[" * 200_000, message_id="big")
+    (record,) = [r for r in caplog.records if r.name == "functions.events"]
+    assert "message of 200000 bytes" in record.getMessage()
+
+
+def test_plain_csv_folder_is_queued_only_after_its_quiet_time(app_env: AppEnv, ac_sandbox, segments):
+    from functions.events import handle_message
+    from functions.services import get_services
+    from shared.blobevents import QuietCheck
+
+    app_env.set("CSV_QUIET_SECONDS", "120")
+    create_connection(ac_sandbox.hostname)
+    folder, header = "exports/plain", b"EmailAddress,FirstName,LastName,LoyaltyTier\r\n"
+    segments.upload_blob(f"{folder}/Vip/2026/11/20/0600/part-1.csv", header + b"a@example.com,A,B,gold\r\n")
+    source = {"container": segments.container_name, "folder": folder, "segment": "Vip"}
+    create_export(segments.container_name, name="plain", source=source)
+    segments.upload_blob(f"{folder}/Vip/2026/11/20/0600/part-2.csv", header + b"b@example.com,C,D,gold\r\n")
+    deliver_event(
+        app_env, event_message(blob_created_event(segments, f"{folder}/Vip/2026/11/20/0600/part-2.csv"))
+    )
+
+    assert queued(app_env) == Counter()
+    assert decision("plain")["reason"].startswith(
+        "plain CSV folder: waiting until no file is added for 120 s"
+    )
+    assert app_env.messages(app_env.events) == []  # the check waits invisible on the queue...
+    assert app_env.events.get_queue_properties().approximate_message_count == 1  # ...for 120 s
+
+    svc = get_services()
+    check = QuietCheck("plain").to_json().encode()
+    written = segments.get_blob_client(f"{folder}/Vip/2026/11/20/0600/part-2.csv").get_blob_properties()
+    landed = written.last_modified
+    handle_message(svc, check, message_id="early", now=landed + timedelta(seconds=119))
+    assert queued(app_env) == Counter()  # written 119 s ago: not quiet yet, looked at again later
+    assert app_env.events.get_queue_properties().approximate_message_count == 2
+
+    handle_message(svc, check, message_id="due", now=landed + timedelta(seconds=121))
+    assert queued(app_env) == Counter({"plain": 1})
+    assert decision("plain")["outcome"] == "queued"
+    handle_message(svc, check, message_id="late", now=landed + timedelta(seconds=300))
+    assert queued(app_env) == Counter({"plain": 1})  # the other checks of the same snapshot: nothing
