@@ -8,7 +8,8 @@
 //     --parameters infra/main.parameters.json --parameters namePrefix=acexp
 //
 // Modules, one per concern: identity, storage (app), segment-storage (only when no existing account
-// is given), keyvault, monitoring, functionapp, rbac (+ segment-rbac at the segment account), alerts.
+// is given), keyvault, monitoring, functionapp, rbac (+ segment-rbac at the segment account), events
+// (system topic + subscriptions at the segment account, events-rbac for its role), alerts.
 targetScope = 'resourceGroup'
 
 @description('Short prefix of every resource name (2-8 lowercase letters or digits).')
@@ -21,6 +22,14 @@ param location string = resourceGroup().location
 
 @description('Resource id of an existing storage account holding the segment snapshots (e.g. /subscriptions/<id>/resourceGroups/<group>/providers/Microsoft.Storage/storageAccounts/<name>); it may be in another resource group or subscription. Empty: a new, empty account is created here.')
 param segmentStorageAccountId string = ''
+
+@description('Containers of the segment storage account that exports read: Event Grid sends their model.json and .csv BlobCreated events to the app, so onRefresh exports run seconds after a refresh.')
+param segmentContainers array = [
+  'customer-insights'
+]
+
+@description('Create the Event Grid system topic and subscriptions for refresh events. Azure allows one system topic per storage account: false when the segment account already has one (docs/deploy.md); onRefresh exports then run at the timer\'s next check.')
+param enableRefreshEvents bool = true
 
 @description('NCRONTAB schedule (with seconds, UTC) of the timer: how often it checks the exports (catching up on lost refresh events) and the schedule of scheduled exports that name none. Default: every 5 minutes.')
 param exportSchedule string = '0 */5 * * * *'
@@ -102,6 +111,7 @@ var newSegmentStorageName = take('st${namePrefix}seg${token}', 24)
 var segmentSubscriptionId = createSegmentStorage ? subscription().subscriptionId : segmentIdParts[2]
 var segmentResourceGroupName = createSegmentStorage ? resourceGroup().name : segmentIdParts[4]
 var segmentStorageName = createSegmentStorage ? newSegmentStorageName : segmentIdParts[8]
+var refreshEvents = enableRefreshEvents && !empty(segmentContainers)
 
 module identity 'modules/identity.bicep' = {
   name: 'identity'
@@ -208,6 +218,44 @@ module functionApp 'modules/functionapp.bicep' = {
   dependsOn: [
     rbac
     segmentRbac
+  ]
+}
+
+// Refresh events: topic on the segment account (its resource group), the role Event Grid needs on the
+// event queue, then the subscriptions (after the role, or the first deliveries would be refused).
+module eventsTopic 'modules/events.bicep' = if (refreshEvents) {
+  name: 'events-topic'
+  scope: resourceGroup(segmentSubscriptionId, segmentResourceGroupName)
+  params: {
+    storageAccountName: segmentStorageName
+    topicName: 'evgt-${namePrefix}-${token}'
+    tags: tags
+  }
+  dependsOn: [
+    segmentStorage
+  ]
+}
+
+module eventsRbac 'modules/events-rbac.bicep' = if (refreshEvents) {
+  name: 'events-rbac'
+  params: {
+    storageAccountName: storage.outputs.name
+    queueName: storage.outputs.eventsQueueName
+    topicPrincipalId: eventsTopic.outputs.principalId
+  }
+}
+
+module eventsSubscriptions 'modules/events-subscriptions.bicep' = if (refreshEvents) {
+  name: 'events-subscriptions'
+  scope: resourceGroup(segmentSubscriptionId, segmentResourceGroupName)
+  params: {
+    topicName: eventsTopic.outputs.topicName
+    containers: segmentContainers
+    queueStorageAccountId: storage.outputs.id
+    queueName: storage.outputs.eventsQueueName
+  }
+  dependsOn: [
+    eventsRbac
   ]
 }
 

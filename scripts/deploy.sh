@@ -26,6 +26,10 @@ Options:
       --schedule NCRONTAB       how often the timer checks the exports, and the schedule of
                                 scheduled exports that name none; with seconds, UTC
                                 (default: "0 */5 * * * *", every 5 minutes)
+      --segment-containers LIST containers of the segment account the exports read, comma-separated
+                                (default: customer-insights); their refresh events start onRefresh exports
+      --no-refresh-events       create no Event Grid topic (the account already has one: docs/deploy.md);
+                                onRefresh exports then run at the timer's next check
       --action-group-id ID      action group the failed-runs alert notifies
       --ac-connection NAME      store an ActiveCampaign API key for connection NAME in Key Vault, as
                                 secret "activecampaign-NAME" (the HTTP API's default secret name).
@@ -62,6 +66,8 @@ AUTH_MODE="key"
 ENTRA_CLIENT_ID=""
 SCHEDULE="0 */5 * * * *"
 ACTION_GROUP_ID=""
+SEGMENT_CONTAINERS="customer-insights"
+REFRESH_EVENTS=true
 AC_CONNECTION=""
 DEPLOY_CODE=1
 WHAT_IF_ONLY=0
@@ -80,6 +86,8 @@ while [[ $# -gt 0 ]]; do
     --entra-client-id) need_value "$@"; ENTRA_CLIENT_ID="$2"; shift 2 ;;
     --schedule) need_value "$@"; SCHEDULE="$2"; shift 2 ;;
     --action-group-id) need_value "$@"; ACTION_GROUP_ID="$2"; shift 2 ;;
+    --segment-containers) need_value "$@"; SEGMENT_CONTAINERS="$2"; shift 2 ;;
+    --no-refresh-events) REFRESH_EVENTS=false; shift ;;
     --ac-connection) need_value "$@"; AC_CONNECTION="$2"; shift 2 ;;
     --ac-key | --api-key) die "$1: never pass the API key as an argument (it lands in shell history); set AC_API_KEY or pipe it on stdin" ;;
     --no-code) DEPLOY_CODE=0; shift ;;
@@ -99,6 +107,9 @@ if [[ -n "$SEGMENT_STORAGE_ID" ]]; then
   [[ "$SEGMENT_STORAGE_ID" =~ ^/subscriptions/[^/]+/resourceGroups/[^/]+/providers/Microsoft\.Storage/storageAccounts/[a-z0-9]{3,24}$ ]] \
     || die "--segment-storage-id must look like /subscriptions/<id>/resourceGroups/<group>/providers/Microsoft.Storage/storageAccounts/<name>"
 fi
+[[ "$SEGMENT_CONTAINERS" =~ ^[a-z0-9][a-z0-9-]{2,62}(,[a-z0-9][a-z0-9-]{2,62})*$ ]] \
+  || die "--segment-containers must be comma-separated container names (3-63 lowercase letters, digits, '-'), got '$SEGMENT_CONTAINERS'"
+CONTAINERS_JSON="[\"${SEGMENT_CONTAINERS//,/\",\"}\"]"
 if [[ -n "$AC_CONNECTION" ]]; then
   [[ "$AC_CONNECTION" =~ ^[a-z0-9][a-z0-9-]{0,62}$ ]] || die "--ac-connection: 1-63 lowercase letters, digits and '-', got '$AC_CONNECTION'"
 fi
@@ -139,7 +150,7 @@ esac
 
 log "Registering resource providers (once per subscription)"
 for namespace in Microsoft.Web Microsoft.Storage Microsoft.KeyVault Microsoft.Insights \
-  Microsoft.OperationalInsights Microsoft.ManagedIdentity; do
+  Microsoft.OperationalInsights Microsoft.ManagedIdentity Microsoft.EventGrid; do
   state="$(az provider show --namespace "$namespace" --query registrationState --output tsv 2>/dev/null || true)"
   if [[ "$state" != "Registered" ]]; then
     az provider register --namespace "$namespace" --wait --output none
@@ -173,6 +184,8 @@ PARAMS=(
   --parameters authMode="$AUTH_MODE"
   --parameters entraClientId="$ENTRA_CLIENT_ID"
   --parameters alertActionGroupId="$ACTION_GROUP_ID"
+  --parameters segmentContainers="$CONTAINERS_JSON"
+  --parameters enableRefreshEvents="$REFRESH_EVENTS"
   --parameters deployerPrincipalId="$DEPLOYER_ID"
   --parameters deployerPrincipalType="$DEPLOYER_TYPE"
 )

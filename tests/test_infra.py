@@ -37,6 +37,7 @@ ROLE = {
     "storage_queue_data_contributor": "974c5e8b-45b9-4653-ba55-5f855dd0fb88",
     "key_vault_secrets_officer": "b86a8fe4-44ce-4948-aee5-eccb2c155cd7",
     "monitoring_metrics_publisher": "3913510d-42f4-4e42-8a64-420c390055eb",
+    "storage_queue_data_message_sender": "c6a89b2d-59bc-44d0-9896-0f6e12d7b80a",
 }
 
 # Settings of shared.settings.SETTINGS_READ the template deliberately does not set, with the reason.
@@ -341,7 +342,8 @@ def test_app_storage_has_the_container_and_queues_the_code_uses(bicep):
         for key, r in _resources(bicep, "Microsoft.Storage/storageAccounts/queueServices/queues").items()
         if key.startswith("infra/modules/storage.bicep")
     }
-    assert names == {"runsQueueName", "${runsQueueName}-poison"}
+    assert names == {"runsQueueName", "${runsQueueName}-poison", "eventsQueueName"}
+    assert storage["parameters"]["eventsQueueName"]["default"] == app_storage.SEGMENT_EVENTS_QUEUE
     containers = {
         _body(r)["name"]
         for key, r in _resources(bicep, "Microsoft.Storage/storageAccounts/blobServices/containers").items()
@@ -501,7 +503,7 @@ def test_deployer_roles_are_optional_and_limited(bicep):
     deployer = {
         (a["file"], a["role"], a["conditional"])
         for a in _role_assignments(bicep)
-        if a["principal"] != "principalId"
+        if a["principal"] not in ("principalId", "topicPrincipalId")
     }
     assert deployer == {
         ("rbac.bicep", ROLE["key_vault_secrets_officer"], True),
@@ -517,6 +519,67 @@ def test_no_other_role_id_or_key_appears_in_the_templates():
         assert set(guid.findall(text)) <= allowed, path
         for secret_source in ("listKeys(", "listkeys(", "AccountKey=", "InstrumentationKey="):
             assert secret_source not in text, (path, secret_source)
+
+
+def _dotted(expr: Any) -> Any:
+    """`a.b.c` for pycep's nested property accessors; anything else unchanged."""
+    if isinstance(expr, dict) and expr.get("operator", {}).get("type") == "property_accessor":
+        operands = expr["operator"]["operands"]
+        return f"{_dotted(operands['operand_1'])}.{_dotted(operands['operand_2'])}"
+    return expr
+
+
+def test_refresh_events_reach_the_queue_with_an_identity_and_only_for_segment_blobs(bicep):
+    (topic,) = _resources(bicep, "Microsoft.EventGrid/systemTopics").values()
+    body = _body(topic)
+    assert body["identity"] == {"type": "SystemAssigned"}
+    assert body["properties"]["topicType"] == "Microsoft.Storage.StorageAccounts"
+    assert _dotted(body["properties"]["source"]) == "account.id"
+    assert _module(bicep, "events.bicep")["resources"]["account"]["existing"] is True
+
+    (subscription,) = _resources(bicep, "Microsoft.EventGrid/systemTopics/eventSubscriptions").values()
+    assert subscription["config"]["loop_type"]["detail"] == {
+        "item_name": "container",
+        "array_name": "containers",
+    }
+    props = _body(subscription)["properties"]
+    assert props["eventDeliverySchema"] == "EventGridSchema"  # what shared/blobevents.py parses
+    assert "destination" not in props  # only identity-based delivery: no keys, no webhook
+    delivery = props["deliveryWithResourceIdentity"]
+    assert delivery["identity"] == {"type": "SystemAssigned"}
+    assert delivery["destination"]["endpointType"] == "StorageQueue"
+    assert delivery["destination"]["properties"]["queueName"] == "queueName"
+    flt = props["filter"]
+    assert flt["includedEventTypes"] == ["Microsoft.Storage.BlobCreated"]
+    assert flt["subjectBeginsWith"] == "/blobServices/default/containers/${container}/blobs/"
+    filters = {f["key"]: f for f in flt["advancedFilters"]}
+    assert filters["subject"]["operatorType"] == "StringEndsWith"
+    assert set(filters["subject"]["values"]) == {"/model.json", ".csv"}
+    assert filters["data.api"]["operatorType"] == "StringIn"
+    assert "FlushWithClose" in filters["data.api"]["values"]
+
+    main = _main(bicep)["modules"]
+    for name in ("eventsTopic", "eventsRbac", "eventsSubscriptions"):
+        assert main[name]["config"]["condition"] == "refreshEvents", name
+    rbac = _body(main["eventsRbac"])["params"]
+    assert _dotted(rbac["queueName"]) == "storage.outputs.eventsQueueName"
+    assert _dotted(rbac["topicPrincipalId"]) == "eventsTopic.outputs.principalId"
+    subs = _body(main["eventsSubscriptions"])
+    assert _dotted(subs["params"]["queueName"]) == "storage.outputs.eventsQueueName"
+    assert subs["params"]["containers"] == "segmentContainers"
+    assert "eventsRbac" in subs["dependsOn"]  # deliveries need the role first
+    for module in ("eventsTopic", "eventsSubscriptions"):
+        assert _body(main[module])["scope"]["function"]["type"] == "resource_group"
+
+
+def test_event_grid_may_only_add_messages_to_the_event_queue(bicep):
+    topic_roles = [a for a in _role_assignments(bicep) if a["principal"] == "topicPrincipalId"]
+    assert [(a["file"], a["scope"], a["role"]) for a in topic_roles] == [
+        ("events-rbac.bicep", "queue", ROLE["storage_queue_data_message_sender"])
+    ]
+    queue = _module(bicep, "events-rbac.bicep")["resources"]["queue"]
+    assert queue["existing"] is True
+    assert queue["type"] == "Microsoft.Storage/storageAccounts/queueServices/queues"
 
 
 # --- app settings ----------------------------------------------------------------------------
@@ -805,6 +868,22 @@ def test_deploy_script_creates_a_missing_group_with_its_tag(fake_az):
     assert not [a for a in calls if a[:2] == ["tag", "update"]]
     (deploy,) = [a for a in calls if a[:3] == ["deployment", "group", "create"]]
     assert "location=westeurope" in deploy
+    assert 'segmentContainers=["customer-insights"]' in deploy
+    assert "enableRefreshEvents=true" in deploy
+
+
+def test_deploy_script_passes_the_segment_containers_and_can_skip_refresh_events(fake_az):
+    env, log = fake_az
+    result = _deploy(
+        env, "-g", "rg", "--no-code", "--segment-containers", "ci-one,ci-two", "--no-refresh-events"
+    )
+    assert result.returncode == 0, result.stderr
+    (deploy,) = [c["args"] for c in _az_calls(log) if c["args"][:3] == ["deployment", "group", "create"]]
+    assert 'segmentContainers=["ci-one","ci-two"]' in deploy
+    assert "enableRefreshEvents=false" in deploy
+    bad = _deploy(env, "-g", "rg", "--segment-containers", "Bad Name")
+    assert bad.returncode != 0
+    assert "--segment-containers" in bad.stderr
 
 
 def test_deploy_script_keeps_an_existing_groups_location_and_merges_its_tag(fake_az):

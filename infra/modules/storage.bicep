@@ -1,7 +1,8 @@
 // The app's own storage account (AzureWebJobsStorage): Functions host state (timer locks, queue
 // trigger), the deployment package of the Flex Consumption app, and the app's data: container
 // `activecampaign-export` (configuration, delivered state, checkpoints, run records and reports) and
-// the run queue `export-runs` (+ `export-runs-poison`). Names: shared/storage.py.
+// the run queue `export-runs` (+ `export-runs-poison`) and the refresh-event queue `segment-events`.
+// Names: shared/storage.py.
 // Shared keys are off: only Entra ID (the managed identity, or a signed-in user with a data role).
 
 @description('Storage account name (3-24 lowercase letters and digits).')
@@ -23,6 +24,9 @@ param appContainerName string = 'activecampaign-export'
 
 @description('Run queue (shared/storage.py RUNS_QUEUE); its poison queue is "<name>-poison".')
 param runsQueueName string = 'export-runs'
+
+@description('Refresh-event queue (shared/storage.py SEGMENT_EVENTS_QUEUE): Event Grid writes BlobCreated events of the segment account here.')
+param eventsQueueName string = 'segment-events'
 
 @description('Days a deleted blob or container can be restored.')
 @minValue(1)
@@ -120,8 +124,14 @@ resource runsPoisonQueue 'Microsoft.Storage/storageAccounts/queueServices/queues
   name: '${runsQueueName}-poison'
 }
 
+resource eventsQueue 'Microsoft.Storage/storageAccounts/queueServices/queues@2023-05-01' = {
+  parent: queueService
+  name: eventsQueueName
+}
+
 output id string = account.id
 output name string = account.name
 output blobEndpoint string = account.properties.primaryEndpoints.blob
 output queueEndpoint string = account.properties.primaryEndpoints.queue
 output deploymentContainerName string = deploymentContainer.name
+output eventsQueueName string = eventsQueue.name
