@@ -69,7 +69,8 @@ def test_write_normalises_defaults_and_round_trips(store):
     stored = read.item("exports", "vip")
     assert stored is not None
     assert stored["enabled"] is True
-    assert stored["trigger"] == "scheduled"
+    assert stored["trigger"] == "onRefresh"
+    assert stored["schedule"] is None
 
 
 def test_item_etag_ignores_unrelated_edits_and_changes_with_the_item(store):

@@ -100,11 +100,7 @@ def _finish_active_run(env: AppEnv, export: str) -> None:
 
     svc = get_services()
     (record,) = svc.runs.list(export, limit=1)
-    record.status, record.finished_at, record.error = (
-        "failed",
-        "2026-11-22T06:00:00.000Z",
-        "stopped by the test",
-    )
+    record.fail("stopped by the test")
     svc.runs.update(record)
 
 
