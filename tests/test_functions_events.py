@@ -194,12 +194,12 @@ def test_plain_csv_folder_is_queued_only_after_its_quiet_time(app_env: AppEnv, a
     app_env.set("CSV_QUIET_SECONDS", "120")
     create_connection(ac_sandbox.hostname)
     folder, header = "exports/plain", b"EmailAddress,FirstName,LastName,LoyaltyTier\r\n"
-    segments.upload_blob(f"{folder}/Vip/2026/11/20/0600/part-1.csv", header + b"a@example.com,A,B,gold\r\n")
+    segments.upload_blob(f"{folder}/Vip/part-1.csv", header + b"a@example.com,A,B,gold\r\n")
     source = {"container": segments.container_name, "folder": folder, "segment": "Vip"}
     create_export(segments.container_name, name="plain", source=source)
-    segments.upload_blob(f"{folder}/Vip/2026/11/20/0600/part-2.csv", header + b"b@example.com,C,D,gold\r\n")
+    segments.upload_blob(f"{folder}/Vip/part-2.csv", header + b"b@example.com,C,D,gold\r\n")
     deliver_event(
-        app_env, event_message(blob_created_event(segments, f"{folder}/Vip/2026/11/20/0600/part-2.csv"))
+        app_env, event_message(blob_created_event(segments, f"{folder}/Vip/part-2.csv"))
     )
 
     assert queued(app_env) == Counter()
@@ -211,7 +211,7 @@ def test_plain_csv_folder_is_queued_only_after_its_quiet_time(app_env: AppEnv, a
 
     svc = get_services()
     check = QuietCheck("plain").to_json().encode()
-    written = segments.get_blob_client(f"{folder}/Vip/2026/11/20/0600/part-2.csv").get_blob_properties()
+    written = segments.get_blob_client(f"{folder}/Vip/part-2.csv").get_blob_properties()
     landed = written.last_modified
     handle_message(svc, check, message_id="early", now=landed + timedelta(seconds=119))
     assert queued(app_env) == Counter()  # written 119 s ago: not quiet yet, looked at again later
