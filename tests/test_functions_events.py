@@ -198,9 +198,7 @@ def test_plain_csv_folder_is_queued_only_after_its_quiet_time(app_env: AppEnv, a
     source = {"container": segments.container_name, "folder": folder, "segment": "Vip"}
     create_export(segments.container_name, name="plain", source=source)
     segments.upload_blob(f"{folder}/Vip/part-2.csv", header + b"b@example.com,C,D,gold\r\n")
-    deliver_event(
-        app_env, event_message(blob_created_event(segments, f"{folder}/Vip/part-2.csv"))
-    )
+    deliver_event(app_env, event_message(blob_created_event(segments, f"{folder}/Vip/part-2.csv")))
 
     assert queued(app_env) == Counter()
     assert decision("plain")["reason"].startswith(
