@@ -40,6 +40,8 @@ from shared.redact import scrub
 from shared.runs import RunActive, RunTrigger, utc_now
 
 if TYPE_CHECKING:
+    from opentelemetry.metrics import MeterProvider
+
     from shared.pipeline import RunContext
 
 log = logging.getLogger(__name__)
@@ -93,7 +95,9 @@ class _Check:
     snapshot_id: str | None = None
 
 
-def queue_due_exports(svc: Services, now: datetime | None = None) -> ScheduleResult:
+def queue_due_exports(
+    svc: Services, now: datetime | None = None, *, meter_provider: MeterProvider | None = None
+) -> ScheduleResult:
     result = ScheduleResult()
     now = now or datetime.now(UTC)
     config = svc.config.read().config
@@ -105,7 +109,7 @@ def queue_due_exports(svc: Services, now: datetime | None = None) -> ScheduleRes
         try:
             previous = svc.decisions.get(name)
             check.handled_firing = previous.handled_firing if previous else None
-            run_id = _check_and_queue(svc, ctx, name, export, now, check)
+            run_id = _check_and_queue(svc, ctx, name, export, now, check, meter_provider)
         except Skip as skip:
             outcome, reason = "skipped", str(skip)
             check.snapshot_id = skip.snapshot_id or check.snapshot_id
@@ -127,7 +131,13 @@ def queue_due_exports(svc: Services, now: datetime | None = None) -> ScheduleRes
 
 
 def _check_and_queue(
-    svc: Services, ctx: RunContext, name: str, export: ExportConfig, now: datetime, check: _Check
+    svc: Services,
+    ctx: RunContext,
+    name: str,
+    export: ExportConfig,
+    now: datetime,
+    check: _Check,
+    meter_provider: MeterProvider | None = None,
 ) -> str:
     from shared.pipeline import last_exported_snapshot_id, latest_snapshot_id
     from shared.schedules import Schedule, due, iso, parse_iso
@@ -163,11 +173,32 @@ def _check_and_queue(
     if latest == last_exported_snapshot_id(ctx, name):
         check.handled_firing = firing or check.handled_firing
         raise Skip(f"up to date (snapshot {latest} already exported)")
+    _measure_staleness(svc, ctx, export, now, meter_provider)
     if export.trigger == "onRefresh":
         _skip_if_failed_recently(svc, name, latest, now)
     run_id = queue_run(svc, name, trigger="schedule")
     check.handled_firing = firing or check.handled_firing
     return run_id
+
+
+def _measure_staleness(
+    svc: Services, ctx: RunContext, export: ExportConfig, now: datetime, meter_provider: MeterProvider | None
+) -> None:
+    """Feed the stale-export alert: hours without a successful run while a newer snapshot waits."""
+    from shared.freshness import last_success_at, snapshot_landed_at
+    from shared.storage import state_blob
+    from shared.telemetry import record_hours_since_success
+
+    try:
+        since = last_success_at(svc.app_container, state_blob(export.name)) or snapshot_landed_at(
+            ctx.segment_blobs, export.source
+        )
+    except Exception as exc:  # a measurement, never a reason to skip the export
+        log.warning("schedule: could not measure how stale export %s is: %s", export.name, type(exc).__name__)
+        return
+    if since is not None:
+        hours = (now - since).total_seconds() / 3600
+        record_hours_since_success(export.name, export.trigger, hours, meter_provider=meter_provider)
 
 
 def _skip_if_failed_recently(svc: Services, name: str, latest: str, now: datetime) -> None:

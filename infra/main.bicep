@@ -81,8 +81,20 @@ param runsKeptPerExport int = 100
 @maxValue(1000)
 param maximumInstanceCount int = 40
 
-@description('Resource id of an action group the failed-runs alert notifies. Empty: no notification.')
-param alertActionGroupId string = ''
+@description('Who the alerts notify: {"emails": ["ops@example.com"], "webhookUrl": "https://..."} (both optional; secure, since a webhook URL often carries a token). Neither: the alerts only show in the portal.')
+@secure()
+param alertNotify object = {}
+
+@description('A run that ends with more than this percentage of its rows rejected, or of its sent contacts refused by ActiveCampaign, alerts.')
+@minValue(0)
+@maxValue(100)
+param alertMaxBadSharePercent int = 10
+
+@description('An enabled export with an unexported snapshot that has not succeeded for more than this many hours alerts.')
+@minValue(1)
+@maxValue(720)
+param alertStaleAfterHours int = 24
+
 
 @description('Object id of the deploying user or principal: granted Key Vault Secrets Officer (to store the first API key) and, on a new segment account, Storage Blob Data Contributor (to upload snapshots). Empty: no role for the deployer.')
 param deployerPrincipalId string = ''
@@ -262,11 +274,13 @@ module eventsSubscriptions 'modules/events-subscriptions.bicep' = if (refreshEve
 module alerts 'modules/alerts.bicep' = {
   name: 'alerts'
   params: {
-    name: 'alert-${namePrefix}-failed-runs'
+    namePrefix: 'alert-${namePrefix}'
     location: location
     tags: tags
     appInsightsId: monitoring.outputs.appInsightsId
-    actionGroupId: alertActionGroupId
+    notify: alertNotify
+    maxBadSharePercent: alertMaxBadSharePercent
+    staleAfterHours: alertStaleAfterHours
   }
 }
 

@@ -30,7 +30,8 @@ Options:
                                 (default: customer-insights); their refresh events start onRefresh exports
       --no-refresh-events       create no Event Grid topic (the account already has one: docs/deploy.md);
                                 onRefresh exports then run at the timer's next check
-      --action-group-id ID      action group the failed-runs alert notifies
+      --alert-email LIST        e-mail addresses the alerts notify, comma-separated (a webhook too:
+                                set ALERT_WEBHOOK_URL, kept off the command line like the API key)
       --ac-connection NAME      store an ActiveCampaign API key for connection NAME in Key Vault, as
                                 secret "activecampaign-NAME" (the HTTP API's default secret name).
                                 The key is read from the AC_API_KEY environment variable or, if that
@@ -65,7 +66,7 @@ SEGMENT_STORAGE_ID=""
 AUTH_MODE="key"
 ENTRA_CLIENT_ID=""
 SCHEDULE="0 */5 * * * *"
-ACTION_GROUP_ID=""
+ALERT_EMAILS=""
 SEGMENT_CONTAINERS="customer-insights"
 REFRESH_EVENTS=true
 AC_CONNECTION=""
@@ -85,7 +86,7 @@ while [[ $# -gt 0 ]]; do
     --auth-mode) need_value "$@"; AUTH_MODE="$2"; shift 2 ;;
     --entra-client-id) need_value "$@"; ENTRA_CLIENT_ID="$2"; shift 2 ;;
     --schedule) need_value "$@"; SCHEDULE="$2"; shift 2 ;;
-    --action-group-id) need_value "$@"; ACTION_GROUP_ID="$2"; shift 2 ;;
+    --alert-email) need_value "$@"; ALERT_EMAILS="$2"; shift 2 ;;
     --segment-containers) need_value "$@"; SEGMENT_CONTAINERS="$2"; shift 2 ;;
     --no-refresh-events) REFRESH_EVENTS=false; shift ;;
     --ac-connection) need_value "$@"; AC_CONNECTION="$2"; shift 2 ;;
@@ -110,6 +111,15 @@ fi
 [[ "$SEGMENT_CONTAINERS" =~ ^[a-z0-9][a-z0-9-]{2,62}(,[a-z0-9][a-z0-9-]{2,62})*$ ]] \
   || die "--segment-containers must be comma-separated container names (3-63 lowercase letters, digits, '-'), got '$SEGMENT_CONTAINERS'"
 CONTAINERS_JSON="[\"${SEGMENT_CONTAINERS//,/\",\"}\"]"
+if [[ -n "$ALERT_EMAILS" ]]; then
+  [[ "$ALERT_EMAILS" =~ ^[^,@[:space:]\"]+@[^,@[:space:]\"]+(,[^,@[:space:]\"]+@[^,@[:space:]\"]+)*$ ]] \
+    || die "--alert-email must be comma-separated e-mail addresses, got '$ALERT_EMAILS'"
+fi
+ALERT_WEBHOOK="${ALERT_WEBHOOK_URL:-}"
+unset ALERT_WEBHOOK_URL
+if [[ -n "$ALERT_WEBHOOK" && ! "$ALERT_WEBHOOK" =~ ^https://[^[:space:]\"]+$ ]]; then
+  die "ALERT_WEBHOOK_URL must be an https:// URL"
+fi
 if [[ -n "$AC_CONNECTION" ]]; then
   [[ "$AC_CONNECTION" =~ ^[a-z0-9][a-z0-9-]{0,62}$ ]] || die "--ac-connection: 1-63 lowercase letters, digits and '-', got '$AC_CONNECTION'"
 fi
@@ -174,6 +184,32 @@ else
     --operation merge --tags "$GROUP_TAG" --output none
 fi
 
+WORK_DIR="$(mktemp -d)"
+trap 'rm -rf "$WORK_DIR"' EXIT
+# The alert recipients go in a parameters file (mode 600), not on a command line: a webhook URL
+# usually carries its own secret token.
+ALERT_PARAMS="$WORK_DIR/alert-parameters.json"
+(
+  umask 077
+  ALERT_EMAILS="$ALERT_EMAILS" ALERT_WEBHOOK="$ALERT_WEBHOOK" python3 - >"$ALERT_PARAMS" <<'PY'
+import json
+import os
+
+notify = {}
+emails = [e for e in os.environ["ALERT_EMAILS"].split(",") if e]
+if emails:
+    notify["emails"] = emails
+if os.environ["ALERT_WEBHOOK"]:
+    notify["webhookUrl"] = os.environ["ALERT_WEBHOOK"]
+print(json.dumps({
+    "$schema": "https://schema.management.azure.com/schemas/2019-04-01/deploymentParameters.json#",
+    "contentVersion": "1.0.0.0",
+    "parameters": {"alertNotify": {"value": notify}},
+}))
+PY
+)
+ALERT_WEBHOOK=""
+
 DEPLOYMENT="activecampaign-export"
 PARAMS=(
   --parameters "@$ROOT/infra/main.parameters.json"
@@ -183,7 +219,7 @@ PARAMS=(
   --parameters exportSchedule="$SCHEDULE"
   --parameters authMode="$AUTH_MODE"
   --parameters entraClientId="$ENTRA_CLIENT_ID"
-  --parameters alertActionGroupId="$ACTION_GROUP_ID"
+  --parameters "@$ALERT_PARAMS"
   --parameters segmentContainers="$CONTAINERS_JSON"
   --parameters enableRefreshEvents="$REFRESH_EVENTS"
   --parameters deployerPrincipalId="$DEPLOYER_ID"
@@ -244,8 +280,7 @@ fi
 AC_KEY=""
 
 if [[ "$DEPLOY_CODE" == 1 ]]; then
-  PACKAGE_DIR="$(mktemp -d)"
-  trap 'rm -rf "$PACKAGE_DIR"' EXIT
+  PACKAGE_DIR="$WORK_DIR"
   PACKAGE="$PACKAGE_DIR/app.zip"
   log "Packaging the app (host.json, function_app.py, functions/, shared/, requirements.txt)"
   python3 - "$ROOT" "$PACKAGE" <<'PY'

@@ -9,8 +9,13 @@
   key or a host name.
 - `record_run_metrics(export, counts, duration_s, status)`: counters `contacts_sent`,
   `contacts_rejected`, `contacts_failed` and the histogram `run_duration_seconds`, each with the
-  attributes `export` and `status`. They land in the `customMetrics` table of Application Insights,
-  where the failed-runs alert of `infra/modules/alerts.bicep` reads `run_duration_seconds`.
+  attributes `export` and `status`; for a run that ended, the histograms `run_rejected_share`
+  (rejected / rows read) and `run_failed_share` (refused by ActiveCampaign / sent).
+- `record_hours_since_success(export, trigger, hours)`: from the timer, for an enabled export whose
+  segment has a snapshot it has not exported.
+They land in the `customMetrics` table of Application Insights, where the alert rules of
+`infra/modules/alerts.bicep` read them; `EMITTED` lists every metric and its attributes, and a test
+checks each rule's query against it.
 
 The Application Insights resource deployed by `infra/` has local (key) authentication turned off,
 so the exporter authenticates with the app's user-assigned managed identity (`AZURE_CLIENT_ID`).
@@ -44,6 +49,23 @@ CONTACT_COUNTERS: Mapping[str, str] = {
     "failed": "contacts_failed",
 }
 DURATION_HISTOGRAM = "run_duration_seconds"
+# Per finished run: rejected rows / rows read, and contacts ActiveCampaign refused / contacts sent.
+# Histograms, so Application Insights keeps each export's worst run of an interval (valueMax).
+REJECTED_SHARE_HISTOGRAM = "run_rejected_share"
+FAILED_SHARE_HISTOGRAM = "run_failed_share"
+# Per timer check of an enabled export whose segment has a snapshot it has not exported: hours since
+# its last successful delivery (or, never delivered, since that snapshot landed).
+HOURS_SINCE_SUCCESS_HISTOGRAM = "export_hours_since_success"
+ATTR_TRIGGER = "trigger"
+# Every metric the app emits and the attributes (customDimensions) each carries: the alert rules of
+# infra/modules/alerts.bicep may read only these (tests/test_alerts.py checks both sides).
+EMITTED: Mapping[str, frozenset[str]] = {
+    **{name: frozenset({ATTR_EXPORT, ATTR_STATUS}) for name in CONTACT_COUNTERS.values()},
+    DURATION_HISTOGRAM: frozenset({ATTR_EXPORT, ATTR_STATUS}),
+    REJECTED_SHARE_HISTOGRAM: frozenset({ATTR_EXPORT, ATTR_STATUS}),
+    FAILED_SHARE_HISTOGRAM: frozenset({ATTR_EXPORT, ATTR_STATUS}),
+    HOURS_SINCE_SUCCESS_HISTOGRAM: frozenset({ATTR_EXPORT, ATTR_TRIGGER}),
+}
 # Client libraries whose automatic spans would carry request URLs. ActiveCampaign URLs can hold an
 # email address in a query string (contact look-ups): keep them out of telemetry. Azure SDK spans
 # (storage, Key Vault) stay on: they name accounts and blobs, never personal data.
@@ -117,6 +139,9 @@ def run_span(
 class _Instruments(NamedTuple):
     counters: dict[str, metrics.Counter]
     duration: metrics.Histogram
+    rejected_share: metrics.Histogram
+    failed_share: metrics.Histogram
+    hours_since_success: metrics.Histogram
 
 
 @lru_cache(maxsize=8)
@@ -129,7 +154,18 @@ def _instruments(provider: metrics.MeterProvider) -> _Instruments:
     duration = meter.create_histogram(
         DURATION_HISTOGRAM, unit="s", description="Wall-clock duration of export runs (and continuations)"
     )
-    return _Instruments(counters, duration)
+    rejected_share = meter.create_histogram(
+        REJECTED_SHARE_HISTOGRAM, unit="1", description="Share of the rows read that a run rejected"
+    )
+    failed_share = meter.create_histogram(
+        FAILED_SHARE_HISTOGRAM, unit="1", description="Share of the contacts sent that ActiveCampaign refused"
+    )
+    hours = meter.create_histogram(
+        HOURS_SINCE_SUCCESS_HISTOGRAM,
+        unit="h",
+        description="Hours an enabled export with an unexported snapshot has gone without a successful run",
+    )
+    return _Instruments(counters, duration, rejected_share, failed_share, hours)
 
 
 def record_run_metrics(
@@ -158,3 +194,19 @@ def record_run_metrics(
         log.warning("telemetry: negative run duration %.3f s for export %s skipped", duration_s, export)
         return
     instruments.duration.record(duration_s, attributes)
+    if status == "continue":
+        return  # the shares of a run are recorded once, when it ends
+    rows, sent = int(counts.get("rowsRead", 0)), int(counts.get("sent", 0))
+    if rows > 0:
+        instruments.rejected_share.record(max(0, int(counts.get("rejected", 0))) / rows, attributes)
+    if sent > 0:
+        instruments.failed_share.record(max(0, int(counts.get("failed", 0))) / sent, attributes)
+
+
+def record_hours_since_success(
+    export: str, trigger: str, hours: float, *, meter_provider: metrics.MeterProvider | None = None
+) -> None:
+    """The timer saw `export` enabled with a snapshot it has not exported, `hours` after its last
+    successful delivery: the stale-export alert fires when this passes its threshold."""
+    instruments = _instruments(meter_provider or metrics.get_meter_provider())
+    instruments.hours_since_success.record(max(0.0, hours), {ATTR_EXPORT: export, ATTR_TRIGGER: trigger})

@@ -667,20 +667,130 @@ def test_outputs(bicep):
     assert {"functionAppName", "functionAppUrl", "keyVaultUri"} <= set(outputs)
 
 
-def test_failed_runs_alert_reads_the_metric_the_app_emits(bicep):
+_QUERY_TABLES = {"customMetrics", "requests"}
+# Fields of the host's `requests` table the rules read (Host.Results at Information fills it).
+_REQUEST_FIELDS = {"success"}
+
+
+def _alert_queries(bicep: dict[str, dict[str, Any]]) -> dict[str, str]:
+    """Each rule's name -> its query text, resolved from the rules variable of alerts.bicep."""
+    alerts = _module(bicep, "alerts.bicep")
+    variables = alerts["variables"]
+    return {rule["name"]: variables[rule["query"]]["value"] for rule in variables["rules"]["value"]}
+
+
+def _fields_read(query: str) -> tuple[set[str], dict[str, set[str]], set[str]]:
+    """(tables, {metric name: customDimensions keys}, other `requests` fields) a query reads."""
+    tables = set(re.findall(r"(?:^|[;(|]\s*|union\s+|let\s+\w+\s*=\s*)([A-Za-z]+)\s*\|", query))
+    dims_by_metric: dict[str, set[str]] = {}
+    for part in re.split(r";", query):
+        names = set(re.findall(r'name\s*==\s*"([^"]+)"', part))
+        for group in re.findall(r"name\s+in\s*\(([^)]*)\)", part):
+            names |= set(re.findall(r'"([^"]+)"', group))
+        dims = set(re.findall(r'customDimensions\["([^"]+)"\]', part))
+        for name in names:
+            dims_by_metric.setdefault(name, set()).update(dims)
+    request_fields = set(re.findall(r"requests\s*\|\s*where\s+(\w+)", query))
+    return tables, dims_by_metric, request_fields
+
+
+def test_every_field_an_alert_reads_is_emitted_by_the_code(bicep):
+    """Like the settings cross-check: a rule reading a metric or dimension nobody emits never fires."""
     from shared import telemetry
 
-    (rule,) = _resources(bicep, "Microsoft.Insights/scheduledQueryRules").values()
-    props = _body(rule)["properties"]
-    assert props["scopes"] == ["appInsightsId"]
+    queries = _alert_queries(bicep)
+    assert set(queries) == {
+        "${namePrefix}-failed-runs",
+        "${namePrefix}-bad-share",
+        "${namePrefix}-stale-export",
+    }
+    read_anything: set[str] = set()
+    for rule, query in queries.items():
+        tables, dims_by_metric, request_fields = _fields_read(query)
+        assert tables, rule
+        assert tables <= _QUERY_TABLES, (rule, tables)
+        if "customMetrics" in tables:
+            assert dims_by_metric, f"{rule} reads customMetrics without naming a metric"
+        for metric, dims in dims_by_metric.items():
+            assert metric in telemetry.EMITTED, f"{rule} reads metric {metric!r}, which the app never emits"
+            assert dims <= telemetry.EMITTED[metric], (
+                f"{rule} reads {dims - telemetry.EMITTED[metric]} of {metric}"
+            )
+            read_anything.add(metric)
+        assert request_fields <= _REQUEST_FIELDS, (rule, request_fields)
+    # And the other way round: the metrics made for alerts are read by one.
+    assert {
+        telemetry.DURATION_HISTOGRAM,
+        telemetry.REJECTED_SHARE_HISTOGRAM,
+        telemetry.FAILED_SHARE_HISTOGRAM,
+        telemetry.HOURS_SINCE_SUCCESS_HISTOGRAM,
+    } <= read_anything
+
+
+def test_the_field_extraction_sees_what_a_query_reads():
+    # The cross-check is only as good as its parser: show it on a query with every construct.
+    query = (
+        'let a = customMetrics | where name == "m1" and tostring(customDimensions["d1"]) == "x"; '
+        "let b = requests | where success == false; "
+        'customMetrics | where name in ("m2", "m3") | summarize by tostring(customDimensions["d2"])'
+    )
+    tables, dims, request_fields = _fields_read(query)
+    assert tables == {"customMetrics", "requests"}
+    assert dims == {"m1": {"d1"}, "m2": {"d2"}, "m3": {"d2"}}
+    assert request_fields == {"success"}
+
+
+def test_alert_rules_thresholds_and_the_one_notification_parameter(bicep):
     alerts = _module(bicep, "alerts.bicep")
-    query = alerts["variables"]["failedRunsQuery"]["value"]
-    assert f'name == "{telemetry.DURATION_HISTOGRAM}"' in query
-    assert f'customDimensions["{telemetry.ATTR_STATUS}"]' in query
-    assert '== "failed"' in query
-    assert "requests | where success == false" in query
-    assert alerts["parameters"]["actionGroupId"]["default"] == ""
-    assert "alertActionGroupId" in _main(bicep)["parameters"]
+    (rules,) = _resources(bicep, "Microsoft.Insights/scheduledQueryRules").values()
+    assert rules["config"]["loop_type"]["detail"]["array_name"] == "rules"
+    props = _body(rules)["properties"]
+    assert props["scopes"] == ["appInsightsId"]
+    queries = _alert_queries(bicep)
+    assert queries["${namePrefix}-bad-share"].endswith("| where worst * 100 > ${maxBadSharePercent}")
+    assert queries["${namePrefix}-stale-export"].endswith("| where hours > ${staleAfterHours}")
+    assert '"failed"' in queries["${namePrefix}-failed-runs"]
+    params = alerts["parameters"]
+    assert params["maxBadSharePercent"]["default"] == 10
+    assert params["staleAfterHours"]["default"] == 24
+    assert any(d["type"] == "secure" for d in params["notify"]["decorators"])
+    (group,) = _resources(bicep, "Microsoft.Insights/actionGroups").values()
+    assert group["config"]["condition"] == "notifies"
+    receivers = _body(group)["properties"]
+    assert receivers["emailReceivers"]["loop_type"]["detail"]["array_name"] == "emails"
+    main = _main(bicep)
+    assert "alertActionGroupId" not in main["parameters"]
+    assert any(d["type"] == "secure" for d in main["parameters"]["alertNotify"]["decorators"])
+    passed = _body(main["modules"]["alerts"])["params"]
+    assert passed["notify"] == "alertNotify"
+    assert (passed["maxBadSharePercent"], passed["staleAfterHours"]) == (
+        "alertMaxBadSharePercent",
+        "alertStaleAfterHours",
+    )
+
+
+def test_deploy_script_hands_alert_recipients_over_in_a_file_not_on_the_command_line(fake_az):
+    env, log = fake_az
+    webhook = "https://hooks.example.com/services/T000/B000/secret-token-123"
+    env["ALERT_WEBHOOK_URL"] = webhook
+    result = _deploy(env, "-g", "rg", "--no-code", "--alert-email", "ops@example.com,oncall@example.com")
+    assert result.returncode == 0, result.stderr
+    calls = _az_calls(log)
+    for call in calls:
+        assert webhook not in " ".join(call["args"])
+    assert webhook not in result.stdout + result.stderr
+    (deploy,) = [c for c in calls if c["args"][:3] == ["deployment", "group", "create"]]
+    assert deploy["alert_params"]["parameters"]["alertNotify"]["value"] == {
+        "emails": ["ops@example.com", "oncall@example.com"],
+        "webhookUrl": webhook,
+    }
+    bare = _deploy(env | {"ALERT_WEBHOOK_URL": ""}, "-g", "rg", "--no-code")
+    assert bare.returncode == 0, bare.stderr
+    (plain,) = [c for c in _az_calls(log)[len(calls) :] if c["args"][:3] == ["deployment", "group", "create"]]
+    assert plain["alert_params"]["parameters"]["alertNotify"]["value"] == {}
+    refused = _deploy(env, "-g", "rg", "--alert-email", "not-an-address")
+    assert refused.returncode != 0
+    assert "--alert-email" in refused.stderr
 
 
 # --- scripts/deploy.sh, against a stand-in `az` ------------------------------------------------
@@ -697,6 +807,9 @@ if "--file" in args and args[args.index("--file") + 1] == "/dev/stdin":
     entry["stdin"] = sys.stdin.read()
 if "--src" in args:
     shutil.copy(args[args.index("--src") + 1], log.parent / "package.zip")
+for arg in args:  # parameter files vanish with the script's temp folder: keep what they said
+    if arg.startswith("@") and arg.endswith("alert-parameters.json"):
+        entry["alert_params"] = json.loads(Path(arg[1:]).read_text())
 with log.open("a") as f:
     f.write(json.dumps(entry) + "\\n")
 joined = " ".join(args)
