@@ -33,21 +33,28 @@ def account(
         Unavailable,
         shared_pacer,
     )
+    from shared.apikey import ApiKeyInvalid
     from shared.hosts import validate_hostname
 
     allow_loopback = not settings.running_in_azure
     host = validate_hostname(
         hostname, allowed_suffixes=settings.allowed_host_suffixes, allow_loopback=allow_loopback
     )
-    client = ActiveCampaignClient(
-        host,
-        api_key,
-        pacer=shared_pacer(host, settings.requests_per_second, settings.bulk_imports_per_minute),
-        allowed_suffixes=settings.allowed_host_suffixes,
-        allow_loopback=allow_loopback,
-        timeout=_TIMEOUT_SECONDS,
-        max_attempts=_ATTEMPTS,
-    )
+    try:
+        client = ActiveCampaignClient(
+            host,
+            api_key,
+            pacer=shared_pacer(host, settings.requests_per_second, settings.bulk_imports_per_minute),
+            allowed_suffixes=settings.allowed_host_suffixes,
+            allow_loopback=allow_loopback,
+            timeout=_TIMEOUT_SECONDS,
+            max_attempts=_ATTEMPTS,
+        )
+    except ApiKeyInvalid as exc:
+        # A stored key saved before keys were checked: say so instead of failing with a 500.
+        raise ApiError(
+            400, "InvalidApiKey", f"connection {connection!r}: {exc}; send the key again as apiKey"
+        ) from None
     try:
         yield client
     except InvalidApiKey:

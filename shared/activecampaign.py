@@ -29,6 +29,7 @@ from tenacity import (
     wait_random,
 )
 
+from shared.apikey import check_api_key
 from shared.errors import EngineError, TerminalError, TransientError
 from shared.hosts import base_url, validate_hostname
 from shared.redact import MASK, register_secret_value, scrub
@@ -74,6 +75,12 @@ class Refused(ActiveCampaignError, TerminalError):
 
     code = "ActiveCampaignRefused"
     http_status = 502
+
+
+class RequestNotSent(ActiveCampaignError, TerminalError):
+    """httpx refused to send the request (a header or URL it cannot encode): sending again cannot help."""
+
+    code = "RequestNotSent"
 
 
 class InvalidApiKey(ActiveCampaignError, TerminalError):
@@ -349,14 +356,9 @@ class ActiveCampaignClient:
 
     def set_api_key(self, key: str) -> None:
         """Use another key from now on (after a rotation); requests in flight keep the old one."""
-        if not isinstance(key, str) or not key.strip():
-            raise ValueError(
-                "the ActiveCampaign API key is empty: copy it from ActiveCampaign, Settings > Developer"
-            )
-        if any(ch in key for ch in "\r\n\0"):
-            # Would corrupt or inject HTTP headers; never echo the value.
-            raise ValueError("the ActiveCampaign API key contains a line break or NUL character")
-        self._api_key = key.strip()
+        # ApiKeyInvalid (a ValueError) never echoes the value; a control character would otherwise
+        # reach httpx, whose header error quotes the key in an escaped form.
+        self._api_key = check_api_key(key)
         # Log records anywhere in the process are scrubbed of it too (shared.redact's filter).
         register_secret_value(self._api_key)
 
@@ -534,6 +536,13 @@ class ActiveCampaignClient:
             raise _Retryable("timed out") from None
         except (httpx.NetworkError, httpx.RemoteProtocolError) as exc:
             raise _Retryable(f"connection failed: {type(exc).__name__}") from None
+        except httpx.HTTPError as exc:
+            # Anything else httpx raises (a header it refuses, an unsupported URL) is not worth a retry.
+            # Its text can quote request headers, so only the type and the scrubbed text go on.
+            raise RequestNotSent(
+                f"ActiveCampaign at {self.hostname}: {method} {path} could not be sent "
+                f"({type(exc).__name__}: {_scrub(str(exc), self._api_key)[:_MESSAGE_LIMIT]})"
+            ) from None
         return self._interpret(response, method, path, bulk=bulk, list_id=list_id)
 
     def _interpret(

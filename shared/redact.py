@@ -14,6 +14,7 @@ import logging
 import re
 import threading
 import traceback
+import urllib.parse
 from collections.abc import Callable
 from typing import Any
 
@@ -62,15 +63,28 @@ def hash_email(email: str) -> str:
     return hashlib.blake2b(normalized, key=_HASH_KEY, digest_size=8).hexdigest()
 
 
+def _spellings(value: str) -> set[str]:
+    """`value` as error texts quote it: as is, escaped in a repr (`\x0b`), as bytes (`b'...'`
+    contents), percent-encoded (a URL)."""
+    return {
+        value,
+        value.encode("unicode_escape").decode("ascii"),
+        repr(value.encode("utf-8"))[2:-1],
+        urllib.parse.quote(value, safe=""),
+    }
+
+
 def register_secret_value(value: str) -> None:
-    """Remember `value` so that `scrub` (and so every redacted log record) replaces it with `***`."""
+    """Remember `value` so that `scrub` (and so every redacted log record) replaces it with `***`,
+    in every spelling an error message may quote it in."""
     global _secret_values
     value = value.strip()
     if len(value) < MIN_SECRET_LENGTH or value in _secret_values:
         return
     with _lock:
-        if value not in _secret_values:
-            _secret_values = tuple(sorted((*_secret_values, value), key=len, reverse=True))
+        new = _spellings(value) - set(_secret_values)
+        if new:
+            _secret_values = tuple(sorted((*_secret_values, *new), key=len, reverse=True))
 
 
 def _forget_secret_values() -> None:

@@ -627,3 +627,58 @@ def test_sandbox_paced_clients_never_hit_the_account_limits(make_sandbox: MakeSa
     posts = sorted(r.at for r in api_requests(server, "/import/bulk_import"))
     # Evenly spaced (60/98 s apart) rather than in a burst; a little slack for receive jitter.
     assert min(b - a for a, b in itertools.pairwise(posts)) >= 0.5
+
+
+# -------------------------------------------------------------------------------- unit: key hygiene
+
+
+@pytest.mark.parametrize(
+    "key",
+    [
+        KEY[:4] + "\x0b" + KEY[4:],
+        "k3y\x0cab12cd34ef56",
+        "k3y ab12 cd34",
+        "short",
+        "k" * 257,
+        "kéy-ab12cd34ef56",
+    ],
+)
+def test_a_key_that_cannot_be_an_api_key_is_refused_without_showing_it(key):
+    from shared.apikey import ApiKeyInvalid
+
+    with pytest.raises(ApiKeyInvalid) as raised:
+        ActiveCampaignClient(
+            HOST,
+            key,
+            pacer=free_pacer(),
+            allowed_suffixes=DEFAULT_ALLOWED_HOST_SUFFIXES,
+            allow_loopback=False,
+        )
+    message = str(raised.value)
+    assert key.strip() not in message
+    assert "printable ASCII" in message
+    with make_client(Recorder()) as client, pytest.raises(ApiKeyInvalid):
+        client.set_api_key(key)
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        httpx.LocalProtocolError(f"Illegal header value {KEY.encode()!r}"),
+        httpx.UnsupportedProtocol(f"Request URL has an unsupported protocol for Api-Token: {KEY}"),
+        httpx.DecodingError(f"could not decode {KEY!r} for person7%40example.com"),
+    ],
+)
+def test_any_httpx_error_is_reported_by_type_and_scrubbed_text(error, caplog):
+    def fail(_request: httpx.Request) -> httpx.Response:
+        raise error
+
+    with make_client(fail) as client, pytest.raises(ActiveCampaignError) as raised:  # type: ignore[arg-type]
+        client.check_connection()
+    message = str(raised.value)
+    assert type(error).__name__ in message
+    assert KEY not in message
+    assert KEY.encode().hex() not in message
+    assert "person7@example.com" not in message
+    assert raised.value.__cause__ is None
+    assert raised.value.__suppress_context__
