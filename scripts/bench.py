@@ -372,7 +372,7 @@ def send_scenario(send_rows: int = SEND_ROWS, scale: int = SCALE) -> dict[str, f
         ctx = RunContext(
             settings=settings,
             config=config,
-            secrets=EnvSecrets({"AC_KEY": DEMO_API_KEY}),
+            secrets=EnvSecrets({"ACTIVECAMPAIGN_KEY": DEMO_API_KEY}),
             app_blobs=service,
             segment_blobs=service,
         )

@@ -38,6 +38,8 @@ DEFAULT_MAX_REJECTED_SHARE = 0.5
 NAME_RULE = "1-63 characters of lower-case letters, digits and '-', starting with a letter or digit"
 
 _PathPart = str | int
+# The Key Vault namespace this app owns (SECURITY.md): every apiKeySecret must start with it.
+SECRET_PREFIX = "activecampaign-"  # noqa: S105  (a name prefix, not a secret)
 _PLAIN_KEY = re.compile(r"[A-Za-z0-9_%-]+")
 _NAME = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")  # same rule as $defs/name in the schema
 
@@ -330,20 +332,29 @@ def _build_export(name: str, doc: Mapping[str, Any]) -> ExportConfig:
 
 # ActiveCampaign API keys are long hex strings, which are also valid secret names: a key pasted into
 # apiKeySecret would sit in plain configuration and be echoed in "secret not found" messages.
+_SECRET_NAME = re.compile(r"[A-Za-z0-9-]{1,127}")  # $defs/connection apiKeySecret in the schema
 _LOOKS_LIKE_API_KEY = re.compile(r"[0-9a-fA-F]{32,127}")  # longer is already refused as a name
 
 
 def _secret_name_errors(doc: object, path: Sequence[_PathPart]) -> list[str]:
     if not isinstance(doc, dict) or not isinstance(doc.get("apiKeySecret"), str):
         return []
-    if not _LOOKS_LIKE_API_KEY.fullmatch(doc["apiKeySecret"]):
-        return []
-    # The value is not shown: it is probably the key itself.
-    return [
-        f"{format_path([*path, 'apiKeySecret'])}: this looks like an API key, not the name of a secret. "
-        "Never put the key in the configuration: store it in Key Vault (or send it as apiKey to "
-        "PUT /api/connections/{name}) and give the secret's name here, e.g. 'activecampaign-main'"
-    ]
+    name = doc["apiKeySecret"]
+    where = format_path([*path, "apiKeySecret"])
+    if _LOOKS_LIKE_API_KEY.fullmatch(name):
+        # The value is not shown: it is probably the key itself.
+        return [
+            f"{where}: this looks like an API key, not the name of a secret. "
+            "Never put the key in the configuration: store it in Key Vault (or send it as apiKey to "
+            "PUT /api/connections/{name}) and give the secret's name here, e.g. 'activecampaign-main'"
+        ]
+    if _SECRET_NAME.fullmatch(name) and not name.startswith(SECRET_PREFIX):  # else the schema says it
+        return [
+            f"{where}: {_show(name)} must start with '{SECRET_PREFIX}': the app reads, writes and deletes "
+            f"only Key Vault secrets named {SECRET_PREFIX}*, so a connection can never reach another "
+            f"application's secret in a shared vault; use e.g. '{SECRET_PREFIX}main'"
+        ]
+    return []
 
 
 def parse_config(doc: object, *, allowed_suffixes: tuple[str, ...], allow_loopback: bool) -> Config:

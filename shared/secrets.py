@@ -22,6 +22,7 @@ from azure.core.exceptions import (
 )
 from azure.keyvault.secrets import SecretClient
 
+from shared.config import SECRET_PREFIX
 from shared.errors import TerminalError
 from shared.redact import register_secret_value
 from shared.settings import SETTINGS_READ, Settings, SettingsError
@@ -66,6 +67,14 @@ def _check_name(name: str) -> None:
     if not _NAME_RE.fullmatch(name):
         raise SecretsError(
             f"invalid secret name {name!r}: use 1-127 letters, digits and '-' (Key Vault's naming rule)"
+        )
+    if not name.startswith(SECRET_PREFIX):
+        # The second line behind the configuration check: whatever names a secret, the app never
+        # reads, overwrites or deletes one outside its own namespace of a possibly shared vault.
+        raise SecretsError(
+            f"secret {name!r} is not one of this app's: it reads, writes and deletes only secrets named "
+            f"{SECRET_PREFIX}*; rename the connection's apiKeySecret (e.g. '{SECRET_PREFIX}main') and "
+            "store the key under it"
         )
 
 
@@ -212,7 +221,7 @@ def _describe(exc: Exception) -> str:
 
 
 class EnvSecrets:
-    """Local development only: secret `ac-key-prod` is read from env var `AC_KEY_PROD`.
+    """Local development only: secret `activecampaign-prod` is read from env var `ACTIVECAMPAIGN_PROD`.
 
     `set` and `delete` change process memory only: nothing persists, and a restart reads the
     environment again.

@@ -57,7 +57,9 @@ def test_no_output_carries_the_key_or_a_raw_email(
         }
     )
     config = make_config(sandbox.hostname, unique_name, **({"listId": 99} if path == "missing_list" else {}))
-    ctx = RunContext(settings, config, EnvSecrets({"AC_KEY": CANARY}), service, service, poll_interval=0.01)
+    ctx = RunContext(
+        settings, config, EnvSecrets({"ACTIVECAMPAIGN_KEY": CANARY}), service, service, poll_interval=0.01
+    )
     if path == "rejected_key":
         sandbox.set_api_key("another-key-entirely")
     if path == "server_errors":

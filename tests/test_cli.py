@@ -59,7 +59,7 @@ def test_run_prints_the_report_as_the_last_line_and_exits_by_outcome(
     config.write_text(json.dumps(config_to_document(make_config(ac_sandbox.hostname, unique_name))))
     env = {
         "AzureWebJobsStorage": azurite,
-        "AC_KEY": SANDBOX_API_KEY,
+        "ACTIVECAMPAIGN_KEY": SANDBOX_API_KEY,
         "ACTIVECAMPAIGN_REQUESTS_PER_SECOND": "150",
         "ACTIVECAMPAIGN_BULK_IMPORTS_PER_MINUTE": "3000",
     }
@@ -86,6 +86,6 @@ def test_run_prints_the_report_as_the_last_line_and_exits_by_outcome(
     unknown = cli("run", "nope", "--config", str(config), env=env)
     assert unknown.returncode == 2
     assert "export 'nope' is not in" in unknown.stderr
-    no_storage = cli("run", "vip", "--config", str(config), env={"AC_KEY": SANDBOX_API_KEY})
+    no_storage = cli("run", "vip", "--config", str(config), env={"ACTIVECAMPAIGN_KEY": SANDBOX_API_KEY})
     assert no_storage.returncode == 2
     assert "AzureWebJobsStorage is not set" in no_storage.stderr

@@ -36,7 +36,7 @@ def minimal() -> dict[str, Any]:
             "acme": {
                 "displayName": "Acme",
                 "hostname": "acme.api-us1.com",
-                "apiKeySecret": "ac-key",
+                "apiKeySecret": "activecampaign-key",
             }
         },
         "exports": {
@@ -62,7 +62,7 @@ def errors_of(doc: object, **trust: Any) -> list[str]:
 def test_minimal_document_gets_documented_defaults() -> None:
     config = parse_config(minimal(), **TRUST)
     connection = config.connections["acme"]
-    assert connection == Connection("acme", "Acme", "acme.api-us1.com", "ac-key", False, False)
+    assert connection == Connection("acme", "Acme", "acme.api-us1.com", "activecampaign-key", False, False)
     export = config.exports["vip"]
     assert (export.enabled, export.trigger, export.mode, export.exclude_automations) == (
         True,

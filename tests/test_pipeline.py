@@ -158,7 +158,11 @@ def test_no_consent_no_data(world: World) -> None:
     write_ci_snapshot(world.segments, "Vip", profiles(10))
     doc = {
         "connections": {
-            "main": {"displayName": "x", "hostname": world.sandbox.hostname, "apiKeySecret": "ac-key"}
+            "main": {
+                "displayName": "x",
+                "hostname": world.sandbox.hostname,
+                "apiKeySecret": "activecampaign-key",
+            }
         },
         "exports": {
             "vip": {

@@ -44,7 +44,7 @@ def test_sigkill_mid_run_then_resume_leaves_list_equal_to_segment(
         "AzureWebJobsStorage": azurite,
         "ACTIVECAMPAIGN_REQUESTS_PER_SECOND": "150",
         "ACTIVECAMPAIGN_BULK_IMPORTS_PER_MINUTE": "1100",
-        "AC_KEY": SANDBOX_API_KEY,
+        "ACTIVECAMPAIGN_KEY": SANDBOX_API_KEY,
     }
     settings = load_settings(env)
     ctx = RunContext(

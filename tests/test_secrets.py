@@ -21,9 +21,9 @@ KEY_V2 = "fedcba9876543210fedcba9876543210fedcba9876543210fedcba9876543210fedcba
 def test_get_follows_key_vault_challenge_auth(
     keyvault: KeyVaultHandle, keyvault_secrets: KeyVaultSecrets
 ) -> None:
-    keyvault.secrets["ac-key-prod"] = KEY_V1
+    keyvault.secrets["activecampaign-key-prod"] = KEY_V1
 
-    assert keyvault_secrets.get("ac-key-prod") == KEY_V1
+    assert keyvault_secrets.get("activecampaign-key-prod") == KEY_V1
 
     first, second = keyvault.requests
     # The client first probes without credentials, learns the authority/resource from the 401, then
@@ -38,49 +38,49 @@ def test_get_follows_key_vault_challenge_auth(
 def test_value_is_cached_within_cache_seconds(
     keyvault: KeyVaultHandle, keyvault_secrets: KeyVaultSecrets, keyvault_clock: ManualClock
 ) -> None:
-    keyvault.secrets["ac-key"] = KEY_V1
-    assert keyvault_secrets.get("ac-key") == KEY_V1
-    keyvault.rotate("ac-key", KEY_V2)
+    keyvault.secrets["activecampaign-key"] = KEY_V1
+    assert keyvault_secrets.get("activecampaign-key") == KEY_V1
+    keyvault.rotate("activecampaign-key", KEY_V2)
     keyvault_clock.advance(CACHE_SECONDS - 1)
 
-    assert keyvault_secrets.get("ac-key") == KEY_V1
-    assert len(keyvault.secret_reads("ac-key")) == 1
+    assert keyvault_secrets.get("activecampaign-key") == KEY_V1
+    assert len(keyvault.secret_reads("activecampaign-key")) == 1
 
 
 def test_rotated_value_is_read_after_the_cache_expires(
     keyvault: KeyVaultHandle, keyvault_secrets: KeyVaultSecrets, keyvault_clock: ManualClock
 ) -> None:
-    keyvault.secrets["ac-key"] = KEY_V1
-    keyvault_secrets.get("ac-key")
-    keyvault.rotate("ac-key", KEY_V2)
+    keyvault.secrets["activecampaign-key"] = KEY_V1
+    keyvault_secrets.get("activecampaign-key")
+    keyvault.rotate("activecampaign-key", KEY_V2)
     keyvault_clock.advance(CACHE_SECONDS)
 
-    assert keyvault_secrets.get("ac-key") == KEY_V2
-    assert len(keyvault.secret_reads("ac-key")) == 2
+    assert keyvault_secrets.get("activecampaign-key") == KEY_V2
+    assert len(keyvault.secret_reads("activecampaign-key")) == 2
 
 
 def test_refresh_bypasses_the_cache_and_sees_a_rotated_key(
     keyvault: KeyVaultHandle, keyvault_secrets: KeyVaultSecrets
 ) -> None:
-    keyvault.secrets["ac-key"] = KEY_V1
-    keyvault_secrets.get("ac-key")
-    keyvault.rotate("ac-key", KEY_V2)
+    keyvault.secrets["activecampaign-key"] = KEY_V1
+    keyvault_secrets.get("activecampaign-key")
+    keyvault.rotate("activecampaign-key", KEY_V2)
 
-    assert keyvault_secrets.get("ac-key", refresh=True) == KEY_V2
+    assert keyvault_secrets.get("activecampaign-key", refresh=True) == KEY_V2
     # The refreshed value is what later callers get from the cache.
-    assert keyvault_secrets.get("ac-key") == KEY_V2
-    assert len(keyvault.secret_reads("ac-key")) == 2
+    assert keyvault_secrets.get("activecampaign-key") == KEY_V2
+    assert len(keyvault.secret_reads("activecampaign-key")) == 2
 
 
 def test_missing_secret_names_the_secret_and_the_vault(
     keyvault: KeyVaultHandle, keyvault_secrets: KeyVaultSecrets
 ) -> None:
     with pytest.raises(SecretNotFound) as caught:
-        keyvault_secrets.get("ac-key-missing")
+        keyvault_secrets.get("activecampaign-key-missing")
 
-    assert caught.value.name == "ac-key-missing"
+    assert caught.value.name == "activecampaign-key-missing"
     message = str(caught.value)
-    assert "'ac-key-missing'" in message
+    assert "'activecampaign-key-missing'" in message
     assert keyvault.vault_url in message
     assert "az keyvault secret set" in message
 
@@ -88,33 +88,33 @@ def test_missing_secret_names_the_secret_and_the_vault(
 def test_set_get_delete_round_trip_including_reuse_of_a_soft_deleted_name(
     keyvault: KeyVaultHandle, keyvault_secrets: KeyVaultSecrets
 ) -> None:
-    keyvault_secrets.set("ac-key-new", KEY_V1)
-    assert keyvault.secrets["ac-key-new"] == KEY_V1
-    assert keyvault_secrets.get("ac-key-new") == KEY_V1
+    keyvault_secrets.set("activecampaign-key-new", KEY_V1)
+    assert keyvault.secrets["activecampaign-key-new"] == KEY_V1
+    assert keyvault_secrets.get("activecampaign-key-new") == KEY_V1
 
-    keyvault_secrets.delete("ac-key-new")
-    assert "ac-key-new" not in keyvault.secrets
-    assert "ac-key-new" in keyvault.deleted  # soft-deleted, as in a real vault
+    keyvault_secrets.delete("activecampaign-key-new")
+    assert "activecampaign-key-new" not in keyvault.secrets
+    assert "activecampaign-key-new" in keyvault.deleted  # soft-deleted, as in a real vault
     with pytest.raises(SecretNotFound):
-        keyvault_secrets.get("ac-key-new")
+        keyvault_secrets.get("activecampaign-key-new")
 
     # A soft-deleted name answers 409 to a plain PUT; set() recovers it and writes the new value.
-    keyvault_secrets.set("ac-key-new", KEY_V2)
-    assert keyvault.secrets["ac-key-new"] == KEY_V2
+    keyvault_secrets.set("activecampaign-key-new", KEY_V2)
+    assert keyvault.secrets["activecampaign-key-new"] == KEY_V2
     assert keyvault.deleted == {}
-    assert keyvault_secrets.get("ac-key-new", refresh=True) == KEY_V2
+    assert keyvault_secrets.get("activecampaign-key-new", refresh=True) == KEY_V2
 
-    keyvault_secrets.delete("ac-key-never-existed")  # deleting what is not there is not an error
+    keyvault_secrets.delete("activecampaign-key-never-existed")  # deleting what is not there is not an error
 
 
 def test_denied_identity_is_a_secrets_error_naming_the_role(keyvault: KeyVaultHandle) -> None:
-    keyvault.secrets["ac-key"] = KEY_V1
+    keyvault.secrets["activecampaign-key"] = KEY_V1
     provider = KeyVaultSecrets(
         keyvault.vault_url, StaticTokenCredential(FORBIDDEN_TOKEN), cache_seconds=60, **keyvault.client_kwargs
     )
 
     with pytest.raises(SecretsError) as caught:
-        provider.get("ac-key")
+        provider.get("activecampaign-key")
 
     message = str(caught.value)
     assert "403" in message
@@ -124,7 +124,7 @@ def test_denied_identity_is_a_secrets_error_naming_the_role(keyvault: KeyVaultHa
 
 
 def test_rejected_token_is_a_secrets_error_about_the_identity(keyvault: KeyVaultHandle) -> None:
-    keyvault.secrets["ac-key"] = KEY_V1
+    keyvault.secrets["activecampaign-key"] = KEY_V1
     provider = KeyVaultSecrets(
         keyvault.vault_url,
         StaticTokenCredential("not-a-valid-token"),
@@ -133,7 +133,7 @@ def test_rejected_token_is_a_secrets_error_about_the_identity(keyvault: KeyVault
     )
 
     with pytest.raises(SecretsError, match="AZURE_CLIENT_ID") as caught:
-        provider.get("ac-key")
+        provider.get("activecampaign-key")
     assert "not-a-valid-token" not in str(caught.value)
 
 
@@ -143,11 +143,11 @@ def test_by_default_a_challenge_for_another_domain_is_refused_before_any_token_i
     # Production keeps the SDK's check that the challenge's resource (vault.azure.net) covers the vault
     # host; the stand-in at 127.0.0.1 fails it, which is what a spoofed vault URL would look like.
     kwargs = {k: v for k, v in keyvault.client_kwargs.items() if k != "verify_challenge_resource"}
-    keyvault.secrets["ac-key"] = KEY_V1
+    keyvault.secrets["activecampaign-key"] = KEY_V1
     provider = KeyVaultSecrets(keyvault.vault_url, keyvault.credential, cache_seconds=60, **kwargs)
 
     with pytest.raises(SecretsError, match="KEY_VAULT_URL"):
-        provider.get("ac-key")
+        provider.get("activecampaign-key")
     assert keyvault.credential.scopes_requested == []
     assert all(r.authorization is None for r in keyvault.requests)
 
@@ -167,35 +167,35 @@ def test_unreachable_vault_is_a_secrets_error_naming_the_url() -> None:
     )
 
     with pytest.raises(SecretsError, match="unreachable") as caught:
-        provider.get("ac-key")
+        provider.get("activecampaign-key")
     assert vault_url in str(caught.value)
 
 
 def test_concurrent_first_reads_share_one_key_vault_request(
     keyvault: KeyVaultHandle, keyvault_secrets: KeyVaultSecrets
 ) -> None:
-    keyvault.secrets["ac-key"] = KEY_V1
+    keyvault.secrets["activecampaign-key"] = KEY_V1
     workers = 8
     start = threading.Barrier(workers)
 
     def read() -> str:
         start.wait()
-        return keyvault_secrets.get("ac-key")
+        return keyvault_secrets.get("activecampaign-key")
 
     with ThreadPoolExecutor(workers) as pool:
         values = list(pool.map(lambda _: read(), range(workers)))
 
     assert values == [KEY_V1] * workers
-    assert len(keyvault.secret_reads("ac-key")) == 1
+    assert len(keyvault.secret_reads("activecampaign-key")) == 1
 
 
 def test_values_read_from_the_vault_are_scrubbed_from_logs(
     keyvault: KeyVaultHandle, keyvault_secrets: KeyVaultSecrets
 ) -> None:
     value = "kv-canary-" + "7" * 30
-    keyvault.secrets["ac-key"] = value
+    keyvault.secrets["activecampaign-key"] = value
 
-    keyvault_secrets.get("ac-key")
+    keyvault_secrets.get("activecampaign-key")
 
     assert value not in scrub(f"sending key {value} to ActiveCampaign")
 
@@ -212,39 +212,60 @@ def test_invalid_name_fails_before_calling_the_vault(
 
 
 def test_env_secrets_reads_the_upper_cased_underscored_variable() -> None:
-    provider = EnvSecrets({"AC_KEY_PROD": KEY_V1})
+    provider = EnvSecrets({"ACTIVECAMPAIGN_KEY_PROD": KEY_V1})
 
-    assert EnvSecrets.env_var("ac-key-prod") == "AC_KEY_PROD"
-    assert provider.get("ac-key-prod") == KEY_V1
+    assert EnvSecrets.env_var("activecampaign-key-prod") == "ACTIVECAMPAIGN_KEY_PROD"
+    assert provider.get("activecampaign-key-prod") == KEY_V1
 
 
 def test_env_secrets_missing_names_the_variable() -> None:
     with pytest.raises(SecretNotFound) as caught:
-        EnvSecrets({}).get("ac-key-prod")
+        EnvSecrets({}).get("activecampaign-key-prod")
 
-    assert caught.value.where == "environment variable AC_KEY_PROD"
-    assert "set AC_KEY_PROD" in str(caught.value)
+    assert caught.value.where == "environment variable ACTIVECAMPAIGN_KEY_PROD"
+    assert "set ACTIVECAMPAIGN_KEY_PROD" in str(caught.value)
 
 
 def test_env_secrets_set_and_delete_stay_in_process_memory() -> None:
-    env = {"AC_KEY": KEY_V1}
+    env = {"ACTIVECAMPAIGN_KEY": KEY_V1}
     provider = EnvSecrets(env)
 
-    provider.set("ac-key", KEY_V2)
-    assert provider.get("ac-key") == KEY_V2
-    assert env == {"AC_KEY": KEY_V1}  # the environment is not written
+    provider.set("activecampaign-key", KEY_V2)
+    assert provider.get("activecampaign-key") == KEY_V2
+    assert env == {"ACTIVECAMPAIGN_KEY": KEY_V1}  # the environment is not written
 
-    provider.delete("ac-key")
+    provider.delete("activecampaign-key")
     with pytest.raises(SecretNotFound):
-        provider.get("ac-key")
-    assert EnvSecrets(env).get("ac-key") == KEY_V1  # a new process would see the env again
+        provider.get("activecampaign-key")
+    assert EnvSecrets(env).get("activecampaign-key") == KEY_V1  # a new process would see the env again
 
 
 def test_env_secrets_refuses_names_of_app_settings() -> None:
-    provider = EnvSecrets({"AZUREWEBJOBSSTORAGE": "UseDevelopmentStorage=true"})
+    provider = EnvSecrets({"ACTIVECAMPAIGN_REQUESTS_PER_SECOND": "5"})
 
     with pytest.raises(SecretsError, match="app setting"):
-        provider.get("AzureWebJobsStorage")
+        provider.get("activecampaign-requests-per-second")
+
+
+@pytest.mark.parametrize(
+    "name", ["AzureWebJobsStorage", "other-app-db-password", "ActiveCampaign-main", "main"]
+)
+def test_secrets_outside_the_app_prefix_are_never_touched(
+    name: str, keyvault: KeyVaultHandle, keyvault_secrets: KeyVaultSecrets
+) -> None:
+    # Finding 6 of issue 12: in a shared vault, a connection's apiKeySecret could name another
+    # application's secret; it would be sent to ActiveCampaign, overwritten, or deleted.
+    keyvault.secrets[name] = KEY_V1
+    env = EnvSecrets({EnvSecrets.env_var(name): KEY_V1})
+    for provider in (keyvault_secrets, env):
+        with pytest.raises(SecretsError, match="activecampaign-"):
+            provider.get(name)
+        with pytest.raises(SecretsError, match="activecampaign-"):
+            provider.set(name, KEY_V2)
+        with pytest.raises(SecretsError, match="activecampaign-"):
+            provider.delete(name)
+    assert keyvault.secrets[name] == KEY_V1
+    assert keyvault.requests == []  # not even read
 
 
 # --- secrets_from_settings ---
@@ -252,32 +273,32 @@ def test_env_secrets_refuses_names_of_app_settings() -> None:
 
 def test_local_without_key_vault_uses_env_secrets() -> None:
     settings = load_settings({})
-    provider = secrets_from_settings(settings, env={"AC_KEY": KEY_V1})
+    provider = secrets_from_settings(settings, env={"ACTIVECAMPAIGN_KEY": KEY_V1})
 
     assert isinstance(provider, EnvSecrets)
-    assert provider.get("ac-key") == KEY_V1
+    assert provider.get("activecampaign-key") == KEY_V1
 
 
 def test_in_azure_without_key_vault_is_a_settings_error_naming_key_vault_url() -> None:
     settings = load_settings({"WEBSITE_INSTANCE_ID": "abc123"})
 
     with pytest.raises(SettingsError, match="KEY_VAULT_URL"):
-        secrets_from_settings(settings, env={"AC_KEY": KEY_V1})
+        secrets_from_settings(settings, env={"ACTIVECAMPAIGN_KEY": KEY_V1})
 
 
 def test_key_vault_url_selects_key_vault(keyvault: KeyVaultHandle) -> None:
-    keyvault.secrets["ac-key"] = KEY_V1
+    keyvault.secrets["activecampaign-key"] = KEY_V1
     settings = load_settings({"KEY_VAULT_URL": keyvault.vault_url, "SECRET_CACHE_SECONDS": "60"})
 
     provider = secrets_from_settings(
         settings,
-        env={"AC_KEY": "from-env-must-not-be-used"},
+        env={"ACTIVECAMPAIGN_KEY": "from-env-must-not-be-used"},
         credential=keyvault.credential,
         **keyvault.client_kwargs,
     )
 
     assert isinstance(provider, KeyVaultSecrets)
-    assert provider.get("ac-key") == KEY_V1
+    assert provider.get("activecampaign-key") == KEY_V1
 
 
 def test_in_azure_with_client_id_uses_that_managed_identity() -> None:

@@ -17,13 +17,13 @@ EXPORT = "vip"
 
 
 def make_config(hostname: str, container: str, **export_options: object) -> Config:
-    """Connection `main` (consent given, key in secret `ac-key`) and export `vip` of segment `Vip` to list 1."""
+    """Connection `main` (consent given, key in secret `activecampaign-key`) and export `vip` of segment `Vip` to list 1."""
     doc = {
         "connections": {
             "main": {
                 "displayName": "Sandbox",
                 "hostname": hostname,
-                "apiKeySecret": "ac-key",
+                "apiKeySecret": "activecampaign-key",
                 "dataPrivacyConsent": True,
             }
         },
@@ -79,7 +79,7 @@ def make_context(
     ctx = RunContext(
         settings=settings,
         config=config or make_config(hostname, container),
-        secrets=EnvSecrets({"AC_KEY": api_key}),
+        secrets=EnvSecrets({"ACTIVECAMPAIGN_KEY": api_key}),
         app_blobs=service,
         segment_blobs=service,
         **{"poll_interval": 0.01, "confirm_timeout": 30, **context},
