@@ -27,6 +27,7 @@ from functions.http import (
 )
 from functions.services import Services, get_services
 from functions.views import connection_view
+from shared.apikey import ApiKeyInvalid, check_api_key
 from shared.auth import Action
 from shared.config import connection_to_document, parse_connection
 from shared.configstore import ConfigSnapshot, check_preconditions, item_etag
@@ -74,10 +75,15 @@ def connection_item(req: func.HttpRequest) -> func.HttpResponse:
 def _put(svc: Services, req: func.HttpRequest, name: str) -> func.HttpResponse:
     body = read_json_object(req)
     api_key = body.pop("apiKey", None)
-    if api_key is not None and (not isinstance(api_key, str) or not api_key.strip()):
-        raise ApiError(
-            400, "ValidationFailed", "apiKey must be the ActiveCampaign API key as a non-empty string"
-        )
+    if api_key is not None:
+        if not isinstance(api_key, str) or not api_key.strip():
+            raise ApiError(
+                400, "ValidationFailed", "apiKey must be the ActiveCampaign API key as a non-empty string"
+            )
+        try:
+            api_key = check_api_key(api_key)
+        except ApiKeyInvalid as exc:
+            raise ApiError(400, "ValidationFailed", f"apiKey: {exc}") from None
     current = svc.config.read()
     existing = current.item("connections", name)
     # Fail fast on a stale If-Match, before ActiveCampaign is called; checked again when writing.
@@ -98,7 +104,16 @@ def _put(svc: Services, req: func.HttpRequest, name: str) -> func.HttpResponse:
             "set dataPrivacyConsent: true to confirm that profile data (including personal data) may leave your "
             "compliance boundary for ActiveCampaign, which must meet your privacy and security obligations",
         )
-    key = api_key.strip() if api_key else _stored_key(svc, connection.api_key_secret, name)
+    if api_key is None and existing is not None and existing["hostname"] != connection.hostname:
+        # The stored key was given for the old host; sending it to the new one on the strength of
+        # the hostname alone would let anyone who can edit connections collect it elsewhere.
+        raise ApiError(
+            400,
+            "ApiKeyRequired",
+            f"connection {name!r} moves from {existing['hostname']} to {connection.hostname}: send the API key "
+            "of the new account as apiKey in the same request (the stored key is never sent to another host)",
+        )
+    key = api_key if api_key else _stored_key(svc, connection.api_key_secret, name)
     with account(settings, connection.hostname, key, connection=name) as client:
         client.check_connection()
     if api_key:

@@ -190,9 +190,69 @@ def test_key_goes_to_key_vault_under_the_named_secret(ac_sandbox, keyvault):
         )
     )
     resp = put(
-        "main", connection_body(ac_sandbox.hostname, apiKey=SANDBOX_API_KEY, apiKeySecret="ac-main-key")
+        "main",
+        connection_body(ac_sandbox.hostname, apiKey=SANDBOX_API_KEY, apiKeySecret="activecampaign-main-key"),
     )
     assert resp.status == 201, resp.body
-    assert keyvault.secrets["ac-main-key"] == SANDBOX_API_KEY
+    assert keyvault.secrets["activecampaign-main-key"] == SANDBOX_API_KEY
     assert delete("main").status == 204
-    assert "ac-main-key" not in keyvault.secrets
+    assert "activecampaign-main-key" not in keyvault.secrets
+
+
+# --- issue 12: what a connection change may do with the stored key ------------------------------
+
+
+def test_moving_a_connection_to_another_host_needs_the_key_in_the_same_request(ac_sandbox, make_sandbox):
+    other = make_sandbox()
+    assert put("main", connection_body(ac_sandbox.hostname, apiKey=SANDBOX_API_KEY)).status == 201
+    moved = put("main", connection_body(other.hostname))
+    assert moved.status == 400, moved.body
+    assert moved.body["error"]["code"] == "ApiKeyRequired"
+    assert other.hostname in moved.body["error"]["message"]
+    assert other.state.requests() == []  # the stored key never went to the new host
+    assert get("main").body["hostname"] == ac_sandbox.hostname
+    with_key = put("main", connection_body(other.hostname, apiKey=SANDBOX_API_KEY))
+    assert with_key.status == 200, with_key.body
+    assert with_key.body["hostname"] == other.hostname
+
+
+@pytest.mark.parametrize("secret", ["other-app-db-password", "AzureWebJobsStorage", "ac-main"])
+def test_api_key_secret_outside_the_app_prefix_is_refused_and_never_touched(ac_sandbox, keyvault, secret):
+    services.set_secrets_factory(
+        lambda settings: KeyVaultSecrets(
+            keyvault.vault_url, keyvault.credential, cache_seconds=300, **keyvault.client_kwargs
+        )
+    )
+    keyvault.secrets[secret] = "another-applications-secret-value"
+    for body in (
+        connection_body(ac_sandbox.hostname, apiKeySecret=secret),  # would read it and send it
+        connection_body(ac_sandbox.hostname, apiKeySecret=secret, apiKey=SANDBOX_API_KEY),  # overwrite it
+    ):
+        resp = put("main", body)
+        assert resp.status == 400, resp.body
+        assert "activecampaign-" in resp.body["error"]["message"]
+    assert keyvault.secrets[secret] == "another-applications-secret-value"
+    assert keyvault.requests == []
+    assert ac_sandbox.state.requests() == []
+
+
+@pytest.mark.parametrize(
+    "key",
+    [
+        "sandbox\x0btest-key",
+        "sandbox\x0ctest-key",
+        "sandbox test key",
+        "short",
+        "k" * 300,
+        "sändbox-test-key",
+    ],
+)
+def test_an_api_key_that_cannot_be_one_is_refused_when_saved_without_echoing_it(ac_sandbox, caplog, key):
+    resp = put("main", connection_body(ac_sandbox.hostname, apiKey=key))
+    assert resp.status == 400, resp.body
+    assert resp.body["error"]["code"] == "ValidationFailed"
+    assert "printable ASCII" in resp.body["error"]["message"]
+    assert key not in str(resp.body)
+    assert all(key not in r.getMessage() for r in caplog.records)
+    assert ac_sandbox.state.requests() == []  # refused before ActiveCampaign was called
+    assert get("main").status == 404
