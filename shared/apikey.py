@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 
+from shared.errors import TerminalError
 from shared.redact import MIN_SECRET_LENGTH
 
 MIN_LENGTH = MIN_SECRET_LENGTH
@@ -18,8 +19,12 @@ RULE = f"{MIN_LENGTH}-{MAX_LENGTH} printable ASCII characters without spaces"
 _PRINTABLE = re.compile(rf"[\x21-\x7e]{{{MIN_LENGTH},{MAX_LENGTH}}}")
 
 
-class ApiKeyInvalid(ValueError):
-    """The value cannot be an API key. The message never contains the value."""
+class ApiKeyInvalid(TerminalError, ValueError):
+    """The value cannot be an API key. The message never contains the value. A person must store a
+    proper key (terminal); a ValueError too, for callers validating input."""
+
+    code = "ApiKeyInvalid"
+    http_status = 400
 
 
 def check_api_key(key: object) -> str:

@@ -37,6 +37,7 @@ from shared.errors import AccountBusy, GuardTripped, RunFailed, TerminalError
 from shared.hosts import HostError
 from shared.load import BatchSender, Operation, SendOutcome, operation
 from shared.mapping import Contact, RowMapper, contact_payload, resolve_fields
+from shared.redact import scrub
 from shared.report import RejectedRowsWriter, RunReport, unsubscribed_csv
 from shared.runs import RunRecord, RunStore, utc_now
 from shared.secrets import SecretNotFound, SecretsProvider
@@ -157,11 +158,13 @@ def run_export(
     except _Pause:
         status, error = "continue", None
     except HostError as exc:
-        status, error = "failed", f"connection hostname refused: {exc}"
+        status, error = "failed", scrub(f"connection hostname refused: {exc}")
     except TerminalError as exc:
         # A person must fix something: the run fails now. Transient and unexpected errors propagate,
         # and the caller decides from their class (shared.errors) whether and when to try again.
-        status, error = "failed", str(exc)
+        # Scrubbed here, where a run's error is made: it is stored in the run record and the report,
+        # returned by the API and logged.
+        status, error = "failed", scrub(str(exc))
     report.timings["total_s"] = round(report.timings.get("total_s", 0.0) + ctx.clock() - started, 3)
     report.status = "running" if status == "continue" else status
     report.error = error

@@ -24,6 +24,7 @@ from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, Re
 from azure.storage.blob import ContainerClient, ContentSettings
 
 from shared.errors import TerminalError, TransientError
+from shared.redact import scrub
 from shared.settings import DEFAULT_RUNS_KEPT_PER_EXPORT
 from shared.storage import RUN_RECORD, active_marker_blob, parse_run_blob, run_blob, runs_prefix
 
@@ -151,8 +152,17 @@ class RunRecord:
         return self.status in ACTIVE_STATUSES
 
     def to_document(self) -> dict[str, Any]:
-        """camelCase JSON document (what is stored and what the API shows)."""
-        return {_camel(k): v for k, v in asdict(self).items()}
+        """camelCase JSON document (what is stored and what the API shows).
+
+        Error texts are scrubbed (keys, emails in any encoding) whoever set them: this is the one
+        door through which a run's errors reach storage and API responses.
+        """
+        doc = {_camel(k): v for k, v in asdict(self).items()}
+        if doc.get("error"):
+            doc["error"] = scrub(doc["error"])
+        if doc.get("attemptErrors"):
+            doc["attemptErrors"] = [scrub(e) for e in doc["attemptErrors"]]
+        return doc
 
     @classmethod
     def from_document(cls, doc: dict[str, Any]) -> RunRecord:

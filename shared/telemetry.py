@@ -24,6 +24,7 @@ so the exporter authenticates with the app's user-assigned managed identity (`AZ
 from __future__ import annotations
 
 import logging
+import traceback
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from functools import lru_cache
@@ -31,6 +32,8 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 from opentelemetry import context as otel_context
 from opentelemetry import metrics, trace
+
+from shared.redact import scrub
 
 if TYPE_CHECKING:
     from shared.settings import Settings
@@ -121,7 +124,10 @@ def run_span(
 ) -> Iterator[trace.Span]:
     """One span around one run, as the root of a new trace (linked to the current span, if any).
 
-    An exception escaping the block is recorded on the span (type and message) and re-raised.
+    An exception escaping the block is recorded on the span and re-raised. Recorded by hand, not by
+    OpenTelemetry: its own recording copies `str(exc)` and the traceback (which quotes the exception
+    and the code around it) as they are, and exception texts can hold a key or an email. Here the
+    message, the stack trace and the status description are scrubbed (`shared.redact.scrub`).
     """
     tracer = trace.get_tracer(INSTRUMENTATION_NAME, tracer_provider=tracer_provider)
     current = trace.get_current_span().get_span_context()
@@ -132,8 +138,32 @@ def run_span(
         kind=trace.SpanKind.INTERNAL,
         attributes={ATTR_EXPORT: export, ATTR_RUN_ID: run_id},
         links=links,
+        record_exception=False,
+        set_status_on_exception=False,
     ) as span:
-        yield span
+        try:
+            yield span
+        except BaseException as exc:
+            record_scrubbed_exception(span, exc)
+            raise
+
+
+def record_scrubbed_exception(span: trace.Span, exc: BaseException) -> None:
+    """What `span.record_exception` records (an `exception` event with the semantic-convention
+    attributes) and an error status, with every text scrubbed."""
+    message = scrub(str(exc))
+    stacktrace = scrub("".join(traceback.format_exception(type(exc), exc, exc.__traceback__)))
+    kind = type(exc).__qualname__
+    span.add_event(
+        "exception",
+        {
+            "exception.type": f"{type(exc).__module__}.{kind}",
+            "exception.message": message,
+            "exception.stacktrace": stacktrace,
+            "exception.escaped": "True",
+        },
+    )
+    span.set_status(trace.Status(trace.StatusCode.ERROR, f"{kind}: {message}"))
 
 
 class _Instruments(NamedTuple):

@@ -140,3 +140,19 @@ def test_creating_a_run_deletes_the_oldest_beyond_the_kept_number_with_their_rep
 def test_keep_must_leave_room_for_the_run_being_created(container):
     with pytest.raises(ValueError, match="at least 1"):
         RunStore(container, keep=0)
+
+
+def test_run_errors_are_scrubbed_whoever_set_them():
+    from shared.redact import register_secret_value
+
+    register_secret_value("CANARY-runs-0c4f7e2a-key")
+    record = RunRecord(
+        run_id="r1", export="vip", status="failed", trigger="api", queued_at="2026-01-01T00:00:00+00:00"
+    )
+    record.error = "key CANARY-runs-0c4f7e2a-key refused for jane.doe%40example.com"
+    record.attempt_errors = ["attempt 1 failed: jane.doe@example.com", "attempt 2: jane.doe=40example.com"]
+    doc = record.to_document()
+    text = json.dumps(doc)
+    assert "CANARY-runs-0c4f7e2a-key" not in text
+    assert "jane.doe" not in text
+    assert doc["error"] == "key *** refused for j***@example.com"

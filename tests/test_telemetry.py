@@ -221,3 +221,30 @@ def test_span_type_is_the_api_span(spans):
     provider, _ = spans
     with telemetry.run_span("vip", "run-1", tracer_provider=provider) as span:
         assert isinstance(span, trace.Span)
+
+
+def test_exception_events_and_status_are_scrubbed(spans):
+    # Issue 12, finding 4: the secret and an email appeared as they were in exception.message and
+    # exception.stacktrace of the run span.
+    from shared.redact import register_secret_value
+
+    secret = "CANARY-telemetry-5d1e0b7a-key"
+    register_secret_value(secret)
+    provider, exporter = spans
+    with pytest.raises(RuntimeError), telemetry.run_span("vip", "run-1", tracer_provider=provider):
+        raise RuntimeError(
+            f"ActiveCampaign refused key {secret} for jane.doe@example.com (jane.doe%40example.com)"
+        )
+    (span_data,) = exporter.get_finished_spans()
+    (event,) = span_data.events
+    attributes = dict(event.attributes or {})
+    assert attributes["exception.type"] == "builtins.RuntimeError"
+    assert "j***@example.com" in str(attributes["exception.message"])
+    assert "RuntimeError" in str(attributes["exception.stacktrace"])
+    texts = [str(v) for v in attributes.values()]
+    texts += [span_data.status.description or "", *map(str, (span_data.attributes or {}).values())]
+    for text in texts:
+        assert secret not in text
+        assert "jane.doe" not in text
+    assert span_data.status.status_code == StatusCode.ERROR
+    assert "RuntimeError" in (span_data.status.description or "")
