@@ -14,6 +14,7 @@ import azure.functions as func
 
 from functions import new_blueprint
 from functions.accounts import account
+from functions.api_exports import purge_deleted_exports
 from functions.http import (
     ApiError,
     api_handler,
@@ -152,6 +153,7 @@ def _stored_key(svc: Services, secret: str, name: str) -> str:
 
 def _delete(svc: Services, req: func.HttpRequest, name: str) -> func.HttpResponse:
     cascade = flag("cascade", {}, req.params)
+    keep_history = flag("keepHistory", {}, req.params)
     removed: dict[str, Any] = {}
 
     def change(snapshot: ConfigSnapshot) -> dict[str, Any]:
@@ -180,6 +182,9 @@ def _delete(svc: Services, req: func.HttpRequest, name: str) -> func.HttpRespons
         _forget_key(svc, secret, name)
     if removed["exports"]:
         log.info("connection %s deleted with its exports %s", name, ", ".join(removed["exports"]))
+        for export in removed["exports"]:
+            svc.decisions.delete(export)
+        purge_deleted_exports(svc, removed["exports"], keep_history=keep_history)
     return no_content()
 
 

@@ -19,6 +19,7 @@ from functions.http import (
     api_handler,
     caller_for,
     conditions,
+    flag,
     json_response,
     no_content,
     not_found,
@@ -155,6 +156,8 @@ def _check_target(svc: Services, connection: Connection, export: ExportConfig) -
 
 
 def _delete(svc: Services, req: func.HttpRequest, name: str) -> func.HttpResponse:
+    keep_history = flag("keepHistory", {}, req.params)
+
     def change(snapshot: ConfigSnapshot) -> dict[str, Any]:
         item = snapshot.item("exports", name)
         if item is None:
@@ -167,4 +170,30 @@ def _delete(svc: Services, req: func.HttpRequest, name: str) -> func.HttpRespons
     svc.config.update(change)
     # A decision about a deleted export would show against a new export of the same name.
     svc.decisions.delete(name)
+    purge_deleted_exports(svc, [name], keep_history=keep_history)
     return no_content()
+
+
+def purge_deleted_exports(svc: Services, names: list[str], *, keep_history: bool) -> None:
+    """Delete what the app kept about exports just removed from the configuration (shared/purge.py).
+
+    The configuration change comes first, so their runs stop; if deleting their data fails, the
+    error says so, and the timer's retention sweep deletes the personal data left behind.
+    """
+    from shared.purge import purge_export
+
+    failed = []
+    for export in names:
+        try:
+            purge_export(svc.app_container, export, keep_history=keep_history)
+        except Exception:
+            log.exception("export %s was deleted, but deleting its stored data failed", export)
+            failed.append(export)
+    if failed:
+        raise ApiError(
+            500,
+            "PurgeIncomplete",
+            f"deleted {', '.join(failed)} from the configuration, but not all of its stored data (delivered "
+            "state, run records, reports): the timer's retention sweep deletes the personal data left "
+            "behind; the function logs have the details",
+        )

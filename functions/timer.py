@@ -65,7 +65,9 @@ def export_schedule(timer: func.TimerRequest) -> None:
         log.warning(
             "the export schedule is past due (the app was down or busy at the planned time); running now"
         )
-    result = queue_due_exports(get_services())
+    svc = get_services()
+    result = queue_due_exports(svc)
+    sweep_retention(svc)
     log.info(
         "schedule: queued %d export(s) %s; skipped %s",
         len(result.queued),
@@ -77,6 +79,27 @@ def export_schedule(timer: func.TimerRequest) -> None:
         # Every other export was still checked and queued before this.
         details = "; ".join(f"{name}: {error}" for name, error in sorted(result.errors.items()))
         raise RuntimeError(f"the schedule could not check or queue {len(result.errors)} export(s): {details}")
+
+
+def sweep_retention(svc: Services) -> None:
+    """Delete rejected rows older than REJECTED_ROWS_RETENTION_DAYS and the personal data runs left of
+    deleted exports (shared/purge.py). Never fails the schedule: it is tried again on the next tick."""
+    from shared.purge import sweep
+
+    try:
+        snapshot = svc.config.read()
+        if snapshot.blob_etag is None:
+            # No configuration blob at all (lost, or not written yet): not evidence that every
+            # export was deleted, so no state is treated as left over.
+            return
+        sweep(
+            svc.app_container,
+            exports=snapshot.config.exports.keys(),
+            rejected_retention=timedelta(days=svc.settings.rejected_rows_retention_days),
+            now=datetime.now(UTC),
+        )
+    except Exception:
+        log.exception("retention sweep failed; it is tried again on the next schedule")
 
 
 class Skip(Exception):

@@ -76,6 +76,11 @@ param secretCacheSeconds int = 300
 @maxValue(100000)
 param runsKeptPerExport int = 100
 
+@description('Days the rejected rows of a run (personal data) are kept; the timer deletes older ones.')
+@minValue(1)
+@maxValue(3650)
+param rejectedRowsRetentionDays int = 30
+
 @description('Upper bound of instances the app scales out to.')
 @minValue(40)
 @maxValue(1000)
@@ -224,6 +229,7 @@ module functionApp 'modules/functionapp.bicep' = {
     runTimeBudgetSeconds: runTimeBudgetSeconds
     secretCacheSeconds: secretCacheSeconds
     runsKeptPerExport: runsKeptPerExport
+    rejectedRowsRetentionDays: rejectedRowsRetentionDays
     maximumInstanceCount: maximumInstanceCount
   }
   // The host starts as soon as the site exists: let it find its storage roles in place.

@@ -25,6 +25,7 @@ DEFAULT_BULK_IMPORTS_PER_MINUTE = 100.0
 DEFAULT_RUN_TIME_BUDGET_SECONDS = 25 * 60.0
 DEFAULT_SECRET_CACHE_SECONDS = 300.0
 DEFAULT_RUNS_KEPT_PER_EXPORT = 100
+DEFAULT_REJECTED_ROWS_RETENTION_DAYS = 30
 # ActiveCampaign's API hosts (see docs/security.md); ACTIVECAMPAIGN_ALLOWED_HOST_SUFFIXES adds more.
 DEFAULT_ALLOWED_HOST_SUFFIXES: tuple[str, ...] = (".api-us1.com", ".api-eu1.com", ".activehosted.com")
 
@@ -42,6 +43,7 @@ SETTINGS_READ: tuple[str, ...] = (
     "RUN_TIME_BUDGET_SECONDS",
     "SECRET_CACHE_SECONDS",
     "RUNS_KEPT_PER_EXPORT",
+    "REJECTED_ROWS_RETENTION_DAYS",
     "APPLICATIONINSIGHTS_CONNECTION_STRING",
 )
 
@@ -92,6 +94,7 @@ class Settings:
     run_time_budget_seconds: float = DEFAULT_RUN_TIME_BUDGET_SECONDS
     secret_cache_seconds: float = DEFAULT_SECRET_CACHE_SECONDS
     runs_kept_per_export: int = DEFAULT_RUNS_KEPT_PER_EXPORT
+    rejected_rows_retention_days: int = DEFAULT_REJECTED_ROWS_RETENTION_DAYS
     running_in_azure: bool = False
     appinsights_connection_string: str | None = None
     easy_auth_enabled: bool = False
@@ -242,6 +245,9 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         ),
         secret_cache_seconds=_positive_float(env, "SECRET_CACHE_SECONDS", DEFAULT_SECRET_CACHE_SECONDS),
         runs_kept_per_export=_positive_int(env, "RUNS_KEPT_PER_EXPORT", DEFAULT_RUNS_KEPT_PER_EXPORT),
+        rejected_rows_retention_days=_positive_int(
+            env, "REJECTED_ROWS_RETENTION_DAYS", DEFAULT_REJECTED_ROWS_RETENTION_DAYS
+        ),
         running_in_azure=any(env.get(marker) for marker in _AZURE_MARKERS),
         appinsights_connection_string=env.get("APPLICATIONINSIGHTS_CONNECTION_STRING", "").strip() or None,
         easy_auth_enabled=env.get(EASY_AUTH_MARKER, "").strip().lower() == "true",

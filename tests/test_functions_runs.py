@@ -304,9 +304,21 @@ def test_deleting_the_export_or_its_connection_stops_a_run(ready: AppEnv, ac_san
     assert stop_other() == "export 'other' was deleted"
 
 
-def test_queued_run_of_a_deleted_export_fails_with_the_reason(ready: AppEnv, ac_sandbox):
+def test_queued_run_of_a_deleted_export_is_dropped_with_its_record(ready: AppEnv, ac_sandbox):
     location = start().headers["Location"]
     assert call("export_item", "DELETE", "exports/vip", route={"name": "vip"}).status == 204
+    deliver(ready)  # the purge deleted the run record: the message is dropped, nothing is sent
+    assert not ready.app.get_blob_client(f"runs/vip/{location.rsplit('/', 1)[1]}/run.json").exists()
+    assert ready.messages() == []
+    assert ac_sandbox.state.list_members(1) == {}
+
+
+def test_queued_run_of_an_export_deleted_keeping_history_fails_with_the_reason(ready: AppEnv, ac_sandbox):
+    location = start().headers["Location"]
+    deleted = call(
+        "export_item", "DELETE", "exports/vip", route={"name": "vip"}, params={"keepHistory": "true"}
+    )
+    assert deleted.status == 204
     deliver(ready)
     record = ready.app.download_blob(f"runs/vip/{location.rsplit('/', 1)[1]}/run.json").readall()
     doc = json.loads(record)

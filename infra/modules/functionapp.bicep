@@ -86,6 +86,11 @@ param secretCacheSeconds int
 @maxValue(100000)
 param runsKeptPerExport int
 
+@description('Days the rejected rows of a run (personal data) are kept; the timer deletes older ones.')
+@minValue(1)
+@maxValue(3650)
+param rejectedRowsRetentionDays int
+
 @description('Upper bound of instances the app scales out to.')
 @minValue(40)
 @maxValue(1000)
@@ -213,6 +218,10 @@ resource site 'Microsoft.Web/sites@2024-04-01' = {
         {
           name: 'RUNS_KEPT_PER_EXPORT'
           value: string(runsKeptPerExport)
+        }
+        {
+          name: 'REJECTED_ROWS_RETENTION_DAYS'
+          value: string(rejectedRowsRetentionDays)
         }
         {
           name: 'APPLICATIONINSIGHTS_CONNECTION_STRING'

@@ -1,0 +1,130 @@
+"""Deleting what the app keeps about an export, and deleting old rejected rows on a schedule.
+
+What an export leaves in the app container (SECURITY.md has the table):
+- `state/<export>/`: delivered state (every delivered email, for mirror mode) and the checkpoint of
+  an unfinished run: personal data, deleted with the export, always.
+- `runs/<export>/<runId>/rejected.csv`: the rejected rows themselves: personal data, deleted with the
+  export, and by `sweep` once older than `REJECTED_ROWS_RETENTION_DAYS`.
+- `runs/<export>/<runId>/run.json` and `report.json`: counts, timings and scrubbed error texts (no
+  cell values): deleted with the export unless the caller asks to keep its history.
+- the active-run marker and the timer's last decision: deleted with the export.
+
+Deletion comes after the export is removed from the configuration (so its run stops before the next
+batch). A run that was between two batches may still write after the purge; `sweep` removes what
+such a run leaves of personal data (state and rejected rows of exports that no longer exist).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Collection
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from azure.core.exceptions import ResourceNotFoundError
+from azure.storage.blob import ContainerClient
+
+from shared.decisions import DecisionStore
+from shared.storage import (
+    RUN_REJECTED,
+    active_marker_blob,
+    checkpoint_blob,
+    parse_run_blob,
+    runs_prefix,
+    state_blob,
+)
+
+log = logging.getLogger(__name__)
+
+
+def _state_prefix(export: str) -> str:
+    # The folder of the state and checkpoint blobs (shared/storage.py names both): any other file a
+    # newer state format keeps there goes with them.
+    return state_blob(export).rpartition("/")[0] + "/"
+
+
+_STATE_ROOT = _state_prefix("x").partition("/")[0] + "/"
+_RUNS_ROOT = runs_prefix("x").partition("/")[0] + "/"
+
+
+@dataclass(frozen=True)
+class Purged:
+    """How many blobs were deleted, by kind (for the log line and the API's tests)."""
+
+    state: int = 0
+    rejected: int = 0
+    runs: int = 0
+    other: int = 0
+
+    @property
+    def total(self) -> int:
+        return self.state + self.rejected + self.runs + self.other
+
+
+def _delete(container: ContainerClient, name: str) -> bool:
+    # Another purge or sweep may have deleted it first: that is the wanted outcome, not an error.
+    with contextlib.suppress(ResourceNotFoundError):
+        container.delete_blob(name)
+        return True
+    return False
+
+
+def purge_export(container: ContainerClient, export: str, *, keep_history: bool = False) -> Purged:
+    """Delete what the app keeps about `export`. With `keep_history`, its run records and reports
+    (counts, no personal data) stay; its delivered state, checkpoint and rejected rows never do."""
+    state_names = {state_blob(export), checkpoint_blob(export)}
+    state_names |= {b.name for b in container.list_blobs(name_starts_with=_state_prefix(export))}
+    state = sum(_delete(container, name) for name in sorted(state_names))
+    rejected = runs = 0
+    for blob in container.list_blobs(name_starts_with=runs_prefix(export)):
+        parsed = parse_run_blob(blob.name)
+        if parsed is None:
+            continue  # the active marker, below
+        if parsed[2] == RUN_REJECTED:
+            rejected += _delete(container, blob.name)
+        elif not keep_history:
+            runs += _delete(container, blob.name)
+    # Nothing can be running any more: a marker left would only block a new export of that name.
+    other = _delete(container, active_marker_blob(export)) + _delete(
+        container, DecisionStore.blob_name(export)
+    )
+    purged = Purged(state=state, rejected=rejected, runs=runs, other=other)
+    log.info(
+        "export %s: deleted its delivered state and checkpoint (%d blobs), %d rejected-row reports, %d run "
+        "files%s",
+        export,
+        purged.state,
+        purged.rejected,
+        purged.runs,
+        " (run history kept on request)" if keep_history else "",
+    )
+    return purged
+
+
+def sweep(
+    container: ContainerClient, *, exports: Collection[str], rejected_retention: timedelta, now: datetime
+) -> Purged:
+    """Delete rejected-row reports older than `rejected_retention`, and the state and rejected rows of
+    exports not in `exports` (left by a run that wrote after its export was deleted)."""
+    known = set(exports)
+    cutoff = now - rejected_retention
+    rejected = state = 0
+    for blob in container.list_blobs(name_starts_with=_RUNS_ROOT):
+        parsed = parse_run_blob(blob.name)
+        if parsed is None or parsed[2] != RUN_REJECTED:
+            continue
+        if parsed[0] not in known or (blob.last_modified is not None and blob.last_modified < cutoff):
+            rejected += _delete(container, blob.name)
+    for blob in container.list_blobs(name_starts_with=_STATE_ROOT):
+        if blob.name.split("/")[1] not in known:
+            state += _delete(container, blob.name)
+    if rejected or state:
+        log.info(
+            "retention: deleted %d rejected-row reports (older than %d days, or of deleted exports) and %d "
+            "state blobs of deleted exports",
+            rejected,
+            rejected_retention.days,
+            state,
+        )
+    return Purged(state=state, rejected=rejected)
