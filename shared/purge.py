@@ -3,8 +3,9 @@
 What an export leaves in the app container (SECURITY.md has the table):
 - `state/<export>/`: delivered state (every delivered email, for mirror mode) and the checkpoint of
   an unfinished run: personal data, deleted with the export, always.
-- `runs/<export>/<runId>/rejected.csv`: the rejected rows themselves: personal data, deleted with the
-  export, and by `sweep` once older than `REJECTED_ROWS_RETENTION_DAYS`.
+- `runs/<export>/<runId>/rejected.csv` (the rejected rows themselves) and, for mirror runs,
+  `unsubscribed.csv` (the emails of who was unsubscribed): personal data, deleted with the export,
+  and by `sweep` once older than `REJECTED_ROWS_RETENTION_DAYS`.
 - `runs/<export>/<runId>/run.json` and `report.json`: counts, timings and scrubbed error texts (no
   cell values): deleted with the export unless the caller asks to keep its history.
 - the active-run marker and the timer's last decision: deleted with the export.
@@ -45,6 +46,9 @@ def _state_prefix(export: str) -> str:
 
 
 _STATE_ROOT = _state_prefix("x").partition("/")[0] + "/"
+# Run files that hold personal data: the rejected rows as read, and (mirror runs) the emails of who
+# was unsubscribed. Deleted with the export whatever the caller asks, and after the retention.
+PERSONAL_RUN_FILES = frozenset({RUN_REJECTED, "unsubscribed.csv"})
 _RUNS_ROOT = runs_prefix("x").partition("/")[0] + "/"
 
 
@@ -81,7 +85,7 @@ def purge_export(container: ContainerClient, export: str, *, keep_history: bool 
         parsed = parse_run_blob(blob.name)
         if parsed is None:
             continue  # the active marker, below
-        if parsed[2] == RUN_REJECTED:
+        if parsed[2] in PERSONAL_RUN_FILES:
             rejected += _delete(container, blob.name)
         elif not keep_history:
             runs += _delete(container, blob.name)
@@ -105,14 +109,15 @@ def purge_export(container: ContainerClient, export: str, *, keep_history: bool 
 def sweep(
     container: ContainerClient, *, exports: Collection[str], rejected_retention: timedelta, now: datetime
 ) -> Purged:
-    """Delete rejected-row reports older than `rejected_retention`, and the state and rejected rows of
-    exports not in `exports` (left by a run that wrote after its export was deleted)."""
+    """Delete rejected-row reports and unsubscribed lists older than `rejected_retention`, and the
+    state and those reports of exports not in `exports` (left by a run that wrote after its export was
+    deleted)."""
     known = set(exports)
     cutoff = now - rejected_retention
     rejected = state = 0
     for blob in container.list_blobs(name_starts_with=_RUNS_ROOT):
         parsed = parse_run_blob(blob.name)
-        if parsed is None or parsed[2] != RUN_REJECTED:
+        if parsed is None or parsed[2] not in PERSONAL_RUN_FILES:
             continue
         if parsed[0] not in known or (blob.last_modified is not None and blob.last_modified < cutoff):
             rejected += _delete(container, blob.name)

@@ -5,8 +5,8 @@ scans every output: log records at DEBUG, including the request lines of httpx a
 up to DEBUG here, the worst case: production keeps them at WARNING), error texts, reports, the
 run span with its events and the metrics, and every blob written to app storage (run records,
 reports, checkpoints, state). The key may appear nowhere. The planted email, name and phone may
-appear only in `rejected.csv` (the customer's own storage, for fixing rows) and emails also in the
-delivered state (`.npz`, which mirror mode needs).
+appear only in `rejected.csv` (the customer's own storage, for fixing rows), and emails also in the
+delivered state (`.npz`, which mirror mode needs) and a mirror run's `unsubscribed.csv`.
 
 Scenarios: upsert, mirror with removals and rejoiners (rejoiners are looked up by email in a query
 string), and the failure paths: key refused, server errors, dropped connections, a missing list,
@@ -344,8 +344,8 @@ def test_no_output_carries_the_key_or_a_personal_value(
         if where.endswith("rejected.csv"):
             continue  # the one place rows are kept, in the customer's own storage
         for value in PERSONAL:
-            if value in EMAILS and where.endswith(".npz"):
-                continue  # delivered state: the emails mirror mode needs
+            if value in EMAILS and where.endswith((".npz", "unsubscribed.csv")):
+                continue  # delivered state and who a mirror run unsubscribed: emails, by design
             for spelling in _spellings(value):
                 assert spelling not in text, f"{value!r} leaked into {where} as {spelling!r}"
         assert all(s not in text for s in _spellings(CANARY)), f"the API key leaked into {where}, encoded"

@@ -60,6 +60,11 @@ def test_deleting_an_export_deletes_its_state_checkpoints_runs_and_reports(deliv
 
 
 def test_keep_history_keeps_counts_but_no_personal_data(delivered: AppEnv):
+    (record,) = [n for n in _of(delivered, "vip") if n.endswith("/run.json")]
+    # What a mirror run with removals leaves beside its record (emails of who was unsubscribed).
+    delivered.app.upload_blob(
+        record.replace("run.json", "unsubscribed.csv"), f"{PERSONAL},unsubscribed,\n", overwrite=True
+    )
     resp = call("export_item", "DELETE", "exports/vip", route={"name": "vip"}, params={"keepHistory": "true"})
     assert resp.status == 204, resp.body
     left = _of(delivered, "vip")
@@ -97,9 +102,9 @@ def test_the_retention_sweep_deletes_old_rejected_rows_and_leftovers_of_deleted_
         rejected_retention=timedelta(days=30),
         now=now + timedelta(days=31),
     )
-    assert later.rejected == 2
+    assert later.rejected == 4  # each export's rejected.csv and (mirror runs) unsubscribed.csv
     names = _blobs(delivered)
-    assert not any(n.endswith("/rejected.csv") for n in names)
+    assert not any(n.endswith(("/rejected.csv", "/unsubscribed.csv")) for n in names)
     assert "state/vip/delivered.npz" in names
     assert any(n.endswith("/run.json") for n in names)
 
@@ -107,7 +112,7 @@ def test_the_retention_sweep_deletes_old_rejected_rows_and_leftovers_of_deleted_
 def test_purge_is_idempotent(delivered: AppEnv):
     first = purge_export(delivered.app, "vip")
     assert first.state >= 1
-    assert first.rejected == 1
+    assert first.rejected == 2  # rejected.csv and unsubscribed.csv
     assert purge_export(delivered.app, "vip").total == 0
 
 
