@@ -11,12 +11,14 @@ delivered state (`.npz`, which mirror mode needs) and a mirror run's `unsubscrib
 Scenarios: upsert, mirror with removals and rejoiners (rejoiners are looked up by email in a query
 string), and the failure paths: key refused, server errors, dropped connections, a missing list,
 bulk import refusals and error bodies that echo emails, the removal guard, no consent, a missing
-secret, a missing column, a login page instead of JSON, a stop request, a continuation, and an
-unexpected exception.
+secret, a missing column, a data row where model.json promises a header, a time folder without
+model.json, a login page instead of JSON, a stop request, a continuation, and an unexpected
+exception.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import urllib.parse
 from collections.abc import Callable, Iterator
@@ -39,7 +41,7 @@ from shared.runs import RunStore
 from shared.secrets import EnvSecrets, SecretsProvider
 from shared.settings import load_settings
 from tests.support.exports import make_config
-from tests.support.segments import profiles, write_ci_snapshot
+from tests.support.segments import FOLDER, profiles, write_ci_snapshot
 
 CANARY = "CANARY-7f3a9c51-activecampaign-key-do-not-leak"
 # Planted personal values: row 7 is in every snapshot, row 60 leaves and rejoins in mirror mode
@@ -273,6 +275,29 @@ def _missing_column(c: Canary) -> None:
     assert c.run().status == "failed"
 
 
+def _data_row_for_a_header(c: Canary) -> None:
+    # Issue 12 finding 3: a model.json saying the files have a header, over files that have none,
+    # once put the first record's cells (the planted person) into the run error.
+    rows = _rows(100)
+    rows.insert(0, rows.pop(7))
+    c.snapshot(rows)
+    model = f"{FOLDER}/model.json"
+    doc = json.loads(c.segments.download_blob(model).readall())
+    for partition in doc["entities"][0]["partitions"]:
+        partition["fileFormatSettings"]["columnHeaders"] = True
+    c.segments.upload_blob(model, json.dumps(doc), overwrite=True)
+    assert c.run().status == "failed"
+
+
+def _time_folder_without_model_json(c: Canary) -> None:
+    # ... and a time folder whose model.json is not written yet was read as plain CSV.
+    rows = _rows(20)
+    rows.insert(0, rows.pop(7))
+    body = "".join(",".join(f'"{v}"' for v in row) + "\r\n" for row in rows)
+    c.segments.upload_blob(f"{FOLDER}/Vip/2026/11/20/0600/Vip_1.csv", body.encode())
+    assert c.run().status == "failed"
+
+
 def _stopped_and_continued(c: Canary) -> None:
     c.snapshot(_rows(1000))
     continued = c.run(deadline=c.ctx.clock() - 1)
@@ -302,6 +327,8 @@ SCENARIOS: dict[str, Callable[[Canary], None]] = {
     "no consent": _no_consent,
     "missing secret": _missing_secret,
     "missing column": _missing_column,
+    "a data row where the header should be": _data_row_for_a_header,
+    "a time folder without model.json": _time_folder_without_model_json,
     "stopped, then continued": _stopped_and_continued,
     "unexpected exception": _unexpected,
 }
