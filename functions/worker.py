@@ -144,7 +144,21 @@ def _after_error(svc: Services, record: RunRecord, message: RunMessage, exc: Exc
         svc.runs.update(record)
     except Exception:
         log.exception("could not record the failed attempt of run %s", record.run_id)
-    raise exc
+    raise _scrubbed(exc)
+
+
+def _scrubbed(exc: Exception) -> Exception:
+    """`exc`, same type (the host's retry, and the tests, see what happened), with scrubbed text and
+    no chained exceptions or deep traceback: the host reports an escaping exception's message and
+    stack to Application Insights itself, past the log redaction."""
+    from shared.redact import scrub
+
+    exc.args = tuple(scrub(arg) if isinstance(arg, str) else arg for arg in exc.args)
+    if scrub(str(exc)) != str(exc):  # a __str__ built from more than args
+        exc.args = (scrub(str(exc)),)
+    exc.__cause__ = exc.__context__ = None
+    exc.__suppress_context__ = True
+    return exc.with_traceback(None)
 
 
 def _work(svc: Services, record: RunRecord, message: RunMessage) -> None:

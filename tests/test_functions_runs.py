@@ -352,3 +352,29 @@ def test_a_busy_account_requeues_the_run_without_using_up_retries(ready: AppEnv,
     done = run_status(location).body
     assert done["status"] == "succeeded", done
     assert done["counts"]["accepted"] == 300
+
+
+def test_an_exception_the_host_sees_carries_no_key_or_email(ready: AppEnv, monkeypatch):
+    # The Functions host reports an escaping exception's message and stack to Application Insights
+    # itself, past the log redaction (issue 12, finding 2).
+    from shared import pipeline
+    from shared.redact import register_secret_value
+
+    register_secret_value("CANARY-worker-3b7d1e9f-key")
+
+    def bug(*_: object, **__: object) -> None:
+        try:
+            raise KeyError("person7@example.com")
+        except KeyError as inner:
+            raise RuntimeError("key CANARY-worker-3b7d1e9f-key for person7%40example.com") from inner
+
+    monkeypatch.setattr(pipeline, "run_export", bug)
+    start()
+    with pytest.raises(RuntimeError) as raised:
+        deliver(ready)
+    import traceback
+
+    text = "".join(traceback.format_exception(raised.value))
+    assert "CANARY-worker-3b7d1e9f-key" not in text
+    assert "person7" not in text
+    assert "p***@example.com" in str(raised.value)
