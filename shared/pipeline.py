@@ -334,6 +334,26 @@ class _Run:
             lease.renew()
             self._lease_renewed = self.ctx.clock()
 
+    def _record_landing(self) -> None:
+        """When the snapshot landed, for the run's freshness figures; never a reason to fail."""
+        from shared.freshness import snapshot_landed_at
+
+        if self.record.snapshot_landed_at is None:
+            try:
+                landed = snapshot_landed_at(self.ctx.segment_blobs, self.export.source)
+            except Exception as exc:
+                log.warning(
+                    "run %s: could not read when its snapshot landed: %s",
+                    self.record.run_id,
+                    type(exc).__name__,
+                )
+                landed = None
+            if landed is not None:
+                stamp = landed.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+                self.record.snapshot_landed_at = stamp
+        self.report.snapshot_landed_at = self.record.snapshot_landed_at
+        self.report.first_contact_queued_at = self.record.first_contact_queued_at
+
     # ------------------------------------------------------------------ pass 1
     def _sync(
         self, client: ActiveCampaignClient, field_ids: dict[str, int]
@@ -348,6 +368,7 @@ class _Run:
                 "check the export's source; nothing was sent and the list was left as it is"
             )
         report.snapshot_id = self.record.snapshot_id = snapshot.snapshot_id
+        self._record_landing()
         report.notes = list(snapshot.notes)
         mapper = RowMapper(export.mapping, snapshot.columns, field_ids)
         rejected = RejectedRowsWriter(snapshot.columns)
@@ -566,6 +587,9 @@ class _Run:
         def on_queued(batch_id: str, indexes: list[int]) -> None:
             nonlocal next_index, halt
             report.batches += 1
+            if self.record.first_contact_queued_at is None:  # freshness: the first batch of the run
+                self.record.first_contact_queued_at = utc_now()
+            report.first_contact_queued_at = self.record.first_contact_queued_at
             next_index = max(next_index, max(indexes) + 1)
             self.progress.live["sent"] = min(next_index, n_send)
             save_checkpoint()

@@ -61,6 +61,9 @@ class RunReport:
     report_blob: str | None = None
     rejected_blob: str | None = None
     unsubscribed_blob: str | None = None  # mirror runs: who left the segment and what became of them
+    # Freshness (issue 15): when the snapshot landed, and when ActiveCampaign first queued a batch.
+    snapshot_landed_at: str | None = None
+    first_contact_queued_at: str | None = None
 
     @property
     def rejected_total(self) -> int:

@@ -109,6 +109,10 @@ class RunRecord:
     updated_at: str | None = None
     # Who started the run: "api:<caller>" (masked like a log line), "schedule" or "cli".
     started_by: str = ""
+    # Freshness: when the snapshot the run reads landed (its model.json, or newest CSV, was written)
+    # and when ActiveCampaign first queued a batch of it (kept across continuations).
+    snapshot_landed_at: str | None = None
+    first_contact_queued_at: str | None = None
 
     def __setattr__(self, name: str, value: Any) -> None:
         if name == "status" and "status" in self.__dict__:

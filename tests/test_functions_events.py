@@ -220,3 +220,30 @@ def test_plain_csv_folder_is_queued_only_after_its_quiet_time(app_env: AppEnv, a
     assert decision("plain")["outcome"] == "queued"
     handle_message(svc, check, message_id="late", now=landed + timedelta(seconds=300))
     assert queued(app_env) == Counter({"plain": 1})  # the other checks of the same snapshot: nothing
+
+
+def test_an_event_started_run_records_when_its_snapshot_landed_and_first_contacts_were_queued(
+    app_env: AppEnv, ac_sandbox, segments: ContainerClient
+):
+    from tests.fixtures.sandbox import SANDBOX_API_KEY
+
+    app_env.monkeypatch.setenv("ACTIVECAMPAIGN_MAIN", SANDBOX_API_KEY)
+    create_connection(ac_sandbox.hostname)
+    write_ci_snapshot(segments, "Vip", profiles(3))
+    create_export(segments.container_name, name="fresh")
+    write_ci_snapshot(segments, "Vip", profiles(20), time_folder="2026/11/21/0600")
+    landed = segments.get_blob_client(f"{FOLDER}/model.json").get_blob_properties().last_modified
+    deliver_event(app_env, event_message(blob_created_event(segments, f"{FOLDER}/model.json")))
+    message = app_env.receive()
+    handler("export_worker")(message)
+    app_env.delete(message)
+
+    (run,) = call("export_runs", "GET", "exports/fresh/runs", route={"name": "fresh"}).body["runs"]
+    assert (run["status"], run["trigger"]) == ("succeeded", "event")
+    snapshot_landed = datetime.fromisoformat(run["snapshotLandedAt"].replace("Z", "+00:00"))
+    first_queued = datetime.fromisoformat(run["firstContactQueuedAt"].replace("Z", "+00:00"))
+    assert snapshot_landed == landed
+    assert landed <= first_queued <= datetime.now(UTC)
+    report = json.loads(app_env.app.download_blob(run["reportBlob"]).readall())
+    assert report["snapshot_landed_at"] == run["snapshotLandedAt"]
+    assert report["first_contact_queued_at"] == run["firstContactQueuedAt"]
