@@ -25,6 +25,8 @@ from shared.errors import EngineError, classify
 from shared.settings import SettingsError, load_settings
 
 log = logging.getLogger(__name__)
+# The largest body any route takes: an export with hundreds of mapped fields is a few tens of KB.
+MAX_BODY_BYTES = 1024 * 1024
 Handler = Callable[[func.HttpRequest], func.HttpResponse]
 _TRUE = {"true", "1", "yes"}
 _FALSE = {"false", "0", "no", ""}
@@ -133,8 +135,16 @@ def _refusal() -> str | None:
 
 
 def read_json_object(req: func.HttpRequest, *, required: bool = True) -> dict[str, Any]:
-    """The body as a JSON object; 400 for anything else. An empty optional body is `{}`."""
+    """The body as a JSON object; 400 for anything else, 413 past MAX_BODY_BYTES. An empty optional
+    body is `{}`."""
     raw = req.get_body()
+    if len(raw) > MAX_BODY_BYTES:
+        raise ApiError(
+            413,
+            "BodyTooLarge",
+            f"the request body has {len(raw):,} bytes; a connection, an export or run options fit in "
+            f"{MAX_BODY_BYTES:,}",
+        )
     if not raw.strip():
         if required:
             raise ApiError(400, "BodyRequired", "send a JSON object in the request body")

@@ -126,3 +126,13 @@ def test_a_deeply_nested_configuration_file_is_a_config_error() -> None:
     with pytest.raises(ConfigError) as raised:
         load_config_text('{"connections": ' + "[" * 100_000 + "]" * 100_000 + "}", **TRUST)
     assert "nested" in str(raised.value)
+
+
+@pytest.mark.usefixtures("app_env")
+def test_an_oversized_body_is_413_before_it_is_parsed() -> None:
+    from functions.http import MAX_BODY_BYTES
+
+    raw = b'{"displayName": "' + b"x" * MAX_BODY_BYTES + b'"}'
+    resp = call("connection_item", "PUT", "x", route={"name": "main"}, raw=raw)
+    assert resp.status == 413, resp.body
+    assert resp.body["error"]["code"] == "BodyTooLarge"
