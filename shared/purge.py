@@ -8,7 +8,8 @@ What an export leaves in the app container (SECURITY.md has the table):
   and by `sweep` once older than `REJECTED_ROWS_RETENTION_DAYS`.
 - `runs/<export>/<runId>/run.json` and `report.json`: counts, timings and scrubbed error texts (no
   cell values): deleted with the export unless the caller asks to keep its history.
-- the active-run marker and the timer's last decision: deleted with the export.
+- the active-run marker, the timer's last decision and the refresh-event claims
+  (`events/<export>/`): deleted with the export.
 
 Deletion comes after the export is removed from the configuration (so its run stops before the next
 batch). A run that was between two batches may still write after the purge; `sweep` removes what
@@ -26,7 +27,7 @@ from datetime import datetime, timedelta
 from azure.core.exceptions import ResourceNotFoundError
 from azure.storage.blob import ContainerClient
 
-from shared.decisions import DecisionStore
+from shared.decisions import DecisionStore, SnapshotClaims
 from shared.storage import (
     RUN_REJECTED,
     active_marker_blob,
@@ -89,10 +90,13 @@ def purge_export(container: ContainerClient, export: str, *, keep_history: bool 
             rejected += _delete(container, blob.name)
         elif not keep_history:
             runs += _delete(container, blob.name)
-    # Nothing can be running any more: a marker left would only block a new export of that name.
+    # Nothing can be running any more: a marker left would only block a new export of that name,
+    # and refresh-event claims would keep it from running for a snapshot its namesake had.
     other = _delete(container, active_marker_blob(export)) + _delete(
         container, DecisionStore.blob_name(export)
     )
+    claims = SnapshotClaims.blob_name(export, "").rpartition("/")[0] + "/"
+    other += sum(_delete(container, b.name) for b in container.list_blobs(name_starts_with=claims))
     purged = Purged(state=state, rejected=rejected, runs=runs, other=other)
     log.info(
         "export %s: deleted its delivered state and checkpoint (%d blobs), %d rejected-row reports, %d run "

@@ -51,10 +51,15 @@ def _text_of(env: AppEnv, export: str) -> str:
 
 
 def test_deleting_an_export_deletes_its_state_checkpoints_runs_and_reports(delivered: AppEnv):
+    from shared.decisions import SnapshotClaims
+
     delivered.app.upload_blob("state/vip/checkpoint.json", b"{}", overwrite=True)  # an unfinished run's
+    claims = SnapshotClaims(delivered.app)
+    assert claims.claim("vip", "2026/11/20/0600", {"why": "refresh event"})
     resp = call("export_item", "DELETE", "exports/vip", route={"name": "vip"})
     assert resp.status == 204, resp.body
     assert _of(delivered, "vip") == set()
+    assert not delivered.app.get_blob_client(SnapshotClaims.blob_name("vip", "2026/11/20/0600")).exists()
     assert _of(delivered, "other")  # another export's data is untouched
     assert call("export_runs", "GET", "x", route={"name": "vip"}).status == 404
 
