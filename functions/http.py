@@ -22,6 +22,7 @@ from shared.auth import Action, AuthError, Caller, authorize, caller_from_header
 from shared.boundedjson import TooDeep
 from shared.config import ConfigError
 from shared.errors import EngineError, classify
+from shared.redact import scrub
 from shared.settings import SettingsError, load_settings
 
 log = logging.getLogger(__name__)
@@ -67,9 +68,11 @@ def no_content(headers: Mapping[str, str] | None = None) -> func.HttpResponse:
 
 
 def error_response(error: ApiError) -> func.HttpResponse:
-    payload: dict[str, Any] = {"code": error.code, "message": error.message}
+    # Scrubbed whatever built the message (a validation error quoting a value, an ActiveCampaign or
+    # segment error passed on): no API error carries a key or an email.
+    payload: dict[str, Any] = {"code": error.code, "message": scrub(error.message)}
     if error.details:
-        payload["details"] = error.details
+        payload["details"] = [scrub(detail) for detail in error.details]
     return json_response({"error": payload, **error.extra}, status=error.status)
 
 

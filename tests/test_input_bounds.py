@@ -136,3 +136,21 @@ def test_an_oversized_body_is_413_before_it_is_parsed() -> None:
     resp = call("connection_item", "PUT", "x", route={"name": "main"}, raw=raw)
     assert resp.status == 413, resp.body
     assert resp.body["error"]["code"] == "BodyTooLarge"
+
+
+@pytest.mark.usefixtures("app_env")
+def test_api_errors_never_echo_an_email_or_a_key() -> None:
+    from shared.redact import register_secret_value
+
+    register_secret_value("CANARY-apierror-91c2-key")
+    body = {
+        "displayName": ["jane.doe@example.com", "CANARY-apierror-91c2-key"],
+        "hostname": "jane.doe%40example.com",
+        "dataPrivacyConsent": True,
+    }
+    resp = call("connection_item", "PUT", "x", route={"name": "main"}, body=body)
+    assert resp.status == 400, resp.body
+    text = json.dumps(resp.body)
+    assert "displayName" in text
+    assert "jane.doe" not in text
+    assert "CANARY-apierror-91c2-key" not in text
