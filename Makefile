@@ -7,9 +7,13 @@ NODE_STAMP := node_modules/.installed
 IAC_VENV := .venv-iac
 IAC_STAMP := $(IAC_VENV)/.installed
 
-.PHONY: setup demo serve test lint typecheck pytest bench clean
+.PHONY: setup browser demo serve test lint typecheck pytest bench clean
 
-setup: $(STAMP) $(NODE_STAMP) $(IAC_STAMP)
+setup: $(STAMP) $(NODE_STAMP) $(IAC_STAMP) browser
+
+# Headless Chromium + chromedriver (Debian packages) for the web console's browser tests.
+browser:
+	scripts/setup_browser.sh
 
 $(STAMP): requirements.txt requirements-dev.txt
 	$(PY) -m venv $(VENV)

@@ -111,4 +111,22 @@ export async function sendJson(method, path, body, options = {}) {
   return { status: response.status, headers: response.headers, body: text ? JSON.parse(text) : null };
 }
 
+// A paged discovery route ({items, next}): every page, following `next` as ActiveCampaign pages.
+export async function getAllPages(path, key) {
+  const items = [];
+  let next = path;
+  for (let page = 0; next && page < 1000; page += 1) {
+    const body = await getJson(next);
+    items.push(...(body[key] || []));
+    next = body.next || null;
+  }
+  return items;
+}
+
+// The `rel="next"` target of a Link header, or null.
+export function nextLink(response) {
+  const match = /<([^>]+)>;\s*rel="next"/.exec(response.headers.get("Link") || "");
+  return match ? match[1] : null;
+}
+
 export const enc = encodeURIComponent;

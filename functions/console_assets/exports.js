@@ -1,6 +1,6 @@
 // Data > Exports: which segment goes to which ActiveCampaign list, and how its columns map.
 
-import { call, enc, getJson, sendJson } from "./api.js";
+import { call, enc, getAllPages, getJson, sendJson } from "./api.js";
 import { checkbox, confirmDialog, errorBox, field, h, notice, number, radios, replace, table, uid, when } from "./dom.js";
 import { startRun, statusBadge } from "./runs.js";
 
@@ -55,7 +55,7 @@ export async function list(main, ctx) {
         may.startRuns !== "never"
           ? [
               h("button", { type: "button", class: "secondary", "aria-label": `Preview export ${exp.name} (dry run)`, onclick: () => startRun(ctx, exp.name, { dryRun: true }, status) }, "Preview"),
-              h("button", { type: "button", "aria-label": `Run export ${exp.name} now`, onclick: () => startRun(ctx, exp.name, {}, status) }, "Run now"),
+              h("button", { type: "button", "aria-label": `Run now: export ${exp.name}`, onclick: () => startRun(ctx, exp.name, {}, status) }, "Run now"),
             ]
           : null,
         may.changeExports ? h("button", { type: "button", class: "secondary", "aria-label": `Delete export ${exp.name}`, onclick: () => remove(ctx, exp, status) }, "Delete") : null,
@@ -153,8 +153,7 @@ export async function form(main, ctx, name) {
     replace(listSlot, h("p", { class: "loading" }, "Loading the account's lists…"));
     const current = listControl ? Number(listControl.value) || existing?.listId : existing?.listId;
     try {
-      const body = await getJson(`/api/connections/${enc(connection.value)}/lists`);
-      const lists = body.lists || [];
+      const lists = await getAllPages(`/api/connections/${enc(connection.value)}/lists`, "lists");
       listControl = h(
         "select",
         { required: true },
@@ -255,8 +254,7 @@ export async function form(main, ctx, name) {
 
   const drawFields = async () => {
     try {
-      const body = await getJson(`/api/connections/${enc(connection.value)}/fields`);
-      state.fields = body.fields || [];
+      state.fields = await getAllPages(`/api/connections/${enc(connection.value)}/fields`, "fields");
       state.fieldsProblem = null;
     } catch (error) {
       state.fields = [];

@@ -1,7 +1,7 @@
 // Run history: the runs of one export, a chart of what each sent, one run's report in plain
 // words, its rejected rows, and live progress while a run is going.
 
-import { apiUrl, call, enc, getJson, sendJson } from "./api.js";
+import { apiUrl, call, enc, getJson, nextLink, sendJson } from "./api.js";
 import { announce, checkbox, errorBox, h, notice, number, replace, table, when } from "./dom.js";
 import { runChart } from "./chart.js";
 import { parseCsv } from "./csv.js";
@@ -191,20 +191,34 @@ function progress(run) {
   );
 }
 
+// Every page of the rejected rows as one CSV text (the header once).
+async function wholeCsv(path) {
+  let next = `${path}?limit=100000`;
+  let text = "";
+  for (let page = 0; next && page < 1000; page += 1) {
+    const response = await call("GET", next, { accept: "text/csv" });
+    const part = await response.text();
+    text += page === 0 ? part : part.slice(part.indexOf("\n") + 1);
+    next = nextLink(response);
+  }
+  return text;
+}
+
 async function rejectedRows(exportName, run) {
   const path = `/api/exports/${enc(exportName)}/runs/${enc(run.runId)}/rejected`;
-  const response = await call("GET", path, { accept: "text/csv" });
-  const text = await response.text();
-  const rows = parseCsv(text);
-  const [header, ...data] = rows;
+  const response = await call("GET", `${path}?limit=${ROWS_SHOWN}`, { accept: "text/csv" });
+  const [header, ...data] = parseCsv(await response.text());
+  const more = Boolean(nextLink(response));
+  const total = c(run, "rejected") + c(run, "duplicates") + c(run, "failed");
   const filename = `rejected-${exportName}-${run.runId}.csv`;
   const download = h(
     "button",
     {
       type: "button",
       class: "secondary",
-      onclick: () => {
-        // The CSV fetched with the key; a blob URL saves it without the key ever being in a URL.
+      onclick: async () => {
+        // Fetched with the key; a blob URL saves it without the key ever being in a URL.
+        const text = await wholeCsv(path);
         const url = URL.createObjectURL(new Blob([text], { type: "text/csv" }));
         const link = h("a", { href: url, download: filename });
         document.body.append(link);
@@ -213,19 +227,19 @@ async function rejectedRows(exportName, run) {
         window.setTimeout(() => URL.revokeObjectURL(url), 10000);
       },
     },
-    `Download rejected rows (CSV, ${plural(data.length, "row")})`,
+    "Download rejected rows (CSV)",
   );
   if (!header || !data.length) return h("section", { "aria-labelledby": "rejected-h" }, h("h2", { id: "rejected-h" }, "Rejected rows"), h("p", {}, "No row was rejected."));
   return h(
     "section",
     { "aria-labelledby": "rejected-h" },
     h("h2", { id: "rejected-h" }, "Rejected rows"),
-    h("p", {}, data.length > ROWS_SHOWN ? `The first ${ROWS_SHOWN} of ${number(data.length)} rows; the CSV has all of them.` : `${plural(data.length, "row")}, each with the reason.`, " "),
+    h("p", {}, more ? `The first ${number(data.length)} of about ${number(total)} rows; the CSV download has all of them.` : `${plural(data.length, "row")}, each with its reason.`),
     h("p", {}, download),
     table(
       "Rejected rows",
       header,
-      data.slice(0, ROWS_SHOWN).map((row) => h("tr", {}, row.map((value, i) => (i === 0 ? h("th", { scope: "row" }, value) : h("td", {}, value))))),
+      data.map((row) => h("tr", {}, row.map((value, i) => (i === 0 ? h("th", { scope: "row" }, value) : h("td", {}, value))))),
       { className: "rejected" },
     ),
   );

@@ -1,0 +1,367 @@
+"""The web console in a real browser: headless Chromium against `scripts.serve`, Azurite and the
+ActiveCampaign sandbox, driven the way a person uses it.
+
+Screenshots of each screen go to $CONSOLE_SCREENSHOTS (docs/console/ with `make screenshots`), else
+to the test's temporary folder.
+"""
+
+# ruff: noqa: F401, F811  (fixtures are imported from tests.test_functions_app and used as parameters)
+from __future__ import annotations
+
+import base64
+import csv
+import io
+import json
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from selenium.webdriver.common.action_chains import ActionChains
+from selenium.webdriver.common.by import By
+from selenium.webdriver.common.keys import Keys
+
+from shared.auth import ADMIN_ROLE, CONTRIBUTOR_ROLE, PRINCIPAL_HEADER
+from tests.fixtures.sandbox import CITY_FIELD_ID, SANDBOX_API_KEY
+from tests.fixtures.serve import Served, StartServe, base_env
+from tests.support.browser import Console, chromium
+from tests.support.segments import FOLDER, profiles, write_ci_snapshot
+from tests.test_functions_app import ROOT, AppEnv, app_env, segments
+
+GOOD_ROWS = 40
+# Rows the run must reject, each for its own reason (CustomerId, Email, First, Last, Phone, Tier).
+BAD_ROWS = [
+    ["900", "", "No", "Email", "", "gold"],
+    ["901", "not-an-email", "Bad", "Email", "", "gold"],
+    ["902", "person3@example.com", "Again", "Duplicate", "", "gold"],
+]
+SERIOUS = {"serious", "critical"}
+
+
+@pytest.fixture
+def shots(tmp_path: Path) -> Path:
+    where = os.environ.get("CONSOLE_SCREENSHOTS")
+    path = (ROOT / where) if where else tmp_path / "shots"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+@pytest.fixture
+def downloads(tmp_path: Path) -> Path:
+    path = tmp_path / "downloads"
+    path.mkdir()
+    return path
+
+
+@pytest.fixture
+def snapshot(segments) -> Any:
+    write_ci_snapshot(segments, "Vip", [*profiles(GOOD_ROWS), *BAD_ROWS])
+    return segments
+
+
+@contextmanager
+def open_console(
+    served: Served, shots: Path, downloads: Path, *, width: int = 1280, zoom: float = 1.0
+) -> Iterator[Console]:
+    with chromium(downloads) as driver:
+        console = Console(driver, served.api + "/console", shots, width=width, zoom=zoom)
+        yield console
+        errors = console.console_errors()
+        assert not [e for e in errors if "Content Security Policy" in e or "Refused to" in e], errors
+        origin = served.url + "/"
+        assert [u for u in console.resources() if not u.startswith(origin)] == []
+
+
+def no_serious_violations(console: Console, screen: str) -> None:
+    bad = [v for v in console.axe() if v["impact"] in SERIOUS]
+    assert bad == [], f"{screen}: {json.dumps(bad, indent=1)}"
+
+
+def principal(*roles: str) -> str:
+    claims = [{"typ": "preferred_username", "val": "casey@example.com"}]
+    claims += [{"typ": "roles", "val": role} for role in roles]
+    doc = {"auth_typ": "aad", "claims": claims, "name_typ": "name", "role_typ": "roles"}
+    return base64.b64encode(json.dumps(doc).encode()).decode()
+
+
+# --- an administrator, from an empty app to a finished run ---------------------------------------
+
+
+def test_from_an_empty_app_connect_configure_preview_run_and_read_the_report(
+    serve: StartServe, app_env: AppEnv, ac_sandbox, snapshot, shots: Path, downloads: Path
+):
+    served = serve(base_env(app_env.azurite))
+    with open_console(served, shots, downloads) as console:
+        # Key mode: the console asks for the function key once, and keeps it for the session only.
+        console.go("")
+        console.see("Sign in")
+        console.shot("sign-in")
+        console.type("Function key", "local-function-key")
+        console.click("Sign in")
+        console.see("No exports yet.")
+        stored = console.driver.execute_script(
+            "return [sessionStorage.getItem('functionKey'), localStorage.length, document.cookie]"
+        )
+        assert stored == ["local-function-key", 0, ""]
+
+        # Connections: a hostname in the wrong form is refused as typed, a wrong key by Connect.
+        console.link("Connections").click()
+        console.see("No connections yet.")
+        console.link("Add connection").click()
+        console.type("Connection name", "marketing")
+        console.type("Display name", "ActiveCampaign (marketing)")
+        console.type("REST endpoint hostname", "https://acme.api-us1.com")
+        console.see("Leave out the scheme (https://)")
+        console.type("REST endpoint hostname", ac_sandbox.hostname)
+        console.wait(lambda: "Leave out" not in console.main_text(), "the hostname error to clear")
+        console.type("API key", "not-the-key")
+        console.field("I agree").click()
+        assert console.button("Save").get_attribute("disabled") is not None
+        console.click("Connect")
+        assert "refused the API key" in console.alert_text()
+        assert console.button("Save").get_attribute("disabled") is not None
+        console.type("API key", SANDBOX_API_KEY)
+        console.click("Connect")
+        console.see("Connected.")
+        console.shot("connection-form", full_page=True)
+        console.click("Save")
+        console.see("Saved connection ActiveCampaign (marketing).")
+        console.shot("connections")
+        assert SANDBOX_API_KEY not in console.driver.page_source
+
+        # Exports: the list picked by name, columns from the segment, a custom field from page 2.
+        console.link("Exports").click()
+        console.link("Add export").click()
+        console.type("Export name", "vip")
+        console.choose("ActiveCampaign list", "Newsletter (list id 1)")
+        console.type("Container", snapshot.container_name)
+        console.type("Folder", FOLDER)
+        console.type("Segment", "Vip")
+        console.click("Load columns")
+        console.see("The segment has 6 columns.")
+        console.choose("Email", "EmailAddress")
+        console.click("Add attribute")
+        console.choose("Attribute 1", "First name")
+        console.choose("Column for attribute 1", "FirstName")
+        console.click("Add attribute")
+        console.choose("Attribute 2", "City (CITY, text)")
+        console.choose("Column for attribute 2", "LoyaltyTier")
+        console.type("Tags", "segment:vip")
+        console.shot("export-form", full_page=True)
+        console.click("Save")
+        console.see("Saved export vip.")
+        console.see("Saving does not run the export.")
+        with httpx.Client(base_url=served.api, timeout=30) as api:
+            saved = api.get("/exports/vip").json()
+        assert saved["listId"] == 1
+        assert saved["mapping"] == {
+            "email": "EmailAddress",
+            "firstName": "FirstName",
+            "fields": {"CITY": "LoyaltyTier"},
+            "tags": ["segment:vip"],
+        }
+
+        # Preview: read and planned, nothing sent.
+        console.click("Preview (dry run)")
+        console.see("Succeeded (preview)")
+        console.see(f"This was a preview: it would send {GOOD_ROWS} contacts and sent nothing.")
+        assert ac_sandbox.state.list_members(1) == {}
+
+        # Run now, held at ActiveCampaign's processing so the live progress can be watched.
+        ac_sandbox.pause_processing()
+        console.link("vip").click()
+        console.see("Runs of export vip")
+        console.click("Run now")
+        console.see("Progress")
+        console.wait(lambda: "Sending:" in console.main_text(), "live progress of the sending")
+        console.shot("run-progress")
+        ac_sandbox.resume_processing()
+        console.see("Succeeded", timeout=90)
+        console.see(f"ActiveCampaign accepted {GOOD_ROWS}.")
+        console.see(
+            "Rejected 2 rows before sending: 1 with no email address, 1 with an invalid email address."
+        )
+        console.see("Skipped 1 duplicate")
+        console.see("Rejected rows")
+        rows = console.driver.find_elements(By.CSS_SELECTOR, "table.rejected tbody tr")
+        reasons = sorted(r.find_elements(By.TAG_NAME, "td")[1].text for r in rows)
+        assert reasons == ["duplicate", "invalid_email", "missing_email"]
+        console.shot("run-report", full_page=True)
+
+        # The CSV download is the API's rejected rows, byte for byte.
+        console.click("Download rejected rows (CSV)")
+        csv_file = console.wait(lambda: next(iter(downloads.glob("*.csv")), None), "the CSV download")
+        console.wait(lambda: not list(downloads.glob("*.crdownload")), "the download to complete")
+        with httpx.Client(base_url=served.api, timeout=30) as api:
+            run_id = api.get("/exports/vip/runs").json()["runs"][0]["runId"]
+            expected = api.get(f"/exports/vip/runs/{run_id}/rejected").text
+        assert csv_file.read_text(encoding="utf-8") == expected
+        assert len(list(csv.reader(io.StringIO(expected)))) == 1 + len(BAD_ROWS)
+
+        # Run history: both runs in the table and the chart.
+        console.link("vip").click()
+        console.see("Contacts sent, rejected and removed per run")
+        assert len(console.driver.find_elements(By.CSS_SELECTOR, "main table tbody tr")) == 2
+        assert len(console.driver.find_elements(By.CSS_SELECTOR, "svg.chart rect")) == 2 * 3
+        label = console.driver.find_element(By.CSS_SELECTOR, "svg.chart").get_attribute("aria-label")
+        assert f"sent {GOOD_ROWS}" in str(label)
+        console.shot("run-history", full_page=True)
+        console.link("Exports").click()
+        console.see("Succeeded")
+        console.shot("exports")
+    assert len(ac_sandbox.state.list_members(1)) == GOOD_ROWS
+
+
+# --- a contributor ------------------------------------------------------------------------------
+
+
+def test_a_contributor_sees_only_what_the_api_lets_them_do(
+    serve: StartServe, app_env: AppEnv, ac_sandbox, snapshot, shots: Path, downloads: Path
+):
+    served = serve(base_env(app_env.azurite, AUTH_MODE="entra", WEBSITE_AUTH_ENABLED="True"))
+    admin = {PRINCIPAL_HEADER: principal(ADMIN_ROLE)}
+    with httpx.Client(base_url=served.api, timeout=30, headers=admin) as api:
+        body = {
+            "displayName": "ActiveCampaign (main)",
+            "hostname": ac_sandbox.hostname,
+            "dataPrivacyConsent": True,
+            "apiKey": SANDBOX_API_KEY,
+        }
+        assert api.put("/connections/main", json=body).status_code == 201
+        export = {
+            "connection": "main",
+            "source": {"container": snapshot.container_name, "folder": FOLDER, "segment": "Vip"},
+            "listId": 1,
+            "mapping": {"email": "EmailAddress"},
+            "trigger": "manual",
+        }
+        assert api.put("/exports/vip", json=export).status_code == 201
+    with open_console(served, shots, downloads) as console:
+        # What App Service Authentication adds to every request of a signed-in contributor.
+        console.driver.execute_cdp_cmd("Network.enable", {})
+        console.driver.execute_cdp_cmd(
+            "Network.setExtraHTTPHeaders", {"headers": {PRINCIPAL_HEADER: principal(CONTRIBUTOR_ROLE)}}
+        )
+        console.go("#/exports")
+        console.see("vip")
+        assert "Signed in as casey@example.com (contributor)." in console.text()
+        assert not console.driver.find_elements(By.CSS_SELECTOR, "input[type=password]")  # no key asked
+        assert console.buttons() == ["Preview", "Run now"]
+        assert "Add export" not in console.main_text()
+        assert "Edit" not in console.main_text()
+        console.shot("contributor-exports")
+
+        console.link("Runs").click()
+        console.see("Runs of export vip")
+        assert console.buttons() == ["Preview (dry run)", "Run now"]  # no Full, no Force
+        console.click("Run now")
+        assert "allowContributors" in console.alert_text()
+        console.shot("contributor-run-refused")
+
+        console.link("Connections").click()
+        console.see("Only administrators manage connections.")
+        console.go("#/exports/vip/edit")
+        console.see("Only administrators change exports.")
+
+
+# --- accessibility: axe-core, keyboard only, 200% zoom and narrow screens ----------------------
+
+
+def seed(api: httpx.Client, ac_sandbox, container: str) -> str:
+    body = {
+        "displayName": "ActiveCampaign (main)",
+        "hostname": ac_sandbox.hostname,
+        "dataPrivacyConsent": True,
+        "apiKey": SANDBOX_API_KEY,
+    }
+    assert api.put("/connections/main", json=body).status_code == 201
+    export = {
+        "connection": "main",
+        "source": {"container": container, "folder": FOLDER, "segment": "Vip"},
+        "listId": 1,
+        "mapping": {"email": "EmailAddress", "firstName": "FirstName"},
+    }
+    assert api.put("/exports/vip", json=export).status_code == 201
+    run_id = str(api.post("/exports/vip/runs", json={}).json()["runId"])
+    for _ in range(600):
+        if api.get(f"/exports/vip/runs/{run_id}").json()["status"] in ("succeeded", "failed"):
+            break
+        ac_sandbox.wait_until_idle(0.1)
+    assert api.get(f"/exports/vip/runs/{run_id}").json()["status"] == "succeeded"
+    return run_id
+
+
+SCREENS = [
+    ("exports", "#/exports", "Exports"),
+    ("export form", "#/exports/vip/edit", "Edit export vip"),
+    ("connections", "#/connections", "Connections"),
+    ("connection form", "#/connections/main/edit", "Edit connection"),
+    ("run history", "#/exports/vip/runs", "Runs of export vip"),
+]
+
+
+def test_every_screen_is_accessible_by_keyboard_at_200_percent_and_on_a_narrow_screen(
+    serve: StartServe, app_env: AppEnv, ac_sandbox, snapshot, shots: Path, downloads: Path
+):
+    served = serve(base_env(app_env.azurite))
+    with httpx.Client(base_url=served.api, timeout=30) as api:
+        run_id = seed(api, ac_sandbox, snapshot.container_name)
+    screens = [*SCREENS, ("run report", f"#/exports/vip/runs/{run_id}", "What happened")]
+    with open_console(served, shots, downloads) as console:
+        # Keyboard only: the key field has the focus, Enter signs in.
+        console.go("#/exports")
+        console.see("Sign in")
+        no_serious_violations(console, "sign in")
+        focused = console.driver.switch_to.active_element
+        assert focused.get_attribute("type") == "password"
+        focused.send_keys("local-function-key", Keys.ENTER)
+        console.see("vip")
+        # The skip link is the first stop of the page, shows when focused and jumps to the content.
+        first = console.driver.execute_script(
+            "return [...document.querySelectorAll('a[href], button, input, select')][0].textContent"
+        )
+        assert first == "Skip to content"
+        console.driver.execute_script("document.querySelector('.skip-link').focus()")
+        assert console.driver.execute_script("return document.activeElement.getBoundingClientRect().top") >= 0
+        keys = ActionChains(console.driver)
+        keys.send_keys(Keys.ENTER).perform()
+        assert console.driver.switch_to.active_element.get_attribute("id") == "main"
+        keys.send_keys(Keys.TAB).perform()
+        for _ in range(30):
+            if console.driver.switch_to.active_element.text == "Add export":
+                break
+            keys.send_keys(Keys.TAB).perform()
+        assert console.driver.switch_to.active_element.text == "Add export"
+        keys.send_keys(Keys.ENTER).perform()
+        console.see("Export name")
+
+        for name, hash_, heading in screens:
+            console.go(hash_)
+            console.see(heading)
+            no_serious_violations(console, name)
+
+    # 200% zoom of a 1280 px window is a 640 CSS px viewport; 320 px is the narrowest (WCAG reflow).
+    for width, zoom in ((640, 2.0), (320, 1.0)):
+        with open_console(served, shots, downloads, width=width, zoom=zoom) as console:
+            console.go("")
+            console.see("Sign in")
+            console.type("Function key", "local-function-key")
+            console.click("Sign in")
+            for name, hash_, heading in screens:
+                console.go(hash_)
+                console.see(heading)
+                overflow = console.driver.execute_script(
+                    "return document.documentElement.scrollWidth - document.documentElement.clientWidth"
+                )
+                wide = console.driver.execute_script(
+                    "const w = document.documentElement.clientWidth;"
+                    "return [...document.querySelectorAll('body *')].filter((e) => e.getBoundingClientRect().right > w"
+                    " && !e.closest('.table-wrap')).slice(0, 5).map((e) => e.tagName + '.' + e.className)"
+                )
+                assert overflow <= 0, f"{name} at {width} px scrolls sideways by {overflow} px: {wide}"
+            console.go(f"#/exports/vip/runs/{run_id}")
+            console.see("What happened")
+            console.shot("run-report-zoom-200" if zoom == 2.0 else "run-report-320px", full_page=True)
