@@ -7,7 +7,7 @@ NODE_STAMP := node_modules/.installed
 IAC_VENV := .venv-iac
 IAC_STAMP := $(IAC_VENV)/.installed
 
-.PHONY: setup browser demo serve test lint typecheck pytest bench clean
+.PHONY: setup browser demo serve test lint typecheck pytest bench screenshots clean
 
 setup: $(STAMP) $(NODE_STAMP) $(IAC_STAMP) browser
 
@@ -52,6 +52,10 @@ pytest: setup
 	$(VPY) -m pytest; rc=$$?; if [ $$rc -eq 5 ]; then echo "pytest collected no tests" >&2; exit 1; fi; exit $$rc
 
 test: lint typecheck pytest
+
+# Re-take the web console's screenshots in docs/console/ (its browser tests write them there).
+screenshots: setup
+	CONSOLE_SCREENSHOTS=docs/console $(VPY) -m pytest -q tests/test_console_browser.py
 
 bench: setup
 	$(VPY) -m scripts.bench

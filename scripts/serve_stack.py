@@ -294,6 +294,7 @@ def print_welcome(api: str, storage: str, sandbox_host: str, export: dict[str, A
         f"""
 The app is running on this machine.
   API              {api}   (function keys are not checked locally)
+  Web console      {api}/console   (asks for a function key: any value works locally)
   Storage          Azurite (in memory: gone when stopped), AzureWebJobsStorage={storage}
   ActiveCampaign   the sandbox at http://{sandbox_host} (API key {SANDBOX_API_KEY!r})
   Sample segment   {blobs} blobs in container {SEGMENT_CONTAINER!r}, 12,000 profiles (131 of them bad on purpose)

@@ -197,9 +197,9 @@ def test_from_an_empty_app_connect_configure_preview_run_and_read_the_report(
         console.wait(lambda: not list(downloads.glob("*.crdownload")), "the download to complete")
         with httpx.Client(base_url=served.api, timeout=30) as api:
             run_id = api.get("/exports/vip/runs").json()["runs"][0]["runId"]
-            expected = api.get(f"/exports/vip/runs/{run_id}/rejected").text
-        assert csv_file.read_text(encoding="utf-8") == expected
-        assert len(list(csv.reader(io.StringIO(expected)))) == 1 + len(BAD_ROWS)
+            expected = api.get(f"/exports/vip/runs/{run_id}/rejected").content
+        assert csv_file.read_bytes() == expected
+        assert len(list(csv.reader(io.StringIO(expected.decode())))) == 1 + len(BAD_ROWS)
 
         # Run history: both runs in the table and the chart.
         console.link("vip").click()
@@ -212,6 +212,18 @@ def test_from_an_empty_app_connect_configure_preview_run_and_read_the_report(
         console.link("Exports").click()
         console.see("Succeeded")
         console.shot("exports")
+
+        # Editing and saving unchanged keeps the export exactly as it was.
+        console.link("Edit").click()
+        console.see("Edit export vip")
+        console.wait(lambda: console.field("ActiveCampaign list").get_attribute("value") == "1", "the list")
+        console.click("Save")
+        console.see("Saved export vip.")
+        with httpx.Client(base_url=served.api, timeout=30) as api:
+            again = api.get("/exports/vip").json()
+        assert {k: v for k, v in again.items() if k not in ("lastRun", "lastDecision")} == {
+            k: v for k, v in saved.items() if k not in ("lastRun", "lastDecision")
+        }
     assert len(ac_sandbox.state.list_members(1)) == GOOD_ROWS
 
 

@@ -13,10 +13,11 @@ const W = 640;
 const H = 260;
 const PAD = { left: 56, right: 12, top: 16, bottom: 48 };
 
+// The axis top: 4, 6, 8 or 10 times a power of ten, so the four grid steps are whole numbers.
 function niceMax(value) {
-  if (value <= 5) return 5;
+  if (value <= 4) return 4;
   const power = 10 ** Math.floor(Math.log10(value));
-  for (const step of [1, 2, 2.5, 5, 10]) if (step * power >= value) return step * power;
+  for (const step of [1, 2, 4, 6, 8, 10]) if (step * power >= value && (step * power) % 4 === 0) return step * power;
   return 10 * power;
 }
 

@@ -6,7 +6,7 @@ import { startRun, statusBadge } from "./runs.js";
 
 const NAME = /^[a-z0-9][a-z0-9-]{0,62}$/;
 // Fields of an export's view that are not part of what a PUT accepts.
-const VIEW_ONLY = ["name", "etag", "lastRun", "warnings", "links", "nextRun", "nextTrigger"];
+const VIEW_ONLY = ["name", "etag", "lastRun", "lastDecision", "warnings", "links", "nextRun", "nextTrigger"];
 const STANDARD = [
   ["firstName", "First name"],
   ["lastName", "Last name"],
@@ -46,7 +46,14 @@ export async function list(main, ctx) {
       h("td", {}, `list ${exp.listId}`),
       h("td", {}, exp.source.segment, h("span", { class: "sub" }, [exp.source.container, exp.source.folder].filter(Boolean).join(" / "))),
       lastRunCell(exp),
-      h("td", {}, triggerText(exp)),
+      h(
+        "td",
+        {},
+        triggerText(exp),
+        exp.lastDecision
+          ? h("span", { class: "sub" }, `Last check ${when(exp.lastDecision.at)}: ${exp.lastDecision.outcome}, ${exp.lastDecision.reason}`)
+          : null,
+      ),
       h(
         "td",
         { class: "row-actions" },
@@ -143,7 +150,9 @@ export async function form(main, ctx, name) {
   const connection = h(
     "select",
     { required: true },
-    connections.map((c) => h("option", { value: c.name, selected: c.name === existing?.connection }, `${c.displayName} (${c.name})`)),
+    connections.map((c) =>
+      h("option", { value: c.name, selected: c.name === existing?.connection }, c.displayName.toLowerCase().includes(c.name) ? c.displayName : `${c.displayName} (${c.name})`),
+    ),
   );
   const connectionField = field("Connection for export", connection, { hint: "The ActiveCampaign account the segment is sent to." });
 
