@@ -234,3 +234,14 @@ def test_the_page_meta_is_escaped():
     content = re.search(r'name="console-settings" content="([^"]*)"', body)
     assert content is not None
     assert json.loads(html.unescape(content.group(1)))["hostSuffixes"] == ['"><script>']
+
+
+def test_the_export_form_sends_back_exactly_what_the_schema_accepts():
+    # Fewer would drop settings the form does not show; more would send view-only fields back.
+    schema = json.loads((console.ASSETS.parents[1] / "shared" / "schemas" / "config.schema.json").read_text())
+    text = (ASSETS / "exports.js").read_text()
+    block = re.search(r"export const EXPORT_FIELDS = \[(.*?)\];", text, re.S)
+    assert block is not None
+    assert sorted(re.findall(r'"([A-Za-z]+)"', block.group(1))) == sorted(
+        schema["$defs"]["export"]["properties"]
+    )

@@ -106,6 +106,10 @@ def test_from_an_empty_app_connect_configure_preview_run_and_read_the_report(
             "return [sessionStorage.getItem('functionKey'), localStorage.length, document.cookie]"
         )
         assert stored == ["local-function-key", 0, ""]
+        console.driver.refresh()  # once per browser session: a reload does not ask again
+        console.see("No exports yet.")
+        console.link("Add export").click()
+        console.see("No connections available to you.")
 
         # Connections: a hostname in the wrong form is refused as typed, a wrong key by Connect.
         console.link("Connections").click()
@@ -225,6 +229,48 @@ def test_from_an_empty_app_connect_configure_preview_run_and_read_the_report(
             k: v for k, v in saved.items() if k not in ("lastRun", "lastDecision")
         }
     assert len(ac_sandbox.state.list_members(1)) == GOOD_ROWS
+
+
+def test_deleting_a_connection_says_what_goes_with_it(
+    serve: StartServe, app_env: AppEnv, ac_sandbox, snapshot, shots: Path, downloads: Path
+):
+    served = serve(base_env(app_env.azurite))
+    with httpx.Client(base_url=served.api, timeout=30) as api:
+        body = {
+            "displayName": "ActiveCampaign (main)",
+            "hostname": ac_sandbox.hostname,
+            "dataPrivacyConsent": True,
+            "apiKey": SANDBOX_API_KEY,
+        }
+        assert api.put("/connections/main", json=body).status_code == 201
+        export = {
+            "connection": "main",
+            "source": {"container": snapshot.container_name, "folder": FOLDER, "segment": "Vip"},
+            "listId": 1,
+            "mapping": {"email": "EmailAddress"},
+        }
+        assert api.put("/exports/vip", json=export).status_code == 201
+        with open_console(served, shots, downloads) as console:
+            console.go("#/connections")
+            console.type("Function key", "local-function-key")
+            console.click("Sign in")
+            console.see("ActiveCampaign (main)")
+            console.click("Delete")
+            dialog = console.wait(
+                lambda: console.driver.find_element(By.CSS_SELECTOR, "dialog[open]"), "the dialog"
+            )
+            text = dialog.text
+            assert "deletes its stored API key (secret activecampaign-main)" in text
+            assert "It is used by the exports vip: they are deleted with it" in text
+            console.shot("connection-delete", full_page=False)
+            dialog.find_element(By.XPATH, ".//button[normalize-space()='Cancel']").click()
+            assert api.get("/connections/main").status_code == 200
+            console.click("Delete")
+            console.click("Delete connection")
+            console.see("Deleted connection ActiveCampaign (main).")
+            console.see("Also deleted: vip.")
+        assert api.get("/connections/main").status_code == 404
+        assert api.get("/exports/vip").status_code == 404
 
 
 # --- a contributor ------------------------------------------------------------------------------

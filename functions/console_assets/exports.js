@@ -5,8 +5,24 @@ import { checkbox, confirmDialog, errorBox, field, h, notice, number, radios, re
 import { startRun, statusBadge } from "./runs.js";
 
 const NAME = /^[a-z0-9][a-z0-9-]{0,62}$/;
-// Fields of an export's view that are not part of what a PUT accepts.
-const VIEW_ONLY = ["name", "etag", "lastRun", "lastDecision", "warnings", "links", "nextRun", "nextTrigger"];
+// What a PUT accepts (the export's properties in shared/schemas/config.schema.json; a test keeps
+// the two equal). An edit sends back every one of them the form does not show, so nothing is lost,
+// and nothing the view adds (lastRun, nextScheduledAt, ...).
+export const EXPORT_FIELDS = [
+  "connection",
+  "source",
+  "listId",
+  "mapping",
+  "enabled",
+  "trigger",
+  "schedule",
+  "mode",
+  "excludeAutomations",
+  "fullResyncEveryDays",
+  "maxRemovalShare",
+  "maxRejectedShare",
+  "maxContacts",
+];
 const STANDARD = [
   ["firstName", "First name"],
   ["lastName", "Last name"],
@@ -15,10 +31,12 @@ const STANDARD = [
 
 export function triggerText(exp) {
   if (exp.enabled === false) return "Disabled: runs only after it is enabled again.";
-  const next = exp.nextRun || exp.nextTrigger;
   if (exp.trigger === "manual") return "Manual: runs only on demand (Run now).";
-  if (next) return `Scheduled: next check ${when(typeof next === "string" ? next : next.at)}; it runs when the segment has a new snapshot.`;
-  return "Scheduled: at each tick of the app's schedule (EXPORT_SCHEDULE) when the segment has a new snapshot.";
+  if (exp.trigger === "scheduled") {
+    const at = exp.nextScheduledAt ? `next check ${when(exp.nextScheduledAt)}` : "at its schedule";
+    return `Scheduled (${exp.schedule || "EXPORT_SCHEDULE"}): ${at}, when the segment has a new snapshot.`;
+  }
+  return "On refresh: runs as soon as each new snapshot of the segment lands.";
 }
 
 function lastRunCell(exp) {
@@ -309,16 +327,27 @@ export async function form(main, ctx, name) {
     "Trigger",
     uid("trigger"),
     [
-      ["scheduled", "Scheduled: runs on the app's schedule when the segment has a new snapshot, and on demand"],
+      ["onRefresh", "On refresh: runs as soon as each new snapshot of the segment lands"],
+      ["scheduled", "Scheduled: runs at a schedule when the segment has a new snapshot"],
       ["manual", "Manual: runs only on demand"],
     ],
-    existing?.trigger || "scheduled",
+    existing?.trigger || "onRefresh",
+    { hint: "Every export can also be run on demand (Run now)." },
   );
+  const schedule = h("input", { type: "text", autocomplete: "off", spellcheck: "false", value: existing?.schedule || "", placeholder: "0 30 2 * * *" });
+  const scheduleField = field("Schedule (NCRONTAB, UTC)", schedule, {
+    hint: "Six fields: second minute hour day month day-of-week, e.g. 0 30 2 * * * (daily at 02:30 UTC). Empty: the app's EXPORT_SCHEDULE.",
+  });
+  const showSchedule = () => {
+    scheduleField.hidden = trigger.value() !== "scheduled";
+  };
+  trigger.addEventListener("change", showSchedule);
+  showSchedule();
   const enabled = checkbox("Enabled", { checked: existing ? existing.enabled !== false : true });
   const saveStatus = h("div", { class: "status-area" });
 
   const document_ = () => {
-    const doc = existing ? Object.fromEntries(Object.entries(existing).filter(([k]) => !VIEW_ONLY.includes(k))) : {};
+    const doc = existing ? Object.fromEntries(Object.entries(existing).filter(([k]) => EXPORT_FIELDS.includes(k))) : {};
     const map = { email: emailField.control.value.trim() };
     const fields = {};
     for (const attr of attributes) {
@@ -339,6 +368,9 @@ export async function form(main, ctx, name) {
       enabled: enabled.box.checked,
     });
     if (doc.mode === "mirror") doc.maxRemovalShare = Number(share.value) / 100;
+    // A schedule belongs to the scheduled trigger only (the server refuses it with another one).
+    if (doc.trigger === "scheduled") doc.schedule = schedule.value.trim() || null;
+    else delete doc.schedule;
     return doc;
   };
 
@@ -414,6 +446,7 @@ export async function form(main, ctx, name) {
     mode,
     shareField,
     trigger,
+    scheduleField,
     enabled.el,
     h("p", { class: "hint" }, "Saving does not run the export."),
     h("div", { class: "actions" }, h("button", { type: "submit" }, "Save"), h("a", { href: "#/exports" }, "Cancel")),
