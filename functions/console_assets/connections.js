@@ -63,7 +63,8 @@ export async function list(main, ctx) {
 }
 
 async function remove(ctx, connection, users, status) {
-  const lines = [`This removes the connection ${connection.displayName} (${connection.name}) and deletes its stored API key (secret ${connection.apiKeySecret}).`];
+  const named = connection.displayName.toLowerCase().includes(connection.name) ? connection.displayName : `${connection.displayName} (${connection.name})`;
+  const lines = [`This removes the connection ${named} and deletes its stored API key (secret ${connection.apiKeySecret}).`];
   if (users.length) {
     lines.push(`It is used by the exports ${users.join(", ")}: they are deleted with it, and a run of theirs stops before its next batch. Their run history stays in app storage.`);
   } else {
