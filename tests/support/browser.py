@@ -23,8 +23,9 @@ from selenium.webdriver.remote.webelement import WebElement
 from selenium.webdriver.support.ui import Select, WebDriverWait
 
 ROOT = Path(__file__).resolve().parents[2]
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
+# Debian's packages (scripts/setup_browser.sh installs them); CHROMIUM / CHROMEDRIVER override.
+CHROMIUM = shutil.which(os.environ.get("CHROMIUM", "chromium")) or "/usr/bin/chromium"
+CHROMEDRIVER = shutil.which(os.environ.get("CHROMEDRIVER", "chromedriver")) or "/usr/bin/chromedriver"
 AXE = ROOT / "node_modules" / "axe-core" / "axe.min.js"
 WAIT_S = 60.0
 # Off: anything that would talk to a host other than the app under test.
