@@ -261,7 +261,8 @@ def test_deleting_a_connection_says_what_goes_with_it(
             )
             text = dialog.text
             assert "deletes its stored API key (secret activecampaign-main)" in text
-            assert "It is used by the exports vip: they are deleted with it" in text
+            assert "It is used by the exports vip: they are deleted with it, with what the app kept" in text
+            assert "Keep their run history" in text
             console.shot("connection-delete", full_page=False)
             dialog.find_element(By.XPATH, ".//button[normalize-space()='Cancel']").click()
             assert api.get("/connections/main").status_code == 200

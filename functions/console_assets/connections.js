@@ -65,16 +65,20 @@ export async function list(main, ctx) {
 async function remove(ctx, connection, users, status) {
   const named = connection.displayName.toLowerCase().includes(connection.name) ? connection.displayName : `${connection.displayName} (${connection.name})`;
   const lines = [`This removes the connection ${named} and deletes its stored API key (secret ${connection.apiKeySecret}).`];
+  const keep = checkbox("Keep their run history (run records and reports: counts and timings, no row values)");
   if (users.length) {
-    lines.push(`It is used by the exports ${users.join(", ")}: they are deleted with it, and a run of theirs stops before its next batch. Their run history stays in app storage.`);
+    lines.push(
+      `It is used by the exports ${users.join(", ")}: they are deleted with it, with what the app kept about them (delivered state, checkpoints, run records, reports, rejected rows), and a run of theirs stops before its next batch.`,
+    );
   } else {
     lines.push("No export uses it.");
   }
   lines.push("Contacts already in ActiveCampaign stay there.");
-  const yes = await confirmDialog(`Delete connection ${connection.displayName}?`, lines, "Delete connection");
+  const yes = await confirmDialog(`Delete connection ${connection.displayName}?`, lines, "Delete connection", { extra: users.length ? keep.el : null });
   if (!yes) return;
+  const query = users.length ? `?cascade=true${keep.box.checked ? "&keepHistory=true" : ""}` : "";
   try {
-    await call("DELETE", `/api/connections/${enc(connection.name)}${users.length ? "?cascade=true" : ""}`, { ifMatch: connection.etag });
+    await call("DELETE", `/api/connections/${enc(connection.name)}${query}`, { ifMatch: connection.etag });
     ctx.go("#/connections", notice("success", `Deleted connection ${connection.displayName}.`, users.length ? `Also deleted: ${users.join(", ")}.` : ""));
   } catch (error) {
     replace(status, errorBox(error, { title: "The connection was not deleted" }));

@@ -100,18 +100,20 @@ export async function list(main, ctx) {
 }
 
 async function remove(ctx, exp, status) {
+  const keep = checkbox("Keep the run history (run records and reports: counts and timings, no row values)");
   const yes = await confirmDialog(
     `Delete export ${exp.name}?`,
     [
       `This removes the export ${exp.name} (segment ${exp.source.segment} to list ${exp.listId}); a run in progress stops before its next batch.`,
-      "Its delivered state and run history stay in app storage: an export created again under the same name and list goes on incrementally.",
+      "It also deletes what the app kept about it: its delivered state (every email delivered), the checkpoint of an unfinished run, its run records, reports, rejected rows and unsubscribed lists. An export created again under the same name starts over: its first run sends everyone.",
       "Contacts already in ActiveCampaign stay there.",
     ],
     "Delete export",
+    { extra: keep.el },
   );
   if (!yes) return;
   try {
-    await call("DELETE", `/api/exports/${enc(exp.name)}`, { ifMatch: exp.etag });
+    await call("DELETE", `/api/exports/${enc(exp.name)}${keep.box.checked ? "?keepHistory=true" : ""}`, { ifMatch: exp.etag });
     ctx.go("#/exports", notice("success", `Deleted export ${exp.name}.`));
   } catch (error) {
     replace(status, errorBox(error, { title: "The export was not deleted" }));
