@@ -8,6 +8,7 @@ from collections.abc import Callable
 from sandbox.faults import FaultQueue
 from sandbox.limits import Limits, SlidingWindow
 from sandbox.messages import ApiRequest, Reply, parse_json
+from sandbox.model import BatchOutcome
 from sandbox.state import SandboxState
 from sandbox.validation import validate_contacts
 
@@ -17,6 +18,7 @@ NOT_QUEUED = (
     "The import was not queued for processing."
 )
 RATE_LIMITED = "Rate limit exceeded."
+_OUTCOME_OF_FAULT: dict[str, BatchOutcome] = {"batch_failed": "failed", "batch_interrupted": "interrupted"}
 
 
 def _refusal(status: int, text: str, reasons: list[object], *, outcome: str, contacts: int = 0) -> Reply:
@@ -78,19 +80,19 @@ class BulkImports:
             reasons: list[object] = [{"contact": i, "failureReason": text} for i, text in checked.failures]
             return _refusal(400, NOT_QUEUED, reasons, outcome="invalid", contacts=count)
         fault = self._faults.take_batch(BULK_PATH)
+        kind = fault.kind if fault is not None else None
         batch = self._state.queue_batch(
             checked.contacts,
             exclude_automations=bool(exclude),
             callback=doc.get("callback"),
             posted_at=time.monotonic(),
-            outcome="completed"
-            if fault is None
-            else ("failed" if fault.kind == "batch_failed" else "interrupted"),
+            outcome=_OUTCOME_OF_FAULT.get(kind or "", "completed"),
             applied_before_interrupt=None if fault is None else fault.applied,
+            stray_failures=list(fault.entries) if fault is not None and kind == "stray_failures" else [],
         )
         body = {
             "success": 1,
-            "queued_contacts": len(batch.contacts),
+            "queued_contacts": len(batch.contacts) - (1 if kind == "short_queued" else 0),
             "batchId": batch.batch_id,
             "message": "Contact import queued",
         }

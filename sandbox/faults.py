@@ -1,8 +1,11 @@
 """Fault injection: queued misbehaviours that replace (or precede) the sandbox's normal answer.
 
 Each fault matches requests whose path starts with `path` and fires `count` times, oldest
-fault first. Batch faults (`batch_failed`, `batch_interrupted`) do not touch HTTP: they mark
-the next queued bulk import so its import/info ends `failed` or `interrupted`.
+fault first. Batch faults do not touch HTTP: they mark the next queued bulk import so its
+import/info ends `failed` or `interrupted` (`batch_failed`, `batch_interrupted`), reports failure
+entries that match no contact of the batch (`stray_failures`), or its answer says fewer contacts
+were queued than were sent (`short_queued`). `batch_unknown` answers import/info with a 404, as
+for a batch ActiveCampaign no longer (or not yet) knows.
 """
 
 from __future__ import annotations
@@ -11,8 +14,19 @@ import threading
 from dataclasses import dataclass
 from typing import Literal
 
-FaultKind = Literal["status", "drop", "delay", "login_page", "batch_failed", "batch_interrupted"]
-BATCH_KINDS: frozenset[str] = frozenset({"batch_failed", "batch_interrupted"})
+FaultKind = Literal[
+    "status",
+    "drop",
+    "delay",
+    "login_page",
+    "batch_failed",
+    "batch_interrupted",
+    "stray_failures",
+    "short_queued",
+]
+BATCH_KINDS: frozenset[str] = frozenset(
+    {"batch_failed", "batch_interrupted", "stray_failures", "short_queued"}
+)
 
 LOGIN_PAGE = (
     "<!DOCTYPE html><html><head><title>Login | ActiveCampaign</title></head><body>"
@@ -34,6 +48,8 @@ class Fault:
     delay: float = 0.0
     # batch_interrupted: how many contacts of the batch are applied before it stops.
     applied: int | None = None
+    # stray_failures: the entries import/info adds to the batch's failures.
+    entries: tuple[str, ...] = ()
 
     @classmethod
     def http_status(
@@ -68,6 +84,28 @@ class Fault:
     @classmethod
     def batch_interrupted(cls, *, applied: int | None = None, count: int = 1) -> Fault:
         return cls("batch_interrupted", path="/api/3/import/bulk_import", count=count, applied=applied)
+
+    @classmethod
+    def stray_failures(cls, *entries: str, count: int = 1) -> Fault:
+        """The next batch completes, and import/info's `failure` also lists `entries` (default: "0",
+        a request index as one peer reads the field), which match no contact of the batch."""
+        return cls("stray_failures", path="/api/3/import/bulk_import", count=count, entries=entries or ("0",))
+
+    @classmethod
+    def short_queued(cls, *, count: int = 1) -> Fault:
+        """The next bulk import answers `queued_contacts` one less than the contacts it was sent."""
+        return cls("short_queued", path="/api/3/import/bulk_import", count=count)
+
+    @classmethod
+    def batch_unknown(cls, *, count: int = 1) -> Fault:
+        """import/info answers 404 "No Result found", as for a batch it does not know."""
+        return cls(
+            "status",
+            path="/api/3/import/info",
+            count=count,
+            status=404,
+            body={"message": "No Result found for batch"},
+        )
 
 
 class FaultQueue:

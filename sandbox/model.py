@@ -8,7 +8,7 @@ from typing import Literal
 
 from sandbox.validation import ImportContact
 
-BatchStatus = Literal["waiting", "active", "completed", "failed", "interrupted"]
+BatchStatus = Literal["waiting", "claimed", "active", "completed", "failed", "interrupted"]
 BatchOutcome = Literal["completed", "failed", "interrupted"]
 SUBSCRIBED = 1
 UNSUBSCRIBED = 2
@@ -77,6 +77,8 @@ class Batch:
     posted_at: float  # time.monotonic() of the POST
     outcome: BatchOutcome = "completed"
     applied_before_interrupt: int | None = None
+    # Failure entries import/info reports beyond the real ones (entries matching no contact sent).
+    stray_failures: list[str] = field(default_factory=list)
     status: BatchStatus = "waiting"
     success: list[int] = field(default_factory=list)
     failure: list[str] = field(default_factory=list)

@@ -273,6 +273,7 @@ class SandboxState:
         posted_at: float,
         outcome: BatchOutcome = "completed",
         applied_before_interrupt: int | None = None,
+        stray_failures: list[str] | None = None,
     ) -> Batch:
         with self._lock:
             batch = Batch(
@@ -283,6 +284,7 @@ class SandboxState:
                 posted_at=posted_at,
                 outcome=outcome,
                 applied_before_interrupt=applied_before_interrupt,
+                stray_failures=list(stray_failures or ()),
             )
             self._batches[batch.batch_id] = batch
             self._queue.append(batch)
@@ -320,6 +322,12 @@ class SandboxState:
         with self.changed:
             self.changed.notify_all()
 
+    def claim(self, batch: Batch) -> None:
+        """The importer took the batch (import/info says `claimed` while it waits out its delay)."""
+        with self.changed:
+            batch.status = "claimed"
+            self.changed.notify_all()
+
     def process_batch(self, batch: Batch) -> None:
         """Apply a batch as ActiveCampaign's importer would, then mark it done and notify waiters."""
         with self.changed:
@@ -336,6 +344,7 @@ class SandboxState:
                     batch.failure.append(contact.email)
                     continue
                 batch.success.append(self._apply_contact(contact).id)
+            batch.failure.extend(batch.stray_failures)
             self._counters["contacts_applied"] += len(batch.success)
             batch.status = batch.outcome
             self._queue.popleft()

@@ -23,7 +23,10 @@ class BatchWorker(threading.Thread):
             if batch is None:
                 return
             hold = batch.posted_at + self._limits().processing_delay - time.monotonic()
-            # The processing delay is simulated latency, waited on the stop event so stop() is prompt.
-            if hold > 0 and self._stopping.wait(hold):
-                return
+            # The processing delay is simulated latency, spent in `claimed` as at ActiveCampaign, and
+            # waited on the stop event so stop() is prompt.
+            if hold > 0:
+                self._state.claim(batch)
+                if self._stopping.wait(hold):
+                    return
             self._state.process_batch(batch)
