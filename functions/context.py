@@ -21,4 +21,5 @@ def run_context(svc: Services, config: Config) -> RunContext:
         secrets=svc.secrets,
         app_blobs=svc.app_blobs,
         segment_blobs=svc.segment_blobs,
+        lease_seconds=svc.settings.run_lease_seconds,
     )

@@ -28,7 +28,8 @@ from functions.context import run_context
 from functions.messages import InvalidRunMessage, RunMessage
 from functions.services import Services, get_services
 from shared.errors import UNEXPECTED_ATTEMPTS, classify, describe
-from shared.runs import RunRecord
+from shared.ownership import Heartbeat
+from shared.runs import RunOwned, RunRecord, RunSuperseded
 from shared.storage import RUNS_POISON_QUEUE, RUNS_QUEUE
 
 log = logging.getLogger(__name__)
@@ -110,10 +111,26 @@ def process_run(svc: Services, message: RunMessage, *, attempt: int) -> None:
     record = _current(svc, message)
     if record is None:
         return
-    try:
-        _work(svc, record, message)
-    except Exception as exc:
-        _after_error(svc, record, message, exc, attempt)
+    # The heartbeat holds the run (and, once the pipeline takes it, the account) until the record
+    # says how the attempt ended: nobody can take the run over in between.
+    with Heartbeat(svc.settings.run_lease_seconds) as heartbeat:
+        try:
+            svc.runs.own(record, heartbeat)
+        except RunOwned as owned:
+            # A duplicate delivery while the run's process lives, or its lease has not lapsed yet.
+            delay = round(min(owned.retry_after or 0.0, MAX_WAIT_SECONDS))
+            svc.enqueue(message, delay_seconds=delay)
+            log.info("run %s of export %s: %s; message re-queued", record.run_id, record.export, owned)
+            return
+        except RunSuperseded as superseded:
+            log.info("dropped run message: %s", superseded)
+            return
+        try:
+            _work(svc, record, message, heartbeat)
+        except Exception as exc:
+            _after_error(svc, record, message, exc, attempt)
+        finally:
+            svc.runs.disown(record)
 
 
 def _after_error(svc: Services, record: RunRecord, message: RunMessage, exc: Exception, attempt: int) -> None:
@@ -161,7 +178,7 @@ def _scrubbed(exc: Exception) -> Exception:
     return exc.with_traceback(None)
 
 
-def _work(svc: Services, record: RunRecord, message: RunMessage) -> None:
+def _work(svc: Services, record: RunRecord, message: RunMessage, heartbeat: Heartbeat) -> None:
     from shared.pipeline import run_export
     from shared.telemetry import record_run_metrics, run_span
 
@@ -178,6 +195,7 @@ def _work(svc: Services, record: RunRecord, message: RunMessage) -> None:
             runs=svc.runs,
             should_stop=stop_check(svc, record.export, export.connection if export else None),
             deadline=deadline,
+            heartbeat=heartbeat,
         )
     record.counts = outcome.report.counts()
     record_run_metrics(record.export, record.counts, time.monotonic() - started, outcome.status)

@@ -42,6 +42,7 @@ log = logging.getLogger(__name__)
 MAX_BULK_CONTACTS = 250
 MAX_BULK_BODY_BYTES = 400_000  # ActiveCampaign wants the payload strictly under this
 FIELDS_PAGE_SIZE = 100  # the largest page /fields serves
+CONTACTS_PAGE_SIZE = 100  # the largest page /contacts serves
 BULK_WINDOW_SECONDS = 60.0  # ActiveCampaign counts bulk imports over a minute
 DEFAULT_SAFETY_MARGIN = 0.02  # bulk: 1.2 s a minute of slack for jitter, at 2% of throughput
 # Requests/s: 2% of a second is only 20 ms of jitter; 10% costs nothing that matters, because
@@ -420,6 +421,30 @@ class ActiveCampaignClient:
             if isinstance(item, dict) and str(item.get("email", "")).lower() == email.lower():
                 return _int_or_none(item.get("id"))
         return None
+
+    def list_members_page(
+        self, list_id: int, *, status: int, after_id: int = 0, limit: int = CONTACTS_PAGE_SIZE
+    ) -> list[tuple[int, str]]:
+        """GET /contacts filtered by list and status: one page of (id, lower-case email), ids ascending
+        and above `after_id` (`orders[id]=ASC` + `id_greater`: stable while the list changes)."""
+        params: dict[str, str | int] = {
+            "listid": int(list_id),
+            "status": int(status),
+            "orders[id]": "ASC",
+            "id_greater": int(after_id),
+            "limit": int(limit),
+        }
+        body = self._call("GET", "/contacts", params=params)
+        contacts = body.get("contacts")
+        if not isinstance(contacts, list):
+            raise UnexpectedResponse("GET /contacts answered without a 'contacts' array")
+        page: list[tuple[int, str]] = []
+        for item in contacts:
+            contact_id = _int_or_none(item.get("id")) if isinstance(item, dict) else None
+            if contact_id is None:
+                raise UnexpectedResponse("GET /contacts answered with a contact without a numeric id")
+            page.append((contact_id, str(item.get("email", "")).strip().lower()))
+        return page
 
     def subscribe(self, list_id: int, contact_id: int) -> None:
         """POST /contactLists with status 1: subscribes, also someone who is unsubscribed.

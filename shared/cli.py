@@ -29,7 +29,9 @@ from shared.redact import install_redaction
 from shared.settings import Settings, SettingsError, load_settings
 
 if TYPE_CHECKING:
-    from shared.pipeline import RunContext
+    from shared.ownership import Heartbeat
+    from shared.pipeline import RunContext, RunOutcome
+    from shared.runs import RunRecord, RunStore
 
 EXIT_OK, EXIT_TERMINAL, EXIT_USAGE, EXIT_TRANSIENT, EXIT_UNEXPECTED = 0, 1, 2, 3, 4
 EXIT_RUN_FAILED = EXIT_TERMINAL  # the name before the taxonomy
@@ -95,6 +97,7 @@ def _context(settings: Settings, config: Config) -> RunContext:
         secrets=secrets_from_settings(settings),
         app_blobs=blob_service(settings.require_storage()),
         segment_blobs=blob_service(settings.require_segments_storage()),
+        lease_seconds=settings.run_lease_seconds,
     )
 
 
@@ -109,7 +112,6 @@ def _unknown_export(args: argparse.Namespace, config: Config) -> bool:
 def cmd_run(args: argparse.Namespace) -> int:
     # Imported here so `validate` stays fast and works without storage settings.
     from shared.errors import classify, describe
-    from shared.pipeline import run_export
     from shared.runs import RunStore
 
     settings = load_settings()
@@ -119,21 +121,58 @@ def cmd_run(args: argparse.Namespace) -> int:
     ctx = _context(settings, config)
     runs = RunStore(ctx.app_container(), keep=settings.runs_kept_per_export)
     try:
+        # A run whose process died (a killed CLI) still holds the export for up to one lease period:
+        # wait that long, then take over from its checkpoint.
         record = runs.create(
-            args.export, trigger="cli", dry_run=args.dry_run, full=args.full, force=args.force
+            args.export,
+            trigger="cli",
+            dry_run=args.dry_run,
+            full=args.full,
+            force=args.force,
+            takeover_wait=settings.run_lease_seconds + 5,
         )
+        with runs.owning(record, lease_seconds=settings.run_lease_seconds) as heartbeat:
+            record.start()
+            runs.update(record)
+            outcome = _run_until_done(ctx, record, runs, heartbeat, not args.no_progress)
+            record.counts = outcome.report.counts()
+            if outcome.status == "succeeded":
+                record.succeed()
+            else:
+                record.fail(outcome.error or "failed")
+            runs.update(record)
+    except _Ended as ended:
+        return ended.code
     except Exception as exc:
         print(f"error: {describe(exc)}", file=sys.stderr)
         return _EXIT_OF_KIND[classify(exc)]
-    record.start()
-    runs.update(record)
-    bars = _Bars(sys.stderr, enabled=not args.no_progress)
+    if outcome.error:
+        print(f"error: {outcome.error}", file=sys.stderr)
+    print(json.dumps(outcome.report.to_dict(), separators=(",", ":")))
+    return EXIT_OK if outcome.status == "succeeded" else EXIT_TERMINAL
+
+
+class _Ended(Exception):
+    """The run ended with an error already reported and recorded; `code` is the exit code."""
+
+    def __init__(self, code: int) -> None:
+        super().__init__(code)
+        self.code = code
+
+
+def _run_until_done(
+    ctx: RunContext, record: RunRecord, runs: RunStore, heartbeat: Heartbeat, bars_enabled: bool
+) -> RunOutcome:
+    """The run, waiting out the waits the engine asks for (each resumes from the checkpoint)."""
+    from shared.errors import classify, describe
+    from shared.pipeline import run_export
+
+    bars = _Bars(sys.stderr, enabled=bars_enabled)
     waits = 0
     try:
         while True:
             try:
-                outcome = run_export(ctx, record, runs=runs, progress=bars)
-                break
+                return run_export(ctx, record, runs=runs, progress=bars, heartbeat=heartbeat)
             except Exception as exc:
                 kind, retry_after = classify(exc), getattr(exc, "retry_after", None)
                 if kind == "transient" and retry_after is not None and waits < MAX_WAITS:
@@ -144,19 +183,9 @@ def cmd_run(args: argparse.Namespace) -> int:
                 record.fail(describe(exc))
                 runs.update(record)
                 print(f"error: {describe(exc)}", file=sys.stderr)
-                return _EXIT_OF_KIND[kind]
+                raise _Ended(_EXIT_OF_KIND[kind]) from None
     finally:
         bars.close()
-    record.counts = outcome.report.counts()
-    if outcome.status == "succeeded":
-        record.succeed()
-    else:
-        record.fail(outcome.error or "failed")
-    runs.update(record)
-    if outcome.error:
-        print(f"error: {outcome.error}", file=sys.stderr)
-    print(json.dumps(outcome.report.to_dict(), separators=(",", ":")))
-    return EXIT_OK if outcome.status == "succeeded" else EXIT_TERMINAL
 
 
 def cmd_reset(args: argparse.Namespace) -> int:

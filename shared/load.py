@@ -27,7 +27,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from shared.activecampaign import BulkImportQueued, BulkImportRejected, ImportInfo
+from shared.activecampaign import BatchNotFound, BulkImportQueued, BulkImportRejected, ImportInfo
 
 log = logging.getLogger(__name__)
 
@@ -72,10 +72,45 @@ class _Batch:
 
 @dataclass
 class SendOutcome:
-    """Results the sender reports back: plan indexes and, for failures, ActiveCampaign's reason."""
+    """Results the sender reports back: plan indexes and, for failures, ActiveCampaign's reason.
+
+    `unconfirmed`: ActiveCampaign's answer does not prove what happened to these (a count that does
+    not match, failure entries naming nobody in the batch, an unknown batch): never counted accepted,
+    so they are sent again next run.
+    """
 
     accepted: list[int] = field(default_factory=list)
     failed: dict[int, str] = field(default_factory=dict)
+    unconfirmed: dict[int, str] = field(default_factory=dict)
+
+
+def _unconfirmed(ops: list[Operation], why: str) -> SendOutcome:
+    return SendOutcome(unconfirmed={op.index: f"unconfirmed: {why}" for op in ops})
+
+
+def judge_batch(ops: list[Operation], info: ImportInfo) -> SendOutcome:
+    """The outcome of a completed batch from its import/info answer, never claiming more than it proves.
+
+    Failure entries are documented as emails; one peer reads them as request indexes. An entry that
+    matches no email of the batch could be either, so it proves nothing about any contact: the whole
+    batch is unconfirmed (sent again next run) rather than counted accepted.
+    """
+    failures = {entry.strip().lower() for entry in info.failure}
+    emails = {op.email for op in ops}
+    strangers = failures - emails
+    if strangers:
+        return _unconfirmed(
+            ops,
+            f"import/info reported {len(strangers)} failure entr{'y' if len(strangers) == 1 else 'ies'} "
+            "matching no contact of the batch",
+        )
+    outcome = SendOutcome()
+    for op in ops:
+        if op.email in failures:
+            outcome.failed[op.index] = "failed: ActiveCampaign reported this contact as failed"
+        else:
+            outcome.accepted.append(op.index)
+    return outcome
 
 
 class BatchSender:
@@ -94,6 +129,7 @@ class BatchSender:
         on_queued: Callable[[str, list[int]], None],
         on_done: Callable[[SendOutcome], None],
         poll_interval: float = 1.0,
+        guard: Callable[[], None] | None = None,
         max_contacts: int = MAX_CONTACTS_PER_REQUEST,
         max_bytes: int = MAX_REQUEST_BYTES,
         in_flight: int = 2,
@@ -104,6 +140,9 @@ class BatchSender:
         self._on_queued = on_queued
         self._on_done = on_done
         self._poll_interval = poll_interval
+        # Called before every request (and every wait while draining): raises to stop the run at once
+        # (its hold on the account lapsed, its deadline passed).
+        self._guard = guard or (lambda: None)
         self._max_contacts = max_contacts
         self._max_bytes = max_bytes
         self._clock = clock
@@ -140,6 +179,7 @@ class BatchSender:
         """Hand what is buffered to a worker (possibly several requests after partial rejections)."""
         ops, self._buffer, self._buffer_bytes = self._buffer, [], _ENVELOPE_BYTES
         if ops:
+            self._guard()
             while len(self._requests) >= self._in_flight:
                 self._answer(self._requests.popleft())  # waits for the oldest
             # In the caller's context (contextvars): the trace a run's requests belong to goes along.
@@ -162,7 +202,7 @@ class BatchSender:
             # Resent from this thread before any later request is looked at: batches stay in order.
             self._send(self._drop_rejected(ops, rejected), attempt=attempt)
             return
-        self._queued(ops, attempt, queued.batch_id)
+        self._queued(ops, attempt, queued)
 
     def _drop_rejected(self, ops: list[Operation], rejected: BulkImportRejected) -> list[Operation]:
         named = {idx: reason for idx, reason in rejected.failures if 0 <= idx < len(ops)}
@@ -173,10 +213,17 @@ class BatchSender:
         )
         return [op for i, op in enumerate(ops) if i not in named]
 
-    def _queued(self, ops: list[Operation], attempt: int, batch_id: str) -> None:
+    def _queued(self, ops: list[Operation], attempt: int, queued: BulkImportQueued) -> None:
         now = self._clock()
-        self._pending.append(_Batch(batch_id, ops, now, now, attempt))
-        self._on_queued(batch_id, [op.index for op in ops])
+        if queued.queued != len(ops):
+            # Which ones were left out is not said: none of them is proven accepted. Reported before
+            # `on_queued`, so the checkpoint it saves already holds them as unconfirmed.
+            self._on_done(
+                _unconfirmed(ops, f"ActiveCampaign queued {queued.queued} of the {len(ops)} contacts sent")
+            )
+        else:
+            self._pending.append(_Batch(queued.batch_id, ops, now, now, attempt))
+        self._on_queued(queued.batch_id, [op.index for op in ops])
 
     def restore(self, batch_id: str, ops: list[Operation]) -> None:
         """Follow a batch queued by an earlier invocation of the same run (resume)."""
@@ -186,6 +233,7 @@ class BatchSender:
     def _send(self, ops: list[Operation], *, attempt: int) -> None:
         """Send from this thread, waiting for the answer (resends: rare, and order matters)."""
         while ops:
+            self._guard()
             try:
                 queued = self._client.bulk_import(
                     [op.payload for op in ops], exclude_automations=self._exclude_automations
@@ -193,7 +241,7 @@ class BatchSender:
             except BulkImportRejected as rejected:
                 ops = self._drop_rejected(ops, rejected)
                 continue
-            self._queued(ops, attempt, queued.batch_id)
+            self._queued(ops, attempt, queued)
             return
 
     def poll_due(self) -> None:
@@ -202,18 +250,16 @@ class BatchSender:
             self._poll(self._pending.popleft())
 
     def _poll(self, batch: _Batch) -> None:
-        info = self._client.import_info(batch.batch_id)
+        try:
+            info = self._client.import_info(batch.batch_id)
+        except BatchNotFound:
+            # Whether import/info keeps old batches is undocumented: unknown is not accepted.
+            self._on_done(_unconfirmed(batch.ops, "import/info does not know the batch (HTTP 404)"))
+            return
         batch.last_poll = self._clock()
         status = info.status
         if status in DONE_STATUSES:
-            failures = {email.strip().lower() for email in info.failure}
-            outcome = SendOutcome()
-            for op in batch.ops:
-                if op.email in failures:
-                    outcome.failed[op.index] = "failed: ActiveCampaign reported this contact as failed"
-                else:
-                    outcome.accepted.append(op.index)
-            self._on_done(outcome)
+            self._on_done(judge_batch(batch.ops, info))
         elif status in RETRY_STATUSES:
             if batch.attempt >= 2:
                 self._on_done(
@@ -246,6 +292,7 @@ class BatchSender:
         # which takes most of the wait for the run's final answers off its duration.
         interval = min(self._poll_interval, DRAIN_POLL_INTERVAL)
         while self._pending:
+            self._guard()
             if self._clock() >= end:
                 return False
             oldest = self._pending[0]

@@ -22,33 +22,38 @@ from typing import Literal, TypeVar
 
 import numpy as np
 from azure.core.exceptions import HttpResponseError, ResourceExistsError
-from azure.storage.blob import BlobLeaseClient, BlobServiceClient, ContainerClient, ContentSettings
+from azure.storage.blob import BlobServiceClient, ContainerClient, ContentSettings
 
 from shared.activecampaign import (
     ActiveCampaignClient,
-    ActiveCampaignError,
     InvalidApiKey,
     ListNotFound,
-    Refused,
     client_for,
 )
 from shared.config import Config, Connection, ExportConfig
 from shared.errors import AccountBusy, GuardTripped, RunFailed, TerminalError
 from shared.hosts import HostError
-from shared.load import BatchSender, Operation, SendOutcome, operation
-from shared.mapping import Contact, RowMapper, contact_payload, resolve_fields
+from shared.mapping import RowMapper, resolve_fields
+from shared.ownership import ALREADY_LEASED, Heartbeat
 from shared.redact import scrub
 from shared.report import RejectedRowsWriter, RunReport, unsubscribed_csv
 from shared.runs import RunRecord, RunStore, utc_now
 from shared.secrets import SecretNotFound, SecretsProvider
 from shared.segments import SegmentReader, Snapshot, SourceRow
+from shared.send import Pause, RunGuard, SendStage
 from shared.settings import Settings
-from shared.state import Checkpoint, CheckpointWriter, DeliveredState, StateStore, state_target
-from shared.storage import APP_CONTAINER
+from shared.state import Checkpoint, DeliveredState, StateStore, state_target
+from shared.storage import (
+    APP_CONTAINER,
+    RUN_REJECTED,
+    RUN_REPORT,
+    RUN_UNSUBSCRIBED,
+    account_lease_blob,
+    run_blob,
+)
 from shared.sync import (
     Fingerprinter,
     Plan,
-    SnapshotChanged,
     SnapshotCollector,
     SnapshotContacts,
     advance_state,
@@ -58,12 +63,9 @@ from shared.sync import (
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+ACCOUNT_LEASE = "account"
 _JSON = ContentSettings(content_type="application/json")
 _CSV = ContentSettings(content_type="text/csv; charset=utf-8")
-
-
-class _Pause(Exception):
-    """The invocation's time budget ran out after a checkpoint: continue in a new invocation."""
 
 
 @dataclass
@@ -135,7 +137,12 @@ def run_export(
     progress: Callable[[dict[str, int]], None] | None = None,
     should_stop: Callable[[], str | None] | None = None,
     deadline: float | None = None,
+    heartbeat: Heartbeat | None = None,
 ) -> RunOutcome:
+    """Run (or continue) `record`. Terminal errors end in a "failed" outcome; transient and unexpected
+    ones propagate for the caller to decide on (shared.errors). `heartbeat`: the caller's, which already
+    holds the run's marker lease (RunStore.owning); the account lease joins it. Without one the run
+    keeps a heartbeat of its own for the account lease."""
     export = ctx.config.exports.get(record.export)
     report = RunReport(
         run_id=record.run_id,
@@ -150,12 +157,13 @@ def run_export(
     try:
         if export is None:
             raise RunFailed(f"export {record.export!r} does not exist in the configuration (was it deleted?)")
-        run = _Run(
-            ctx, export, record, report, _Progress(progress, record, runs, ctx.clock), should_stop, deadline
-        )
-        status = run.execute()
+        with ExitStack() as own:
+            beat = heartbeat or own.enter_context(Heartbeat(ctx.lease_seconds, clock=ctx.clock))
+            guard = RunGuard(ctx.clock, deadline=deadline, should_stop=should_stop, heartbeat=beat)
+            run = _Run(ctx, export, record, report, _Progress(progress, record, runs, ctx.clock), guard)
+            status = run.execute()
         error = None
-    except _Pause:
+    except Pause:
         status, error = "continue", None
     except HostError as exc:
         status, error = "failed", scrub(f"connection hostname refused: {exc}")
@@ -230,11 +238,12 @@ class _Run:
         record: RunRecord,
         report: RunReport,
         progress: _Progress,
-        should_stop: Callable[[], str | None] | None,
-        deadline: float | None,
+        guard: RunGuard,
     ) -> None:
         self.ctx, self.export, self.record, self.report = ctx, export, record, report
-        self.progress, self.should_stop, self.deadline = progress, should_stop, deadline
+        self.progress, self.guard = progress, guard
+        assert guard.heartbeat is not None
+        self.heartbeat: Heartbeat = guard.heartbeat
         self.container = ctx.app_container()
         self.store = StateStore(self.container, export.name)
         connection = ctx.config.connections.get(export.connection)
@@ -296,43 +305,30 @@ class _Run:
 
     @contextmanager
     def _account_lease(self) -> Iterator[None]:
-        """One run per ActiveCampaign account at a time: they would share (and overrun) one rate budget."""
+        """One run per ActiveCampaign account at a time: they would share (and overrun) one rate budget.
+
+        Held by the heartbeat from before pass 1 until the state is saved, however long each step takes.
+        """
         if self.record.dry_run:
             yield
             return
-        host = self.connection.hostname.replace(":", "_")
-        blob = self.container.get_blob_client(f"locks/{host}")
-        with suppress(ResourceExistsError):
-            blob.upload_blob(b"", overwrite=False)
-        lease = BlobLeaseClient(blob)
+        blob = self.container.get_blob_client(account_lease_blob(self.connection.hostname))
         end = self.ctx.clock() + self.ctx.lease_wait
         while True:
             try:
-                lease.acquire(lease_duration=self.ctx.lease_seconds)
+                self.heartbeat.acquire(ACCOUNT_LEASE, blob)
                 break
             except HttpResponseError as exc:
-                if getattr(exc, "error_code", None) != "LeaseAlreadyPresent" or self.ctx.clock() >= end:
+                if getattr(exc, "error_code", None) != ALREADY_LEASED or self.ctx.clock() >= end:
                     raise AccountBusy(
                         f"another run is sending to {self.connection.hostname}; runs on one ActiveCampaign account "
                         "take turns because they share its rate limit; try again when it has finished"
                     ) from None
                 time.sleep(1.0)
-        self._lease, self._lease_renewed = lease, self.ctx.clock()
         try:
             yield
         finally:
-            try:
-                lease.release()
-            except HttpResponseError:
-                log.warning(
-                    "could not release the account lease; it expires within %ss", self.ctx.lease_seconds
-                )
-
-    def _renew_lease(self) -> None:
-        lease = getattr(self, "_lease", None)
-        if lease is not None and self.ctx.clock() - self._lease_renewed > self.ctx.lease_seconds / 4:
-            lease.renew()
-            self._lease_renewed = self.ctx.clock()
+            self.heartbeat.release(ACCOUNT_LEASE)
 
     def _record_landing(self) -> None:
         """When the snapshot landed, for the run's freshness figures; never a reason to fail."""
@@ -391,12 +387,38 @@ class _Run:
 
             checkpoint = self._checkpoint(plan, snapshot, etag)
             t1 = self.ctx.clock()
-            # Closed on the way out, whatever happens: the sender's threads first, then the checkpoint
-            # writer, which stores the newest checkpoint before the run reports anything.
-            with ExitStack() as resources:
-                failed = self._pass2(
-                    client, reader, snapshot, mapper, rejected, contacts, plan, old, checkpoint, resources
+            stage = SendStage(
+                client,
+                export,
+                plan,
+                contacts,
+                old,
+                checkpoint,
+                report,
+                self.guard,
+                on_progress=self._sent,
+                dry_run=self.record.dry_run,
+                poll_interval=self.ctx.poll_interval,
+                confirm_timeout=self.ctx.confirm_timeout,
+            )
+
+            def duplicate(row: SourceRow) -> None:
+                rejected.write(
+                    row.partition,
+                    row.line,
+                    "duplicate",
+                    "email already seen earlier in the snapshot",
+                    row.values,
                 )
+
+            rows = planned_rows(
+                reader.iter_batches(snapshot),
+                mapper.check_batch,
+                plan,
+                contacts=int(contacts.keys.shape[0]),
+                on_duplicate=duplicate,
+            )
+            failed = stage.run(rows, mapper, self.store)
             report.timings["send_s"] = round(report.timings.get("send_s", 0.0) + self.ctx.clock() - t1, 3)
             self._write_failures(rejected, failed, contacts, plan, old)
             problems = report.check_totals(completed=True)
@@ -522,206 +544,13 @@ class _Run:
             started_at=self.report.started_at,
         )
 
-    # ------------------------------------------------------------------ pass 2
-    def _pass2(
-        self,
-        client: ActiveCampaignClient,
-        reader: SegmentReader,
-        snapshot: Snapshot,
-        mapper: RowMapper,
-        rejected: RejectedRowsWriter,
-        contacts: SnapshotContacts,
-        plan: Plan,
-        old: DeliveredState,
-        checkpoint: Checkpoint,
-        resources: ExitStack,
-    ) -> dict[int, str]:
-        report, export, dry = self.report, self.export, self.record.dry_run
-        n_send = int(plan.send.shape[0])
-        failed: dict[int, str] = dict(checkpoint.failed)
-        counts = checkpoint.counts
-        report.accepted = counts.get("accepted", 0)
-        report.removed = counts.get("removed", 0)
-        report.remove_failed = counts.get("remove_failed", 0)
-        report.failed = 0
-        report.failure_reasons = {}
-        for index, reason in failed.items():
-            if index < n_send:
-                report.fail(reason.split(":", 1)[0])
-        next_index = checkpoint.next_index
-        checkpoints = resources.enter_context(CheckpointWriter(self.store))
-        pending_restore = {i: batch for batch, idxs in checkpoint.pending.items() for i in idxs}
-        restored: dict[str, list[Operation]] = {batch: [] for batch in checkpoint.pending}
-
-        def on_done(outcome: SendOutcome) -> None:
-            for index in outcome.accepted:
-                if index < n_send:
-                    report.accepted += 1
-                else:
-                    report.removed += 1
-            for index, reason in outcome.failed.items():
-                if index in failed:
-                    continue
-                failed[index] = reason
-                if index < n_send:
-                    report.fail(reason.split(":", 1)[0])
-                else:
-                    report.remove_failed += 1
-
-        def save_checkpoint() -> None:
-            # Pending batches, failures and counts are saved together: a resumed run restores all three.
-            checkpoint.next_index = next_index
-            checkpoint.pending = sender.pending_batches()
-            checkpoint.failed = failed
-            checkpoint.counts = {
-                "accepted": report.accepted,
-                "removed": report.removed,
-                "remove_failed": report.remove_failed,
-            }
-            checkpoints.submit(checkpoint)
-
-        # Why to stop before the next batch (time budget spent, export deleted). Raised only once the
-        # requests already sent are answered and checkpointed, so a continuation resends nothing.
-        halt: Exception | None = None
-
-        def on_queued(batch_id: str, indexes: list[int]) -> None:
-            nonlocal next_index, halt
-            report.batches += 1
-            if self.record.first_contact_queued_at is None:  # freshness: the first batch of the run
-                self.record.first_contact_queued_at = utc_now()
-            report.first_contact_queued_at = self.record.first_contact_queued_at
-            next_index = max(next_index, max(indexes) + 1)
-            self.progress.live["sent"] = min(next_index, n_send)
-            save_checkpoint()
-            self._renew_lease()
-            self.progress(report)
-            if halt is None:
-                reason = self.should_stop() if self.should_stop else None
-                if reason:
-                    halt = RunFailed(f"stopped before the next batch: {reason}")
-                elif self.deadline is not None and self.ctx.clock() >= self.deadline:
-                    halt = _Pause()
-
-        def stop_if_halted() -> None:
-            if halt is not None:
-                sender.settle()
-                save_checkpoint()
-                raise halt
-
-        sender = resources.enter_context(
-            BatchSender(
-                client,
-                exclude_automations=export.exclude_automations,
-                on_queued=on_queued,
-                on_done=on_done,
-                poll_interval=self.ctx.poll_interval,
-                clock=self.ctx.clock,
-            )
-        )
-        restore_pending = True
-
-        def send(op: Operation) -> None:
-            # Batches queued by an earlier invocation are followed again before anything new is sent,
-            # so the next checkpoint still lists them. Their operations all precede `next_index`, so by
-            # the first new operation every one of them has been rebuilt.
-            nonlocal restore_pending
-            stop_if_halted()
-            if restore_pending:
-                restore_pending = False
-                for batch_id, ops in restored.items():
-                    sender.restore(batch_id, ops)
-            sender.add(op)
-
-        tags = export.mapping.tags
-        list_id = export.list_id
-
-        def duplicate(row: SourceRow) -> None:
-            rejected.write(
-                row.partition, row.line, "duplicate", "email already seen earlier in the snapshot", row.values
-            )
-
-        rows = planned_rows(
-            reader.iter_batches(snapshot),
-            mapper.check_batch,
-            plan,
-            contacts=int(contacts.keys.shape[0]),
-            on_duplicate=duplicate,
-        )
-        try:
-            for op_index, values in rows:
-                if dry or (op_index < next_index and op_index not in pending_restore):
-                    continue
-                mapped = mapper.map_row(values)
-                assert isinstance(mapped, Contact)  # check_batch accepted the row: map_row agrees (tests)
-                op = operation(op_index, mapped.email, contact_payload(mapped, list_id=list_id, tags=tags))
-                if op_index < next_index:
-                    restored[pending_restore[op_index]].append(op)
-                else:
-                    send(op)
-        except SnapshotChanged as exc:
-            raise RunFailed(str(exc)) from None
-        if dry:
-            report.batches = -(-n_send // 250) + -(-int(plan.removals.shape[0]) // 250)
-            return failed
-        for j, old_index in enumerate(plan.removals.tolist()):
-            op_index = n_send + j
-            email = old.email(old_index)
-            payload = contact_payload(
-                Contact(email, None, None, None, ()), list_id=list_id, tags=(), unsubscribe=True
-            )
-            if op_index < next_index:
-                if op_index in pending_restore:
-                    restored[pending_restore[op_index]].append(operation(op_index, email, payload))
-                continue
-            send(operation(op_index, email, payload))
-        if restore_pending:
-            for batch_id, ops in restored.items():
-                sender.restore(batch_id, ops)
-        sender.flush()
-        stop_if_halted()
-        t_confirm = self.ctx.clock()
-        timeout = self.ctx.confirm_timeout
-        if self.deadline is not None:
-            timeout = min(timeout, max(0.0, self.deadline - self.ctx.clock()))
-        confirmed = sender.drain(timeout=timeout)
-        report.timings["confirm_s"] = round(self.ctx.clock() - t_confirm, 3)
-        if not confirmed and self.deadline is not None and self.ctx.clock() >= self.deadline:
-            save_checkpoint()
-            raise _Pause
-        for indexes in sender.pending_batches().values():
-            for index in indexes:
-                failed[index] = "unconfirmed: ActiveCampaign did not report this batch in time"
-                if index < n_send:
-                    report.unconfirmed += 1
-                else:
-                    report.remove_unconfirmed += 1
-        self._resubscribe(client, contacts, plan, failed)
-        report.sent = report.accepted + report.failed + report.unconfirmed
-        return failed
-
-    def _resubscribe(
-        self, client: ActiveCampaignClient, contacts: SnapshotContacts, plan: Plan, failed: dict[int, str]
-    ) -> None:
-        """Bring back rejoiners this export unsubscribed itself: bulk import leaves them unsubscribed.
-
-        Idempotent, so a resumed run may repeat it. A failure keeps the contact "removed by us" in the
-        delivered state, so the next run tries again.
-        """
-        for op_index in plan.resubscribe.tolist():
-            if op_index in failed:
-                continue
-            email = contacts.emails.get(int(plan.send[op_index])).decode("ascii")
-            try:
-                contact_id = client.find_contact_id(email)
-                if contact_id is None:
-                    raise Refused("the contact was not found after its import")
-                client.subscribe(self.export.list_id, contact_id)
-            except ActiveCampaignError as exc:
-                failed[op_index] = f"resubscribe_failed: {exc}"
-                self.report.accepted -= 1
-                self.report.fail("resubscribe_failed")
-            else:
-                self.report.resubscribed += 1
+    def _sent(self, operations: int) -> None:
+        """After each batch ActiveCampaign queued (SendStage's progress callback)."""
+        if self.record.first_contact_queued_at is None:  # freshness: the first batch of the run
+            self.record.first_contact_queued_at = utc_now()
+        self.report.first_contact_queued_at = self.record.first_contact_queued_at
+        self.progress.live["sent"] = operations
+        self.progress(self.report)
 
     # ------------------------------------------------------------------ finish
     def _write_failures(
@@ -791,15 +620,14 @@ class _Run:
                     detail = rest.strip() if outcome == "unconfirmed" else reason
                 yield old.email(old_index), outcome, detail
 
-        blob = f"runs/{self.export.name}/{self.record.run_id}/unsubscribed.csv"
+        blob = run_blob(self.export.name, self.record.run_id, RUN_UNSUBSCRIBED)
         with unsubscribed_csv(rows()) as data:
             self.container.upload_blob(blob, data, overwrite=True, content_settings=_CSV)
         self.report.unsubscribed_blob = blob
 
     def _store_report(self, rejected: RejectedRowsWriter) -> None:
-        base = f"runs/{self.export.name}/{self.record.run_id}"
-        self.report.report_blob = f"{base}/report.json"
-        self.report.rejected_blob = f"{base}/rejected.csv"
+        self.report.report_blob = run_blob(self.export.name, self.record.run_id, RUN_REPORT)
+        self.report.rejected_blob = run_blob(self.export.name, self.record.run_id, RUN_REJECTED)
         self.report.status = "succeeded"
         self.report.finished_at = utc_now()
         self.container.upload_blob(

@@ -3,8 +3,15 @@
 At most one run per export is queued or running. That is enforced with a marker blob,
 `runs/<export>/active.json`, created only if absent (`If-None-Match: *`), so the timer, the API and
 the CLI cannot start the same export twice even when they race. Writing a terminal status releases
-the marker. A marker whose run stopped making progress long ago (a crashed CLI, a lost message)
-does not block the export forever: the next `create` marks that run failed and takes over.
+the marker.
+
+Ownership is held by heartbeat (shared/ownership.py): the process working on a run holds a lease on
+the marker, renewed in the background. A *running* run whose marker is not leased has lost its
+process (killed, crashed, cut off from storage): the next `create` marks it failed and takes over,
+and the new run adopts its checkpoint, so a dead process blocks its export for at most one lease
+period (RUN_LEASE_SECONDS). A redelivered message of that run takes it over itself (`own`). A
+*queued* run blocks while its message may still arrive; one not updated for `queued_stale_after`
+(a message lost with its process) is taken over too.
 
 Retention: `create` deletes the oldest runs of the export beyond `keep` (record, report and
 rejected rows together), so personal data in rejected-row reports does not pile up for ever.
@@ -15,15 +22,23 @@ from __future__ import annotations
 import contextlib
 import json
 import secrets
+import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field, fields
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal, get_args
 
 from azure.core import MatchConditions
-from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
+from azure.core.exceptions import (
+    HttpResponseError,
+    ResourceExistsError,
+    ResourceModifiedError,
+    ResourceNotFoundError,
+)
 from azure.storage.blob import ContainerClient, ContentSettings
 
 from shared.errors import TerminalError, TransientError
+from shared.ownership import ALREADY_LEASED, Heartbeat, lease_is_held
 from shared.redact import scrub
 from shared.settings import DEFAULT_RUNS_KEPT_PER_EXPORT
 from shared.storage import RUN_RECORD, active_marker_blob, parse_run_blob, run_blob, runs_prefix
@@ -32,9 +47,12 @@ RunStatus = Literal["queued", "running", "succeeded", "failed"]
 RunTrigger = Literal["schedule", "event", "api", "cli"]
 ACTIVE_STATUSES: frozenset[str] = frozenset({"queued", "running"})
 TERMINAL_STATUSES: frozenset[str] = frozenset({"succeeded", "failed"})
-# Longer than a worker can hold a run without writing to it (30 min functionTimeout plus the
-# 60 min scale-in grace period), so a live run is never taken for an abandoned one.
-DEFAULT_STALE_AFTER = timedelta(hours=3)
+# A queued run's message is due within minutes (waits re-queue it at most 10 minutes ahead, and
+# update the record each time); one silent for a day lost its message.
+DEFAULT_QUEUED_STALE_AFTER = timedelta(hours=24)
+# While a caller waits for a run's lease to lapse (`create(takeover_wait=...)`), how often it looks.
+_TAKEOVER_POLL_SECONDS = 1.0
+MARKER_LEASE = "run"
 _CREATE_ATTEMPTS = 5
 _JSON = ContentSettings(content_type="application/json")
 
@@ -62,6 +80,24 @@ class RunActive(TransientError):
             "wait for it to finish before starting another"
         )
         self.record = record
+
+
+class RunOwned(TransientError):
+    """Another live process holds the run (its marker lease is renewed): try again when it lapses."""
+
+    code = "RunOwned"
+    http_status = 409
+
+    def __init__(self, message: str, *, retry_after: float) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class RunSuperseded(TerminalError):
+    """The run was taken over by another run (its process was thought dead): it must not go on."""
+
+    code = "RunSuperseded"
+    http_status = 409
 
 
 class IllegalTransition(TerminalError):
@@ -198,14 +234,16 @@ class RunStore:
         self,
         container: ContainerClient,
         *,
-        stale_after: timedelta = DEFAULT_STALE_AFTER,
+        queued_stale_after: timedelta = DEFAULT_QUEUED_STALE_AFTER,
         keep: int = DEFAULT_RUNS_KEPT_PER_EXPORT,
     ) -> None:
         if keep < 1:
             raise ValueError("keep must be at least 1: the run being created is always kept")
         self._container = container
-        self._stale_after = stale_after
+        self._queued_stale_after = queued_stale_after
         self._keep = keep
+        # Heartbeats of the runs this process owns, by (export, run id): the marker's lease id.
+        self._owners: dict[tuple[str, str], Heartbeat] = {}
 
     @staticmethod
     def record_blob(export: str, run_id: str) -> str:
@@ -224,8 +262,12 @@ class RunStore:
         full: bool = False,
         force: bool = False,
         started_by: str | None = None,
+        takeover_wait: float = 0.0,
     ) -> RunRecord:
         """Create a queued run. Raises RunActive when the export has a live queued or running run.
+
+        `takeover_wait`: seconds to wait for a running run's lease to lapse before answering
+        RunActive (the CLI waits one lease period, so a rerun right after a crash takes over).
 
         Then deletes the export's oldest runs beyond `keep`; the new run is the newest, and the only
         live one, so it is never among them.
@@ -240,7 +282,7 @@ class RunStore:
             force=force,
             started_by=started_by or trigger,
         )
-        self._claim(record)
+        self._claim(record, takeover_wait)
         self._prune(export)
         return record
 
@@ -285,13 +327,15 @@ class RunStore:
         if marker is None:
             return None
         record = self.get(export, marker[0])
-        if record is None or not record.active or self._is_stale(record):
+        if record is None or not record.active or not self._alive(record):
             return None
         return record
 
     def update(self, record: RunRecord) -> None:
         """Save `record`; a terminal status also releases the export's active marker."""
         record.updated_at = utc_now()
+        owner = self._owners.get((record.export, record.run_id))
+        lease = owner.lease_id(MARKER_LEASE) if owner is not None else None
         self._container.upload_blob(
             self.record_blob(record.export, record.run_id),
             json.dumps(record.to_document()),
@@ -299,9 +343,81 @@ class RunStore:
             content_settings=_JSON,
         )
         if not record.active:
-            self._release(record)
+            self._release(record, lease)
 
-    def _claim(self, record: RunRecord) -> None:
+    # ------------------------------------------------------------------ ownership
+    def own(self, record: RunRecord, heartbeat: Heartbeat) -> None:
+        """Hold `record`'s run for this process: lease its export's marker, renewed by `heartbeat`.
+
+        RunOwned when a live process holds it; RunSuperseded when another run took the export over.
+        """
+        marker_name = self.marker_blob(record.export)
+        blob = self._container.get_blob_client(marker_name)
+        marker = self._read_marker(record.export)
+        if marker is None:
+            # Released (a crash between a terminal write and the delete cannot leave an active
+            # record, so this run is still ours to claim): mark the export again.
+            with contextlib.suppress(ResourceExistsError):
+                self._write_marker(record)
+            marker = self._read_marker(record.export)
+        if marker is None or marker[0] != record.run_id:
+            raise RunSuperseded(
+                f"run {record.run_id} of export {record.export!r} was taken over by run "
+                f"{marker[0] if marker else '(none)'}; this one does not go on"
+            )
+        try:
+            heartbeat.acquire(MARKER_LEASE, blob, create=False)
+        except HttpResponseError as exc:
+            if getattr(exc, "error_code", None) != ALREADY_LEASED:
+                raise
+            raise RunOwned(
+                f"run {record.run_id} of export {record.export!r} is being worked on by another process; "
+                f"if that process died, its hold lapses within {heartbeat.lease_seconds}s and this one takes over",
+                retry_after=heartbeat.lease_seconds,
+            ) from None
+        again = self._read_marker(record.export)
+        if again is None or again[0] != record.run_id:  # replaced between our read and our lease
+            heartbeat.release(MARKER_LEASE)
+            raise RunSuperseded(f"run {record.run_id} of export {record.export!r} was taken over")
+        self._owners[(record.export, record.run_id)] = heartbeat
+
+    def disown(self, record: RunRecord) -> None:
+        """Forget this process's hold on `record` (its heartbeat releases the lease as it stops)."""
+        self._owners.pop((record.export, record.run_id), None)
+
+    @contextlib.contextmanager
+    def owning(self, record: RunRecord, *, lease_seconds: int) -> Iterator[Heartbeat]:
+        """Own `record`'s run for the duration of the block, with a heartbeat renewing the leases."""
+        with Heartbeat(lease_seconds) as heartbeat:
+            self.own(record, heartbeat)
+            try:
+                yield heartbeat
+            finally:
+                self.disown(record)
+
+    def _alive(self, record: RunRecord) -> bool:
+        """A queued run is alive until it goes silent for `queued_stale_after`; a running run while
+        a process holds its marker's lease (its heartbeat renews it)."""
+        if record.status == "queued":
+            last = _parse_time(record.updated_at) or _parse_time(record.queued_at)
+            return last is None or datetime.now(UTC) - last <= self._queued_stale_after
+        return self._marker_leased(record.export)
+
+    def _marker_leased(self, export: str) -> bool:
+        try:
+            return lease_is_held(self._container.get_blob_client(self.marker_blob(export)))
+        except ResourceNotFoundError:
+            return False
+
+    def _write_marker(self, record: RunRecord) -> None:
+        self._container.upload_blob(
+            self.marker_blob(record.export),
+            json.dumps({"runId": record.run_id}),
+            overwrite=False,
+            content_settings=_JSON,
+        )
+
+    def _claim(self, record: RunRecord, takeover_wait: float = 0.0) -> None:
         # The record is written before the marker: a marker never points to a run that does
         # not exist except after a crash between the two writes, which reads as abandoned.
         self._container.upload_blob(
@@ -310,14 +426,12 @@ class RunStore:
             overwrite=False,
             content_settings=_JSON,
         )
-        for _ in range(_CREATE_ATTEMPTS):
+        waited_until = time.monotonic() + takeover_wait
+        attempts = 0
+        while attempts < _CREATE_ATTEMPTS:
+            attempts += 1
             try:
-                self._container.upload_blob(
-                    self.marker_blob(record.export),
-                    json.dumps({"runId": record.run_id}),
-                    overwrite=False,
-                    content_settings=_JSON,
-                )
+                self._write_marker(record)
                 return
             except ResourceExistsError:
                 pass
@@ -326,11 +440,21 @@ class RunStore:
                 continue  # released between our write and our read: try again
             holder_id, etag = marker
             holder = self.get(record.export, holder_id)
-            if holder is not None and holder.active and not self._is_stale(holder):
+            if holder is not None and holder.active and self._alive(holder):
+                if holder.status == "running" and time.monotonic() < waited_until:
+                    # Its process may have died: its lease lapses within one period.
+                    time.sleep(_TAKEOVER_POLL_SECONDS)
+                    attempts -= 1
+                    continue
                 self._abandon(record, f"not started: run {holder.run_id} was already {holder.status}")
                 raise RunActive(holder)
             if holder is not None and holder.active:
-                holder.fail(f"abandoned: no progress recorded since {holder.updated_at or holder.queued_at}")
+                why = (
+                    "its process stopped renewing its hold on the export (it died or lost storage)"
+                    if holder.status == "running"
+                    else f"its queue message never arrived (queued since {holder.updated_at or holder.queued_at})"
+                )
+                holder.fail(f"abandoned: {why}; run {record.run_id} takes over from its checkpoint")
                 self.update(holder)
             else:
                 self._delete_marker(record.export, etag)
@@ -356,18 +480,28 @@ class RunStore:
         etag = downloader.properties.etag
         return (str(run_id), etag)
 
-    def _release(self, record: RunRecord) -> None:
+    def _release(self, record: RunRecord, lease: str | None = None) -> None:
         marker = self._read_marker(record.export)
         if marker is not None and marker[0] == record.run_id:
-            self._delete_marker(record.export, marker[1])
+            self._delete_marker(record.export, marker[1], lease)
+            owner = self._owners.get((record.export, record.run_id))
+            if owner is not None:
+                owner.forget(MARKER_LEASE)  # the blob is gone: nothing left to renew or release
 
-    def _delete_marker(self, export: str, etag: str) -> None:
+    def _delete_marker(self, export: str, etag: str, lease: str | None = None) -> None:
         # Conditional on the ETag we read, so a marker just taken by a new run is never removed.
-        with contextlib.suppress(ResourceNotFoundError, ResourceModifiedError):
+        # A marker leased by a live run (not ours) refuses the delete: it stays, as it should.
+        try:
             self._container.delete_blob(
-                self.marker_blob(export), etag=etag, match_condition=MatchConditions.IfNotModified
+                self.marker_blob(export),
+                etag=etag,
+                match_condition=MatchConditions.IfNotModified,
+                lease=lease,
             )
-
-    def _is_stale(self, record: RunRecord) -> bool:
-        last = _parse_time(record.updated_at) or _parse_time(record.queued_at)
-        return last is not None and datetime.now(UTC) - last > self._stale_after
+        except (ResourceNotFoundError, ResourceModifiedError):
+            pass
+        except HttpResponseError as exc:
+            if "Lease" not in str(getattr(exc, "error_code", "")):
+                raise
+            if lease is not None:  # our lease lapsed meanwhile: the marker is free to delete without it
+                self._delete_marker(export, etag)

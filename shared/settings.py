@@ -26,6 +26,9 @@ DEFAULT_RUN_TIME_BUDGET_SECONDS = 25 * 60.0
 DEFAULT_SECRET_CACHE_SECONDS = 300.0
 DEFAULT_RUNS_KEPT_PER_EXPORT = 100
 DEFAULT_REJECTED_ROWS_RETENTION_DAYS = 30
+# How long a run's hold on its export and account lasts without renewal (a blob lease: 15-60 s). A
+# run whose process died stops blocking them this long after its last renewal.
+DEFAULT_RUN_LEASE_SECONDS = 60
 # ActiveCampaign's API hosts (see docs/security.md); ACTIVECAMPAIGN_ALLOWED_HOST_SUFFIXES adds more.
 DEFAULT_ALLOWED_HOST_SUFFIXES: tuple[str, ...] = (".api-us1.com", ".api-eu1.com", ".activehosted.com")
 
@@ -44,6 +47,7 @@ SETTINGS_READ: tuple[str, ...] = (
     "SECRET_CACHE_SECONDS",
     "RUNS_KEPT_PER_EXPORT",
     "REJECTED_ROWS_RETENTION_DAYS",
+    "RUN_LEASE_SECONDS",
     "APPLICATIONINSIGHTS_CONNECTION_STRING",
 )
 
@@ -95,6 +99,7 @@ class Settings:
     secret_cache_seconds: float = DEFAULT_SECRET_CACHE_SECONDS
     runs_kept_per_export: int = DEFAULT_RUNS_KEPT_PER_EXPORT
     rejected_rows_retention_days: int = DEFAULT_REJECTED_ROWS_RETENTION_DAYS
+    run_lease_seconds: int = DEFAULT_RUN_LEASE_SECONDS
     running_in_azure: bool = False
     appinsights_connection_string: str | None = None
     easy_auth_enabled: bool = False
@@ -187,6 +192,15 @@ def _schedule(env: Mapping[str, str], name: str, default: str) -> str:
         raise SettingsError(f"{name}: {exc}") from None
 
 
+def _lease_seconds(env: Mapping[str, str]) -> int:
+    value = _positive_int(env, "RUN_LEASE_SECONDS", DEFAULT_RUN_LEASE_SECONDS)
+    if not 15 <= value <= 60:
+        raise SettingsError(
+            f"RUN_LEASE_SECONDS must be 15-60 (a blob lease's range), got {value}; the default is 60"
+        )
+    return value
+
+
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     """Parse settings from `env` (default: the process environment). Raises SettingsError."""
     env = os.environ if env is None else env
@@ -248,6 +262,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         rejected_rows_retention_days=_positive_int(
             env, "REJECTED_ROWS_RETENTION_DAYS", DEFAULT_REJECTED_ROWS_RETENTION_DAYS
         ),
+        run_lease_seconds=_lease_seconds(env),
         running_in_azure=any(env.get(marker) for marker in _AZURE_MARKERS),
         appinsights_connection_string=env.get("APPLICATIONINSIGHTS_CONNECTION_STRING", "").strip() or None,
         easy_auth_enabled=env.get(EASY_AUTH_MARKER, "").strip().lower() == "true",

@@ -35,8 +35,9 @@ U64 = npt.NDArray[np.uint64]
 #   state 1: arrays keys, fingerprints, email_offsets, email_data, meta; `removed` only once mirror
 #            removals existed, no `target` before 2026-11-28.   state 2: both always present.
 #   checkpoint 1: no `format` key.   checkpoint 2: `format`, `rejoin_next` (re-subscribed rejoiners).
+#   checkpoint 3: `rejoin_after`, `rejoin_paged`, `rejoin_ids` (the walk of the list's unsubscribed).
 STATE_FORMAT = 2
-CHECKPOINT_FORMAT = 2
+CHECKPOINT_FORMAT = 3
 SNAPSHOT_METADATA = "snapshotid"
 RESET_WHATS = frozenset({"checkpoint", "state"})
 # Kept for callers that catch both: a corrupt blob (terminal) and a conflicting write (transient).
@@ -203,10 +204,16 @@ class Checkpoint:
     # How many of the plan's rejoiners (`Plan.resubscribe`, in order) were handled (re-subscribed or
     # failed): a continuation goes on from there.
     rejoin_next: int = 0
+    # The walk of the list's unsubscribed members that finds rejoiners' contact ids: the last id
+    # read, whether the walk is done, and plan index -> contact id of the rejoiners found so far.
+    rejoin_after: int = 0
+    rejoin_paged: bool = False
+    rejoin_ids: dict[int, int] = field(default_factory=dict)
 
     def to_json(self) -> str:
         doc: dict[str, Any] = {"format": CHECKPOINT_FORMAT, **asdict(self)}
         doc["failed"] = {str(k): v for k, v in self.failed.items()}
+        doc["rejoin_ids"] = {str(k): v for k, v in self.rejoin_ids.items()}
         return json.dumps(doc, separators=(",", ":"))
 
     @staticmethod
@@ -240,6 +247,9 @@ class Checkpoint:
             checkpoint.resent = [int(i) for i in checkpoint.resent]
             checkpoint.next_index = int(checkpoint.next_index)
             checkpoint.rejoin_next = int(checkpoint.rejoin_next)
+            checkpoint.rejoin_after = int(checkpoint.rejoin_after)
+            checkpoint.rejoin_paged = bool(checkpoint.rejoin_paged)
+            checkpoint.rejoin_ids = {int(k): int(v) for k, v in dict(checkpoint.rejoin_ids).items()}
         except (TypeError, ValueError) as exc:
             raise _Unreadable(f"has a malformed value ({exc})") from None
         if checkpoint.next_index < 0 or checkpoint.rejoin_next < 0:

@@ -30,6 +30,7 @@ CONFIG_BLOB = "config/config.json"
 RUN_RECORD = "run.json"
 RUN_REPORT = "report.json"
 RUN_REJECTED = "rejected.csv"
+RUN_UNSUBSCRIBED = "unsubscribed.csv"
 
 
 def state_blob(export: str) -> str:

@@ -145,3 +145,68 @@ def test_a_second_run_on_the_same_account_waits_its_turn(
     finally:
         lease.release()
     assert run_export(ctx, record, runs=runs).status == "succeeded"
+
+
+def _cli(args: list[str], env: dict[str, str]) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "shared.cli", *args],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def test_kill_9_of_a_cli_run_then_an_immediate_rerun_takes_over_and_resumes(
+    azurite: str, unique_name: str, make_sandbox: MakeSandbox, tmp_path: Path
+) -> None:
+    sandbox = make_sandbox(limits=Limits(requests_per_second=200, bulk_multi_per_minute=1200))
+    service = BlobServiceClient.from_connection_string(azurite)
+    write_ci_snapshot(service.create_container(unique_name), "Vip", profiles(10_000), partitions=3)
+    config = make_config(sandbox.hostname, unique_name)
+    config_file = tmp_path / "config.json"
+    config_file.write_text(json.dumps(config_to_document(config)))
+    app = service.get_container_client("activecampaign-export")
+    clear_export(app)
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith(("WEBSITE_", "KEY_VAULT"))},
+        "AzureWebJobsStorage": azurite,
+        "ACTIVECAMPAIGN_REQUESTS_PER_SECOND": "150",
+        "ACTIVECAMPAIGN_BULK_IMPORTS_PER_MINUTE": "1100",
+        "AC_KEY": SANDBOX_API_KEY,
+        "RUN_LEASE_SECONDS": "15",
+    }
+    args = ["run", "vip", "--config", str(config_file), "--no-progress"]
+    first = _cli(args, env)
+    try:
+        reached = sandbox.wait_for_batches(8, timeout=60)
+        assert reached, "no batches arrived" if first.poll() is None else first.communicate()[1]
+        first.send_signal(signal.SIGKILL)
+    finally:
+        first.wait(timeout=30)
+    assert first.returncode == -signal.SIGKILL
+    runs = RunStore(app)
+    killed = runs.list("vip", limit=1)[0]
+    assert killed.status == "running"  # nobody said otherwise: only its lapsing lease does
+
+    rerun = _cli(args, env)  # at once: it waits for the killed run's hold to lapse, then takes over
+    out, err = rerun.communicate(timeout=180)
+    assert rerun.returncode == 0, err
+    report = json.loads(out.strip().splitlines()[-1])
+    assert report["status"] == "succeeded"
+    assert 0 < report["resumed_from"] < 10_000
+    assert (report["to_send"], report["accepted"], report["failed"], report["unconfirmed"]) == (
+        10_000,
+        10_000,
+        0,
+        0,
+    )
+    abandoned = runs.get("vip", killed.run_id)
+    assert abandoned is not None
+    assert abandoned.status == "failed"
+    assert abandoned.error is not None
+    assert abandoned.error.startswith("abandoned: its process stopped renewing its hold")
+    assert sandbox.wait_until_idle(30)
+    assert sandbox.state.list_members(1) == {f"person{i}@example.com": 1 for i in range(10_000)}
+    assert runs.active("vip") is None

@@ -3,9 +3,10 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
 import pytest
-from azure.storage.blob import BlobServiceClient, ContainerClient
+from azure.storage.blob import BlobLeaseClient, BlobServiceClient, ContainerClient
 
-from shared.runs import RunActive, RunRecord, RunStore
+from shared.ownership import Heartbeat
+from shared.runs import RunActive, RunOwned, RunRecord, RunStore
 
 
 @pytest.fixture
@@ -81,16 +82,65 @@ def test_concurrent_creates_start_exactly_one_run(container):
     assert [r.run_id for r in store.list("vip")] == started
 
 
-def test_abandoned_active_run_is_failed_and_replaced(container):
-    store = RunStore(container, stale_after=timedelta(0))
+def test_a_queued_run_whose_message_never_came_is_failed_and_replaced(container):
+    store = RunStore(container, queued_stale_after=timedelta(0))
     old = store.create("vip", trigger="cli")
     new = store.create("vip", trigger="api")
     failed = store.get("vip", old.run_id)
     assert failed is not None
     assert failed.status == "failed"
     assert failed.error is not None
-    assert failed.error.startswith("abandoned")
+    assert failed.error.startswith("abandoned: its queue message never arrived")
     assert new.status == "queued"
+
+
+def test_a_running_run_blocks_while_its_process_renews_its_lease(container):
+    store = RunStore(container)
+    record = store.create("vip", trigger="cli")
+    with store.owning(record, lease_seconds=15):
+        record.start()
+        store.update(record)
+        with pytest.raises(RunActive):
+            store.create("vip", trigger="schedule")
+        with pytest.raises(RunOwned, match="another process"):
+            store.own(record, Heartbeat(15))  # a redelivered message while the owner lives
+        record.succeed()
+        store.update(record)  # deletes the marker with the lease this process holds
+    assert store.active("vip") is None
+    assert store.create("vip", trigger="schedule").status == "queued"
+
+
+def test_a_running_run_whose_lease_lapsed_is_failed_and_taken_over(container):
+    killed = RunStore(container)  # the process that is killed
+    dead = killed.create("vip", trigger="cli")
+    heartbeat = Heartbeat(15)  # never started: nobody renews, as in a killed process
+    killed.own(dead, heartbeat)
+    dead.start()
+    killed.update(dead)
+    store = RunStore(container)
+    # What 15 s without renewal does, without waiting for it: the lease is no longer held.
+    BlobLeaseClient(container.get_blob_client(store.marker_blob("vip"))).break_lease(lease_break_period=0)
+    assert store.active("vip") is None
+    new = store.create("vip", trigger="schedule")
+    failed = store.get("vip", dead.run_id)
+    assert failed is not None
+    assert failed.status == "failed"
+    assert failed.error is not None
+    assert failed.error.startswith("abandoned: its process stopped renewing its hold")
+    assert store.active("vip") == new
+
+
+def test_a_redelivered_message_takes_over_its_own_run_once_the_lease_lapsed(container):
+    store = RunStore(container)
+    record = store.create("vip", trigger="api")
+    store.own(record, Heartbeat(15))
+    record.start()
+    store.update(record)
+    BlobLeaseClient(container.get_blob_client(store.marker_blob("vip"))).break_lease(lease_break_period=0)
+    with store.owning(record, lease_seconds=15) as heartbeat:
+        assert heartbeat.holds("run")
+        record.start()  # running -> running: the take-over
+        assert record.attempts == 2
 
 
 def test_list_is_newest_first_and_limited(container):

@@ -224,6 +224,11 @@ resource site 'Microsoft.Web/sites@2024-04-01' = {
           value: string(rejectedRowsRetentionDays)
         }
         {
+          // How long a run's hold on its export and account lasts between renewals (15-60 s).
+          name: 'RUN_LEASE_SECONDS'
+          value: '60'
+        }
+        {
           name: 'APPLICATIONINSIGHTS_CONNECTION_STRING'
           value: appInsightsConnectionString
         }

@@ -1,0 +1,164 @@
+"""Ownership by heartbeat: the blob leases a run holds, renewed in the background for as long as it runs.
+
+A run holds two leases: on its export's active-run marker (`runs/<export>/active.json`: nobody else
+works on the run) and, when it sends, on its ActiveCampaign account (`locks/<host>`: runs on one
+account take turns, they share its rate budget). `Heartbeat` renews both every third of the lease
+period from a thread of its own, so pass 1, sending, waiting for confirmations, re-subscribing
+rejoiners and saving the state are all covered, however long each takes.
+
+If a renewal fails for longer than the lease leaves room for (or storage says the lease is gone),
+the heartbeat records why and `check()` raises `OwnershipLost`: every loop of the run calls it before
+each request, so the run stops sending at once. A process that dies stops renewing, and its leases
+lapse within one lease period: the next start of the export (CLI, API, timer or a redelivered
+message) finds the marker unleased and takes over, resuming from the checkpoint.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from types import TracebackType
+
+from azure.core.exceptions import HttpResponseError, ResourceExistsError
+from azure.storage.blob import BlobClient, BlobLeaseClient
+
+from shared.errors import OwnershipLost
+
+log = logging.getLogger(__name__)
+# Codes storage answers when a lease is no longer ours: renewing again cannot help.
+_GONE = frozenset({"LeaseIdMismatchWithLeaseOperation", "LeaseNotPresentWithLeaseOperation", "LeaseLost"})
+ALREADY_LEASED = "LeaseAlreadyPresent"
+
+
+@dataclass
+class _Held:
+    lease: BlobLeaseClient
+    renewed: float  # clock() of the last successful acquire or renewal
+
+
+def lease_is_held(blob: BlobClient) -> bool:
+    """Whether someone holds a live lease on `blob` (False when it is free, expired or broken)."""
+    lease = blob.get_blob_properties().lease
+    return bool(lease.state == "leased")
+
+
+class Heartbeat:
+    """Leases held for one run, renewed every `lease_seconds / 3` until the heartbeat stops."""
+
+    def __init__(
+        self,
+        lease_seconds: int,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        period: float | None = None,
+    ) -> None:
+        if not 15 <= lease_seconds <= 60:
+            raise ValueError("lease_seconds must be 15-60 (what blob leases allow)")
+        self.lease_seconds = lease_seconds
+        self._clock = clock
+        self._period = period if period is not None else lease_seconds / 3
+        self._held: dict[str, _Held] = {}
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._lost: str | None = None
+        self._thread: threading.Thread | None = None
+
+    # ------------------------------------------------------------------ lifecycle
+    def __enter__(self) -> Heartbeat:
+        self._thread = threading.Thread(target=self._run, name="run-heartbeat", daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+        for name in list(self._held):
+            self.release(name)
+
+    # ------------------------------------------------------------------ leases
+    def acquire(self, name: str, blob: BlobClient, *, create: bool = True) -> BlobLeaseClient:
+        """Lease `blob` for this run (creating an empty blob first if `create` and it is missing).
+
+        Raises the storage error unchanged; `LeaseAlreadyPresent` (its `error_code`) means someone
+        else holds it. The caller turns that into its own error.
+        """
+        if create:
+            with contextlib.suppress(ResourceExistsError):
+                blob.upload_blob(b"", overwrite=False)
+        lease = BlobLeaseClient(blob)
+        lease.acquire(lease_duration=self.lease_seconds)
+        with self._lock:
+            self._held[name] = _Held(lease, self._clock())
+        return lease
+
+    def lease_id(self, name: str) -> str | None:
+        with self._lock:
+            held = self._held.get(name)
+        return held.lease.id if held is not None else None
+
+    def holds(self, name: str) -> bool:
+        with self._lock:
+            return name in self._held
+
+    def forget(self, name: str) -> None:
+        """Stop renewing a lease whose blob was deleted (its lease went with it)."""
+        with self._lock:
+            self._held.pop(name, None)
+
+    def release(self, name: str) -> None:
+        """Give up one lease now (a lapsed or lost one is simply forgotten)."""
+        with self._lock:
+            held = self._held.pop(name, None)
+        if held is None:
+            return
+        try:
+            held.lease.release()
+        except HttpResponseError:
+            log.warning("could not release the %s lease; it lapses within %ss", name, self.lease_seconds)
+
+    # ------------------------------------------------------------------ checks
+    @property
+    def lost(self) -> str | None:
+        return self._lost
+
+    def check(self) -> None:
+        """Raise OwnershipLost if a lease could not be renewed: the run must stop sending now."""
+        if self._lost is not None:
+            raise OwnershipLost(self._lost)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._period):
+            self.renew_all()
+
+    def renew_all(self) -> None:
+        """Renew every held lease once (the thread does this every period)."""
+        with self._lock:
+            items = list(self._held.items())
+        for name, held in items:
+            try:
+                held.lease.renew()
+            except Exception as exc:
+                code = getattr(exc, "error_code", None)
+                late = self._clock() - held.renewed
+                # Renewal is tried every third of the period: give up while a third is still left, so
+                # the run stops before anyone else could take the lease.
+                if code in _GONE or late >= self.lease_seconds * 2 / 3:
+                    self._lost = (
+                        f"the run could not renew its {name} lease ({type(exc).__name__}"
+                        f"{': ' + str(code) if code else ''}; last renewed {late:.0f}s ago): it stopped "
+                        "sending so that no other run overlaps with it; the next start resumes from its checkpoint"
+                    )
+                    log.error("%s", self._lost)
+                else:
+                    log.warning("renewing the %s lease failed (%s); trying again", name, type(exc).__name__)
+                continue
+            with self._lock:
+                if name in self._held:
+                    self._held[name].renewed = self._clock()

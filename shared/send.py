@@ -1,0 +1,375 @@
+"""The send pass: hand the planned operations to ActiveCampaign, follow them, bring back rejoiners.
+
+One `SendStage` per invocation of a run. Its state is named fields (what was sent, what failed,
+where the checkpoint stands), so each step is a method rather than a closure sharing variables:
+
+1. `_send_planned` / `_send_removals`: stream the plan's rows and removals into the BatchSender;
+   batches an earlier invocation queued are followed again, operations before the checkpoint skipped.
+2. `_confirm`: wait (within the deadline) for import/info to report every batch; what it never
+   reports is *unconfirmed* and sent again next run.
+3. `_rejoin`: re-subscribe mirror rejoiners this export had unsubscribed (bulk import cannot): their
+   ids come from pages of the list's unsubscribed members, and progress is checkpointed, so a
+   continuation goes on where the last invocation stopped.
+
+Every loop obeys one `RunGuard`: the lease (checked before every request: a run that lost its hold
+stops at once), the stop request and the deadline (checked between units of work; a deadline saves
+the checkpoint and raises `Pause`, a stop request raises RunFailed once the checkpoint is saved).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+
+from shared.activecampaign import ActiveCampaignClient, ActiveCampaignError, Refused
+from shared.config import ExportConfig
+from shared.errors import RunFailed
+from shared.load import BatchSender, Operation, SendOutcome, operation
+from shared.mapping import Contact, RowMapper, contact_payload
+from shared.ownership import Heartbeat
+from shared.report import RunReport
+from shared.state import Checkpoint, CheckpointWriter, DeliveredState, StateStore
+from shared.sync import Plan, SnapshotContacts
+
+log = logging.getLogger(__name__)
+UNSUBSCRIBED = 2  # ActiveCampaign's contactList status
+REJOIN_CHECKPOINT_EVERY = 25  # rejoiners between checkpoints (a continuation redoes at most these)
+UNCONFIRMED = "unconfirmed"
+
+
+class Pause(Exception):
+    """The invocation's time budget ran out after a checkpoint: continue in a new invocation."""
+
+
+@dataclass
+class RunGuard:
+    """The one deadline, stop request and lease that every long loop of a run obeys."""
+
+    clock: Callable[[], float]
+    deadline: float | None = None  # clock() value
+    should_stop: Callable[[], str | None] | None = None
+    heartbeat: Heartbeat | None = None
+    stop_every: float = 2.0  # seconds between stop checks inside tight loops (each reads the config)
+    _next_stop_check: float = 0.0
+    _halt: Exception | None = None
+
+    def lease(self) -> None:
+        """Raise OwnershipLost if the run's hold on its export or account could not be renewed."""
+        if self.heartbeat is not None:
+            self.heartbeat.check()
+
+    def halt(self, *, throttle: bool = False) -> Exception | None:
+        """Why to stop before the next unit of work (None: go on). Checks the lease first."""
+        self.lease()
+        if self._halt is None:
+            now = self.clock()
+            if self.should_stop is not None and (not throttle or now >= self._next_stop_check):
+                self._next_stop_check = now + self.stop_every
+                reason = self.should_stop()
+                if reason:
+                    self._halt = RunFailed(f"stopped before the next batch: {reason}")
+            if self._halt is None and self.deadline is not None and now >= self.deadline:
+                self._halt = Pause()
+        return self._halt
+
+    def during_wait(self) -> None:
+        """For waits (confirmations): the lease, and a stop request, end the wait at once."""
+        self.lease()
+        halt = self.halt(throttle=True)
+        if isinstance(halt, RunFailed):
+            raise halt
+
+    @property
+    def pending_halt(self) -> Exception | None:
+        """The reason to stop found by an earlier `halt()` (checked after each queued batch)."""
+        return self._halt
+
+    def remaining(self, timeout: float) -> float:
+        if self.deadline is None:
+            return timeout
+        return min(timeout, max(0.0, self.deadline - self.clock()))
+
+    def past_deadline(self) -> bool:
+        return self.deadline is not None and self.clock() >= self.deadline
+
+
+@dataclass
+class SendStage:
+    """Pass 2 of one invocation of a run. Build it, then `run(rows, mapper, store)` once."""
+
+    client: ActiveCampaignClient
+    export: ExportConfig
+    plan: Plan
+    contacts: SnapshotContacts
+    old: DeliveredState
+    checkpoint: Checkpoint
+    report: RunReport
+    guard: RunGuard
+    on_progress: Callable[[int], None]  # operations handed over so far
+    dry_run: bool = False
+    poll_interval: float = 0.5
+    confirm_timeout: float = 900.0
+    # Derived from the checkpoint in __post_init__.
+    n_send: int = field(init=False)
+    failed: dict[int, str] = field(init=False)
+    next_index: int = field(init=False)
+    rejoin_next: int = field(init=False)
+    # Batches an earlier invocation queued and had no answer for: op index -> batch id, and the
+    # operations rebuilt for each (they all precede `next_index`).
+    restore_of: dict[int, str] = field(init=False)
+    restored: dict[str, list[Operation]] = field(init=False)
+    restore_pending: bool = field(init=False, default=True)
+    sender: BatchSender | None = field(init=False, default=None)
+    writer: CheckpointWriter | None = field(init=False, default=None)
+
+    def __post_init__(self) -> None:
+        cp, report = self.checkpoint, self.report
+        self.n_send = int(self.plan.send.shape[0])
+        self.failed = dict(cp.failed)
+        self.next_index = cp.next_index
+        self.rejoin_next = cp.rejoin_next
+        self.restore_of = {i: batch for batch, idxs in cp.pending.items() for i in idxs}
+        self.restored = {batch: [] for batch in cp.pending}
+        report.accepted = cp.counts.get("accepted", 0)
+        report.removed = cp.counts.get("removed", 0)
+        report.remove_failed = cp.counts.get("remove_failed", 0)
+        report.resubscribed = cp.counts.get("resubscribed", 0)
+        report.failed = report.unconfirmed = report.remove_unconfirmed = 0
+        report.failure_reasons = {}
+        for index, reason in self.failed.items():
+            self._count_failure(index, reason, restoring=True)
+
+    # ------------------------------------------------------------------ the pass
+    def run(
+        self, rows: Iterable[tuple[int, Sequence[str]]], mapper: RowMapper, store: StateStore
+    ) -> dict[int, str]:
+        """Send, confirm and re-subscribe; returns the failed (and unconfirmed) plan indexes."""
+        # Closed on the way out, whatever happens: the sender's threads first, then the checkpoint
+        # writer, which stores the newest checkpoint before the run reports anything.
+        with (
+            CheckpointWriter(store) as self.writer,
+            BatchSender(
+                self.client,
+                exclude_automations=self.export.exclude_automations,
+                on_queued=self._on_queued,
+                on_done=self._on_done,
+                poll_interval=self.poll_interval,
+                guard=self.guard.lease,
+            ) as self.sender,
+        ):
+            self._send_planned(rows, mapper)
+            if self.dry_run:
+                self.report.batches = -(-self.n_send // 250) + -(-int(self.plan.removals.shape[0]) // 250)
+                return self.failed
+            self._send_removals()
+            self._confirm()
+            self._rejoin()
+        report = self.report
+        report.sent = report.accepted + report.failed + report.unconfirmed
+        return self.failed
+
+    def _send_planned(self, rows: Iterable[tuple[int, Sequence[str]]], mapper: RowMapper) -> None:
+        tags, list_id = self.export.mapping.tags, self.export.list_id
+        for op_index, values in rows:
+            if self.dry_run or (op_index < self.next_index and op_index not in self.restore_of):
+                continue
+            mapped = mapper.map_row(values)
+            assert isinstance(mapped, Contact)  # check_batch accepted the row: map_row agrees (tests)
+            op = operation(op_index, mapped.email, contact_payload(mapped, list_id=list_id, tags=tags))
+            if op_index < self.next_index:
+                self.restored[self.restore_of[op_index]].append(op)
+            else:
+                self._send(op)
+
+    def _send_removals(self) -> None:
+        list_id = self.export.list_id
+        for j, old_index in enumerate(self.plan.removals.tolist()):
+            op_index = self.n_send + j
+            if op_index < self.next_index and op_index not in self.restore_of:
+                continue
+            email = self.old.email(old_index)
+            payload = contact_payload(
+                Contact(email, None, None, None, ()), list_id=list_id, tags=(), unsubscribe=True
+            )
+            op = operation(op_index, email, payload)
+            if op_index < self.next_index:
+                self.restored[self.restore_of[op_index]].append(op)
+            else:
+                self._send(op)
+        self._restore_batches()
+
+    def _send(self, op: Operation) -> None:
+        self._stop_if_halted()
+        self._restore_batches()
+        assert self.sender is not None
+        self.sender.add(op)
+
+    def _restore_batches(self) -> None:
+        # Batches queued by an earlier invocation are followed again before anything new is sent, so
+        # the next checkpoint still lists them. Their operations all precede `next_index`, so by the
+        # first new operation every one of them has been rebuilt.
+        if self.restore_pending:
+            self.restore_pending = False
+            assert self.sender is not None
+            for batch_id, ops in self.restored.items():
+                self.sender.restore(batch_id, ops)
+
+    def _stop_if_halted(self) -> None:
+        # Raised only once the requests already sent are answered and checkpointed, so a
+        # continuation resends nothing.
+        halt = self.guard.pending_halt
+        if halt is not None:
+            assert self.sender is not None
+            self.sender.settle()
+            self._save()
+            raise halt
+
+    def _confirm(self) -> None:
+        assert self.sender is not None
+        sender, report = self.sender, self.report
+        sender.flush()
+        self._stop_if_halted()
+        started = self.guard.clock()
+        confirmed = sender.drain(
+            timeout=self.guard.remaining(self.confirm_timeout),
+            wait=lambda seconds: _wait(seconds, self.guard),
+        )
+        report.timings["confirm_s"] = round(self.guard.clock() - started, 3)
+        if not confirmed and self.guard.past_deadline():
+            self._save()
+            raise Pause
+        for indexes in sender.pending_batches().values():
+            for index in indexes:
+                self._record_failure(
+                    index, f"{UNCONFIRMED}: ActiveCampaign did not report this batch in time"
+                )
+        self._save(pending={})
+
+    # ------------------------------------------------------------------ rejoiners
+    def _rejoin(self) -> None:
+        """Bring back rejoiners this export unsubscribed itself: bulk import leaves them unsubscribed.
+
+        Two checkpointed loops, each checking the guard after every unit of work (so even an
+        invocation whose budget is spent makes progress): walk the list's unsubscribed members 100 a
+        page to find the rejoiners' ids, then subscribe them one by one. Idempotent, so a resumed run
+        may repeat one. A failure keeps the contact "removed by us" in the delivered state, so the
+        next run tries again.
+        """
+        todo = self.plan.resubscribe.tolist()
+        if self.rejoin_next >= len(todo):
+            return
+        cp = self.checkpoint
+        wanted = {self._send_email(op): op for op in todo[self.rejoin_next :] if op not in self.failed}
+        while wanted and not cp.rejoin_paged:
+            self.guard.lease()
+            page = self.client.list_members_page(
+                self.export.list_id, status=UNSUBSCRIBED, after_id=cp.rejoin_after
+            )
+            for contact_id, email in page:
+                op_index = wanted.get(email)
+                if op_index is not None:
+                    cp.rejoin_ids[op_index] = contact_id
+            if page:
+                cp.rejoin_after = max(contact_id for contact_id, _ in page)
+            found = sum(1 for op in wanted.values() if op in cp.rejoin_ids)
+            cp.rejoin_paged = not page or found == len(wanted)
+            self._save()
+            self._halt_saved()
+        since_save = 0
+        for position in range(self.rejoin_next, len(todo)):
+            op_index = todo[position]
+            if op_index not in self.failed:
+                self._rejoin_one(op_index, self._send_email(op_index), cp.rejoin_ids.get(op_index))
+            self.rejoin_next = position + 1
+            since_save += 1
+            if since_save >= REJOIN_CHECKPOINT_EVERY or self.guard.halt(throttle=True) is not None:
+                self._save()
+                since_save = 0
+                self._halt_saved()
+        self._save()
+
+    def _halt_saved(self) -> None:
+        """Stop here if the guard says so (the checkpoint was just saved)."""
+        halt = self.guard.halt(throttle=True)
+        if halt is not None:
+            raise halt
+
+    def _rejoin_one(self, op_index: int, email: str, contact_id: int | None) -> None:
+        try:
+            if contact_id is None:
+                # Not among the unsubscribed members: already subscribed again, or not on the list
+                # under that address yet. A lookup settles it; subscribing is idempotent.
+                contact_id = self.client.find_contact_id(email)
+                if contact_id is None:
+                    raise Refused("the contact was not found after its import")
+            self.guard.lease()
+            self.client.subscribe(self.export.list_id, contact_id)
+        except ActiveCampaignError as exc:
+            self.failed[op_index] = f"resubscribe_failed: {exc}"
+            self.report.accepted -= 1
+            self.report.fail("resubscribe_failed")
+        else:
+            self.report.resubscribed += 1
+
+    def _send_email(self, op_index: int) -> str:
+        return self.contacts.emails.get(int(self.plan.send[op_index])).decode("ascii")
+
+    # ------------------------------------------------------------------ sender callbacks
+    def _on_queued(self, batch_id: str, indexes: list[int]) -> None:
+        self.report.batches += 1
+        self.next_index = max(self.next_index, max(indexes) + 1)
+        self.on_progress(min(self.next_index, self.n_send))
+        self._save()
+        self.guard.halt()
+
+    def _on_done(self, outcome: SendOutcome) -> None:
+        for index in outcome.accepted:
+            if index < self.n_send:
+                self.report.accepted += 1
+            else:
+                self.report.removed += 1
+        for index, reason in {**outcome.failed, **outcome.unconfirmed}.items():
+            self._record_failure(index, reason)
+
+    def _record_failure(self, index: int, reason: str) -> None:
+        if index in self.failed:
+            return
+        self.failed[index] = reason
+        self._count_failure(index, reason)
+
+    def _count_failure(self, index: int, reason: str, *, restoring: bool = False) -> None:
+        report = self.report
+        if reason.startswith(UNCONFIRMED):
+            if index < self.n_send:
+                report.unconfirmed += 1
+            else:
+                report.remove_unconfirmed += 1
+        elif index < self.n_send:
+            report.fail(reason.split(":", 1)[0])
+        elif not restoring:  # removals' failures are restored from the checkpoint's counts
+            report.remove_failed += 1
+
+    def _save(self, *, pending: dict[str, list[int]] | None = None) -> None:
+        """Submit the checkpoint: pending batches, failures, counts and rejoin progress together."""
+        cp, report = self.checkpoint, self.report
+        assert self.sender is not None
+        assert self.writer is not None
+        cp.next_index = self.next_index
+        cp.pending = self.sender.pending_batches() if pending is None else pending
+        cp.failed = self.failed
+        cp.rejoin_next = self.rejoin_next
+        cp.counts = {
+            "accepted": report.accepted,
+            "removed": report.removed,
+            "remove_failed": report.remove_failed,
+            "resubscribed": report.resubscribed,
+        }
+        self.writer.submit(cp)
+
+
+def _wait(seconds: float, guard: RunGuard) -> None:
+    """Wait for ActiveCampaign's asynchronous processing, ending early if the run must stop."""
+    guard.during_wait()
+    time.sleep(seconds)
