@@ -264,9 +264,18 @@ class SendStage:
         wanted = {self._send_email(op): op for op in todo[self.rejoin_next :] if op not in self.failed}
         while wanted and not cp.rejoin_paged:
             self.guard.lease()
-            page = self.client.list_members_page(
-                self.export.list_id, status=UNSUBSCRIBED, after_id=cp.rejoin_after
-            )
+            try:
+                page = self.client.list_members_page(
+                    self.export.list_id, status=UNSUBSCRIBED, after_id=cp.rejoin_after
+                )
+            except ActiveCampaignError as exc:
+                # The walk is a shortcut: without it each rejoiner left is looked up on its own below.
+                log.warning(
+                    "could not read the list's unsubscribed members (%s); looking rejoiners up one by one",
+                    exc,
+                )
+                cp.rejoin_paged = True
+                break
             for contact_id, email in page:
                 op_index = wanted.get(email)
                 if op_index is not None:

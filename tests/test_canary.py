@@ -8,8 +8,8 @@ reports, checkpoints, state). The key may appear nowhere. The planted email, nam
 appear only in `rejected.csv` (the customer's own storage, for fixing rows), and emails also in the
 delivered state (`.npz`, which mirror mode needs) and a mirror run's `unsubscribed.csv`.
 
-Scenarios: upsert, mirror with removals and rejoiners (rejoiners are looked up by email in a query
-string), and the failure paths: key refused, server errors, dropped connections, a missing list,
+Scenarios: upsert, mirror with removals and rejoiners (found in pages of the list's unsubscribed
+members, or, when that walk fails, looked up by email in a query string), and the failure paths: key refused, server errors, dropped connections, a missing list,
 bulk import refusals and error bodies that echo emails, the removal guard, no consent, a missing
 secret, a missing column, a data row where model.json promises a header, a time folder without
 model.json, a login page instead of JSON, a stop request, a continuation, and an unexpected
@@ -190,7 +190,7 @@ def _mirror(c: Canary) -> None:
     c.snapshot(_rows(100), time_folder="2026/11/22/0600")
     back = c.run()
     assert back.status == "succeeded", back.error
-    assert back.report.resubscribed == 50  # person40 and person60 among them: looked up by email
+    assert back.report.resubscribed == 50  # person40 and person60 among them: found in pages
 
 
 def _guard_trips(c: Canary) -> None:
@@ -381,11 +381,12 @@ def test_no_output_carries_the_key_or_a_personal_value(
 def test_the_scenarios_exercise_what_they_claim(
     azurite: str, unique_name: str, make_sandbox, redacted_logs: pytest.LogCaptureFixture
 ) -> None:
-    """The mirror scenario really logs rejoin look-ups (so the scan above sees encoded emails)."""
+    """The failing-walk mirror scenario really logs rejoin look-ups by email (so the scan above sees
+    encoded emails)."""
     c = _canary(
         azurite, unique_name, make_sandbox(api_key=CANARY), EnvSecrets({"ACTIVECAMPAIGN_KEY": CANARY})
     )
-    _mirror(c)
+    _mirror_lookup_errors(c)
     lookups = [m for m in redacted_logs.messages if "/contacts?" in m and "email=" in m]
     assert lookups, "httpx logged no contact look-up: the canary would not see encoded emails"
     assert any("p***@example.com" in m for m in lookups)

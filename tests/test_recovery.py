@@ -42,7 +42,7 @@ def _reset(ctx: RunContext, azurite: str, tmp_path: Path, what: str) -> subproce
     return subprocess.run(
         [sys.executable, "-m", "shared.cli", "reset", "vip", "--config", str(config), "--what", what],
         cwd=ROOT,
-        env={**os.environ, "AzureWebJobsStorage": azurite, "AC_KEY": SANDBOX_API_KEY},
+        env={**os.environ, "AzureWebJobsStorage": azurite, "ACTIVECAMPAIGN_KEY": SANDBOX_API_KEY},
         capture_output=True,
         text=True,
         timeout=60,

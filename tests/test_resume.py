@@ -174,7 +174,7 @@ def test_kill_9_of_a_cli_run_then_an_immediate_rerun_takes_over_and_resumes(
         "AzureWebJobsStorage": azurite,
         "ACTIVECAMPAIGN_REQUESTS_PER_SECOND": "150",
         "ACTIVECAMPAIGN_BULK_IMPORTS_PER_MINUTE": "1100",
-        "AC_KEY": SANDBOX_API_KEY,
+        "ACTIVECAMPAIGN_KEY": SANDBOX_API_KEY,
         "RUN_LEASE_SECONDS": "15",
     }
     args = ["run", "vip", "--config", str(config_file), "--no-progress"]
