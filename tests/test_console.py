@@ -245,3 +245,70 @@ def test_the_export_form_sends_back_exactly_what_the_schema_accepts():
     assert sorted(re.findall(r'"([A-Za-z]+)"', block.group(1))) == sorted(
         schema["$defs"]["export"]["properties"]
     )
+
+
+HOSTNAMES = [
+    "acme.api-us1.com",
+    "ACME.api-us1.com",
+    " acme.api-eu1.com ",
+    "acme.activehosted.com",
+    "acme.api-us1.com.",
+    "https://acme.api-us1.com",
+    "acme.api-us1.com/api/3",
+    "user@acme.api-us1.com",
+    "acme.api-us1.com:443",
+    "acme.example.com",
+    "api-us1.com",
+    "-acme.api-us1.com",
+    "acme-.api-us1.com",
+    "ac_me.api-us1.com",
+    "a..api-us1.com",
+    "acme.api-us1.com?x=1",
+    "127.0.0.1:8765",
+    "localhost:8765",
+    "127.0.0.1:0",
+    "127.0.0.1:99999",
+    "",
+    "   ",
+    "evil.api-us1.com.example.com",
+    "x" * 64 + ".api-us1.com",
+]
+
+
+@pytest.mark.parametrize("allow_loopback", [True, False])
+def test_the_form_checks_hostnames_with_the_servers_rules(tmp_path, allow_loopback: bool):
+    import shutil
+    import subprocess
+
+    from shared.hosts import HostError, validate_hostname
+    from shared.settings import DEFAULT_ALLOWED_HOST_SUFFIXES
+
+    node = shutil.which("node")
+    assert node, "node (needed for Azurite) runs the console's hostname check here"
+    runner = tmp_path / "check.mjs"
+    runner.write_text(
+        'const fs = await import("node:fs");\n'
+        "const src = fs.readFileSync(process.argv[2], 'utf8');\n"
+        "const mod = await import('data:text/javascript,' + encodeURIComponent(src));\n"
+        "const [values, rules] = JSON.parse(fs.readFileSync(0, 'utf8'));\n"
+        "console.log(JSON.stringify(values.map((v) => mod.hostnameProblem(v, rules))));\n"
+    )
+    rules = {"suffixes": list(DEFAULT_ALLOWED_HOST_SUFFIXES), "allowLoopback": allow_loopback}
+    done = subprocess.run(
+        [node, str(runner), str(ASSETS / "hostname.js")],
+        input=json.dumps([HOSTNAMES, rules]),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    browser = json.loads(done.stdout)
+    for value, problem in zip(HOSTNAMES, browser, strict=True):
+        try:
+            validate_hostname(
+                value, allowed_suffixes=DEFAULT_ALLOWED_HOST_SUFFIXES, allow_loopback=allow_loopback
+            )
+            server_ok = True
+        except HostError:
+            server_ok = False
+        assert (problem is None) == server_ok, (value, problem)

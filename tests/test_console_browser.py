@@ -274,6 +274,44 @@ def test_deleting_a_connection_says_what_goes_with_it(
         assert api.get("/exports/vip").status_code == 404
 
 
+def test_a_failed_run_shows_the_error_as_the_api_gives_it(
+    serve: StartServe, app_env: AppEnv, ac_sandbox, segments, shots: Path, downloads: Path
+):
+    # Nothing usable: no row has a valid email, so the run fails before sending anything.
+    write_ci_snapshot(segments, "Vip", [[str(i), f"nobody-{i}", "A", "B", "", "gold"] for i in range(5)])
+    served = serve(base_env(app_env.azurite))
+    with httpx.Client(base_url=served.api, timeout=30) as api:
+        body = {
+            "displayName": "ActiveCampaign (main)",
+            "hostname": ac_sandbox.hostname,
+            "dataPrivacyConsent": True,
+            "apiKey": SANDBOX_API_KEY,
+        }
+        assert api.put("/connections/main", json=body).status_code == 201
+        export = {
+            "connection": "main",
+            "source": {"container": segments.container_name, "folder": FOLDER, "segment": "Vip"},
+            "listId": 1,
+            "mapping": {"email": "EmailAddress"},
+            "trigger": "manual",
+        }
+        assert api.put("/exports/vip", json=export).status_code == 201
+        with open_console(served, shots, downloads) as console:
+            console.go("#/exports/vip/runs")
+            console.type("Function key", "local-function-key")
+            console.click("Sign in")
+            console.see("Runs of export vip")
+            console.click("Run now")
+            console.see("The run failed", timeout=90)
+            run = api.get("/exports/vip/runs").json()["runs"][0]
+            assert run["status"] == "failed"
+            assert run["error"]
+            assert run["error"] in console.alert_text()
+            console.see("Nothing was sent to ActiveCampaign.")
+            console.shot("run-failed")
+    assert ac_sandbox.state.list_members(1) == {}
+
+
 # --- a contributor ------------------------------------------------------------------------------
 
 

@@ -122,7 +122,7 @@ function plural(n, one, many = `${one}s`) {
 }
 
 // What the run did, in sentences, from report.json (the API's report route) or the run's counts.
-export function describe(run, report) {
+export function describe(run, report, { rowsListed = false } = {}) {
   const r = report || {};
   const counts = run.counts || {};
   const get = (camel, snake) => {
@@ -138,7 +138,7 @@ export function describe(run, report) {
     const reasons = typeof rejectedByReason === "object" && rejectedByReason
       ? Object.entries(rejectedByReason).map(([reason, n]) => `${number(n)} with ${REASONS[reason] || reason}`).join(", ")
       : null;
-    lines.push(`Rejected ${plural(rejected, "row")} before sending${reasons ? `: ${reasons}` : ""}. They are listed below with their reasons.`);
+    lines.push(`Rejected ${plural(rejected, "row")} before sending${reasons ? `: ${reasons}` : ""}.${rowsListed ? " They are listed below with their reasons." : ""}`);
   } else lines.push("No row was rejected.");
   const duplicates = get("duplicates", "duplicates");
   if (duplicates) lines.push(`Skipped ${plural(duplicates, "duplicate")}: a later row with an email address already seen (the first one counts).`);
@@ -153,6 +153,10 @@ export function describe(run, report) {
     lines.push(`This was a preview: it would send ${plural(toSend, "contact")} and sent nothing.`);
     const toRemove = get("toRemove", "to_remove");
     if (toRemove) lines.push(`It would unsubscribe ${plural(toRemove, "contact")} who left the segment.`);
+    return lines;
+  }
+  if (run.status === "failed" && !get("sent", "sent")) {
+    lines.push("Nothing was sent to ActiveCampaign.");
     return lines;
   }
   lines.push(`Sent ${plural(get("sent", "sent"), "contact")} of ${number(toSend)} to send.`);
@@ -313,10 +317,11 @@ export async function detail(main, ctx, exportName, runId) {
   if (run.attemptErrors && run.attemptErrors.length) {
     parts.push(h("section", {}, h("h2", {}, "Failed attempts"), h("ol", {}, run.attemptErrors.map((e) => h("li", {}, e)))));
   }
-  parts.push(h("section", { "aria-labelledby": "report-h", class: "report" }, h("h2", { id: "report-h" }, "What happened"), describe(run, report).map((line) => h("p", {}, line))));
+  const rowsListed = run.status === "succeeded" || Boolean(run.rejectedBlob);
+  parts.push(h("section", { "aria-labelledby": "report-h", class: "report" }, h("h2", { id: "report-h" }, "What happened"), describe(run, report, { rowsListed }).map((line) => h("p", {}, line))));
   if (reportProblem && run.status !== "failed") parts.push(errorBox(reportProblem, { title: "The full report could not be read; the summary above uses the run's counts" }));
   replace(live, parts);
-  if (run.status === "succeeded" || run.rejectedBlob) {
+  if (rowsListed) {
     try {
       live.append(await rejectedRows(exportName, run));
     } catch (error) {
