@@ -110,7 +110,8 @@ def _check_target(svc: Services, connection: Connection, export: ExportConfig) -
     Returns warnings for what cannot be checked yet (no snapshot exported so far).
     """
     from shared.activecampaign import ListNotFound
-    from shared.mapping import MappingError, RowMapper, resolve_fields
+    from shared.mapping import MappingError, RowMapper
+    from shared.pipeline import preflight
     from shared.secrets import SecretNotFound
     from shared.segments import SegmentError, SegmentReader
 
@@ -123,10 +124,9 @@ def _check_target(svc: Services, connection: Connection, export: ExportConfig) -
             f"connection {connection.name!r} has no stored API key: PUT /api/connections/{connection.name} "
             "with apiKey first",
         ) from None
-    field_ids: dict[str, int] = {}
     with account(svc.settings, connection.hostname, key, connection=connection.name) as client:
         try:
-            client.get_list(export.list_id)
+            field_ids = preflight(client, export)  # the pipeline's own first step
         except ListNotFound:
             raise ApiError(
                 400,
@@ -134,12 +134,8 @@ def _check_target(svc: Services, connection: Connection, export: ExportConfig) -
                 f"listId {export.list_id} does not exist in the ActiveCampaign account of connection "
                 f"{connection.name!r}: check the list's id in ActiveCampaign (Contacts > Lists)",
             ) from None
-        if export.mapping.fields:
-            ac_fields = [(f.id, f.perstag) for f in client.list_fields()]
-            try:
-                field_ids = resolve_fields(export.mapping.fields, ac_fields)
-            except MappingError as exc:
-                raise ApiError(400, "MappingInvalid", f"mapping.fields: {exc}") from None
+        except MappingError as exc:
+            raise ApiError(400, "MappingInvalid", f"mapping.fields: {exc}") from None
     source = export.source
     where = f"container {source.container!r}, folder {source.folder!r}, segment {source.segment!r}"
     try:

@@ -3,7 +3,7 @@
 Scenarios:
 
 1. local pipeline, 1,000,000 rows generated lazily as byte chunks: the pipeline's pass 1
-   (SnapshotCollector.collect over read_csv_batches with RowMapper.check_batch), then plan_sync
+   (pipeline.collect_contacts over read_csv_batches), then pipeline.plan_run
    against an empty delivered state, in a fresh subprocess pinned to one core, five times; the
    median rows/s (and the range) and the highest peak RSS (ru_maxrss at the end of each subprocess),
    next to the peak RSS of an idle interpreter with the same imports. One more subprocess times
@@ -42,27 +42,25 @@ import tempfile
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from azure.storage.blob import BlobServiceClient
 
 from scripts.demo import DEMO_API_KEY, ROOT, azurite, sandbox
 from shared.config import FieldMapping
-from shared.mapping import Contact, RowMapper, contact_payload
-from shared.pipeline import RunContext, run_export
+from shared.mapping import RowMapper
+from shared.pipeline import RunContext, collect_contacts, plan_run, run_export
 from shared.runs import RunStore
 from shared.secrets import EnvSecrets
 from shared.segments import Partition, SourceRow, read_csv_batches
+from shared.send import planned_operations
 from shared.settings import load_settings
 from shared.state import DeliveredState
 from shared.sync import (
-    Fingerprinter,
     Plan,
-    SnapshotCollector,
     SnapshotContacts,
     advance_state,
-    plan_sync,
     planned_rows,
 )
 from tests.support.exports import make_config
@@ -85,6 +83,8 @@ MAPPING = FieldMapping(
 )
 FIELD_IDS = {"LoyaltyTier": 1}  # column -> ActiveCampaign field id (the sandbox's LOYALTY_TIER)
 PARTITION = Partition(blob_name="bench/Vip_1.csv", has_header=False)
+# The export the local scenarios plan for (what the demo configures), with the mapping above.
+EXPORT = replace(make_config("127.0.0.1:1", "bench").exports["vip"], mapping=MAPPING)
 
 SCALE = 10
 REAL_REQUESTS_PER_SECOND = 5  # ActiveCampaign's documented limits
@@ -150,11 +150,10 @@ class Pass1:
 
 
 def pass1(rows: int, *, changed_every: int = 0, invalid_every: int = 0) -> Pass1:
-    """The pipeline's pass 1 (`SnapshotCollector.collect`) over generated chunks; only the rows made
+    """The pipeline's pass 1 (`pipeline.collect_contacts`) over generated chunks; only the rows made
     invalid by `invalid_every` may be rejected."""
     chunks = TimedChunks(rows, changed_every=changed_every, invalid_every=invalid_every)
     mapper = RowMapper(MAPPING, COLUMNS, FIELD_IDS)
-    collector = SnapshotCollector(Fingerprinter(list_id=LIST_ID, tags=TAGS, roles=mapper.payload_roles))
     rejected = 0
 
     def reject(row: SourceRow, reason: str, detail: str) -> None:
@@ -162,10 +161,9 @@ def pass1(rows: int, *, changed_every: int = 0, invalid_every: int = 0) -> Pass1
         rejected += 1
 
     t0 = time.perf_counter()
-    read = collector.collect(
-        read_csv_batches(chunks, PARTITION, COLUMNS), mapper.check_batch, on_reject=reject
+    contacts, read = collect_contacts(
+        read_csv_batches(chunks, PARTITION, COLUMNS), mapper, EXPORT, on_reject=reject
     )
-    contacts = collector.finish()
     elapsed = time.perf_counter() - t0
     expected_rejections = len(range(1, rows, invalid_every)) if invalid_every else 0
     if read != rows or rejected != expected_rejections:
@@ -176,8 +174,9 @@ def pass1(rows: int, *, changed_every: int = 0, invalid_every: int = 0) -> Pass1
 def pass2(
     rows: int, plan: Plan, contacts: SnapshotContacts, *, changed_every: int = 0
 ) -> tuple[float, float]:
-    """The pipeline's pass 2 up to the sender: `planned_rows` over the same rows, each planned row
-    mapped and turned into its bulk-import payload; (seconds with generation excluded, generation)."""
+    """The pipeline's pass 2 up to the sender: `planned_rows` over the same rows and
+    `send.planned_operations` building each bulk-import operation, as `SendStage` hands them to the
+    sender; (seconds with generation excluded, generation)."""
     chunks = TimedChunks(rows, changed_every=changed_every)
     mapper = RowMapper(MAPPING, COLUMNS, FIELD_IDS)
     duplicates = 0
@@ -187,15 +186,11 @@ def pass2(
         duplicates += 1
 
     t0 = time.perf_counter()
-    built = 0
     batches = read_csv_batches(chunks, PARTITION, COLUMNS)
-    for _position, values in planned_rows(
+    planned = planned_rows(
         batches, mapper.check_batch, plan, contacts=len(contacts.keys), on_duplicate=duplicate
-    ):
-        mapped = mapper.map_row(values)
-        assert isinstance(mapped, Contact)
-        contact_payload(mapped, list_id=LIST_ID, tags=TAGS)
-        built += 1
+    )
+    built = sum(1 for _ in planned_operations(planned, mapper, EXPORT))
     elapsed = time.perf_counter() - t0 - chunks.seconds
     if built != len(plan.send) or duplicates:
         raise RuntimeError(
@@ -217,7 +212,7 @@ def parse_only_rows_per_s(rows: int, *, check_rows: bool) -> float:
 
 def plan(contacts: SnapshotContacts, old: DeliveredState, snapshot_id: str) -> tuple[Plan, float]:
     t0 = time.perf_counter()
-    result = plan_sync(contacts, old, full=False, mirror=False, snapshot_id=snapshot_id)
+    result = plan_run(contacts, old, EXPORT, full=False, force=False, snapshot_id=snapshot_id)
     return result, time.perf_counter() - t0
 
 

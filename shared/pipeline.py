@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
@@ -39,7 +39,7 @@ from shared.redact import scrub
 from shared.report import RejectedRowsWriter, RunReport, unsubscribed_csv
 from shared.runs import RunRecord, RunStore, utc_now
 from shared.secrets import SecretNotFound, SecretsProvider
-from shared.segments import SegmentReader, Snapshot, SourceRow
+from shared.segments import RowBatch, SegmentReader, Snapshot, SourceRow
 from shared.send import Pause, RunGuard, SendStage
 from shared.settings import Settings
 from shared.state import Checkpoint, DeliveredState, StateStore, state_target
@@ -118,6 +118,85 @@ class _Progress:
             self.last_store = now
             self.record.counts = counts
             self.runs.update(self.record)
+
+
+# ------------------------------------------------------------------ the steps, public
+# The pipeline runs them in order; the HTTP API's export check and `make bench` call the same ones,
+# so the benchmark times the product's code path, not a copy of it.
+
+
+def preflight(client: ActiveCampaignClient, export: ExportConfig) -> dict[str, int]:
+    """The export's list exists on the account and its mapped custom fields resolve.
+
+    Returns column -> ActiveCampaign field id (what RowMapper wants). Raises ListNotFound or
+    MappingError (both terminal) naming what to fix; nothing has been sent.
+    """
+    client.get_list(export.list_id)
+    if not export.mapping.fields:
+        return {}
+    return resolve_fields(export.mapping.fields, [(f.id, f.perstag) for f in client.list_fields()])
+
+
+def collect_contacts(
+    batches: Iterable[RowBatch],
+    mapper: RowMapper,
+    export: ExportConfig,
+    *,
+    on_reject: Callable[[SourceRow, str, str], None],
+    on_progress: Callable[[int], None] | None = None,
+) -> tuple[SnapshotContacts, int]:
+    """Pass 1 over a snapshot's row batches: map, validate and fingerprint every row, locally.
+
+    Returns the contacts and the number of rows read; GuardTripped over the export's maxContacts.
+    """
+    collector = SnapshotCollector(
+        Fingerprinter(list_id=export.list_id, tags=export.mapping.tags, roles=mapper.payload_roles)
+    )
+    rows = collector.collect(batches, mapper.check_batch, on_reject=on_reject, on_progress=on_progress)
+    cap = export.max_contacts
+    if cap is not None and len(collector) > cap:
+        raise GuardTripped(
+            f"the snapshot has {len(collector):,} valid rows, over this export's safety cap maxContacts={cap:,}; "
+            "raise or remove maxContacts to export it. Nothing was sent"
+        )
+    return collector.finish(), rows
+
+
+def plan_run(
+    contacts: SnapshotContacts,
+    old: DeliveredState,
+    export: ExportConfig,
+    *,
+    full: bool,
+    force: bool,
+    snapshot_id: str,
+) -> Plan:
+    """Plan against the delivered state (dedup, diff, mirror removals), then trip any guard."""
+    plan = plan_sync(contacts, old, full=full, mirror=export.mode == "mirror", snapshot_id=snapshot_id)
+    check_guards(plan, old, export, force=force, snapshot_id=snapshot_id)
+    return plan
+
+
+def check_guards(
+    plan: Plan, old: DeliveredState, export: ExportConfig, *, force: bool, snapshot_id: str
+) -> None:
+    """Mirror removals never empty a list from an empty snapshot, nor exceed maxRemovalShare unforced."""
+    removals = int(plan.removals.shape[0])
+    if not removals:
+        return
+    if int(plan.unique.shape[0]) == 0:
+        raise GuardTripped(
+            f"the snapshot {snapshot_id} has no valid contacts; mirror mode never empties a list "
+            f"from an empty snapshot ({removals:,} contacts would have been unsubscribed). Nothing was sent"
+        )
+    share = removals / max(len(old), 1)
+    limit = export.max_removal_share
+    if share > limit and not force:
+        raise GuardTripped(
+            f"this run would unsubscribe {removals:,} of {len(old):,} contacts ({share:.0%}), more than "
+            f"maxRemovalShare={limit:.0%} of export {export.name!r}. If that is intended, start the run "
+            "with force; nothing was sent"
+        )
 
 
 def latest_snapshot_id(ctx: RunContext, export: ExportConfig) -> str | None:
@@ -262,11 +341,7 @@ class _Run:
             )
         client = self._client()
         try:
-            self._with_rotation(client, lambda: client.get_list(self.export.list_id))
-            field_ids: dict[str, int] = {}
-            if self.export.mapping.fields:
-                ac_fields = self._with_rotation(client, client.list_fields)
-                field_ids = resolve_fields(self.export.mapping.fields, [(f.id, f.perstag) for f in ac_fields])
+            field_ids = self._with_rotation(client, lambda: preflight(client, self.export))
             with self._account_lease():
                 return self._sync(client, field_ids)
         finally:
@@ -381,7 +456,7 @@ class _Run:
             report.contacts = int(plan.unique.shape[0])
             report.new, report.changed, report.unchanged = plan.new, plan.changed, plan.unchanged
             report.to_send, report.to_remove = int(plan.send.shape[0]), int(plan.removals.shape[0])
-            self._guards(plan, old)
+            check_guards(plan, old, export, force=self.record.force, snapshot_id=snapshot.snapshot_id)
             report.timings["plan_s"] = round(self.ctx.clock() - t0, 3)
             self.progress(report, force=True)
 
@@ -440,11 +515,6 @@ class _Run:
         self, reader: SegmentReader, snapshot: Snapshot, mapper: RowMapper, rejected: RejectedRowsWriter
     ) -> SnapshotContacts:
         report = self.report
-        collector = SnapshotCollector(
-            Fingerprinter(
-                list_id=self.export.list_id, tags=self.export.mapping.tags, roles=mapper.payload_roles
-            )
-        )
         report.rows_read = 0
         report.rejected = {}
 
@@ -456,19 +526,13 @@ class _Run:
             report.rows_read = rows_read
             self.progress(report)
 
-        report.rows_read = collector.collect(
-            reader.iter_batches(snapshot), mapper.check_batch, on_reject=reject, on_progress=progress
+        contacts, report.rows_read = collect_contacts(
+            reader.iter_batches(snapshot), mapper, self.export, on_reject=reject, on_progress=progress
         )
-        problem = usable_problem(report, len(collector), snapshot, self.export)
+        problem = usable_problem(report, int(contacts.keys.shape[0]), snapshot, self.export)
         if problem is not None:
             raise GuardTripped(problem)
-        cap = self.export.max_contacts
-        if cap is not None and len(collector) > cap:
-            raise GuardTripped(
-                f"the snapshot has {len(collector):,} valid rows, over this export's safety cap maxContacts={cap:,}; "
-                "raise or remove maxContacts to export it. Nothing was sent"
-            )
-        return collector.finish()
+        return contacts
 
     def _load_state(self) -> tuple[DeliveredState, str | None]:
         """The delivered state, or an empty one if it describes another list or account."""
@@ -497,24 +561,6 @@ class _Run:
             return True
         last = datetime.fromisoformat(old.last_full_sync.replace("Z", "+00:00"))
         return datetime.now(UTC) - last >= timedelta(days=every)
-
-    def _guards(self, plan: Plan, old: DeliveredState) -> None:
-        removals = int(plan.removals.shape[0])
-        if not removals:
-            return
-        if self.report.contacts == 0:
-            raise GuardTripped(
-                f"the snapshot {self.report.snapshot_id} has no valid contacts; mirror mode never empties a list "
-                f"from an empty snapshot ({removals:,} contacts would have been unsubscribed). Nothing was sent"
-            )
-        share = removals / max(len(old), 1)
-        limit = self.export.max_removal_share
-        if share > limit and not self.record.force:
-            raise GuardTripped(
-                f"this run would unsubscribe {removals:,} of {len(old):,} contacts ({share:.0%}), more than "
-                f"maxRemovalShare={limit:.0%} of export {self.export.name!r}. If that is intended, start the run "
-                "with force; nothing was sent"
-            )
 
     def _checkpoint(self, plan: Plan, snapshot: Snapshot, etag: str | None) -> Checkpoint:
         existing = self.store.load_checkpoint()

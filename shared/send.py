@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 from shared.activecampaign import ActiveCampaignClient, ActiveCampaignError, Refused
@@ -37,6 +37,24 @@ log = logging.getLogger(__name__)
 UNSUBSCRIBED = 2  # ActiveCampaign's contactList status
 REJOIN_CHECKPOINT_EVERY = 25  # rejoiners between checkpoints (a continuation redoes at most these)
 UNCONFIRMED = "unconfirmed"
+
+
+def planned_operations(
+    rows: Iterable[tuple[int, Sequence[str]]],
+    mapper: RowMapper,
+    export: ExportConfig,
+    *,
+    skip: Callable[[int], bool] = lambda _index: False,
+) -> Iterator[Operation]:
+    """Pass 2's payloads: each planned row (from `sync.planned_rows`) mapped into its bulk-import
+    operation, except the plan indexes `skip` names (already queued by an earlier invocation)."""
+    tags, list_id = export.mapping.tags, export.list_id
+    for op_index, values in rows:
+        if skip(op_index):
+            continue
+        mapped = mapper.map_row(values)
+        assert isinstance(mapped, Contact)  # check_batch accepted the row: map_row agrees (tests)
+        yield operation(op_index, mapped.email, contact_payload(mapped, list_id=list_id, tags=tags))
 
 
 class Pause(Exception):
@@ -171,17 +189,19 @@ class SendStage:
         return self.failed
 
     def _send_planned(self, rows: Iterable[tuple[int, Sequence[str]]], mapper: RowMapper) -> None:
-        tags, list_id = self.export.mapping.tags, self.export.list_id
-        for op_index, values in rows:
-            if self.dry_run or (op_index < self.next_index and op_index not in self.restore_of):
-                continue
-            mapped = mapper.map_row(values)
-            assert isinstance(mapped, Contact)  # check_batch accepted the row: map_row agrees (tests)
-            op = operation(op_index, mapped.email, contact_payload(mapped, list_id=list_id, tags=tags))
-            if op_index < self.next_index:
-                self.restored[self.restore_of[op_index]].append(op)
+        if self.dry_run:
+            for _ in rows:  # read all the same: duplicates are reported, a changed snapshot caught
+                pass
+            return
+        for op in planned_operations(rows, mapper, self.export, skip=self._already_queued):
+            if op.index < self.next_index:
+                self.restored[self.restore_of[op.index]].append(op)
             else:
                 self._send(op)
+
+    def _already_queued(self, op_index: int) -> bool:
+        """Queued by an earlier invocation and answered (not among the batches to follow again)."""
+        return op_index < self.next_index and op_index not in self.restore_of
 
     def _send_removals(self) -> None:
         list_id = self.export.list_id
