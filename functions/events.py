@@ -16,7 +16,8 @@ Once per snapshot: the first event to claim (export, snapshot id) queues the run
 repeated deliveries (Event Grid delivers at least once) and the other blobs of the snapshot find the
 claim and queue nothing. A malformed message is logged and dropped. An error for one export is
 recorded as its decision (GET /api/exports) and does not fail the message: the timer's catch-up
-queues what an event could not, at its next check.
+queues what an event could not, at its next check. Anything else failing (storage down, a bad
+setting) is retried by the host, and its last delivery is logged and dropped rather than poisoned.
 """
 
 from __future__ import annotations
@@ -55,12 +56,27 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 bp = new_blueprint()
 STORAGE_SETTING = "AzureWebJobsStorage"
+# host.json extensions.queues.maxDequeueCount (a test keeps them equal).
+MAX_DEQUEUE_COUNT = 5
 
 
 @bp.function_name("segment_events")
 @bp.queue_trigger(arg_name="msg", queue_name=SEGMENT_EVENTS_QUEUE, connection=STORAGE_SETTING)
 def segment_events(msg: func.QueueMessage) -> None:
-    handle_message(get_services(), msg.get_body(), message_id=msg.id or "?")
+    try:
+        handle_message(get_services(), msg.get_body(), message_id=msg.id or "?")
+    except Exception:
+        # Retried by the host like any queue message, but the last delivery ends here instead of in
+        # `segment-events-poison`, which nothing reads: the timer's next check catches up.
+        if (msg.dequeue_count or 1) < MAX_DEQUEUE_COUNT:
+            raise
+        log.exception(
+            "message %s from queue %s failed %d times and is dropped; the timer's catch-up queues what "
+            "it was about",
+            msg.id,
+            SEGMENT_EVENTS_QUEUE,
+            msg.dequeue_count,
+        )
 
 
 def handle_message(svc: Services, body: bytes, *, message_id: str, now: datetime | None = None) -> None:

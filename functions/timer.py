@@ -197,6 +197,7 @@ def _check_and_queue(
         check.handled_firing = firing or check.handled_firing
         raise Skip(f"up to date (snapshot {latest} already exported)")
     _measure_staleness(svc, ctx, export, now, meter_provider)
+    _skip_if_csv_folder_busy(svc, ctx, export, now)
     if export.trigger == "onRefresh":
         _skip_if_failed_recently(svc, name, latest, now)
     run_id = queue_run(svc, name, trigger="schedule")
@@ -222,6 +223,21 @@ def _measure_staleness(
     if since is not None:
         hours = (now - since).total_seconds() / 3600
         record_hours_since_success(export.name, export.trigger, hours, meter_provider=meter_provider)
+
+
+def _skip_if_csv_folder_busy(svc: Services, ctx: RunContext, export: ExportConfig, now: datetime) -> None:
+    """A plain CSV folder counts as complete once no file was added for CSV_QUIET_SECONDS, as for
+    refresh events: a run must not read a snapshot that is still being written."""
+    from shared.freshness import csv_folder_written_at
+    from shared.schedules import iso
+
+    written = csv_folder_written_at(ctx.segment_blobs, export.source)
+    quiet = timedelta(seconds=svc.settings.csv_quiet_seconds)
+    if written is not None and now - written < quiet:
+        raise Skip(
+            f"plain CSV folder still being written (a file was added at {iso(written)}); "
+            f"queued once it has been quiet for {quiet.total_seconds():g} s"
+        )
 
 
 def _skip_if_failed_recently(svc: Services, name: str, latest: str, now: datetime) -> None:

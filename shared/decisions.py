@@ -16,7 +16,6 @@ the segment reader writes for people (paths and positions).
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 from dataclasses import dataclass
 from typing import Any, Literal, cast, get_args
@@ -24,9 +23,10 @@ from typing import Any, Literal, cast, get_args
 from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
 from azure.storage.blob import ContainerClient, ContentSettings
 
+from shared.storage import decision_blob, event_claim_blob, event_claims_prefix
+
 Outcome = Literal["queued", "skipped", "error"]
 DecisionSource = Literal["timer", "event"]
-PREFIX = "schedule/"
 _JSON = ContentSettings(content_type="application/json")
 # A reason is shown in an API response and a log line: long enough for any message the app writes,
 # short enough that a hostile input echoed in an exception cannot bloat either.
@@ -86,7 +86,7 @@ class DecisionStore:
 
     @staticmethod
     def blob_name(export: str) -> str:
-        return f"{PREFIX}{export}.json"
+        return decision_blob(export)
 
     def put(self, export: str, decision: Decision) -> None:
         self._container.upload_blob(
@@ -122,7 +122,7 @@ class SnapshotClaims:
 
     @staticmethod
     def blob_name(export: str, snapshot_id: str) -> str:
-        return f"events/{export}/{hashlib.sha256(snapshot_id.encode()).hexdigest()[:32]}.json"
+        return event_claim_blob(export, snapshot_id)
 
     def claim(self, export: str, snapshot_id: str, detail: dict[str, Any]) -> bool:
         try:
@@ -139,3 +139,9 @@ class SnapshotClaims:
     def release(self, export: str, snapshot_id: str) -> None:
         with contextlib.suppress(ResourceNotFoundError):
             self._container.delete_blob(self.blob_name(export, snapshot_id))
+
+    def delete_all(self, export: str) -> None:
+        """With the export: a new export of the same name must not find its claims."""
+        for blob in self._container.list_blobs(name_starts_with=event_claims_prefix(export)):
+            with contextlib.suppress(ResourceNotFoundError):
+                self._container.delete_blob(blob.name)

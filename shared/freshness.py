@@ -51,3 +51,14 @@ def last_success_at(app_container: ContainerClient, state_blob: str) -> datetime
         return written
     except ResourceNotFoundError:
         return None
+
+
+def csv_folder_written_at(segment_blobs: BlobServiceClient, source: SegmentSource) -> datetime | None:
+    """For a plain CSV folder (no model.json), when its newest `.csv` was written; None for the
+    Customer Insights layout, whose model.json marks a snapshot complete by itself."""
+    container = segment_blobs.get_container_client(source.container)
+    try:
+        container.get_blob_client(_prefix(source.folder) + "model.json").get_blob_properties()
+    except ResourceNotFoundError:
+        return _newest_csv(container, f"{_prefix(source.folder)}{source.segment}/")
+    return None

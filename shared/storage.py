@@ -62,6 +62,22 @@ def account_lease_blob(hostname: str) -> str:
     return "locks/" + hostname.strip().lower().replace(":", "_")
 
 
+def decision_blob(export: str) -> str:
+    """What the timer or a refresh event last decided for the export (shared/decisions.py)."""
+    return f"schedule/{export}.json"
+
+
+def event_claims_prefix(export: str) -> str:
+    return f"events/{export}/"
+
+
+def event_claim_blob(export: str, snapshot_id: str) -> str:
+    """Created once per export and snapshot by the refresh event that queued its run."""
+    import hashlib
+
+    return f"{event_claims_prefix(export)}{hashlib.sha256(snapshot_id.encode()).hexdigest()[:32]}.json"
+
+
 def parse_run_blob(name: str) -> tuple[str, str, str] | None:
     """(export, run id, file) of a run file's blob name; None for anything else (the active marker)."""
     parts = name.split("/")

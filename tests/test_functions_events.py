@@ -247,3 +247,49 @@ def test_an_event_started_run_records_when_its_snapshot_landed_and_first_contact
     report = json.loads(app_env.app.download_blob(run["reportBlob"]).readall())
     assert report["snapshot_landed_at"] == run["snapshotLandedAt"]
     assert report["first_contact_queued_at"] == run["firstContactQueuedAt"]
+
+
+def test_a_failing_message_is_retried_and_its_last_delivery_dropped_not_poisoned(app_env: AppEnv, caplog):
+    from azure.functions.queue import QueueMessage as HostQueueMessage
+
+    from functions import events
+    from shared.storage import CONFIG_BLOB
+    from tests.test_functions_app import ROOT
+
+    host = json.loads((ROOT / "host.json").read_text())
+    assert host["extensions"]["queues"]["maxDequeueCount"] == events.MAX_DEQUEUE_COUNT
+    app_env.app.upload_blob(CONFIG_BLOB, b"{not json", overwrite=True)  # every read of it fails
+    body = json.dumps(
+        {
+            "id": "e-1",
+            "eventType": "Microsoft.Storage.BlobCreated",
+            "subject": "/blobServices/default/containers/c1/blobs/x/model.json",
+            "eventTime": "2026-11-20T06:00:00.0000000Z",
+            "data": {"url": "http://127.0.0.1:1/devstoreaccount1/c1/x/model.json"},
+        }
+    ).encode()
+
+    def delivery(count: int) -> HostQueueMessage:
+        return HostQueueMessage(id="m-1", body=body, dequeue_count=count)  # type: ignore[no-untyped-call]
+
+    with pytest.raises(Exception, match="not valid JSON"):
+        handler("segment_events")(delivery(1))  # the host retries it
+    caplog.set_level(logging.ERROR, logger="functions.events")
+    handler("segment_events")(delivery(events.MAX_DEQUEUE_COUNT))  # the last one ends here
+    (record,) = [r for r in caplog.records if "is dropped" in r.getMessage()]
+    assert "timer's catch-up" in record.getMessage()
+
+
+def test_a_deleted_and_recreated_export_is_queued_again_by_the_same_snapshot(
+    app_env: AppEnv, refresh: ContainerClient
+):
+    event = event_message(blob_created_event(refresh, f"{FOLDER}/model.json"))
+    deliver_event(app_env, event)
+    assert queued(app_env)["vip-a"] == 1
+    for message in app_env.queue.receive_messages(max_messages=32):
+        app_env.queue.delete_message(message)
+    assert call("export_item", "DELETE", "exports/vip-a", route={"name": "vip-a"}).status == 204
+    assert list(app_env.app.list_blobs(name_starts_with="events/vip-a/")) == []
+    create_export(refresh.container_name, name="vip-a")
+    deliver_event(app_env, event)
+    assert queued(app_env) == Counter({"vip-a": 1})  # vip-b's claim still stands

@@ -265,3 +265,21 @@ def test_a_firing_that_finds_a_run_active_stays_pending(app_env: AppEnv, ac_sand
     assert queued_exports(app_env) == Counter({"hourly": 1})
     decision = call("export_item", "GET", "exports/hourly", route={"name": "hourly"}).body["lastDecision"]
     assert (decision["outcome"], decision["handledFiring"]) == ("queued", "2026-11-20T15:00:00Z")
+
+
+def test_a_plain_csv_folder_is_queued_only_once_it_has_been_quiet(app_env: AppEnv, ac_sandbox, segments):
+    from datetime import timedelta
+
+    app_env.set("CSV_QUIET_SECONDS", "120")
+    create_connection(ac_sandbox.hostname)
+    folder, header = "exports/plain", b"EmailAddress,FirstName,LastName,LoyaltyTier\r\n"
+    segments.upload_blob(f"{folder}/Vip/part-1.csv", header + b"a@example.com,A,B,gold\r\n")
+    source = {"container": segments.container_name, "folder": folder, "segment": "Vip"}
+    create_export(segments.container_name, name="plain", source=source)
+    written = segments.get_blob_client(f"{folder}/Vip/part-1.csv").get_blob_properties().last_modified
+
+    result = queue_due_exports(get_services(), written + timedelta(seconds=60))
+    assert result.skipped["plain"].startswith("plain CSV folder still being written")
+    assert queued_exports(app_env) == Counter()
+    result = queue_due_exports(get_services(), written + timedelta(seconds=121))
+    assert set(result.queued) == {"plain"}
