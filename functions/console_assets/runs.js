@@ -88,31 +88,54 @@ export async function history(main, ctx, exportName) {
           ),
           status,
         );
-  const oldestFirst = [...runs].reverse();
-  const points = oldestFirst.map((run) => ({
-    when: run.queuedAt,
-    sent: c(run, "sent"),
-    rejected: c(run, "rejected") + c(run, "failed"),
-    removed: c(run, "removed"),
-    preview: run.dryRun,
-  }));
+  const listing = h("div", {});
+  const drawRuns = (list) => {
+    const points = [...list].reverse().map((run) => ({
+      when: run.queuedAt,
+      sent: c(run, "sent"),
+      rejected: c(run, "rejected") + c(run, "failed"),
+      removed: c(run, "removed"),
+      preview: run.dryRun,
+    }));
+    replace(
+      listing,
+      list.length
+        ? [
+            runChart(points, { title: "Contacts sent, rejected and removed per run" }),
+            table("Runs, newest first", ["Queued", "Status", "Kind", "Rows read", "Sent", "Accepted", "Rejected", "Removed", "Duration"], list.map((run) => runRow(exportName, run))),
+          ]
+        : notice("info", "No runs yet.", "Start one with Preview (dry run) or Run now, or wait for the schedule."),
+    );
+  };
+  drawRuns(runs);
   replace(
     main,
     h("p", { class: "crumbs" }, h("a", { href: "#/exports" }, "Exports"), " / ", exportName),
     h("h1", { tabindex: "-1" }, `Runs of export ${exportName}`),
     h("p", {}, `Segment ${exp.source.segment} to list ${exp.listId} through connection ${exp.connection}, mode ${exp.mode}.`),
     controls,
-    runs.length
-      ? [
-          runChart(points, { title: "Contacts sent, rejected and removed per run" }),
-          table("Runs, newest first", ["Queued", "Status", "Kind", "Rows read", "Sent", "Accepted", "Rejected", "Removed", "Duration"], runs.map((run) => runRow(exportName, run))),
-        ]
-      : notice("info", "No runs yet.", "Start one with Preview (dry run) or Run now, or wait for the schedule."),
+    listing,
   );
-  if (runs.some((run) => ACTIVE.has(run.status))) {
-    const timer = window.setTimeout(() => ctx.go(window.location.hash), POLL_MS * 2);
-    ctx.onLeave(() => window.clearTimeout(timer));
-  }
+  // While a run is going, only the chart and table are redrawn: the controls keep their state and focus.
+  let timer = null;
+  let left = false;
+  const poll = async (list) => {
+    if (left || !list.some((run) => ACTIVE.has(run.status))) return;
+    timer = window.setTimeout(async () => {
+      try {
+        const fresh = (await getJson(`/api/exports/${enc(exportName)}/runs?limit=50`)).runs;
+        drawRuns(fresh);
+        poll(fresh);
+      } catch (error) {
+        replace(status, errorBox(error, { title: "The runs could not be read" }));
+      }
+    }, POLL_MS * 2);
+  };
+  ctx.onLeave(() => {
+    left = true;
+    window.clearTimeout(timer);
+  });
+  poll(runs);
 }
 
 const pick = (report, camel, snake) => (report[camel] !== undefined ? report[camel] : report[snake]);
