@@ -62,7 +62,8 @@ def freshness_scenario(rows: int = FRESH_ROWS) -> dict[str, float]:
         env = {
             **{k: v for k, v in os.environ.items() if not k.startswith(("WEBSITE_", "KEY_VAULT_URL"))},
             "AzureWebJobsStorage": storage,
-            "AC_KEY": DEMO_API_KEY,  # secret "ac-key" without Key Vault
+            # Without Key Vault a secret is read from the variable named after it.
+            config.connections["main"].api_key_secret.upper().replace("-", "_"): DEMO_API_KEY,
             "EXPORT_SCHEDULE": NEVER,
             "AzureFunctionsJobHost__extensions__queues__maxPollingInterval": "00:00:02",
         }
