@@ -283,3 +283,36 @@ def test_a_plain_csv_folder_is_queued_only_once_it_has_been_quiet(app_env: AppEn
     assert queued_exports(app_env) == Counter()
     result = queue_due_exports(get_services(), written + timedelta(seconds=121))
     assert set(result.queued) == {"plain"}
+
+
+def test_an_onrefresh_export_whose_run_failed_is_retried_after_an_hour_or_a_newer_snapshot(
+    app_env: AppEnv, ac_sandbox, segments
+):
+    from datetime import UTC, datetime, timedelta
+
+    from functions.timer import FAILED_RUN_RETRY
+
+    create_connection(ac_sandbox.hostname)
+    write_ci_snapshot(segments, "Vip", profiles(5))
+    create_export(segments.container_name, name="flaky")
+    svc = get_services()
+    now = datetime.now(UTC)
+    assert set(queue_due_exports(svc, now).queued) == {"flaky"}
+    (record,) = svc.runs.list("flaky", limit=1)
+    record.snapshot_id = "2026/11/20/0600"
+    record.fail("ActiveCampaign refused the key")
+    svc.runs.update(record)
+    for message in app_env.queue.receive_messages(max_messages=32):
+        app_env.queue.delete_message(message)
+
+    result = queue_due_exports(svc, now + timedelta(minutes=5))  # the next check: not again yet
+    assert result.skipped["flaky"].startswith(f"run {record.run_id} failed; retried from")
+    assert queued_exports(app_env) == Counter()
+    assert set(queue_due_exports(svc, now + FAILED_RUN_RETRY + timedelta(minutes=1)).queued) == {"flaky"}
+
+    (again,) = svc.runs.list("flaky", limit=1)
+    again.snapshot_id = "2026/11/20/0600"
+    again.fail("still refused")
+    svc.runs.update(again)
+    write_ci_snapshot(segments, "Vip", profiles(6), time_folder="2026/11/21/0600")  # a refresh
+    assert set(queue_due_exports(svc, now + FAILED_RUN_RETRY + timedelta(minutes=6)).queued) == {"flaky"}
