@@ -337,12 +337,18 @@ def test_a_contributor_sees_only_what_the_api_lets_them_do(
         }
         assert api.put("/exports/vip", json=export).status_code == 201
     with open_console(served, shots, downloads) as console:
+        # Not signed in (no Easy Auth session): the console sends the user to sign in, asks no key.
+        console.go("#/exports")
+        console.see("You are not signed in")
+        link = console.link("Sign in with Microsoft Entra ID")
+        assert "/.auth/login/aad?post_login_redirect_uri=" in str(link.get_attribute("href"))
+        assert not console.driver.find_elements(By.CSS_SELECTOR, "input[type=password]")
         # What App Service Authentication adds to every request of a signed-in contributor.
         console.driver.execute_cdp_cmd("Network.enable", {})
         console.driver.execute_cdp_cmd(
             "Network.setExtraHTTPHeaders", {"headers": {PRINCIPAL_HEADER: principal(CONTRIBUTOR_ROLE)}}
         )
-        console.go("#/exports")
+        console.driver.refresh()
         console.see("vip")
         assert "Signed in as casey@example.com (contributor)." in console.text()
         assert not console.driver.find_elements(By.CSS_SELECTOR, "input[type=password]")  # no key asked
@@ -439,6 +445,16 @@ def test_every_screen_is_accessible_by_keyboard_at_200_percent_and_on_a_narrow_s
             console.go(hash_)
             console.see(heading)
             no_serious_violations(console, name)
+
+        # Mirror mode shows its removal guard, and only then.
+        console.go("#/exports/vip/edit")
+        console.see("Edit export vip")
+        assert not console.driver.find_elements(
+            By.XPATH, "//label[normalize-space()='Removal guard (% of the list)']"
+        )[0].is_displayed()
+        console.field("Mirror: also unsubscribe people who left the segment").click()
+        assert console.field("Removal guard (% of the list)").get_attribute("value") == "20"
+        no_serious_violations(console, "export form, mirror mode")
 
     # 200% zoom of a 1280 px window is a 640 CSS px viewport; 320 px is the narrowest (WCAG reflow).
     for width, zoom in ((640, 2.0), (320, 1.0)):
