@@ -47,9 +47,11 @@ lint: setup
 typecheck: setup
 	$(VENV)/bin/mypy
 
-# pytest exits 5 when it collected no test: that must fail, never pass quietly.
+# pytest exits 5 when it collected no test: that must fail, never pass quietly. Two workers
+# (pytest-xdist), one per core: each starts its own Azurite, so tests never share storage across
+# workers.
 pytest: setup
-	$(VPY) -m pytest; rc=$$?; if [ $$rc -eq 5 ]; then echo "pytest collected no tests" >&2; exit 1; fi; exit $$rc
+	$(VPY) -m pytest -n 2; rc=$$?; if [ $$rc -eq 5 ]; then echo "pytest collected no tests" >&2; exit 1; fi; exit $$rc
 
 test: lint typecheck pytest
 

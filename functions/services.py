@@ -26,11 +26,9 @@ from shared.decisions import DecisionStore, SnapshotClaims
 from shared.runs import RunStore
 from shared.settings import Settings, load_settings
 from shared.storage import (
-    APP_CONTAINER,
-    RUNS_POISON_QUEUE,
-    RUNS_QUEUE,
     SEGMENT_EVENTS_QUEUE,
     blob_service,
+    poison_queue,
     queue_service,
 )
 
@@ -102,7 +100,7 @@ def get_services() -> Services:
 def _services(settings: Settings) -> Services:
     storage = settings.require_storage()
     app_blobs = blob_service(storage)
-    container = app_blobs.get_container_client(APP_CONTAINER)
+    container = app_blobs.get_container_client(settings.app_container)
     with contextlib.suppress(ResourceExistsError):
         container.create_container()
     queues = queue_service(storage)
@@ -113,9 +111,9 @@ def _services(settings: Settings) -> Services:
             message_encode_policy=TextBase64EncodePolicy(),
             message_decode_policy=TextBase64DecodePolicy(),
         )
-        for name in (RUNS_QUEUE, SEGMENT_EVENTS_QUEUE)
+        for name in (settings.runs_queue, SEGMENT_EVENTS_QUEUE)
     )
-    for name in (RUNS_QUEUE, RUNS_POISON_QUEUE, SEGMENT_EVENTS_QUEUE):
+    for name in (settings.runs_queue, poison_queue(settings.runs_queue), SEGMENT_EVENTS_QUEUE):
         with contextlib.suppress(ResourceExistsError):
             queues.get_queue_client(name).create_queue()
     _configure_observability(settings)

@@ -8,7 +8,7 @@ from typing import Any
 from shared.configstore import item_etag
 from shared.decisions import Decision
 from shared.runs import RunRecord
-from shared.storage import APP_CONTAINER
+from shared.settings import load_settings
 
 
 def connection_view(name: str, item: dict[str, Any]) -> dict[str, Any]:
@@ -44,7 +44,7 @@ def run_view(record: RunRecord) -> dict[str, Any]:
     view = record.to_document()
     view["durationSeconds"] = _duration(record.started_at, record.finished_at)
     view["reports"] = {
-        "container": APP_CONTAINER,
+        "container": load_settings().app_container,
         "report": record.report_blob,
         "rejectedRows": record.rejected_blob,
     }

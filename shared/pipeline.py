@@ -44,7 +44,6 @@ from shared.send import Pause, RunGuard, SendStage
 from shared.settings import Settings
 from shared.state import Checkpoint, DeliveredState, StateStore, state_target
 from shared.storage import (
-    APP_CONTAINER,
     RUN_REJECTED,
     RUN_REPORT,
     RUN_UNSUBSCRIBED,
@@ -85,7 +84,7 @@ class RunContext:
     clock: Callable[[], float] = time.monotonic
 
     def app_container(self) -> ContainerClient:
-        container = self.app_blobs.get_container_client(APP_CONTAINER)
+        container = self.app_blobs.get_container_client(self.settings.app_container)
         with suppress(ResourceExistsError):
             container.create_container()
         return container

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal
@@ -29,6 +30,12 @@ DEFAULT_REJECTED_ROWS_RETENTION_DAYS = 30
 # How long a run's hold on its export and account lasts without renewal (a blob lease: 15-60 s). A
 # run whose process died stops blocking them this long after its last renewal.
 DEFAULT_RUN_LEASE_SECONDS = 60
+# Where the app keeps its own data, and the run queue. Settings so that tests (and side-by-side local
+# runs) can each use their own. The worker's trigger binding names the default queue at import time,
+# so a deployed app leaves RUNS_QUEUE unset (docs/api.md says so).
+DEFAULT_APP_CONTAINER = "activecampaign-export"
+DEFAULT_RUNS_QUEUE = "export-runs"
+_STORAGE_NAME = re.compile(r"^(?=.{3,63}$)[a-z0-9]+(-[a-z0-9]+)*$")
 # ActiveCampaign's API hosts (see docs/security.md); ACTIVECAMPAIGN_ALLOWED_HOST_SUFFIXES adds more.
 DEFAULT_ALLOWED_HOST_SUFFIXES: tuple[str, ...] = (".api-us1.com", ".api-eu1.com", ".activehosted.com")
 
@@ -48,6 +55,8 @@ SETTINGS_READ: tuple[str, ...] = (
     "RUNS_KEPT_PER_EXPORT",
     "REJECTED_ROWS_RETENTION_DAYS",
     "RUN_LEASE_SECONDS",
+    "APP_CONTAINER",
+    "RUNS_QUEUE",
     "APPLICATIONINSIGHTS_CONNECTION_STRING",
 )
 
@@ -100,6 +109,8 @@ class Settings:
     runs_kept_per_export: int = DEFAULT_RUNS_KEPT_PER_EXPORT
     rejected_rows_retention_days: int = DEFAULT_REJECTED_ROWS_RETENTION_DAYS
     run_lease_seconds: int = DEFAULT_RUN_LEASE_SECONDS
+    app_container: str = DEFAULT_APP_CONTAINER
+    runs_queue: str = DEFAULT_RUNS_QUEUE
     running_in_azure: bool = False
     appinsights_connection_string: str | None = None
     easy_auth_enabled: bool = False
@@ -192,6 +203,18 @@ def _schedule(env: Mapping[str, str], name: str, default: str) -> str:
         raise SettingsError(f"{name}: {exc}") from None
 
 
+def _storage_name(env: Mapping[str, str], name: str, default: str, kind: str) -> str:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    if not _STORAGE_NAME.match(raw):
+        raise SettingsError(
+            f"{name} must be a {kind} name: 3-63 lower-case letters, digits and single hyphens, "
+            f"starting and ending with a letter or digit; got {raw!r} (the default is {default!r})"
+        )
+    return raw
+
+
 def _lease_seconds(env: Mapping[str, str]) -> int:
     value = _positive_int(env, "RUN_LEASE_SECONDS", DEFAULT_RUN_LEASE_SECONDS)
     if not 15 <= value <= 60:
@@ -263,6 +286,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
             env, "REJECTED_ROWS_RETENTION_DAYS", DEFAULT_REJECTED_ROWS_RETENTION_DAYS
         ),
         run_lease_seconds=_lease_seconds(env),
+        app_container=_storage_name(env, "APP_CONTAINER", DEFAULT_APP_CONTAINER, "container"),
+        runs_queue=_storage_name(env, "RUNS_QUEUE", DEFAULT_RUNS_QUEUE, "queue"),
         running_in_azure=any(env.get(marker) for marker in _AZURE_MARKERS),
         appinsights_connection_string=env.get("APPLICATIONINSIGHTS_CONNECTION_STRING", "").strip() or None,
         easy_auth_enabled=env.get(EASY_AUTH_MARKER, "").strip().lower() == "true",

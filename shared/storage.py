@@ -12,17 +12,23 @@ from azure.core.credentials import TokenCredential
 from azure.storage.blob import BlobServiceClient
 from azure.storage.queue import QueueServiceClient
 
-from shared.settings import SettingsError, StorageConnection
+from shared.settings import DEFAULT_APP_CONTAINER, DEFAULT_RUNS_QUEUE, SettingsError, StorageConnection
 
 # Everything the app keeps (configuration, delivered state, checkpoints, run reports) lives in this
 # container of the AzureWebJobsStorage account. Blob layout: docs/architecture.md.
-APP_CONTAINER = "activecampaign-export"
+APP_CONTAINER = DEFAULT_APP_CONTAINER  # the default of APP_CONTAINER (Settings.app_container)
 # Run messages for the queue worker; the Functions host moves failures to "<name>-poison".
-RUNS_QUEUE = "export-runs"
+RUNS_QUEUE = DEFAULT_RUNS_QUEUE  # what the worker's trigger listens on; Settings.runs_queue
 RUNS_POISON_QUEUE = RUNS_QUEUE + "-poison"
 # Refresh events: Event Grid writes BlobCreated events of the segment account here (infra/), and the
 # app adds its own delayed checks of plain CSV folders (functions/events.py).
 SEGMENT_EVENTS_QUEUE = "segment-events"
+
+
+def poison_queue(queue: str) -> str:
+    """Where the Functions host moves a queue's messages after their last retry."""
+    return queue + "-poison"
+
 
 # ------------------------------------------------------------------ paths in the app container
 # Built and parsed only here, so the layout in docs/architecture.md has one source.

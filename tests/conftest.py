@@ -4,5 +4,6 @@ pytest_plugins = [
     "tests.fixtures.azurite",
     "tests.fixtures.sandbox",
     "tests.fixtures.keyvault",
+    "tests.fixtures.app",
     "tests.fixtures.serve",
 ]

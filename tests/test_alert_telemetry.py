@@ -4,10 +4,9 @@ tests/test_infra.py checks each rule's query against `telemetry.EMITTED`; these 
 `EMITTED` is what the code really records, so neither side can drift alone.
 """
 
-# ruff: noqa: F401, F811  (fixtures are imported from tests.test_functions_app and used as parameters)
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -15,8 +14,8 @@ from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
 from shared import telemetry
+from tests.support.app import AppEnv, create_connection, create_export
 from tests.support.segments import profiles, write_ci_snapshot
-from tests.test_functions_app import AppEnv, app_env, create_connection, create_export, segments
 
 
 @pytest.fixture

@@ -4,7 +4,6 @@ In-process, through real azure.functions requests. What the page does in a brows
 tests/test_console_browser.py.
 """
 
-# ruff: noqa: F401, F811  (fixtures are imported from tests.test_functions_app and used as parameters)
 from __future__ import annotations
 
 import html
@@ -16,7 +15,7 @@ import azure.functions as func
 import pytest
 
 from functions import console
-from tests.test_functions_app import AppEnv, _run_isolated, app_env, built_functions
+from tests.support.app import AppEnv, built_functions, run_isolated
 
 ASSETS = console.ASSETS
 
@@ -212,7 +211,7 @@ def test_the_function_key_is_kept_for_the_browser_session_only():
 
 
 def test_importing_the_app_reads_no_console_file():
-    out = _run_isolated(
+    out = run_isolated(
         "import json, sys\n"
         "opened = []\n"
         "sys.addaudithook(lambda event, args: opened.append(str(args[0])) if event == 'open' and 'console_assets' in str(args[0]) else None)\n"

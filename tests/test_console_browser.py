@@ -5,7 +5,6 @@ Screenshots of each screen go to $CONSOLE_SCREENSHOTS (docs/console/ with `make 
 to the test's temporary folder.
 """
 
-# ruff: noqa: F401, F811  (fixtures are imported from tests.test_functions_app and used as parameters)
 from __future__ import annotations
 
 import base64
@@ -25,11 +24,11 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 
 from shared.auth import ADMIN_ROLE, CONTRIBUTOR_ROLE, PRINCIPAL_HEADER
-from tests.fixtures.sandbox import CITY_FIELD_ID, SANDBOX_API_KEY
+from tests.fixtures.sandbox import SANDBOX_API_KEY
 from tests.fixtures.serve import Served, StartServe, base_env
+from tests.support.app import ROOT, AppEnv
 from tests.support.browser import Console, chromium
 from tests.support.segments import FOLDER, profiles, write_ci_snapshot
-from tests.test_functions_app import ROOT, AppEnv, app_env, segments
 
 GOOD_ROWS = 40
 # Rows the run must reject, each for its own reason (CustomerId, Email, First, Last, Phone, Tier).

@@ -1,6 +1,5 @@
 """The routes that help a client fill in its forms: /api/me, the Connect check, segment columns."""
 
-# ruff: noqa: F401, F811  (fixtures are imported from tests.test_functions_app and used as parameters)
 from __future__ import annotations
 
 import pytest
@@ -9,8 +8,8 @@ from functions import services
 from shared.auth import ADMIN_ROLE, CONTRIBUTOR_ROLE
 from shared.secrets import SecretNotFound
 from tests.fixtures.sandbox import SANDBOX_API_KEY
+from tests.support.app import AppEnv, call, create_connection
 from tests.support.segments import COLUMNS, FOLDER, profiles, write_ci_snapshot
-from tests.test_functions_app import AppEnv, app_env, call, create_connection, segments
 from tests.test_functions_auth import principal
 from tests.test_functions_openapi import check as check_schema
 

@@ -1,6 +1,5 @@
 """Who may call which route (AUTH_MODE=entra), route by route, with real Easy Auth principal headers."""
 
-# ruff: noqa: F401, F811  (fixtures are imported from tests.test_functions_app and used as parameters)
 from __future__ import annotations
 
 import base64
@@ -11,15 +10,7 @@ import pytest
 
 from shared.auth import ADMIN_ROLE, CONTRIBUTOR_ROLE, PRINCIPAL_HEADER
 from tests.fixtures.sandbox import SANDBOX_API_KEY
-from tests.test_functions_app import (
-    AppEnv,
-    app_env,
-    call,
-    create_connection,
-    create_export,
-    export_body,
-    segments,
-)
+from tests.support.app import AppEnv, call, create_connection, create_export, export_body
 
 
 def principal(*roles: str) -> dict[str, str]:

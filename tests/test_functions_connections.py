@@ -10,7 +10,7 @@ import pytest
 from functions import services
 from shared.secrets import KeyVaultSecrets
 from tests.fixtures.sandbox import SANDBOX_API_KEY
-from tests.test_functions_app import app_env, call  # noqa: F401
+from tests.support.app import call
 
 pytestmark = pytest.mark.usefixtures("app_env")
 

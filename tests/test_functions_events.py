@@ -1,7 +1,6 @@
 """Refresh events: a real-schema BlobCreated event on the real Azurite queue queues each onRefresh
 export of the snapshot once; duplicates, unrelated blobs and malformed events queue nothing."""
 
-# ruff: noqa: F401, F811  (fixtures are imported from tests.test_functions_app and used as parameters)
 from __future__ import annotations
 
 import json
@@ -13,17 +12,9 @@ from typing import Any
 import pytest
 from azure.storage.blob import ContainerClient
 
+from tests.support.app import AppEnv, call, create_connection, create_export, handler
 from tests.support.events import blob_created_event, event_message
 from tests.support.segments import FOLDER, profiles, write_ci_snapshot
-from tests.test_functions_app import (
-    AppEnv,
-    app_env,
-    call,
-    create_connection,
-    create_export,
-    handler,
-    segments,
-)
 
 
 def deliver_event(env: AppEnv, body: str) -> None:

@@ -1,5 +1,4 @@
 """HTTP API: exports. Validation against the sandbox account (list, custom fields) and the snapshot."""
-# ruff: noqa: F811  (fixtures are imported from tests.test_functions_app and used as parameters)
 
 from __future__ import annotations
 
@@ -7,15 +6,8 @@ from typing import Any
 
 import pytest
 
+from tests.support.app import call, create_connection, create_export, export_body
 from tests.support.segments import profiles, write_ci_snapshot
-from tests.test_functions_app import (  # noqa: F401
-    app_env,
-    call,
-    create_connection,
-    create_export,
-    export_body,
-    segments,
-)
 
 pytestmark = pytest.mark.usefixtures("app_env")
 

@@ -1,6 +1,5 @@
 """docs/openapi.yaml documents exactly the registered routes, and real responses match its schemas."""
 
-# ruff: noqa: F401, F811  (fixtures are imported from tests.test_functions_app and used as parameters)
 from __future__ import annotations
 
 from functools import cache
@@ -11,16 +10,7 @@ import yaml
 from openapi_schema_validator import OAS30Validator
 
 from tests.fixtures.sandbox import SANDBOX_API_KEY
-from tests.test_functions_app import (
-    ROOT,
-    AppEnv,
-    app_env,
-    built_functions,
-    call,
-    create_connection,
-    create_export,
-    segments,
-)
+from tests.support.app import ROOT, AppEnv, built_functions, call, create_connection, create_export
 
 METHODS = {"get", "put", "post", "delete", "patch"}
 

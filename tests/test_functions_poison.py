@@ -4,14 +4,13 @@ Re-raising would make the host retry it and then move it to `export-runs-poison-
 nothing reads.
 """
 
-# ruff: noqa: F401, F811  (fixtures are imported from tests.test_functions_app and used as parameters)
 from __future__ import annotations
 
 import json
 import logging
 
 from shared.runs import RunStore
-from tests.test_functions_app import AppEnv, app_env, handler
+from tests.support.app import AppEnv, handler
 
 
 def test_a_failing_poison_handler_logs_and_ends_the_message(app_env: AppEnv, caplog):

@@ -2,7 +2,6 @@
 account's lists, fields and tags, in-process with real azure.functions objects against Azurite and
 the sandbox."""
 
-# ruff: noqa: F401, F811  (fixtures are imported from tests.test_functions_app and used as parameters)
 from __future__ import annotations
 
 import base64
@@ -13,8 +12,8 @@ import json
 import pytest
 
 from tests.fixtures.sandbox import CITY_FIELD_ID, SANDBOX_API_KEY
+from tests.support.app import AppEnv, call, create_connection, create_export
 from tests.support.segments import profiles, write_ci_snapshot
-from tests.test_functions_app import AppEnv, app_env, call, create_connection, create_export, segments
 from tests.test_functions_runs import deliver, start
 
 
@@ -42,7 +41,7 @@ def run_route(function: str, run_id: str, suffix: str, **kwargs):
 def raw(function: str, run_id: str, suffix: str, params=None, headers=None):
     import azure.functions as func
 
-    from tests.test_functions_app import handler
+    from tests.support.app import handler
 
     req = func.HttpRequest(
         method="GET",

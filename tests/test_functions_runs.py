@@ -5,7 +5,6 @@ The host is played by these tests: they take messages from Azurite and hand them
 maxDequeueCount (5, host.json) failures, move them to the poison queue as the host does.
 """
 
-# ruff: noqa: F401, F811  (fixtures are imported from tests.test_functions_app and used as parameters)
 from __future__ import annotations
 
 import json
@@ -17,17 +16,8 @@ import pytest
 from functions.worker import stop_check
 from shared.storage import CONFIG_BLOB
 from tests.fixtures.sandbox import SANDBOX_API_KEY
+from tests.support.app import ROOT, AppEnv, call, create_connection, create_export, handler
 from tests.support.segments import profiles, write_ci_snapshot
-from tests.test_functions_app import (
-    ROOT,
-    AppEnv,
-    app_env,
-    call,
-    create_connection,
-    create_export,
-    handler,
-    segments,
-)
 
 MAX_DEQUEUE_COUNT = json.loads((ROOT / "host.json").read_text())["extensions"]["queues"]["maxDequeueCount"]
 

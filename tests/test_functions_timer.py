@@ -1,6 +1,5 @@
 """Timer: queues exactly the scheduled, enabled exports with an unexported snapshot, once."""
 
-# ruff: noqa: F401, F811  (fixtures are imported from tests.test_functions_app and used as parameters)
 from __future__ import annotations
 
 import logging
@@ -12,16 +11,8 @@ from azure.functions.timer import TimerRequest
 from functions.services import get_services
 from functions.timer import queue_due_exports
 from tests.fixtures.sandbox import SANDBOX_API_KEY
+from tests.support.app import AppEnv, call, create_connection, create_export, handler
 from tests.support.segments import FOLDER, profiles, write_ci_snapshot
-from tests.test_functions_app import (
-    AppEnv,
-    app_env,
-    call,
-    create_connection,
-    create_export,
-    handler,
-    segments,
-)
 
 
 def fire(past_due: bool = False) -> None:

@@ -41,7 +41,10 @@ ROLE = {
 }
 
 # Settings of shared.settings.SETTINGS_READ the template deliberately does not set, with the reason.
-NOT_SET_ON_PURPOSE: dict[str, str] = {}
+NOT_SET_ON_PURPOSE: dict[str, str] = {
+    "APP_CONTAINER": "its default is the container the template creates (appContainerName, checked below)",
+    "RUNS_QUEUE": "its default is the queue the template creates and the worker's trigger names (runsQueueName)",
+}
 
 # App settings the template sets that the app's code does not read: read by the Functions host or
 # the platform.

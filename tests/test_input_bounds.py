@@ -15,7 +15,7 @@ from shared.config import ConfigError, config_schema, parse_config, parse_connec
 from shared.hosts import HostError, validate_hostname
 from shared.secrets import EnvSecrets, SecretsError
 from shared.settings import DEFAULT_ALLOWED_HOST_SUFFIXES
-from tests.test_functions_app import app_env, call  # noqa: F401
+from tests.support.app import call
 
 TRUST: dict[str, Any] = {"allowed_suffixes": DEFAULT_ALLOWED_HOST_SUFFIXES, "allow_loopback": False}
 

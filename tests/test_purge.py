@@ -2,7 +2,6 @@
 about it; a retention sweep deletes old rejected rows. Real runs through the queue worker first, so
 the blobs purged are the ones a run really leaves."""
 
-# ruff: noqa: F401, F811  (fixtures are imported from tests.test_functions_app and used as parameters)
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
@@ -11,8 +10,8 @@ import pytest
 
 from shared.purge import purge_export, sweep
 from tests.fixtures.sandbox import SANDBOX_API_KEY
+from tests.support.app import AppEnv, call, create_connection, create_export
 from tests.support.segments import profiles, write_ci_snapshot
-from tests.test_functions_app import AppEnv, app_env, call, create_connection, create_export, segments
 from tests.test_functions_runs import deliver, start
 
 PERSONAL = "person7@example.com"

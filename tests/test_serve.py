@@ -3,7 +3,6 @@
 The host runs as a subprocess against Azurite and the sandbox, and everything goes over real HTTP.
 """
 
-# ruff: noqa: F401, F811  (fixtures are imported from tests.test_functions_app and used as parameters)
 from __future__ import annotations
 
 import base64
@@ -20,11 +19,11 @@ from azure.storage.blob import BlobServiceClient
 from scripts.localhost.hostjson import load_host_config, timespan_seconds
 from scripts.localhost.routes import Router, parse_route
 from scripts.localhost.timer_host import Schedule, ScheduleError
-from tests.fixtures.azurite import DEV_ACCOUNT, free_port
+from tests.fixtures.azurite import DEV_ACCOUNT
 from tests.fixtures.sandbox import SANDBOX_API_KEY, fast_limits
-from tests.fixtures.serve import Served, StartServe, base_env
+from tests.fixtures.serve import StartServe, base_env
+from tests.support.app import ROOT, AppEnv
 from tests.support.segments import FOLDER, profiles, write_ci_snapshot
-from tests.test_functions_app import ROOT, AppEnv, app_env, segments
 
 POLL_S = 0.2
 
