@@ -5,5 +5,6 @@ pytest_plugins = [
     "tests.fixtures.sandbox",
     "tests.fixtures.keyvault",
     "tests.fixtures.app",
+    "tests.fixtures.world",
     "tests.fixtures.serve",
 ]

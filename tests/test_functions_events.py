@@ -245,7 +245,7 @@ def test_a_failing_message_is_retried_and_its_last_delivery_dropped_not_poisoned
 
     from functions import events
     from shared.storage import CONFIG_BLOB
-    from tests.test_functions_app import ROOT
+    from tests.support.app import ROOT
 
     host = json.loads((ROOT / "host.json").read_text())
     assert host["extensions"]["queues"]["maxDequeueCount"] == events.MAX_DEQUEUE_COUNT

@@ -12,9 +12,8 @@ import json
 import pytest
 
 from tests.fixtures.sandbox import CITY_FIELD_ID, SANDBOX_API_KEY
-from tests.support.app import AppEnv, call, create_connection, create_export
+from tests.support.app import AppEnv, call, create_connection, create_export, deliver, start
 from tests.support.segments import profiles, write_ci_snapshot
-from tests.test_functions_runs import deliver, start
 
 
 def principal(role: str) -> dict[str, str]:

@@ -9,42 +9,24 @@ from __future__ import annotations
 
 import json
 import logging
-from typing import Any
 
 import pytest
 
 from functions.worker import stop_check
 from shared.storage import CONFIG_BLOB
 from tests.fixtures.sandbox import SANDBOX_API_KEY
-from tests.support.app import ROOT, AppEnv, call, create_connection, create_export, handler
+from tests.support.app import (
+    MAX_DEQUEUE_COUNT,
+    AppEnv,
+    call,
+    create_connection,
+    create_export,
+    deliver,
+    handler,
+    run_status,
+    start,
+)
 from tests.support.segments import profiles, write_ci_snapshot
-
-MAX_DEQUEUE_COUNT = json.loads((ROOT / "host.json").read_text())["extensions"]["queues"]["maxDequeueCount"]
-
-
-def start(name: str = "vip", body: Any = None, params: dict[str, str] | None = None):
-    return call("export_runs", "POST", f"exports/{name}/runs", route={"name": name}, body=body, params=params)
-
-
-def run_status(location: str):
-    _, name, _, run_id = location.removeprefix("/api/").split("/")
-    return call("export_run", "GET", location, route={"name": name, "runId": run_id})
-
-
-def deliver(env: AppEnv) -> None:
-    """One delivery of the next message to the worker, as the host does it."""
-    message = env.receive()
-    try:
-        handler("export_worker")(message)
-    except Exception:
-        assert message.id is not None
-        if (message.dequeue_count or 0) >= MAX_DEQUEUE_COUNT:
-            env.poison.send_message(message.get_body().decode())
-            env.delete(message)
-        else:  # visible again at once: the retry needs no waiting here
-            env.queue.update_message(message.id, message.pop_receipt, visibility_timeout=0)
-        raise
-    env.delete(message)
 
 
 @pytest.fixture

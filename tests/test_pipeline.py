@@ -5,57 +5,12 @@ from __future__ import annotations
 import csv
 import io
 import json
-from dataclasses import dataclass
 
-import pytest
-from azure.storage.blob import BlobServiceClient, ContainerClient
-
-from sandbox import Fault, SandboxServer
+from sandbox import Fault
 from shared.config import parse_config
-from shared.pipeline import RunContext, RunOutcome, run_export
-from shared.runs import RunStore
 from shared.state import StateStore
-from tests.support.exports import make_config, make_context
+from tests.fixtures.world import World
 from tests.support.segments import FOLDER, profiles, write_ci_snapshot
-
-
-@dataclass
-class World:
-    ctx: RunContext
-    runs: RunStore
-    segments: ContainerClient
-    app: ContainerClient
-    sandbox: SandboxServer
-
-    def run(
-        self, *, dry_run: bool = False, full: bool = False, force: bool = False, **kw: object
-    ) -> RunOutcome:
-        record = self.runs.create("vip", trigger="cli", dry_run=dry_run, full=full, force=force)
-        record.start()
-        self.runs.update(record)
-        outcome = run_export(self.ctx, record, runs=self.runs, **kw)  # type: ignore[arg-type]
-        if outcome.status == "succeeded":
-            record.succeed()
-        elif outcome.status == "failed":
-            record.fail(outcome.error or "failed")
-        if outcome.status != "continue":
-            self.runs.update(record)
-        return outcome
-
-    def reconfigure(self, **export_options: object) -> None:
-        self.ctx.config = make_config(self.sandbox.hostname, self.segments.container_name, **export_options)
-
-    def members(self, list_id: int = 1) -> dict[str, int]:
-        assert self.sandbox.wait_until_idle(10)
-        return self.sandbox.state.list_members(list_id)
-
-
-@pytest.fixture
-def world(azurite: str, unique_name: str, ac_sandbox: SandboxServer) -> World:
-    segments = BlobServiceClient.from_connection_string(azurite).create_container(unique_name)
-    ctx = make_context(azurite, ac_sandbox.hostname, unique_name, confirm_timeout=20)
-    app = ctx.app_container()
-    return World(ctx, RunStore(app), segments, app, ac_sandbox)
 
 
 def test_snapshot_lands_in_the_list_with_a_report_that_adds_up(world: World) -> None:

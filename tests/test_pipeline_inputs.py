@@ -1,6 +1,5 @@
 """Runs over inputs that hold nothing usable fail in the local pass, say why, and send nothing."""
 
-# ruff: noqa: F401, F811  (the world fixture is imported from tests.test_pipeline and used as a parameter)
 from __future__ import annotations
 
 import json
@@ -10,9 +9,9 @@ import pytest
 from shared.pipeline import usable_problem
 from shared.report import RunReport
 from shared.segments import LAYOUT_CUSTOMER_INSIGHTS, Partition, Snapshot
+from tests.fixtures.world import World
 from tests.support.exports import make_config
 from tests.support.segments import FOLDER, profiles, write_ci_snapshot
-from tests.test_pipeline import World, world
 
 
 def model_of(world: World) -> dict[str, object]:

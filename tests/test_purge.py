@@ -10,9 +10,8 @@ import pytest
 
 from shared.purge import purge_export, sweep
 from tests.fixtures.sandbox import SANDBOX_API_KEY
-from tests.support.app import AppEnv, call, create_connection, create_export
+from tests.support.app import AppEnv, call, create_connection, create_export, deliver, start
 from tests.support.segments import profiles, write_ci_snapshot
-from tests.test_functions_runs import deliver, start
 
 PERSONAL = "person7@example.com"
 

@@ -169,3 +169,33 @@ def create_export(container: str, name: str = "vip", connection: str = "main", *
     resp = call("export_item", "PUT", f"exports/{name}", route={"name": name}, body=body)
     assert resp.status in (200, 201), resp.body
     return resp
+
+
+# --- runs through the queue, as the host carries them --------------------------------------------
+
+MAX_DEQUEUE_COUNT = json.loads((ROOT / "host.json").read_text())["extensions"]["queues"]["maxDequeueCount"]
+
+
+def start(name: str = "vip", body: Any = None, params: dict[str, str] | None = None):
+    return call("export_runs", "POST", f"exports/{name}/runs", route={"name": name}, body=body, params=params)
+
+
+def run_status(location: str):
+    _, name, _, run_id = location.removeprefix("/api/").split("/")
+    return call("export_run", "GET", location, route={"name": name, "runId": run_id})
+
+
+def deliver(env: AppEnv) -> None:
+    """One delivery of the next message to the worker, as the host does it."""
+    message = env.receive()
+    try:
+        handler("export_worker")(message)
+    except Exception:
+        assert message.id is not None
+        if (message.dequeue_count or 0) >= MAX_DEQUEUE_COUNT:
+            env.poison.send_message(message.get_body().decode())
+            env.delete(message)
+        else:  # visible again at once: the retry needs no waiting here
+            env.queue.update_message(message.id, message.pop_receipt, visibility_timeout=0)
+        raise
+    env.delete(message)
