@@ -123,6 +123,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     try:
         # A run whose process died (a killed CLI) still holds the export for up to one lease period:
         # wait that long, then take over from its checkpoint.
+        holder = runs.active(args.export)
+        if holder is not None and holder.status == "running":
+            print(
+                f"run {holder.run_id} of export {args.export!r} is running; waiting up to "
+                f"{settings.run_lease_seconds + 5}s in case its process died, then taking over",
+                file=sys.stderr,
+            )
         record = runs.create(
             args.export,
             trigger="cli",

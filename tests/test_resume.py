@@ -193,6 +193,7 @@ def test_kill_9_of_a_cli_run_then_an_immediate_rerun_takes_over_and_resumes(
     rerun = _cli(args, env)  # at once: it waits for the killed run's hold to lapse, then takes over
     out, err = rerun.communicate(timeout=180)
     assert rerun.returncode == 0, err
+    assert f"run {killed.run_id} of export 'vip' is running; waiting up to 20s" in err
     report = json.loads(out.strip().splitlines()[-1])
     assert report["status"] == "succeeded"
     assert 0 < report["resumed_from"] < 10_000
