@@ -309,6 +309,17 @@ def test_every_checkov_skip_has_a_written_reason(checkov):
         )
 
 
+def test_the_ftp_check_is_skipped_because_flex_rejects_ftps_state(checkov):
+    (skip,) = [
+        c
+        for c in checkov["results"].get("skipped_checks", [])
+        if c["check_id"] == "CKV_AZURE_78" and c["resource"] == "Microsoft.Web/sites.site"
+    ]
+    reason = skip["check_result"]["suppress_comment"]
+    assert "51021" in reason
+    assert "basicPublishingCredentialsPolicies" in reason
+
+
 def test_checkov_checks_did_not_crash_unnoticed(checkov):
     crashes = set(re.findall(r"Failed to run check (\S+) on \S+?:(\S+)", checkov["_stderr"]))
     unknown = crashes - set(KNOWN_CHECKOV_CRASHES)
