@@ -30,6 +30,7 @@ def account(
         ActiveCampaignClient,
         ActiveCampaignError,
         InvalidApiKey,
+        PermissionDenied,
         Unavailable,
         shared_pacer,
     )
@@ -64,6 +65,8 @@ def account(
             f"ActiveCampaign at {host} refused the API key of connection {connection!r}: copy the key from "
             "ActiveCampaign (Settings > Developer) and send it as apiKey",
         ) from None
+    except PermissionDenied as exc:
+        raise ApiError(400, "PermissionDenied", f"connection {connection!r}: {exc}") from None
     except Unavailable as exc:
         raise ApiError(
             503,

@@ -126,7 +126,7 @@ def _check_target(svc: Services, connection: Connection, export: ExportConfig) -
         ) from None
     with account(svc.settings, connection.hostname, key, connection=connection.name) as client:
         try:
-            field_ids = preflight(client, export)  # the pipeline's own first step
+            field_ids, converters = preflight(client, export)  # the pipeline's own first step
         except ListNotFound:
             raise ApiError(
                 400,
@@ -145,7 +145,7 @@ def _check_target(svc: Services, connection: Connection, export: ExportConfig) -
     if snapshot is None:
         return [f"no snapshot of the segment exists yet ({where}), so the mapped columns were not checked"]
     try:
-        RowMapper(export.mapping, snapshot.columns, field_ids)
+        RowMapper(export.mapping, snapshot.columns, field_ids, converters=converters)
     except MappingError as exc:
         raise ApiError(400, "MappingInvalid", f"mapping: {exc}") from None
     return []

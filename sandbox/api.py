@@ -98,7 +98,7 @@ class Api:
         page, meta = self._page(request, fields)
         base = self._base()
         body = {
-            "fieldOptions": [],
+            "fieldOptions": [option for f in page for option in shapes.field_options_json(f, base)],
             "fieldRels": [],
             "fields": [shapes.field_json(f, base) for f in page],
             "meta": meta,
@@ -188,7 +188,7 @@ class Api:
             )
         if status not in (SUBSCRIBED, UNSUBSCRIBED):
             return _unprocessable("Status must be 1 or 2.", "field_invalid", "/data/attributes/status")
-        record = self._state.set_membership(list_id, contact_id, status)
+        record = self._state.set_membership(list_id, contact_id, status, sourceid=link.get("sourceid"))
         base = self._base()
         body = {
             "contacts": [shapes.contact_json(record, base)],

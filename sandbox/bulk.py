@@ -73,8 +73,13 @@ class BulkImports:
         if not decision.allowed:
             reason = why + " Please batch contacts into larger requests, or retry this request in a minute."
             return _refusal(400, RATE_LIMITED, [reason], outcome="bulk_rate_limited", contacts=count)
+        specs = {f.id: f for f in self._state.fields()}
         checked = validate_contacts(
-            contacts, field_ids=self._state.field_ids(), list_ids=self._state.list_ids()
+            contacts,
+            field_ids=specs.keys(),
+            list_ids=self._state.list_ids(),
+            fields=specs,
+            exclude_automations=bool(exclude),
         )
         if checked.failures:
             reasons: list[object] = [{"contact": i, "failureReason": text} for i, text in checked.failures]
@@ -83,7 +88,8 @@ class BulkImports:
         kind = fault.kind if fault is not None else None
         batch = self._state.queue_batch(
             checked.contacts,
-            exclude_automations=bool(exclude),
+            # Automations are off for the batch when the request or every one of its contacts says so.
+            exclude_automations=all(c.exclude_automations for c in checked.contacts),
             callback=doc.get("callback"),
             posted_at=time.monotonic(),
             outcome=_OUTCOME_OF_FAULT.get(kind or "", "completed"),

@@ -62,6 +62,11 @@ class Gateway:
                 return _fault_reply(fault)
         if not self._authorised(token):
             return Reply(403, {"message": "Forbidden"}, outcome="forbidden")
+        action = self._state.denied_action(request.path)
+        if action is not None:
+            # A valid key whose user lacks the permission: 403 too, with the reference's wording.
+            body = {"message": "Forbidden", "detail": f"You do not have permission to {action}."}
+            return Reply(403, body, outcome="permission_denied")
         limit = self._limits().requests_per_second
         decision = self._account_window.try_acquire(time.monotonic(), limit)
         headers = {"RateLimit-Limit": str(limit), "RateLimit-Remaining": str(decision.remaining)}

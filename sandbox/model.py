@@ -26,6 +26,8 @@ class FieldSpec:
     perstag: str
     title: str = ""
     type: str = "text"
+    # Choice fields (dropdown, radio, checkbox, listbox, multiselect): the option values, in order.
+    options: tuple[str, ...] = ()
 
     @property
     def display_title(self) -> str:

@@ -90,11 +90,33 @@ def field_json(spec: FieldSpec, base: str) -> JSON:
         "ordernum": str(spec.id),
         "cdate": "2024-01-01T00:00:00+00:00",
         "udate": "2024-01-01T00:00:00+00:00",
-        "options": [],
+        "options": [str(option_id(spec, i)) for i in range(len(spec.options))],
         "relations": [],
         "links": _links(base, "fields", spec.id, ("options", "relations")),
         "id": str(spec.id),
     }
+
+
+def option_id(spec: FieldSpec, index: int) -> int:
+    return spec.id * 1000 + index + 1
+
+
+def field_options_json(spec: FieldSpec, base: str) -> list[JSON]:
+    """The `fieldOptions` GET /fields sideloads for one field (shape of the fieldOption/bulk answer)."""
+    return [
+        {
+            "orderid": i + 1,
+            "value": value,
+            "label": value,
+            "isdefault": 0,
+            "field": str(spec.id),
+            "cdate": "2024-01-01T00:00:00+00:00",
+            "udate": "2024-01-01T00:00:00+00:00",
+            "links": {"field": f"{base}/fieldOptions/{option_id(spec, i)}/field"},
+            "id": str(option_id(spec, i)),
+        }
+        for i, value in enumerate(spec.options)
+    ]
 
 
 _CONTACT_LINKS = (

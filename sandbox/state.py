@@ -50,6 +50,10 @@ class SandboxState:
         self._refused: list[tuple[int, str]] = []
         # The account's tags (ActiveCampaign creates one the first time an import names it): name -> id.
         self._tags: dict[str, int] = {}
+        # (list id, email, sourceid sent): each re-subscribe, with the sourceid the reference asks for (4).
+        self._resubscribe_sources: list[tuple[int, str, object]] = []
+        # Route prefix -> the action a permission 403 names ("view lists"): see deny().
+        self._denied: dict[str, str] = {}
 
     # -- account data -------------------------------------------------------------------------
 
@@ -164,6 +168,25 @@ class SandboxState:
             return list(self._resubscriptions)
 
     @property
+    def resubscribe_sources(self) -> list[tuple[int, str, object]]:
+        """(list, email, sourceid as sent) of each re-subscribe: the reference asks for sourceid 4."""
+        with self._lock:
+            return list(self._resubscribe_sources)
+
+    def deny(self, path_prefix: str, action: str) -> None:
+        """Requests under `path_prefix` (e.g. "/api/3/lists") get a permission 403 naming `action`."""
+        with self._lock:
+            self._denied[path_prefix] = action
+
+    def allow_all(self) -> None:
+        with self._lock:
+            self._denied.clear()
+
+    def denied_action(self, path: str) -> str | None:
+        with self._lock:
+            return next((a for prefix, a in self._denied.items() if path.startswith(prefix)), None)
+
+    @property
     def refused_resubscribes(self) -> list[tuple[int, str]]:
         """(list, email) a bulk import asked to subscribe although they had unsubscribed."""
         with self._lock:
@@ -205,13 +228,16 @@ class SandboxState:
             self._set_details(record, first_name, last_name, phone, None, fields, ())
             return record.snapshot(), created
 
-    def set_membership(self, list_id: int, contact_id: int, status: int) -> ContactRecord:
+    def set_membership(
+        self, list_id: int, contact_id: int, status: int, *, sourceid: object = None
+    ) -> ContactRecord:
         """POST /contactLists: like ActiveCampaign, status 1 re-subscribes even someone who left."""
         with self._lock:
             record = self._by_id[contact_id]
             members = self._members[list_id]
             if status == SUBSCRIBED and members.get(record.email) == UNSUBSCRIBED:
                 self._resubscriptions.append((list_id, record.email))
+                self._resubscribe_sources.append((list_id, record.email, sourceid))
                 self._opted_out[list_id].discard(record.email)
             members[record.email] = status
             return record.snapshot()

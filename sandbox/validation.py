@@ -7,8 +7,13 @@ contact's index and the caller answers 400 if there is any.
 from __future__ import annotations
 
 import re
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
+from datetime import date, datetime
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # sandbox.model imports this module
+    from sandbox.model import FieldSpec
 
 # RFC 5322-ish: a dot-atom local part and a domain of LDH labels ending in an alphabetic TLD.
 _LOCAL = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*"
@@ -32,6 +37,8 @@ class ImportContact:
     fields: tuple[tuple[int, str], ...] = ()
     subscribe: tuple[int, ...] = ()
     unsubscribe: tuple[int, ...] = ()
+    # The request's exclude_automations, or this contact's own (the reference's example sets it there).
+    exclude_automations: bool = False
 
 
 @dataclass
@@ -63,7 +70,57 @@ def _field_value(value: object) -> str | None:
     return None
 
 
-def _check_contact(raw: object, field_ids: Collection[int], list_ids: Collection[int]) -> ImportContact | str:
+_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
+_DATETIME = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:Z|[+-]\d{2}:?\d{2})?")
+_NUMBER = re.compile(r"-?(?:\d+(?:\.\d*)?|\.\d+)")
+_CHOICE = ("dropdown", "radio")
+_MULTI = ("checkbox", "listbox", "multiselect")
+
+
+def field_value_problem(spec: FieldSpec, value: str) -> str | None:
+    """Why ActiveCampaign's documented format for this field's type does not hold, or None.
+
+    Stricter than ActiveCampaign, whose behaviour with a value in another format is undocumented
+    (sandbox/README.md): the sandbox refuses it, so a client that sends one is caught.
+    """
+    name = f"Field '{spec.perstag}' ({spec.type})"
+    if spec.type == "date":
+        try:
+            ok = bool(_DATE.fullmatch(value)) and bool(date.fromisoformat(value))
+        except ValueError:
+            ok = False
+        return None if ok else f"{name} must be a date as YYYY-MM-DD"
+    if spec.type == "datetime":
+        try:
+            ok = bool(_DATETIME.fullmatch(value)) and bool(datetime.fromisoformat(value))
+        except ValueError:
+            ok = False
+        return (
+            None if ok else f"{name} must be an ISO 8601 date and time (YYYY-MM-DDTHH:MM:SS, optional offset)"
+        )
+    if spec.type == "number":
+        return None if _NUMBER.fullmatch(value) else f"{name} must be a number"
+    if spec.type in _CHOICE:
+        return None if value in spec.options else f"{name} must be one of its options"
+    if spec.type in _MULTI:
+        parts = (
+            value[2:-2].split("||")
+            if value.startswith("||") and value.endswith("||") and len(value) > 4
+            else None
+        )
+        if parts is None:
+            return f"{name} takes several values as ||option 1||option 2||"
+        return None if all(part in spec.options for part in parts) else f"{name} must hold only its options"
+    return None
+
+
+def _check_contact(
+    raw: object,
+    field_ids: Collection[int],
+    list_ids: Collection[int],
+    specs: Mapping[int, FieldSpec],
+    exclude: bool,
+) -> ImportContact | str:
     if not isinstance(raw, dict):
         return "Contact must be a JSON object"
     email_raw = raw.get("email")
@@ -91,7 +148,12 @@ def _check_contact(raw: object, field_ids: Collection[int], list_ids: Collection
             return "Each custom field needs a numeric 'id' and a string 'value'"
         if field_id not in field_ids:
             return f"Custom field id {field_id} does not exist"
+        if field_id in specs and (problem := field_value_problem(specs[field_id], value)) is not None:
+            return problem
         fields.append((field_id, value))
+    own = raw.get("exclude_automations", False)
+    if own not in (True, False, 0, 1):
+        return "Field 'exclude_automations' must be a boolean"
     memberships: dict[str, list[int]] = {}
     for key in ("subscribe", "unsubscribe"):
         ids: list[int] = []
@@ -113,16 +175,24 @@ def _check_contact(raw: object, field_ids: Collection[int], list_ids: Collection
         fields=tuple(fields),
         subscribe=tuple(memberships["subscribe"]),
         unsubscribe=tuple(memberships["unsubscribe"]),
+        exclude_automations=exclude or bool(own),
     )
 
 
 def validate_contacts(
-    contacts: list[object], *, field_ids: Collection[int], list_ids: Collection[int]
+    contacts: list[object],
+    *,
+    field_ids: Collection[int],
+    list_ids: Collection[int],
+    fields: Mapping[int, FieldSpec] | None = None,
+    exclude_automations: bool = False,
 ) -> ValidationResult:
+    """`fields` (by id) adds the type checks; `exclude_automations` is the request's top-level flag."""
     result = ValidationResult()
     seen: set[str] = set()
+    specs = fields or {}
     for index, raw in enumerate(contacts):
-        checked = _check_contact(raw, field_ids, list_ids)
+        checked = _check_contact(raw, field_ids, list_ids, specs, exclude_automations)
         if isinstance(checked, str):
             result.failures.append((index, checked))
             continue

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import re
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -91,6 +92,14 @@ class InvalidApiKey(ActiveCampaignError, TerminalError):
     http_status = 502
 
 
+class PermissionDenied(ActiveCampaignError, TerminalError):
+    """HTTP 403 for a valid key whose user lacks a permission ("You do not have permission to view
+    lists."): not a wrong key, so re-reading or replacing the key does not help."""
+
+    code = "PermissionDenied"
+    http_status = 502
+
+
 class ListNotFound(ActiveCampaignError, TerminalError):
     """The list does not exist on the account (HTTP 404 on GET /lists/{id})."""
 
@@ -152,9 +161,15 @@ class BulkImportRejected(ActiveCampaignError, TerminalError):
 
 @dataclass(frozen=True)
 class CustomField:
+    """A custom contact field: `type` as ActiveCampaign names it (text, textarea, date, datetime,
+    dropdown, radio, checkbox, listbox, hidden, ...; "" when not given) and, for choice fields, the
+    option values in ActiveCampaign's order (`fieldOptions` of GET /fields)."""
+
     id: int
     perstag: str
     title: str
+    type: str = ""
+    options: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -395,7 +410,8 @@ class ActiveCampaignClient:
             page = body.get("fields")
             if not isinstance(page, list):
                 raise UnexpectedResponse("GET /fields answered without a 'fields' array")
-            fields.extend(_custom_field(item) for item in page)
+            options = _field_options(body.get("fieldOptions"))
+            fields.extend(_custom_field(item, options) for item in page)
             total = _int_or_none(
                 body.get("meta", {}).get("total") if isinstance(body.get("meta"), dict) else None
             )
@@ -452,7 +468,8 @@ class ActiveCampaignClient:
         Only for contacts this app unsubscribed itself (mirror mode) and who rejoined the segment:
         bulk import cannot bring them back, and nobody who opted out on their own is ever passed here.
         """
-        doc = {"contactList": {"list": int(list_id), "contact": int(contact_id), "status": 1}}
+        # sourceid 4: what the contactLists reference asks for when re-subscribing a contact.
+        doc = {"contactList": {"list": int(list_id), "contact": int(contact_id), "status": 1, "sourceid": 4}}
         self._call("POST", "/contactLists", content=json.dumps(doc).encode())
 
     def bulk_import(
@@ -586,6 +603,14 @@ class ActiveCampaignClient:
                 status=status,
             )
         message = self._error_message(response)
+        denied = _permission_text(response) if status == 403 else None
+        if denied is not None:
+            raise PermissionDenied(
+                f"ActiveCampaign at {self.hostname} refused {what} (HTTP 403): {denied!r}. The API key is "
+                "valid, but its user lacks this permission: grant it to the user's group in ActiveCampaign "
+                "(Settings > Users), or use the key of a user who has it",
+                status=status,
+            )
         if status in (401, 403):
             raise InvalidApiKey(
                 f"ActiveCampaign at {self.hostname} refused the API key (HTTP {status}): the key is wrong or "
@@ -716,10 +741,14 @@ def bulk_import_body(contacts: list[dict[str, Any]], *, exclude_automations: boo
             f"bulk_import got {len(contacts)} contacts; "
             f"ActiveCampaign accepts at most {MAX_BULK_CONTACTS} per request"
         )
-    payload = {
-        "contacts": [_with_string_list_ids(contact) for contact in contacts],
-        "exclude_automations": exclude_automations,
-    }
+    listed = [_with_string_list_ids(contact) for contact in contacts]
+    if exclude_automations:
+        # The reference's example sets it in each contact, peers at the top level, and which one
+        # ActiveCampaign reads is unverified: both, when true.
+        listed = [
+            c if c.get("exclude_automations") is True else {**c, "exclude_automations": True} for c in listed
+        ]
+    payload = {"contacts": listed, "exclude_automations": exclude_automations}
     content = json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
     if len(content) >= MAX_BULK_BODY_BYTES:
         raise ValueError(
@@ -774,15 +803,55 @@ def _object(body: dict[str, Any], key: str, what: str) -> dict[str, Any]:
     return value
 
 
-def _custom_field(item: object) -> CustomField:
+def _custom_field(item: object, options: Mapping[int, list[str]]) -> CustomField:
     if not isinstance(item, dict):
         raise UnexpectedResponse("GET /fields answered with a field that is not an object")
     field_id = _int_or_none(item.get("id"))
     if field_id is None:
         raise UnexpectedResponse("GET /fields answered with a field without a numeric id")
     return CustomField(
-        id=field_id, perstag=str(item.get("perstag") or ""), title=str(item.get("title") or "")
+        id=field_id,
+        perstag=str(item.get("perstag") or ""),
+        title=str(item.get("title") or ""),
+        type=str(item.get("type") or "").strip().lower(),
+        options=tuple(options.get(field_id, ())),
     )
+
+
+def _field_options(items: object) -> dict[int, list[str]]:
+    """GET /fields' `fieldOptions` (each `{"field": "12", "value": ..., "orderid": ...}`) by field id,
+    option values in `orderid` order. Malformed entries are skipped: options only narrow what is sent."""
+    if not isinstance(items, list):
+        return {}
+    found: list[tuple[int, int, str]] = []
+    for item in items:
+        if not isinstance(item, dict) or not isinstance(item.get("value"), str):
+            continue
+        field_id = _int_or_none(item.get("field"))
+        if field_id is not None:
+            found.append((field_id, _int_or_none(item.get("orderid")) or 0, item["value"]))
+    options: dict[int, list[str]] = {}
+    for field_id, _order, value in sorted(found, key=lambda f: (f[0], f[1])):
+        options.setdefault(field_id, []).append(value)
+    return options
+
+
+_PERMISSION = re.compile(r"You do not have permission to [^\n]{1,120}", re.IGNORECASE)
+
+
+def _permission_text(response: httpx.Response) -> str | None:
+    """ActiveCampaign's own sentence when a 403 is about a permission (in `detail` or `message`)."""
+    body = _json_or_none(response)
+    if not isinstance(body, dict):
+        return None
+    texts = [body.get("detail"), body.get("message")]
+    errors = body.get("errors")
+    if isinstance(errors, list):
+        texts += [e.get(k) for e in errors if isinstance(e, dict) for k in ("title", "detail")]
+    for text in texts:
+        if isinstance(text, str) and (match := _PERMISSION.search(text)):
+            return match.group(0).strip()
+    return None
 
 
 def _int_or_none(value: object) -> int | None:

@@ -31,6 +31,7 @@ from shared.hosts import HostError, validate_hostname
 Trigger = Literal["onRefresh", "scheduled", "manual"]
 DEFAULT_TRIGGER: Trigger = "onRefresh"
 Mode = Literal["upsert", "mirror"]
+InvalidFieldValue = Literal["omit", "reject"]
 
 DEFAULT_MAX_REMOVAL_SHARE = 0.2
 # Above this share of rejected records a run fails before sending (docs/configuration.md).
@@ -74,6 +75,14 @@ class SegmentSource:
 
 
 @dataclass(frozen=True)
+class FieldFormat:
+    """How an export's values for one custom field are written (docs/configuration.md, field types)."""
+
+    input_format: str | None = None  # date/datetime fields: strftime-style directives, e.g. "%m/%d/%Y"
+    delimiter: str | None = None  # multi-value fields: what separates the values in the cell
+
+
+@dataclass(frozen=True)
 class FieldMapping:
     email: str
     first_name: str | None = None
@@ -81,6 +90,9 @@ class FieldMapping:
     phone: str | None = None
     fields: dict[str, str] = field(default_factory=dict)  # AC perstag or numeric id -> profile column
     tags: tuple[str, ...] = ()
+    formats: dict[str, FieldFormat] = field(
+        default_factory=dict
+    )  # keys of `fields` -> how values are written
 
 
 @dataclass(frozen=True)
@@ -100,6 +112,8 @@ class ExportConfig:
     max_removal_share: float = DEFAULT_MAX_REMOVAL_SHARE
     max_contacts: int | None = None
     max_rejected_share: float = DEFAULT_MAX_REJECTED_SHARE
+    # A custom field value that its field type cannot take: leave the field out (and count it), or reject the row.
+    on_invalid_field_value: InvalidFieldValue = "omit"
 
 
 @dataclass(frozen=True)
@@ -314,6 +328,10 @@ def _build_export(name: str, doc: Mapping[str, Any]) -> ExportConfig:
             phone=mapping.get("phone"),
             fields=dict(mapping.get("fields", {})),
             tags=tuple(mapping.get("tags", ())),
+            formats={
+                key: FieldFormat(input_format=fmt.get("inputFormat"), delimiter=fmt.get("delimiter"))
+                for key, fmt in mapping.get("fieldFormats", {}).items()
+            },
         ),
         enabled=doc.get("enabled", True),
         trigger=doc.get("trigger", DEFAULT_TRIGGER),
@@ -324,6 +342,7 @@ def _build_export(name: str, doc: Mapping[str, Any]) -> ExportConfig:
         max_removal_share=float(max_removal_share),
         max_contacts=doc.get("maxContacts"),
         max_rejected_share=float(doc.get("maxRejectedShare", DEFAULT_MAX_REJECTED_SHARE)),
+        on_invalid_field_value=doc.get("onInvalidFieldValue", "omit"),
     )
 
 
@@ -334,6 +353,21 @@ def _build_export(name: str, doc: Mapping[str, Any]) -> ExportConfig:
 # apiKeySecret would sit in plain configuration and be echoed in "secret not found" messages.
 _SECRET_NAME = re.compile(r"[A-Za-z0-9-]{1,127}")  # $defs/connection apiKeySecret in the schema
 _LOOKS_LIKE_API_KEY = re.compile(r"[0-9a-fA-F]{32,127}")  # longer is already refused as a name
+
+
+def _field_format_errors(doc: object, path: Sequence[_PathPart]) -> list[str]:
+    """Each key of mapping.fieldFormats must be a key of mapping.fields (the schema cannot say so)."""
+    mapping = doc.get("mapping") if isinstance(doc, dict) else None
+    if not isinstance(mapping, dict) or not isinstance(mapping.get("fieldFormats"), dict):
+        return []
+    fields = mapping.get("fields")
+    fields = fields if isinstance(fields, dict) else {}
+    return [
+        f"{format_path([*path, 'mapping', 'fieldFormats', key])}: not a key of mapping.fields; "
+        "give the format under the same perstag or id as the field it describes"
+        for key in mapping["fieldFormats"]
+        if key not in fields
+    ]
 
 
 def _secret_name_errors(doc: object, path: Sequence[_PathPart]) -> list[str]:
@@ -374,6 +408,7 @@ def parse_config(doc: object, *, allowed_suffixes: tuple[str, ...], allow_loopba
         for name, item in exports.items():
             errors += _connection_ref_errors(item, ("exports", name), connection_names)
             errors += _schedule_errors(item, ("exports", name))
+            errors += _field_format_errors(item, ("exports", name))
     if errors:
         raise ConfigError(sorted(errors))  # by path, so the problems of one item read together
     return Config(
@@ -406,6 +441,7 @@ def parse_export(name: str, doc: object, connections: Collection[str]) -> Export
     errors += _schema_errors(doc, "export", ())
     errors += _connection_ref_errors(doc, (), connections)
     errors += _schedule_errors(doc, ())
+    errors += _field_format_errors(doc, ())
     if errors:
         raise ConfigError(errors)
     return _build_export(name, cast(Mapping[str, Any], doc))
@@ -467,6 +503,15 @@ def export_to_document(export: ExportConfig) -> dict[str, Any]:
     optional = (("firstName", m.first_name), ("lastName", m.last_name), ("phone", m.phone))
     mapping.update({key: value for key, value in optional if value is not None})
     mapping["fields"] = dict(m.fields)
+    if m.formats:
+        mapping["fieldFormats"] = {
+            key: {
+                name: value
+                for name, value in (("inputFormat", fmt.input_format), ("delimiter", fmt.delimiter))
+                if value is not None
+            }
+            for key, fmt in m.formats.items()
+        }
     mapping["tags"] = list(m.tags)
     return {
         "connection": export.connection,
@@ -486,6 +531,7 @@ def export_to_document(export: ExportConfig) -> dict[str, Any]:
         "maxRemovalShare": export.max_removal_share,
         "maxContacts": export.max_contacts,
         "maxRejectedShare": export.max_rejected_share,
+        "onInvalidFieldValue": export.on_invalid_field_value,
     }
 
 

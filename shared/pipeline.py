@@ -33,7 +33,7 @@ from shared.activecampaign import (
 from shared.config import Config, Connection, ExportConfig
 from shared.errors import AccountBusy, GuardTripped, RunFailed, TerminalError
 from shared.hosts import HostError
-from shared.mapping import RowMapper, resolve_fields
+from shared.mapping import FieldConverter, RowMapper, field_converters, resolve_fields
 from shared.ownership import ALREADY_LEASED, Heartbeat
 from shared.redact import scrub
 from shared.report import RejectedRowsWriter, RunReport, unsubscribed_csv
@@ -124,16 +124,21 @@ class _Progress:
 # so the benchmark times the product's code path, not a copy of it.
 
 
-def preflight(client: ActiveCampaignClient, export: ExportConfig) -> dict[str, int]:
+def preflight(
+    client: ActiveCampaignClient, export: ExportConfig
+) -> tuple[dict[str, int], dict[int, FieldConverter]]:
     """The export's list exists on the account and its mapped custom fields resolve.
 
-    Returns column -> ActiveCampaign field id (what RowMapper wants). Raises ListNotFound or
-    MappingError (both terminal) naming what to fix; nothing has been sent.
+    Returns column -> ActiveCampaign field id, and the typed fields' converters (what RowMapper
+    wants). Raises ListNotFound or MappingError (both terminal) naming what to fix; nothing has
+    been sent.
     """
     client.get_list(export.list_id)
     if not export.mapping.fields:
-        return {}
-    return resolve_fields(export.mapping.fields, [(f.id, f.perstag) for f in client.list_fields()])
+        return {}, {}
+    ac_fields = client.list_fields()
+    field_ids = resolve_fields(export.mapping.fields, [(f.id, f.perstag) for f in ac_fields])
+    return field_ids, field_converters(export.mapping, ac_fields, field_ids)
 
 
 def collect_contacts(
@@ -340,9 +345,9 @@ class _Run:
             )
         client = self._client()
         try:
-            field_ids = self._with_rotation(client, lambda: preflight(client, self.export))
+            field_ids, converters = self._with_rotation(client, lambda: preflight(client, self.export))
             with self._account_lease():
-                return self._sync(client, field_ids)
+                return self._sync(client, field_ids, converters)
         finally:
             client.close()
 
@@ -426,7 +431,7 @@ class _Run:
 
     # ------------------------------------------------------------------ pass 1
     def _sync(
-        self, client: ActiveCampaignClient, field_ids: dict[str, int]
+        self, client: ActiveCampaignClient, field_ids: dict[str, int], converters: dict[int, FieldConverter]
     ) -> Literal["succeeded", "failed"]:
         report, export = self.report, self.export
         reader = SegmentReader(self.ctx.segment_blobs, export.source)
@@ -440,7 +445,13 @@ class _Run:
         report.snapshot_id = self.record.snapshot_id = snapshot.snapshot_id
         self._record_landing()
         report.notes = list(snapshot.notes)
-        mapper = RowMapper(export.mapping, snapshot.columns, field_ids)
+        mapper = RowMapper(
+            export.mapping,
+            snapshot.columns,
+            field_ids,
+            converters=converters,
+            reject_invalid=export.on_invalid_field_value == "reject",
+        )
         rejected = RejectedRowsWriter(snapshot.columns)
         try:
             t0 = self.ctx.clock()
@@ -525,9 +536,12 @@ class _Run:
             report.rows_read = rows_read
             self.progress(report)
 
+        mapper.reset_field_problems()
         contacts, report.rows_read = collect_contacts(
             reader.iter_batches(snapshot), mapper, self.export, on_reject=reject, on_progress=progress
         )
+        # Pass 2 checks its batches again: the report keeps pass 1's count, over every record read.
+        report.field_problems = mapper.field_problems()
         problem = usable_problem(report, int(contacts.keys.shape[0]), snapshot, self.export)
         if problem is not None:
             raise GuardTripped(problem)

@@ -35,6 +35,9 @@ class RunReport:
     # extract + normalize
     rows_read: int = 0
     rejected: dict[str, int] = field(default_factory=dict)
+    # Custom field values their field type could not take, by field (perstag) and reason: left out
+    # of the contact (onInvalidFieldValue "omit") or counted in `rejected` too ("reject").
+    field_problems: dict[str, dict[str, int]] = field(default_factory=dict)
     duplicates: int = 0
     contacts: int = 0
     # sync

@@ -48,13 +48,15 @@ def planned_operations(
 ) -> Iterator[Operation]:
     """Pass 2's payloads: each planned row (from `sync.planned_rows`) mapped into its bulk-import
     operation, except the plan indexes `skip` names (already queued by an earlier invocation)."""
-    tags, list_id = export.mapping.tags, export.list_id
+    tags, list_id, exclude = export.mapping.tags, export.list_id, export.exclude_automations
     for op_index, values in rows:
         if skip(op_index):
             continue
         mapped = mapper.map_row(values)
         assert isinstance(mapped, Contact)  # check_batch accepted the row: map_row agrees (tests)
-        yield operation(op_index, mapped.email, contact_payload(mapped, list_id=list_id, tags=tags))
+        # The contact-level exclude_automations is in the payload, so the batch's size counts it.
+        payload = contact_payload(mapped, list_id=list_id, tags=tags, exclude_automations=exclude)
+        yield operation(op_index, mapped.email, payload)
 
 
 class Pause(Exception):
@@ -211,7 +213,11 @@ class SendStage:
                 continue
             email = self.old.email(old_index)
             payload = contact_payload(
-                Contact(email, None, None, None, ()), list_id=list_id, tags=(), unsubscribe=True
+                Contact(email, None, None, None, ()),
+                list_id=list_id,
+                tags=(),
+                unsubscribe=True,
+                exclude_automations=self.export.exclude_automations,
             )
             op = operation(op_index, email, payload)
             if op_index < self.next_index:
