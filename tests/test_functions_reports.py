@@ -11,7 +11,7 @@ import json
 
 import pytest
 
-from tests.fixtures.sandbox import CITY_FIELD_ID, SANDBOX_API_KEY
+from tests.fixtures.sandbox import LOYALTY_TIERS, SANDBOX_API_KEY, SANDBOX_FIELDS
 from tests.support.app import AppEnv, call, create_connection, create_export, deliver, start
 from tests.support.segments import profiles, write_ci_snapshot
 
@@ -171,18 +171,18 @@ def test_lists_fields_and_tags_of_the_account_page_as_activecampaign_pages(ready
     first = discover("fields")
     assert first.status == 200
     assert first.body["limit"] == 100
-    assert first.body["total"] == CITY_FIELD_ID
+    assert first.body["total"] == len(SANDBOX_FIELDS)
     assert len(first.body["fields"]) == 100
     assert first.body["fields"][0] == {
         "id": 1,
         "perstag": "LOYALTY_TIER",
         "title": "Loyalty tier",
         "type": "dropdown",
-        "options": [],
+        "options": [{"label": tier, "value": tier} for tier in LOYALTY_TIERS],
     }
     assert first.body["next"] == "/api/connections/main/fields?limit=100&offset=100"
     second = discover("fields", offset="100")
-    assert [f["perstag"] for f in second.body["fields"]][-1] == "CITY"
+    assert [f["perstag"] for f in second.body["fields"]][4] == "CITY"
     assert second.body["next"] is None
     assert discover("tags").body["tags"] == []
     create_export(segments.container_name, mapping={"email": "EmailAddress", "tags": ["vip", "segment:x"]})
