@@ -27,11 +27,16 @@ def _list_arg(value: str) -> tuple[int, str]:
 
 
 def _field_arg(value: str) -> FieldSpec | str:
-    ident, sep, perstag = value.partition(":")
+    ident, sep, rest = value.partition(":")
+    perstag, _, typed = rest.partition(":")
+    kind, _, options = typed.partition(":")
     if sep and ident.isdigit() and perstag:
-        return FieldSpec(int(ident), perstag)
+        choices = tuple(o for o in options.split(",") if o) if options else ()
+        return FieldSpec(int(ident), perstag, "", kind or "text", choices)
     if sep or not value:
-        raise argparse.ArgumentTypeError(f"expected PERSTAG or ID:PERSTAG, got {value!r}")
+        raise argparse.ArgumentTypeError(
+            f"expected PERSTAG or ID:PERSTAG[:TYPE[:OPTION,...]] such as 7:TIER:dropdown:gold,silver, got {value!r}"
+        )
     return value
 
 

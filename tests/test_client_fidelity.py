@@ -9,7 +9,7 @@ import json
 import httpx
 import pytest
 
-from sandbox import SandboxServer
+from sandbox import FieldSpec, SandboxServer
 from shared.activecampaign import (
     ActiveCampaignClient,
     InvalidApiKey,
@@ -201,3 +201,12 @@ def test_sandbox_records_the_sourceid_of_a_resubscribe(ac_sandbox: SandboxServer
         ac_sandbox.state.set_membership(NEWSLETTER_LIST_ID, contact_id, 2)  # unsubscribed
         client.subscribe(NEWSLETTER_LIST_ID, contact_id)
     assert ac_sandbox.state.resubscribe_sources == [(NEWSLETTER_LIST_ID, "p1@example.com", 4)]
+
+
+def test_sandbox_command_line_declares_typed_fields() -> None:
+    from sandbox.__main__ import _field_arg
+
+    assert _field_arg("8:TIER:dropdown:gold,silver") == FieldSpec(
+        8, "TIER", "", "dropdown", ("gold", "silver")
+    )
+    assert _field_arg("7:SCORE") == FieldSpec(7, "SCORE")

@@ -22,6 +22,7 @@ export const EXPORT_FIELDS = [
   "maxRemovalShare",
   "maxRejectedShare",
   "maxContacts",
+  "onInvalidFieldValue",
 ];
 const STANDARD = [
   ["firstName", "First name"],
@@ -358,6 +359,9 @@ export async function form(main, ctx, name) {
       else map[attr.target] = attr.column;
     }
     if (Object.keys(fields).length) map.fields = fields;
+    // The form does not edit declared field formats: they are kept for the fields still mapped.
+    const formats = Object.fromEntries(Object.entries(mapping.fieldFormats || {}).filter(([key]) => key in fields));
+    if (Object.keys(formats).length) map.fieldFormats = formats;
     const tagList = tags.value.split(",").map((t) => t.trim()).filter(Boolean);
     if (tagList.length) map.tags = tagList;
     Object.assign(doc, {
