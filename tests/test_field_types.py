@@ -1,6 +1,5 @@
 """Custom field types: pure conversion per ActiveCampaign type, then runs against the sandbox's typed fields."""
 
-# ruff: noqa: F401, F811  (the world fixture is imported from tests.test_pipeline and used as a parameter)
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -11,8 +10,6 @@ from shared.config import ConfigError, FieldFormat, FieldMapping
 from shared.mapping import (
     INVALID_FIELD_VALUE,
     NOT_A_DATE,
-    NOT_A_DATETIME,
-    NOT_A_NUMBER,
     NOT_AN_OPTION,
     Contact,
     FieldConverter,
@@ -29,9 +26,9 @@ from tests.fixtures.sandbox import (
     LOYALTY_TIER_FIELD_ID,
     SPEND_FIELD_ID,
 )
+from tests.fixtures.world import World
 from tests.support.exports import make_config
 from tests.support.segments import write_ci_snapshot
-from tests.test_pipeline import World, world
 
 
 @dataclass(frozen=True)
