@@ -118,7 +118,9 @@ def test_a_sustained_bulk_rate_limit_waits_and_goes_on_from_the_checkpoint(
     assert waited.value.retry_after == pytest.approx(0.2)  # a wait, not a failure
     checkpoint = StateStore(ctx.app_container(), "vip").load_checkpoint()
     assert checkpoint is not None
-    assert 500 <= checkpoint.next_index < 2_500  # what was queued before the limit is kept
+    # What was queued before the limit is kept: at least the first batch, whose answer the client
+    # handles before it sees the refused one (answers are handled in the order batches were built).
+    assert 250 <= checkpoint.next_index < 2_500
     outcome = run_export(ctx, record, runs=runs)  # after the wait: the same run goes on
     assert outcome.status == "succeeded", outcome.error
     assert outcome.report.resumed_from == checkpoint.next_index

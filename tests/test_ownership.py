@@ -9,7 +9,7 @@ from dataclasses import replace
 import pytest
 from azure.storage.blob import BlobLeaseClient, BlobServiceClient
 
-from sandbox import Limits, SandboxServer
+from sandbox import Fault, Limits, SandboxServer
 from shared.config import Config
 from shared.errors import AccountBusy, OwnershipLost
 from shared.ownership import Heartbeat
@@ -177,3 +177,25 @@ def test_mirror_rejoiners_beyond_one_invocation_finish_over_continuations(
     # One GET per page of 100 unsubscribed members, never one lookup per contact.
     lookups = ac_sandbox.state.requests("/api/3/contacts", method="GET")
     assert all("email=" not in r.query for r in lookups)
+
+
+def test_rejoiners_are_looked_up_one_by_one_when_the_walk_of_pages_fails(
+    azurite: str, unique_name: str, ac_sandbox: SandboxServer
+) -> None:
+    segments = BlobServiceClient.from_connection_string(azurite).create_container(unique_name)
+    config = make_config(ac_sandbox.hostname, unique_name, mode="mirror", maxRemovalShare=0.6)
+    ctx = make_context(azurite, ac_sandbox.hostname, unique_name, config=config)
+    write_ci_snapshot(segments, "Vip", profiles(100))
+    assert _start(ctx, "vip").status == "succeeded"
+    write_ci_snapshot(segments, "Vip", profiles(80), time_folder="2026/11/21/0600")
+    assert _start(ctx, "vip").report.removed == 20
+    write_ci_snapshot(segments, "Vip", profiles(100), time_folder="2026/11/22/0600")
+    # The page of the list's unsubscribed members is refused once: the walk is only a shortcut.
+    ac_sandbox.inject(Fault.http_status(422, path="/api/3/contacts", body={"errors": [{"title": "busy"}]}))
+    back = _start(ctx, "vip")
+    assert back.status == "succeeded", back.error
+    assert (back.report.resubscribed, back.report.failed) == (20, 0)
+    lookups = [r for r in ac_sandbox.state.requests("/api/3/contacts", method="GET") if "email=" in r.query]
+    assert len(lookups) == 20
+    members = ac_sandbox.state.list_members(1)
+    assert all(members[f"person{i}@example.com"] == 1 for i in range(80, 100))
