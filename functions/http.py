@@ -117,7 +117,13 @@ def api_handler(handler: Handler) -> Handler:
             response = error_response(ApiError(exc.http_status, exc.code, str(exc)))
             response.headers.update(headers)
             return response
-        except Exception:
+        except Exception as exc:
+            from shared.reachability import storage_unreachable
+
+            unreachable = storage_unreachable(exc)
+            if unreachable is not None:
+                log.error("%s %s: %s", req.method, handler.__name__, unreachable)
+                return error_response(ApiError(503, "StorageUnavailable", unreachable))
             # Not req.url: its query string may carry the function key (`code=`).
             log.exception("%s %s failed", req.method, handler.__name__)
             return error_response(

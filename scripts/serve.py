@@ -96,13 +96,13 @@ def _storage_factories(
     def queues() -> Any:
         with lock:
             if "queue" not in cache:
-                cache["queue"] = queue_service(conn(), retry_total=2, connection_timeout=5)
+                cache["queue"] = queue_service(conn())
             return cache["queue"]
 
     def blobs() -> Any:
         with lock:
             if "blob" not in cache:
-                cache["blob"] = blob_service(conn(), retry_total=2, connection_timeout=5)
+                cache["blob"] = blob_service(conn())
             return cache["blob"]
 
     return queues, blobs

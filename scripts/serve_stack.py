@@ -33,7 +33,7 @@ SANDBOX_API_KEY = "local-sandbox-key"
 CONNECTION = "main"
 EXPORT = "vip"
 SEGMENT_CONTAINER = "customer-insights"
-SEGMENT_FOLDER = "CustomerInsights_local/BlobExport"
+SEGMENT_FOLDER = "CustomerInsights_1234/BlobExport"  # as in the README's example configuration
 # The well-known development account of every Storage emulator; not a secret.
 DEV_ACCOUNT = "devstoreaccount1"
 DEV_KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
@@ -233,6 +233,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "1:Newsletter",
                 "--list",
                 "2:Customers",
+                "--list",
+                "3:VIP",
                 "--field",
                 "1:LOYALTY_TIER",
             ],

@@ -305,12 +305,32 @@ class _Retryable(Exception):
         status: int | None = None,
         retry_after: float | None = None,
         bulk_only: bool = False,
+        connect: bool = False,
     ) -> None:
         super().__init__(what)
         self.what = what
+        self.connect = connect  # no connection at all: retried only briefly (CONNECT_ATTEMPTS)
         self.status = status
         self.retry_after = retry_after
         self.bulk_only = bulk_only  # only the bulk-import budget is spent, not the per-second one
+
+
+# An account that cannot be connected to at all (refused, no such host, no answer) fails within about
+# ten seconds with the likely cause, instead of the minute of backoff meant for a busy account.
+CONNECT_ATTEMPTS = 2
+CONNECT_TIMEOUT_SECONDS = 4.0
+
+
+def connect_failure(exc: BaseException) -> str:
+    """The likely cause of a failed connection, in words a person can act on."""
+    text = str(exc).lower()
+    if "refused" in text:
+        return "connection refused (nothing listens at that address: check the connection's hostname)"
+    if "name or service not known" in text or "name resolution" in text or "nodename nor servname" in text:
+        return "the hostname does not resolve (check the connection's hostname, or this machine's DNS)"
+    if "network is unreachable" in text or "no route to host" in text:
+        return "no network route there (is this machine offline?)"
+    return f"{type(exc).__name__} (check the hostname and the network)"
 
 
 def _retry_after(response: httpx.Response) -> float | None:
@@ -362,7 +382,7 @@ class ActiveCampaignClient:
         self._sleep = sleep
         self._http = httpx.Client(
             base_url=base_url(self.hostname),
-            timeout=timeout,
+            timeout=httpx.Timeout(timeout, connect=min(timeout, CONNECT_TIMEOUT_SECONDS)),
             follow_redirects=False,  # a redirect would carry the Api-Token header to another place
             transport=transport,
             headers={"Accept": "application/json"},
@@ -574,6 +594,14 @@ class ActiveCampaignClient:
             # A bulk POST that timed out may have been queued; sending it again may queue it twice.
             # That is acceptable: bulk import is an upsert by email, so a repeat changes nothing.
             response = self._http.request(method, path, params=params, content=content, headers=headers)
+        except httpx.ConnectTimeout:
+            raise _Retryable(
+                f"cannot connect: no answer within {CONNECT_TIMEOUT_SECONDS:.0f}s (a firewall or proxy may block "
+                "the way there)",
+                connect=True,
+            ) from None
+        except httpx.ConnectError as exc:
+            raise _Retryable(f"cannot connect: {connect_failure(exc)}", connect=True) from None
         except httpx.TimeoutException:
             raise _Retryable("timed out") from None
         except (httpx.NetworkError, httpx.RemoteProtocolError) as exc:
@@ -696,6 +724,9 @@ class ActiveCampaignClient:
             return True
         elapsed = state.seconds_since_start or 0.0
         exc = state.outcome.exception() if state.outcome else None
+        if isinstance(exc, _Retryable) and exc.connect and state.attempt_number >= CONNECT_ATTEMPTS:
+            # Nothing answers at all: say so within seconds instead of backing off for a minute.
+            return True
         ahead = exc.retry_after if isinstance(exc, _Retryable) and exc.retry_after else 0.0
         # Give up now rather than sleep past the time cap only to give up then.
         return elapsed + ahead >= self._max_retry_seconds

@@ -1,4 +1,4 @@
-"""Command line: `python -m shared.cli validate|run|reset` (see README, "Command line").
+"""Command line: `python -m shared.cli validate|run|reset|report|rejected|describe|apply` (README).
 
 `run` shows a progress bar on stderr and prints the run report as one JSON object on the last line
 of stdout. It uses the same settings, storage and pipeline as the queue worker, so a run from the
@@ -10,6 +10,8 @@ Exit codes, decided from the error's class alone (shared.errors):
   2 usage: bad arguments, configuration file or settings; 3 transient: try again later
   (another run is active, the account is busy, ActiveCampaign unavailable);
   4 unexpected: a bug or an outage, reported with the exception's type.
+Storage that cannot be reached at all is transient (3), said in one line naming the setting and
+endpoint within seconds (shared/reachability.py), as is an ActiveCampaign that cannot be connected to.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 from tqdm import tqdm
 
+from shared.cli_app import add_commands, add_config_source, load_config_source
 from shared.config import Config, ConfigError, load_config_file
 from shared.redact import install_redaction
 from shared.settings import Settings, SettingsError, load_settings
@@ -101,22 +104,22 @@ def _context(settings: Settings, config: Config) -> RunContext:
     )
 
 
-def _unknown_export(args: argparse.Namespace, config: Config) -> bool:
+def _unknown_export(args: argparse.Namespace, config: Config, source: str) -> bool:
     if args.export in config.exports:
         return False
     known = ", ".join(sorted(config.exports)) or "none"
-    print(f"error: export {args.export!r} is not in {args.config} (exports: {known})", file=sys.stderr)
+    print(f"error: export {args.export!r} is not in {source} (exports: {known})", file=sys.stderr)
     return True
 
 
 def cmd_run(args: argparse.Namespace) -> int:
     # Imported here so `validate` stays fast and works without storage settings.
-    from shared.errors import classify, describe
+    from shared.errors import describe
     from shared.runs import RunStore
 
     settings = load_settings()
-    config = _load_config(args.config, settings)
-    if _unknown_export(args, config):
+    config, source = load_config_source(args, settings)
+    if _unknown_export(args, config, source):
         return EXIT_USAGE
     ctx = _context(settings, config)
     runs = RunStore(ctx.app_container(), keep=settings.runs_kept_per_export)
@@ -152,7 +155,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         return ended.code
     except Exception as exc:
         print(f"error: {describe(exc)}", file=sys.stderr)
-        return _EXIT_OF_KIND[classify(exc)]
+        return _exit_code(exc)
     if outcome.error:
         print(f"error: {outcome.error}", file=sys.stderr)
     print(json.dumps(outcome.report.to_dict(), separators=(",", ":")))
@@ -190,7 +193,7 @@ def _run_until_done(
                 record.fail(describe(exc))
                 runs.update(record)
                 print(f"error: {describe(exc)}", file=sys.stderr)
-                raise _Ended(_EXIT_OF_KIND[kind]) from None
+                raise _Ended(_exit_code(exc)) from None
     finally:
         bars.close()
 
@@ -201,8 +204,8 @@ def cmd_reset(args: argparse.Namespace) -> int:
     from shared.state import StateStore
 
     settings = load_settings()
-    config = _load_config(args.config, settings)
-    if _unknown_export(args, config):
+    config, source = load_config_source(args, settings)
+    if _unknown_export(args, config, source):
         return EXIT_USAGE
     container = _context(settings, config).app_container()
     active = RunStore(container).active(args.export)
@@ -227,7 +230,7 @@ def build_parser() -> argparse.ArgumentParser:
     validate.set_defaults(func=cmd_validate)
     run = sub.add_parser("run", help="run one export now")
     run.add_argument("export", help="name of the export in the configuration")
-    run.add_argument("--config", required=True, help="path of the configuration JSON")
+    add_config_source(run)
     run.add_argument("--dry-run", action="store_true", help="read, map, validate and report; send nothing")
     run.add_argument("--full", action="store_true", help="send every contact, not only new and changed ones")
     run.add_argument("--force", action="store_true", help="allow mirror removals above maxRemovalShare")
@@ -235,7 +238,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.set_defaults(func=cmd_run)
     reset = sub.add_parser("reset", help="forget an export's checkpoint, or its delivered state too")
     reset.add_argument("export", help="name of the export in the configuration")
-    reset.add_argument("--config", required=True, help="path of the configuration JSON")
+    add_config_source(reset)
     reset.add_argument(
         "--what",
         choices=("checkpoint", "state"),
@@ -243,6 +246,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="checkpoint: the next run plans again; state: the next run sends every contact",
     )
     reset.set_defaults(func=cmd_reset)
+    add_commands(sub)
     return parser
 
 
@@ -257,6 +261,33 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (SettingsError, ConfigError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except Exception as exc:
+        from shared.errors import classify, describe
+        from shared.reachability import storage_unreachable
+
+        unreachable = storage_unreachable(exc, _settings_or_none())
+        if unreachable is not None:
+            print(f"error: {unreachable}", file=sys.stderr)
+            return EXIT_TRANSIENT
+        logging.getLogger(__name__).debug("command failed", exc_info=True)
+        print(f"error: {describe(exc)}", file=sys.stderr)
+        return _EXIT_OF_KIND[classify(exc)]
+
+
+def _exit_code(exc: BaseException) -> int:
+    from shared.errors import classify
+    from shared.reachability import storage_unreachable
+
+    if storage_unreachable(exc) is not None:
+        return EXIT_TRANSIENT  # nothing is wrong with the run: the storage was not there
+    return _EXIT_OF_KIND[classify(exc)]
+
+
+def _settings_or_none() -> Settings | None:
+    try:
+        return load_settings()
+    except SettingsError:
+        return None
 
 
 if __name__ == "__main__":

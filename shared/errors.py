@@ -133,6 +133,11 @@ def classify(exc: BaseException) -> Kind:
 
 def describe(exc: BaseException) -> str:
     """A one-line account of `exc` for a run record or a log: unexpected ones carry their type."""
+    from shared.reachability import storage_unreachable
+
+    unreachable = storage_unreachable(exc)
+    if unreachable is not None:
+        return unreachable
     text = scrub(str(exc)) or "(no message)"
     if classify(exc) == "unexpected":
         return f"unexpected {type(exc).__name__}: {text}"

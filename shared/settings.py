@@ -36,7 +36,7 @@ DEFAULT_RUN_LEASE_SECONDS = 60
 DEFAULT_APP_CONTAINER = "activecampaign-export"
 DEFAULT_RUNS_QUEUE = "export-runs"
 _STORAGE_NAME = re.compile(r"^(?=.{3,63}$)[a-z0-9]+(-[a-z0-9]+)*$")
-# ActiveCampaign's API hosts (see docs/security.md); ACTIVECAMPAIGN_ALLOWED_HOST_SUFFIXES adds more.
+# ActiveCampaign's API hosts (see SECURITY.md); ACTIVECAMPAIGN_ALLOWED_HOST_SUFFIXES adds more.
 DEFAULT_ALLOWED_HOST_SUFFIXES: tuple[str, ...] = (".api-us1.com", ".api-eu1.com", ".activehosted.com")
 
 SETTINGS_READ: tuple[str, ...] = (

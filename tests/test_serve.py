@@ -233,6 +233,25 @@ def test_sigterm_lets_the_running_invocation_finish(
     assert app_env.messages() == []
 
 
+def test_storage_that_is_not_running_is_a_503_in_seconds_and_one_log_line(serve: StartServe, tmp_path):
+    port = free_port()
+    dead = (
+        f"DefaultEndpointsProtocol=http;AccountName={DEV_ACCOUNT};AccountKey={base64.b64encode(b'k' * 32).decode()};"
+        f"BlobEndpoint=http://127.0.0.1:{port}/{DEV_ACCOUNT};QueueEndpoint=http://127.0.0.1:{port}/{DEV_ACCOUNT};"
+    )
+    served = serve(base_env(dead))
+    started = time.monotonic()
+    resp = httpx.get(served.api + "/exports", timeout=30)
+    assert time.monotonic() - started < 10
+    assert resp.status_code == 503
+    assert resp.json()["error"]["code"] == "StorageUnavailable"
+    assert f"127.0.0.1:{port} cannot be reached: connection refused" in resp.json()["error"]["message"]
+    text = served.wait_for_log("queue export-runs cannot be polled (storage AzureWebJobsStorage at")
+    assert text.count("queue export-runs cannot be polled") == 1  # said once, not once a poll
+    assert "Traceback" not in text
+    assert served.stop() == 0
+
+
 def test_an_unresolved_schedule_setting_puts_only_the_timer_in_error(serve: StartServe, app_env: AppEnv):
     env = base_env(app_env.azurite)
     del env["EXPORT_SCHEDULE"]

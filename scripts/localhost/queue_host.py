@@ -121,7 +121,11 @@ class QueueHost:
             except ResourceNotFoundError:
                 message = None  # the queue does not exist (yet): nothing to do, as on the host
             except Exception as exc:
-                error = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+                from shared.reachability import storage_unreachable
+
+                error = storage_unreachable(exc) or (
+                    f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+                )
                 if error != last_error:
                     log.error("queue %s cannot be polled (%s); retrying", self.queue_name, error)
                     last_error = error

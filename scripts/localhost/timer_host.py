@@ -139,7 +139,10 @@ class TimerHost:
             try:
                 container = self._monitor_container()
             except Exception as exc:
-                log.warning("timer %s: no schedule monitor (%s); past_due is not tracked", self.fn.name, exc)
+                from shared.reachability import storage_unreachable
+
+                why = storage_unreachable(exc) or exc
+                log.warning("timer %s: no schedule monitor (%s); past_due is not tracked", self.fn.name, why)
         return ScheduleMonitor(container, self.fn.name)
 
     def _fire(self, monitor: ScheduleMonitor, scheduled: datetime, past_due: bool) -> None:
