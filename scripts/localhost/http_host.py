@@ -122,7 +122,12 @@ class _Handler(BaseHTTPRequestHandler):
             status, headers, payload = 500, [], b""
         self._send(status, headers, payload)
 
-    do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = do_OPTIONS = _handle
+    def __getattr__(self, name: str) -> Any:
+        # Every method reaches the router (TRACE, PROPFIND, ...): one no route declares is a 404, as
+        # on the real host, never http.server's 501.
+        if name.startswith("do_"):
+            return self._handle
+        raise AttributeError(name)
 
 
 class HttpHost:
