@@ -86,5 +86,5 @@ def app(azurite: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Serv
     derandomize=True,
     suppress_health_check=list(HealthCheck),
 )
-def test_every_operation_answers_as_documented(case: schemathesis.Case, app: Served) -> None:
+def test_every_operation_answers_as_documented(case: schemathesis.Case[Any], app: Served) -> None:
     case.call_and_validate(base_url=app.url, checks=CHECKS, timeout=30)
