@@ -124,6 +124,38 @@ class Stack:
             print(f"stopped {what}", flush=True)
 
 
+def start_azurite(stack: Stack, attempts: int = 3) -> tuple[int, int, int]:
+    """Azurite on its usual ports, or free ones; tried again on new ports if one was taken meanwhile."""
+    import tempfile
+
+    problem = ""
+    for _ in range(attempts):
+        ports = [port_or_free(p) for p in (10000, 10001, 10002)]
+        args = [str(AZURITE_BIN), "--silent", "--inMemoryPersistence", "--skipApiVersionCheck", "--loose"]
+        for service, port in zip(("blob", "queue", "table"), ports, strict=True):
+            args += [f"--{service}Host", "127.0.0.1", f"--{service}Port", str(port)]
+        errors = tempfile.TemporaryFile(mode="w+")  # noqa: SIM115 (read after the process ends)
+        proc = stack.start(
+            "Azurite",
+            args,
+            stdout=subprocess.DEVNULL,
+            stderr=errors,
+            env={**os.environ, "NODE_NO_WARNINGS": "1"},
+        )
+        try:
+            wait_for_port(ports[0], proc, "Azurite")
+            wait_for_port(ports[1], proc, "Azurite")
+            return ports[0], ports[1], ports[2]
+        except RuntimeError as exc:
+            errors.seek(0)
+            problem = f"{exc}: {errors.read().strip()[-500:]}"
+            stack.procs.remove(("Azurite", proc))
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    raise RuntimeError(f"Azurite did not start ({problem})")
+
+
 def sample_export() -> dict[str, Any]:
     return {
         "connection": CONNECTION,
@@ -189,34 +221,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     stack = Stack()
     try:
-        blob, queue, table = (port_or_free(p) for p in (10000, 10001, 10002))
-        azurite = stack.start(
-            "Azurite",
-            [
-                str(AZURITE_BIN),
-                "--silent",
-                "--inMemoryPersistence",
-                "--skipApiVersionCheck",
-                "--loose",
-                "--blobHost",
-                "127.0.0.1",
-                "--blobPort",
-                str(blob),
-                "--queueHost",
-                "127.0.0.1",
-                "--queuePort",
-                str(queue),
-                "--tableHost",
-                "127.0.0.1",
-                "--tablePort",
-                str(table),
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            env={**os.environ, "NODE_NO_WARNINGS": "1"},
-        )
-        wait_for_port(blob, azurite, "Azurite")
-        wait_for_port(queue, azurite, "Azurite")
+        blob, queue, table = start_azurite(stack)
         storage = storage_connection_string(blob, queue, table)
 
         sandbox = stack.start(

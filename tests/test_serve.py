@@ -201,10 +201,10 @@ def test_a_run_message_that_keeps_failing_ends_in_the_poison_queue_with_the_run_
         run = wait_for(lambda: finished(client, "vip", run_id), 60, "the run to be marked failed")
     assert run["status"] == "failed"
     assert run["error"].startswith("gave up after 2 attempt(s)"), run["error"]
-    text = served.log()
+    # The run is marked failed inside the poison invocation; its `Executed` line follows.
+    text = served.wait_for_log("Executed 'Functions.export_worker_poison' (Succeeded")
     assert text.count("Executed 'Functions.export_worker' (Failed") == 2
     assert "moving it to export-runs-poison" in text
-    assert "Executed 'Functions.export_worker_poison' (Succeeded" in text
     assert app_env.messages() == []
     assert app_env.messages(app_env.poison) == []
     assert served.stop() == 0
