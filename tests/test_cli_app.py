@@ -34,7 +34,7 @@ def test_apply_then_run_from_the_app_then_report_and_rejected(
     config.write_text(json.dumps(config_to_document(make_config(ac_sandbox.hostname, unique_name))))
     env = {
         "AzureWebJobsStorage": azurite,
-        "AC_KEY": SANDBOX_API_KEY,
+        "ACTIVECAMPAIGN_KEY": SANDBOX_API_KEY,
         "ACTIVECAMPAIGN_REQUESTS_PER_SECOND": "150",
         "ACTIVECAMPAIGN_BULK_IMPORTS_PER_MINUTE": "3000",
     }
@@ -83,7 +83,7 @@ def test_describe_lists_every_page_of_fields(azurite: str, ac_sandbox: SandboxSe
     config.write_text(json.dumps(config_to_document(make_config(ac_sandbox.hostname, "unused"))))
     env = {
         "AzureWebJobsStorage": azurite,
-        "AC_KEY": SANDBOX_API_KEY,
+        "ACTIVECAMPAIGN_KEY": SANDBOX_API_KEY,
         "ACTIVECAMPAIGN_REQUESTS_PER_SECOND": "150",
     }
     done = cli("describe", "main", "--config", str(config), env=env)
@@ -115,7 +115,7 @@ def test_storage_that_is_not_running_fails_in_seconds_with_one_line(tmp_path: Pa
     config.write_text(json.dumps(config_to_document(make_config("127.0.0.1:9", "segments"))))
     for args in (("report", "vip"), ("run", "vip", "--config", str(config), "--no-progress")):
         started = time.monotonic()
-        done = cli(*args, env={**env, "AC_KEY": SANDBOX_API_KEY})
+        done = cli(*args, env={**env, "ACTIVECAMPAIGN_KEY": SANDBOX_API_KEY})
         elapsed = time.monotonic() - started
         assert done.returncode == 3, done.stderr
         assert elapsed < 10, elapsed
@@ -139,7 +139,11 @@ def test_an_activecampaign_that_cannot_be_reached_fails_in_seconds_naming_it(
     config.write_text(json.dumps(config_to_document(make_config(host, "segments"))))
     started = time.monotonic()
     done = cli(
-        "describe", "main", "--config", str(config), env={"AzureWebJobsStorage": azurite, "AC_KEY": "k" * 10}
+        "describe",
+        "main",
+        "--config",
+        str(config),
+        env={"AzureWebJobsStorage": azurite, "ACTIVECAMPAIGN_KEY": "k" * 10},
     )
     assert time.monotonic() - started < 10
     assert done.returncode == 3, done.stderr
