@@ -14,9 +14,9 @@ from sandbox import SandboxServer
 from shared.config import config_to_document
 from shared.configstore import CONFIG_BLOB
 from tests.fixtures.sandbox import SANDBOX_API_KEY
+from tests.support.cli import cli
 from tests.support.exports import clear_export, make_config
 from tests.support.segments import profiles, write_ci_snapshot
-from tests.test_cli import cli
 
 
 def test_apply_then_run_from_the_app_then_report_and_rejected(

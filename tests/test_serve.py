@@ -19,7 +19,7 @@ from azure.storage.blob import BlobServiceClient
 from scripts.localhost.hostjson import load_host_config, timespan_seconds
 from scripts.localhost.routes import Router, parse_route
 from scripts.localhost.timer_host import Schedule, ScheduleError
-from tests.fixtures.azurite import DEV_ACCOUNT
+from tests.fixtures.azurite import DEV_ACCOUNT, free_port
 from tests.fixtures.sandbox import SANDBOX_API_KEY, fast_limits
 from tests.fixtures.serve import StartServe, base_env
 from tests.support.app import ROOT, AppEnv
