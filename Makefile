@@ -1,4 +1,4 @@
-# Three commands matter: `make demo`, `make serve` and `make test`. Both set everything up from a clean clone.
+# Three commands matter: `make demo`, `make serve` and `make test`. Each sets up what it needs from a clean clone.
 PY      ?= python3.11
 VENV    := .venv
 VPY     := $(VENV)/bin/python
@@ -9,9 +9,10 @@ IAC_STAMP := $(IAC_VENV)/.installed
 
 .PHONY: setup browser demo serve test lint typecheck pytest bench screenshots clean
 
-setup: $(STAMP) $(NODE_STAMP) $(IAC_STAMP) browser
+setup: $(STAMP) $(NODE_STAMP) $(IAC_STAMP)
 
-# Headless Chromium + chromedriver (Debian packages) for the web console's browser tests.
+# Headless Chromium + chromedriver (Debian packages) for the web console's browser tests: only the
+# targets that run those tests need it, so `make demo` and `make serve` install no browser.
 browser:
 	scripts/setup_browser.sh
 
@@ -50,13 +51,13 @@ typecheck: setup
 # pytest exits 5 when it collected no test: that must fail, never pass quietly. Two workers
 # (pytest-xdist), one per core: each starts its own Azurite, so tests never share storage across
 # workers.
-pytest: setup
+pytest: setup browser
 	$(VPY) -m pytest -n 2; rc=$$?; if [ $$rc -eq 5 ]; then echo "pytest collected no tests" >&2; exit 1; fi; exit $$rc
 
 test: lint typecheck pytest
 
 # Re-take the web console's screenshots in docs/console/ (its browser tests write them there).
-screenshots: setup
+screenshots: setup browser
 	CONSOLE_SCREENSHOTS=docs/console $(VPY) -m pytest -q tests/test_console_browser.py
 
 bench: setup
