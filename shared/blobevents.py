@@ -40,6 +40,8 @@ MAX_MESSAGE_BYTES = 64 * 1024
 _MAX_DEPTH = 6
 _SUBJECT = re.compile(r"/blobServices/default/containers/([^/]+)/blobs/(.+)")
 _EVENT_ID = re.compile(r"[\x21-\x7e]{1,128}")  # printable ASCII: safe to log
+# <account>.blob.<suffix>[:port]: the same account's Data Lake endpoint is <account>.dfs.<suffix>.
+_BLOB_HOST = re.compile(r"([a-z0-9]+(?:-secondary)?)\.blob\.(.+)")
 
 Kind = Literal["model", "csv"]
 
@@ -133,10 +135,15 @@ def same_account(event_url: str, account_url: str) -> bool:
     """Whether the blob of `event_url` is in the storage account whose blob endpoint is `account_url`.
 
     Compared on scheme-less host and path prefix, so Azurite's `http://127.0.0.1:10000/devstoreaccount1`
-    works like `https://<account>.blob.core.windows.net`.
+    works like `https://<account>.blob.core.windows.net`. A write through the Data Lake API
+    (`FlushWithClose`, what ADLS Gen2 producers use) names the same account's `dfs` endpoint in
+    `data.url`: `https://<account>.dfs.core.windows.net/<container>/<path>`.
     """
     event, account = urlsplit(event_url), urlsplit(account_url)
-    if event.netloc.lower() != account.netloc.lower():
+    host = account.netloc.lower()
+    blob_host = _BLOB_HOST.fullmatch(host)
+    hosts = {host, f"{blob_host.group(1)}.dfs.{blob_host.group(2)}"} if blob_host else {host}
+    if event.netloc.lower() not in hosts:
         return False
     prefix = account.path.rstrip("/") + "/"
     return event.path.startswith(prefix)

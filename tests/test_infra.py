@@ -237,6 +237,14 @@ def test_host_logs_successful_invocations_to_the_requests_table():
     assert levels["Host.Results"] in ("Information", "Debug", "Trace")
 
 
+def test_the_host_decodes_queue_messages_as_event_grid_encodes_them():
+    # Event Grid writes each event to the storage queue base64-encoded, and the app's own queue
+    # messages are base64 too (functions/services.py): the host must keep its default base64
+    # decoding. With "none" the functions would receive base64 text and drop every event.
+    queues = json.loads((ROOT / "host.json").read_text())["extensions"]["queues"]
+    assert queues.get("messageEncoding", "base64") == "base64"
+
+
 # --- parsing and checkov ---------------------------------------------------------------------
 
 
