@@ -22,10 +22,13 @@ from pathlib import Path
 from azure.storage.blob import BlobServiceClient
 
 from scripts.sample_segment import SAMPLE_DIR, upload_sample
+from shared.settings import DEFAULT_APP_CONTAINER
 from tests.fixtures.azurite import AZURITE_BIN, _wait_for_port, connection_string, free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO_API_KEY = "demo-sandbox-key"  # the sandbox's key: a local stand-in, not a real credential
+# Where the first run's report and rejected rows are copied (git-ignored: /out/).
+DEMO_OUT = ROOT / "out" / "demo"
 SECRET_ENV = "ACTIVECAMPAIGN_DEMO_API_KEY"  # noqa: S105 (a variable name: secret `activecampaign-demo-api-key` is read from it)
 
 
@@ -94,9 +97,26 @@ def cli(args: list[str], env: dict[str, str]) -> tuple[int, dict[str, object] | 
         check=False,
     )
     lines = proc.stdout.strip().splitlines()
-    print("\n".join(lines[:-1]))
-    report = json.loads(lines[-1]) if lines and lines[-1].startswith("{") else None
+    # `run` ends with its report as one JSON line; other output (validate's verdict) is shown.
+    report = json.loads(lines.pop()) if lines and lines[-1].startswith("{") else None
+    if lines:
+        print("\n".join(lines))
     return proc.returncode, report
+
+
+def save_reports(storage: str, app_container: str, report: dict[str, object], target: Path) -> list[Path]:
+    """Copy the run's report.json and rejected.csv out of Azurite, which keeps them in memory only
+    and is stopped when the demo ends."""
+    container = BlobServiceClient.from_connection_string(storage).get_container_client(app_container)
+    target.mkdir(parents=True, exist_ok=True)
+    saved = []
+    for key in ("report_blob", "rejected_blob"):
+        blob = report.get(key)
+        if isinstance(blob, str):
+            path = target / Path(blob).name
+            path.write_bytes(container.download_blob(blob).readall())
+            saved.append(path)
+    return saved
 
 
 def main() -> int:
@@ -149,9 +169,13 @@ def main() -> int:
             print(
                 json.dumps({k: again[k] for k in ("contacts", "unchanged", "to_send", "accepted")}, indent=2)
             )
+        app_container = env.get("APP_CONTAINER", DEFAULT_APP_CONTAINER)
+        saved = save_reports(storage, app_container, report, DEMO_OUT)
         print(
-            f"\nreports are in Azurite: container activecampaign-export, {report['report_blob']} and rejected.csv"
+            "\nthe first run's report and its rejected rows (with the reason for each): "
+            + ", ".join(str(path.relative_to(ROOT)) for path in saved)
         )
+        print("stopping Azurite and the sandbox (their data was in memory); `make serve` keeps them running")
         return code
 
 
