@@ -72,8 +72,8 @@ def export_worker_poison(msg: func.QueueMessage) -> None:
     except Exception:
         # Never re-raised: the host would retry and then move the message to
         # `export-runs-poison-poison`, which nothing reads. The run record stays as the worker left
-        # it (its attempt errors say what failed); this log line is what the failed-runs alert and
-        # an operator see.
+        # it (its attempt errors say what failed); this log line is what an operator sees, and the
+        # stale-export alert fires if the export then goes without a success.
         log.exception(
             "could not mark run %s of export %s failed after its last retry; the poison message is "
             "dropped: check the run record (GET /api/exports/%s/runs/%s)",

@@ -111,3 +111,21 @@ def test_etag_guards_concurrent_edits(ac_sandbox, segments):
     assert delete("vip", headers={"If-Match": ok.headers["ETag"]}).status == 204
     assert get("vip").status == 404
     assert put("other", export_body(segments.container_name), headers={"If-None-Match": "*"}).status == 412
+
+
+def test_an_export_stored_before_triggers_existed_shows_the_default_trigger(ac_sandbox, segments, app_env):
+    import json
+
+    from shared.storage import CONFIG_BLOB
+
+    create_connection(ac_sandbox.hostname)
+    write_ci_snapshot(segments, "Vip", profiles(3))
+    create_export(segments.container_name)
+    # As an older version of the app stored it: no trigger at all.
+    doc = json.loads(app_env.app.download_blob(CONFIG_BLOB).readall())
+    del doc["exports"]["vip"]["trigger"]
+    app_env.app.upload_blob(CONFIG_BLOB, json.dumps(doc).encode(), overwrite=True)
+
+    (listed,) = call("exports_list", "GET", "exports").body["exports"]
+    assert (listed["trigger"], get("vip").body["trigger"]) == ("onRefresh", "onRefresh")
+    assert listed["nextScheduledAt"] is not None  # the timer's next catch-up check

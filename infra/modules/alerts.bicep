@@ -1,6 +1,6 @@
 // Alerts over Application Insights, each a log search alert rule, and the action group they notify.
 // Every table, metric name and customDimensions key a query reads is emitted by the app
-// (shared/telemetry.py EMITTED, the Functions host's `requests`); tests/test_alerts.py checks that.
+// (shared/telemetry.py EMITTED, the Functions host's `requests`); tests/test_infra.py checks that.
 //  - failed runs: the `run_duration_seconds` histogram with status "failed" (one data point per
 //    run), and failed function invocations (table requests: timer, queue functions, HTTP API);
 //  - partial failure: a run that ended with more than maxBadSharePercent of its rows rejected
