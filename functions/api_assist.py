@@ -66,7 +66,7 @@ def caller_me(req: func.HttpRequest) -> func.HttpResponse:
 @api_handler
 def connection_check(req: func.HttpRequest) -> func.HttpResponse:
     from functions.accounts import account
-    from functions.api_connections import default_secret_name
+    from functions.api_connections import default_secret_name, refuse_stored_key_for_another_host
     from functions.services import get_services
     from shared.config import parse_connection
     from shared.secrets import SecretNotFound
@@ -80,7 +80,8 @@ def connection_check(req: func.HttpRequest) -> func.HttpResponse:
         raise ApiError(
             400, "ValidationFailed", "apiKey must be the ActiveCampaign API key as a non-empty string"
         )
-    existing = svc.config.read().item("connections", name)
+    current = svc.config.read()
+    existing = current.item("connections", name)
     body.setdefault("apiKeySecret", existing["apiKeySecret"] if existing else default_secret_name(name))
     # Consent is asked for by Save (PUT); checking a key sends no profile data.
     body.setdefault("dataPrivacyConsent", False)
@@ -94,6 +95,8 @@ def connection_check(req: func.HttpRequest) -> func.HttpResponse:
     if api_key:
         key = api_key.strip()
     else:
+        # As PUT: the stored key is only checked against a host it was given for.
+        refuse_stored_key_for_another_host(current, name, connection)
         try:
             key = svc.secrets.get(connection.api_key_secret, refresh=True)
         except SecretNotFound:

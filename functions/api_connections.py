@@ -30,7 +30,7 @@ from functions.services import Services, get_services
 from functions.views import connection_view
 from shared.apikey import ApiKeyInvalid, check_api_key
 from shared.auth import Action
-from shared.config import connection_to_document, parse_connection
+from shared.config import Connection, connection_to_document, parse_connection
 from shared.configstore import ConfigSnapshot, check_preconditions, item_etag
 from shared.redact import scrub
 
@@ -105,15 +105,8 @@ def _put(svc: Services, req: func.HttpRequest, name: str) -> func.HttpResponse:
             "set dataPrivacyConsent: true to confirm that profile data (including personal data) may leave your "
             "compliance boundary for ActiveCampaign, which must meet your privacy and security obligations",
         )
-    if api_key is None and existing is not None and existing["hostname"] != connection.hostname:
-        # The stored key was given for the old host; sending it to the new one on the strength of
-        # the hostname alone would let anyone who can edit connections collect it elsewhere.
-        raise ApiError(
-            400,
-            "ApiKeyRequired",
-            f"connection {name!r} moves from {existing['hostname']} to {connection.hostname}: send the API key "
-            "of the new account as apiKey in the same request (the stored key is never sent to another host)",
-        )
+    if api_key is None:
+        refuse_stored_key_for_another_host(current, name, connection)
     key = api_key if api_key else _stored_key(svc, connection.api_key_secret, name)
     with account(settings, connection.hostname, key, connection=name) as client:
         client.check_connection()
@@ -135,6 +128,36 @@ def _put(svc: Services, req: func.HttpRequest, name: str) -> func.HttpResponse:
         status=200 if existing else 201,
         headers={"ETag": item_etag(item), "Location": f"/api/connections/{name}"},
     )
+
+
+def refuse_stored_key_for_another_host(current: ConfigSnapshot, name: str, connection: Connection) -> None:
+    """ApiKeyRequired when no key was sent and the stored one would go to a host it was not given for.
+
+    A stored key was given for the hosts of the connections using its secret. Sending it elsewhere
+    on the strength of a hostname alone (moving a connection, or naming another connection's
+    apiKeySecret beside a new host) would let anyone who can edit connections collect it at an
+    account of their own. A secret no connection uses yet (stored by scripts/deploy.sh) is bound
+    to the host of the first connection that names it.
+    """
+    existing = current.item("connections", name)
+    if existing is not None and existing["hostname"] != connection.hostname:
+        raise ApiError(
+            400,
+            "ApiKeyRequired",
+            f"connection {name!r} moves from {existing['hostname']} to {connection.hostname}: send the API key "
+            "of the new account as apiKey in the same request (the stored key is never sent to another host)",
+        )
+    # Key Vault secret names are case-insensitive.
+    secret = connection.api_key_secret.lower()
+    hosts = {c.hostname for c in current.config.connections.values() if c.api_key_secret.lower() == secret}
+    if hosts and connection.hostname not in hosts:
+        raise ApiError(
+            400,
+            "ApiKeyRequired",
+            f"secret {connection.api_key_secret!r} holds the key of {', '.join(sorted(hosts))}, not of "
+            f"{connection.hostname}: send the API key of that account as apiKey (the stored key is never sent "
+            "to another host)",
+        )
 
 
 def _stored_key(svc: Services, secret: str, name: str) -> str:

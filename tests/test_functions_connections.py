@@ -216,6 +216,39 @@ def test_moving_a_connection_to_another_host_needs_the_key_in_the_same_request(a
     assert with_key.body["hostname"] == other.hostname
 
 
+@pytest.mark.parametrize("secret", ["activecampaign-main", "activecampaign-MAIN"])
+def test_naming_another_connections_secret_beside_a_new_host_needs_the_key(ac_sandbox, make_sandbox, secret):
+    # Finding 11 by another door: a new connection borrowing main's apiKeySecret (Key Vault names
+    # are case-insensitive) would send main's stored key to the new host.
+    other = make_sandbox()
+    assert put("main", connection_body(ac_sandbox.hostname, apiKey=SANDBOX_API_KEY)).status == 201
+    borrowed = put("evil", connection_body(other.hostname, apiKeySecret=secret))
+    assert borrowed.status == 400, borrowed.body
+    assert borrowed.body["error"]["code"] == "ApiKeyRequired"
+    checked = call(
+        "connection_check",
+        "POST",
+        "connections/evil/check",
+        route={"name": "evil"},
+        body={"displayName": "x", "hostname": other.hostname, "apiKeySecret": secret},
+    )
+    assert checked.status == 400, checked.body
+    assert checked.body["error"]["code"] == "ApiKeyRequired"
+    moved = call(
+        "connection_check",
+        "POST",
+        "connections/main/check",
+        route={"name": "main"},
+        body={"displayName": "x", "hostname": other.hostname},
+    )
+    assert moved.status == 400, moved.body
+    assert moved.body["error"]["code"] == "ApiKeyRequired"
+    assert other.state.requests() == []  # main's key never went to the other host
+    assert get("evil").status == 404
+    # Sharing the secret on main's own host stays possible without sending the key again.
+    assert put("twin", connection_body(ac_sandbox.hostname, apiKeySecret=secret)).status == 201
+
+
 @pytest.mark.parametrize("secret", ["other-app-db-password", "AzureWebJobsStorage", "ac-main"])
 def test_api_key_secret_outside_the_app_prefix_is_refused_and_never_touched(ac_sandbox, keyvault, secret):
     services.set_secrets_factory(
