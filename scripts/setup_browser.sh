@@ -11,7 +11,8 @@ if ! command -v apt-get >/dev/null 2>&1; then
   exit 1
 fi
 if [[ "$(id -u)" != 0 ]]; then
-  SUDO=sudo
+  # -n: fail with a message instead of waiting for a password nobody can type (CI has no terminal).
+  SUDO="sudo -n"
   command -v sudo >/dev/null 2>&1 || {
     echo "chromium and chromium-driver are missing: install them as root (apt-get install chromium chromium-driver)" >&2
     exit 1
@@ -20,5 +21,7 @@ else
   SUDO=
 fi
 echo "installing Debian's chromium and chromium-driver for the console's browser tests" >&2
-$SUDO apt-get update -qq
-DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends chromium chromium-driver fonts-dejavu-core >/dev/null
+# Through env: sudo drops DEBIAN_FRONTEND from the environment it is given (env_reset).
+$SUDO env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+  chromium chromium-driver fonts-dejavu-core >/dev/null
