@@ -41,7 +41,8 @@ from tests.fixtures.sandbox import (
     fast_limits,
 )
 
-REFERENCE = Path("/work/shared/reference")
+# The material handed to the project, beside the repository (../shared), as in the CI clone.
+REFERENCE = Path(__file__).resolve().parents[1].parent / "shared" / "reference"
 HOST = "acme.api-us1.com"
 KEY = "k3y-ab12cd34ef56-secret"
 Handler = Callable[[httpx.Request], httpx.Response]

@@ -29,7 +29,13 @@ from shared.mapping import (
     resolve_fields,
 )
 
-BULK_IMPORT_SPEC = Path("/work/shared/reference/activecampaign-openapi-bulk-import.yml")
+# ../shared beside the repository, as in the CI clone.
+BULK_IMPORT_SPEC = (
+    Path(__file__).resolve().parents[1].parent
+    / "shared"
+    / "reference"
+    / "activecampaign-openapi-bulk-import.yml"
+)
 # Independent restatement of the documented rule (docs/configuration.md), written differently from
 # the implementation on purpose: anything accepted must satisfy it.
 STRICT = re.compile(

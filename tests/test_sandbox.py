@@ -1,6 +1,6 @@
 """The ActiveCampaign sandbox over real HTTP: limits, errors, async batches, opt-outs, faults, shapes.
 
-Shapes are checked against ActiveCampaign's OpenAPI descriptions in /work/shared/reference.
+Shapes are checked against ActiveCampaign's OpenAPI descriptions in ../shared/reference (beside the repository).
 """
 
 from __future__ import annotations
@@ -34,7 +34,10 @@ from tests.fixtures.sandbox import (
     MakeSandbox,
 )
 
-REFERENCE = Path(os.environ.get("AC_REFERENCE_DIR", "/work/shared/reference"))
+# ../shared beside the repository, as in the CI clone.
+REFERENCE = Path(
+    os.environ.get("AC_REFERENCE_DIR", Path(__file__).resolve().parents[1].parent / "shared" / "reference")
+)
 ROOT = Path(__file__).resolve().parents[1]
 WAIT = 10.0  # bound for waits on the batch worker; they end as soon as it is done
 
