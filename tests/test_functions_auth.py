@@ -178,3 +178,33 @@ def test_a_deeply_nested_principal_is_401_not_500(entra):
     resp = call("exports_list", "GET", "exports", headers=headers)
     assert resp.status == 401, resp.body
     assert resp.body["error"]["code"] == "BadPrincipal"
+
+
+def _http_routes() -> list[tuple[str, str, str]]:
+    """(function, method, route template) of every HTTP route but the console's static files."""
+    from tests.support.app import built_functions
+
+    routes = []
+    for name, fn in sorted(built_functions().items()):
+        trigger = fn.get_bindings_dict()["bindings"][0]
+        if trigger["type"] != "httpTrigger" or name.startswith("console_"):
+            continue
+        routes += [(name, str(m.value), str(trigger["route"])) for m in trigger["methods"]]
+    return routes
+
+
+@pytest.mark.parametrize(("function", "method", "template"), _http_routes())
+def test_every_api_route_answers_503_in_entra_mode_without_app_service_authentication(
+    app_env: AppEnv, function: str, method: str, template: str
+):
+    # The ROUTES table above is hand-written; this covers every route the app registers, so a new
+    # route without api_handler's refusal cannot slip through.
+    app_env.set("AUTH_MODE", "entra")
+    app_env.monkeypatch.delenv("WEBSITE_AUTH_ENABLED", raising=False)
+    params = {p.strip("{}*"): "vip" for p in template.split("/") if p.startswith("{")}
+    if "runId" in params:
+        params["runId"] = "20990101T000000000000Z-000000"
+    body: dict[str, Any] | None = {} if method in ("PUT", "POST") else None
+    resp = call(function, method, template, route=params, body=body, headers=CALLERS["admin"])
+    assert resp.status == 503, (function, method, resp.body)
+    assert resp.body["error"]["code"] == "AuthenticationNotEnabled"

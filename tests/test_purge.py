@@ -142,3 +142,29 @@ def test_retention_days_must_be_a_whole_number_of_days():
     for bad in ("0", "-1", "1.5", "soon"):
         with pytest.raises(SettingsError, match="REJECTED_ROWS_RETENTION_DAYS"):
             load_settings({"REJECTED_ROWS_RETENTION_DAYS": bad})
+
+
+@pytest.mark.parametrize(("days", "kept"), [(3, True), (1, False)])
+def test_the_timer_deletes_rejected_rows_older_than_the_retention_setting(
+    delivered: AppEnv, days: int, kept: bool
+):
+    # Two days after the runs: within a 3-day retention the rejected rows stay, past a 1-day one the
+    # timer's firing deletes them (records, reports and delivered state stay either way).
+    from azure.functions.timer import TimerRequest
+
+    from functions import timer
+    from tests.support.app import handler
+
+    class TwoDaysLater(datetime):
+        @classmethod
+        def now(cls, tz=None):
+            return datetime.now(tz) + timedelta(days=2)
+
+    delivered.set("REJECTED_ROWS_RETENTION_DAYS", str(days))
+    delivered.monkeypatch.setattr(timer, "datetime", TwoDaysLater)
+    handler("export_schedule")(TimerRequest(past_due=False))
+    names = _blobs(delivered)
+    assert any(n.endswith("/rejected.csv") for n in names) is kept
+    assert any(n.endswith("/unsubscribed.csv") for n in names) is kept
+    assert "state/vip/delivered.npz" in names
+    assert any(n.endswith("/run.json") for n in names)
