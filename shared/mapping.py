@@ -452,6 +452,11 @@ class FieldConverter:
                 return distinct & self._bad
             except ValueError:
                 pass
+        if len(self._memo) + len(unseen) > self.MEMO_SIZE:
+            # Start over before, not while, converting: what this batch needs must all be remembered.
+            self._memo.clear()
+            self._bad.clear()
+            unseen = distinct
         for value in unseen:
             self.convert(value)
         return distinct & self._bad

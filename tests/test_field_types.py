@@ -267,6 +267,15 @@ def test_many_distinct_iso_timestamps_are_checked_without_growing_the_memo() -> 
     assert converter.bad_among([*stamps[:5], "soon"]) == {"soon"}
 
 
+def test_a_full_memo_starts_over_without_losing_a_batch_s_refused_values(monkeypatch) -> None:
+    monkeypatch.setattr(FieldConverter, "MEMO_SIZE", 8)
+    converter = FieldConverter(NUMBER, "Spend")
+    for start in range(0, 40, 5):  # batches of 5 distinct values, two refused in each
+        batch = [str(n) for n in range(start, start + 3)] + [f"x{start}", f"y{start}"]
+        assert converter.bad_among(batch) == {f"x{start}", f"y{start}"}
+        assert converter.bad_among(batch) == {f"x{start}", f"y{start}"}  # and again, from the memo
+
+
 def test_options_type_or_format_changing_changes_the_fingerprint_roles() -> None:
     mapping = FieldMapping(email="Email", fields={"TIER": "Tier"})
     columns, ids = ["Email", "Tier"], {"Tier": 3}
