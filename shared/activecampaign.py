@@ -432,7 +432,7 @@ class ActiveCampaignClient:
                 raise UnexpectedResponse("GET /fields answered without a 'fields' array")
             options = _field_options(body.get("fieldOptions"))
             fields.extend(_custom_field(item, options) for item in page)
-            total = int_or_none(
+            total = _int_or_none(
                 body.get("meta", {}).get("total") if isinstance(body.get("meta"), dict) else None
             )
             offset += len(page)
@@ -455,7 +455,7 @@ class ActiveCampaignClient:
             raise UnexpectedResponse("GET /contacts answered without a 'contacts' array")
         for item in contacts:
             if isinstance(item, dict) and str(item.get("email", "")).lower() == email.lower():
-                return int_or_none(item.get("id"))
+                return _int_or_none(item.get("id"))
         return None
 
     def list_members_page(
@@ -476,7 +476,7 @@ class ActiveCampaignClient:
             raise UnexpectedResponse("GET /contacts answered without a 'contacts' array")
         page: list[tuple[int, str]] = []
         for item in contacts:
-            contact_id = int_or_none(item.get("id")) if isinstance(item, dict) else None
+            contact_id = _int_or_none(item.get("id")) if isinstance(item, dict) else None
             if contact_id is None:
                 raise UnexpectedResponse("GET /contacts answered with a contact without a numeric id")
             page.append((contact_id, str(item.get("email", "")).strip().lower()))
@@ -508,7 +508,7 @@ class ActiveCampaignClient:
             raise UnexpectedResponse(
                 "bulk_import answered 200 without a batchId; the import may not be queued"
             )
-        queued = int_or_none(body.get("queued_contacts"))
+        queued = _int_or_none(body.get("queued_contacts"))
         return BulkImportQueued(batch_id=batch_id, queued=len(contacts) if queued is None else queued)
 
     def import_info(self, batch_id: str) -> ImportInfo:
@@ -683,7 +683,7 @@ class ActiveCampaignClient:
             return
         failures: list[tuple[int, str]] = []
         for item in reasons:
-            if isinstance(item, dict) and int_or_none(item.get("contact")) is not None:
+            if isinstance(item, dict) and _int_or_none(item.get("contact")) is not None:
                 reason = _scrub(str(item.get("failureReason") or "rejected"), self._api_key)
                 failures.append((int(item["contact"]), reason))
         if failures:
@@ -837,7 +837,7 @@ def _object(body: dict[str, Any], key: str, what: str) -> dict[str, Any]:
 def _custom_field(item: object, options: Mapping[int, list[str]]) -> CustomField:
     if not isinstance(item, dict):
         raise UnexpectedResponse("GET /fields answered with a field that is not an object")
-    field_id = int_or_none(item.get("id"))
+    field_id = _int_or_none(item.get("id"))
     if field_id is None:
         raise UnexpectedResponse("GET /fields answered with a field without a numeric id")
     return CustomField(
@@ -858,9 +858,9 @@ def _field_options(items: object) -> dict[int, list[str]]:
     for item in items:
         if not isinstance(item, dict) or not isinstance(item.get("value"), str):
             continue
-        field_id = int_or_none(item.get("field"))
+        field_id = _int_or_none(item.get("field"))
         if field_id is not None:
-            found.append((field_id, int_or_none(item.get("orderid")) or 0, item["value"]))
+            found.append((field_id, _int_or_none(item.get("orderid")) or 0, item["value"]))
     options: dict[int, list[str]] = {}
     for field_id, _order, value in sorted(found, key=lambda f: (f[0], f[1])):
         options.setdefault(field_id, []).append(value)
@@ -885,7 +885,7 @@ def _permission_text(response: httpx.Response) -> str | None:
     return None
 
 
-def int_or_none(value: object) -> int | None:
+def _int_or_none(value: object) -> int | None:
     # ActiveCampaign sends most ids and counts as strings ("12").
     if isinstance(value, bool):
         return None

@@ -9,10 +9,18 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from shared.activecampaign import int_or_none as _int
-
 RESOURCES = ("lists", "fields", "tags")
 PAGE_MAX = 100  # ActiveCampaign's largest page
+
+
+def _int(value: object) -> int | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str) and value.strip().isdigit():
+        return int(value.strip())
+    return None
 
 
 def _items(body: Mapping[str, Any], key: str) -> list[Mapping[str, Any]]:
