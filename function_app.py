@@ -16,13 +16,16 @@ from functions import (
     api_runs,
     console,
     events,
+    http,
     timer,
     worker,
 )
 
-# Every API route needs a function key (x-functions-key header or ?code=); roles: shared/auth.py.
-# The console's page and assets (functions/console.py) are the one anonymous exception: no data.
-app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
+# With AUTH_MODE=key every API route needs a function key (x-functions-key header or ?code=); with
+# AUTH_MODE=entra App Service Authentication signs callers in instead (functions/http.py,
+# api_auth_level; roles: shared/auth.py). The console's page and assets (functions/console.py) are
+# anonymous in both modes: they hold no data.
+app = func.FunctionApp(http_auth_level=http.API_AUTH_LEVEL)
 
 for blueprint in (
     api_connections.bp,

@@ -82,6 +82,15 @@ def _text(status: int, message: str) -> func.HttpResponse:
     )
 
 
+def public_paths(route_prefix: str = "api") -> list[str]:
+    """Every path these routes serve: what App Service Authentication must let through unsigned
+    (infra/modules/functionapp.bicep, excludedPaths), so a browser that is not signed in yet gets the
+    page and its sign-in link rather than a bare 401."""
+    base = f"/{route_prefix}/console" if route_prefix else "/console"
+    assets = sorted(p.name for p in ASSETS.iterdir() if p.is_file() and _ASSET_NAME.match(p.name))
+    return [base, *(f"{base}/{name}" for name in assets)]
+
+
 def page_html(settings: Settings) -> bytes:
     """The page, telling its script (in a meta tag: no inline script) how callers authenticate and
     which hostnames the server accepts, so the form checks them as typed with the server's rules."""

@@ -12,13 +12,22 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import os
 from collections.abc import Callable, Mapping
 from typing import Any, Literal
 
 import azure.functions as func
 
 from shared import boundedjson
-from shared.auth import Action, AuthError, Caller, authorize, caller_from_headers, easy_auth_refusal
+from shared.auth import (
+    Action,
+    AuthError,
+    Caller,
+    authorize,
+    caller_from_headers,
+    easy_auth_refusal,
+    parse_auth_mode,
+)
 from shared.boundedjson import TooDeep
 from shared.config import ConfigError
 from shared.errors import EngineError, classify
@@ -31,6 +40,25 @@ MAX_BODY_BYTES = 1024 * 1024
 Handler = Callable[[func.HttpRequest], func.HttpResponse]
 _TRUE = {"true", "1", "yes"}
 _FALSE = {"false", "0", "no", ""}
+
+
+def api_auth_level(environ: Mapping[str, str]) -> func.AuthLevel:
+    """The auth level the Functions host enforces on every API route, decided once at import.
+
+    `entra`: anonymous to the host. App Service Authentication signs the caller in (a browser session
+    or a bearer token) and the app checks roles, refusing every route while the platform does not
+    report it on (`easy_auth_refusal`); a function key on top would lock the console's signed-in
+    users out, as a browser session cannot carry one. Anything else, including an AUTH_MODE the
+    settings refuse: the host asks for a function key, so a typo never opens the API.
+    """
+    if parse_auth_mode(environ.get("AUTH_MODE")) == "entra":
+        return func.AuthLevel.ANONYMOUS
+    return func.AuthLevel.FUNCTION
+
+
+# App settings are environment variables fixed for the process's life (Azure restarts the app when
+# one changes), so this matches what the settings say at every request; `_refusal` checks anyway.
+API_AUTH_LEVEL = api_auth_level(os.environ)
 
 
 class ApiError(Exception):
@@ -138,8 +166,15 @@ def api_handler(handler: Handler) -> Handler:
 
 
 def _refusal() -> str | None:
-    """Why no route may serve (Entra mode without App Service Authentication), or None."""
+    """Why no route may serve (Entra mode without App Service Authentication, or routes registered
+    without function keys while the settings now say key mode), or None."""
     settings = load_settings()
+    if API_AUTH_LEVEL is func.AuthLevel.ANONYMOUS and settings.auth_mode != "entra":
+        # Key mode trusts whoever got past the host's key check: with no check that is everyone.
+        return (
+            "the API routes were registered without function keys because AUTH_MODE was entra when the "
+            "app started, and AUTH_MODE is now key: restart the function app so the host asks for keys again"
+        )
     return easy_auth_refusal(settings.auth_mode, settings.easy_auth_enabled)
 
 

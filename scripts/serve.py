@@ -29,6 +29,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 log = logging.getLogger("host")
 EXIT_STOPPED_WITH_WORK_RUNNING = 3
+# The one function key the local host checks, when set (the Functions host keeps its keys in storage).
+FUNCTION_KEY_SETTING = "SERVE_FUNCTION_KEY"
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -133,10 +135,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     from scripts.localhost.queue_host import QueueHost
     from scripts.localhost.routes import RouteError
     from scripts.localhost.timer_host import ScheduleError, TimerHost
+    from shared.auth import parse_auth_mode
     from shared.redact import install_redaction
 
     install_redaction()
     script_root: Path = args.script_root
+    # From the environment, not a flag: a key on the command line shows in every process listing.
+    function_key = os.environ.get(FUNCTION_KEY_SETTING) or None
     try:
         config = load_host_config(script_root, os.environ)
     except HostJsonError as exc:
@@ -170,7 +175,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 f"trigger {fn.trigger_type} is not served by the local host (use func start)"
             )
     try:
-        http = HttpHost(http_functions, config.route_prefix, invocations, args.host, args.port)
+        http = HttpHost(
+            http_functions, config.route_prefix, invocations, args.host, args.port, function_key=function_key
+        )
     except (RouteError, OSError) as exc:
         print(f"error: cannot serve HTTP on {args.host}:{args.port}: {exc}", file=sys.stderr)
         return 2
@@ -185,8 +192,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     print("\n".join(lines))
     for name, why in sorted(index.errors.items()):
         print(f"  NOT SERVED {name}: {why}")
-    print("Function keys are not checked locally (as with Core Tools' func start): send none, or any.")
-    if os.environ.get("AUTH_MODE", "").strip().lower() == "entra":
+    if function_key is None:
+        print(
+            "Function keys are not checked locally (as with Core Tools' func start): send none, or any "
+            f"(set {FUNCTION_KEY_SETTING} to have routes with authLevel function ask for that key)."
+        )
+    else:
+        print(
+            f"Function keys are checked: routes with authLevel function need the value of {FUNCTION_KEY_SETTING} "
+            "in x-functions-key or ?code= (401 otherwise); anonymous routes need none."
+        )
+    if parse_auth_mode(os.environ.get("AUTH_MODE")) == "entra":
         print(
             "AUTH_MODE=entra: the X-MS-CLIENT-PRINCIPAL header is taken as sent, for local testing only "
             "(on Azure, App Service Authentication sets it and drops any a client sends)."

@@ -80,6 +80,21 @@ class AuthError(Exception):
         self.message = message
 
 
+AuthMode = Literal["key", "entra"]
+
+
+def parse_auth_mode(raw: str | None) -> AuthMode | None:
+    """The app setting AUTH_MODE as both the settings and function_app.py read it (unset or blank is
+    `key`); None for any other value. One reader, because function_app.py decides from it which
+    auth level the Functions host enforces on the API routes."""
+    text = (raw or "").strip().lower() or "key"
+    if text == "key":
+        return "key"
+    if text == "entra":
+        return "entra"
+    return None
+
+
 def caller_from_headers(headers: Mapping[str, str], auth_mode: Literal["key", "entra"]) -> Caller:
     """The caller of a request. Raises AuthError(401) in `entra` mode without a usable principal."""
     if auth_mode == "key":

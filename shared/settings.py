@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal
 
+from shared.auth import parse_auth_mode
 from shared.errors import TerminalError
 
 # How often the timer checks the exports (and the schedule of `scheduled` exports naming none).
@@ -246,9 +247,9 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
             f"KEY_VAULT_URL must start with https:// (e.g. https://myvault.vault.azure.net), got {vault!r}"
         )
 
-    auth_mode = env.get("AUTH_MODE", "key").strip().lower() or "key"
-    if auth_mode not in ("key", "entra"):
-        raise SettingsError(f"AUTH_MODE must be 'key' or 'entra', got {auth_mode!r}")
+    auth_mode = parse_auth_mode(env.get("AUTH_MODE"))
+    if auth_mode is None:
+        raise SettingsError(f"AUTH_MODE must be 'key' or 'entra', got {env.get('AUTH_MODE', '').strip()!r}")
 
     suffixes = list(DEFAULT_ALLOWED_HOST_SUFFIXES)
     for raw in env.get("ACTIVECAMPAIGN_ALLOWED_HOST_SUFFIXES", "").split(","):
@@ -276,7 +277,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         allowed_host_suffixes=tuple(suffixes),
         export_schedule=_schedule(env, "EXPORT_SCHEDULE", DEFAULT_EXPORT_SCHEDULE),
         csv_quiet_seconds=_positive_float(env, "CSV_QUIET_SECONDS", DEFAULT_CSV_QUIET_SECONDS),
-        auth_mode="entra" if auth_mode == "entra" else "key",
+        auth_mode=auth_mode,
         run_time_budget_seconds=_positive_float(
             env, "RUN_TIME_BUDGET_SECONDS", DEFAULT_RUN_TIME_BUDGET_SECONDS
         ),

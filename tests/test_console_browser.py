@@ -23,7 +23,9 @@ from selenium.webdriver.common.action_chains import ActionChains
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 
+from functions.console import public_paths
 from shared.auth import ADMIN_ROLE, CONTRIBUTOR_ROLE, PRINCIPAL_HEADER
+from tests.fixtures.easyauth import easy_auth, principal_headers
 from tests.fixtures.sandbox import SANDBOX_API_KEY
 from tests.fixtures.serve import Served, StartServe, base_env
 from tests.support.app import ROOT, AppEnv
@@ -63,15 +65,22 @@ def snapshot(segments) -> Any:
 
 @contextmanager
 def open_console(
-    served: Served, shots: Path, downloads: Path, *, width: int = 1280, zoom: float = 1.0
+    served: Served,
+    shots: Path,
+    downloads: Path,
+    *,
+    width: int = 1280,
+    zoom: float = 1.0,
+    via: str | None = None,
 ) -> Iterator[Console]:
+    """The console in Chromium, at `served` or at `via` (the origin of something in front of it)."""
+    origin = via or served.url
     with chromium(downloads) as driver:
-        console = Console(driver, served.api + "/console", shots, width=width, zoom=zoom)
+        console = Console(driver, origin + "/api/console", shots, width=width, zoom=zoom)
         yield console
         errors = console.console_errors()
         assert not [e for e in errors if "Content Security Policy" in e or "Refused to" in e], errors
-        origin = served.url + "/"
-        assert [u for u in console.resources() if not u.startswith(origin)] == []
+        assert [u for u in console.resources() if not u.startswith(origin + "/")] == []
 
 
 def no_serious_violations(console: Console, screen: str) -> None:
@@ -367,6 +376,76 @@ def test_a_contributor_sees_only_what_the_api_lets_them_do(
         console.see("Only administrators manage connections.")
         console.go("#/exports/vip/edit")
         console.see("Only administrators change exports.")
+
+
+def test_with_app_service_authentication_the_console_uses_the_session_and_never_a_key(
+    serve: StartServe, app_env: AppEnv, ac_sandbox, snapshot, shots: Path, downloads: Path
+):
+    # The local host checks function keys here as the Functions host does: if the API routes kept
+    # authLevel function in entra mode, every call of the console would be refused.
+    served = serve(
+        base_env(
+            app_env.azurite,
+            AUTH_MODE="entra",
+            WEBSITE_AUTH_ENABLED="True",
+            SERVE_FUNCTION_KEY="a-key-the-console-never-sends",
+        )
+    )
+    admin = principal_headers("avery@example.com", [ADMIN_ROLE])
+    with (
+        easy_auth(served.url, admin, public_paths()) as front,
+        open_console(served, shots, downloads, via=front.url) as console,
+    ):
+        # Not signed in: App Service Authentication lets the page through (excludedPaths) and
+        # answers the API with a bare 401; the console offers to sign in and asks for no key.
+        console.go("#/connections")
+        console.see("You are not signed in")
+        assert not console.driver.find_elements(By.CSS_SELECTOR, "input[type=password]")
+        assert ("GET", "/api/me", 401) in [seen[:3] for seen in front.seen]
+        console.shot("entra-sign-in")
+        console.link("Sign in with Microsoft Entra ID").click()
+
+        # Signed in (the session cookie): an administrator adds a connection contributors may use.
+        console.see("No connections yet.")
+        assert "Signed in as avery@example.com (administrator). Sign out" in console.text()
+        console.link("Add connection").click()
+        console.type("Connection name", "main")
+        console.type("Display name", "ActiveCampaign (main)")
+        console.field("Administrators and contributors").click()
+        console.type("REST endpoint hostname", ac_sandbox.hostname)
+        console.type("API key", SANDBOX_API_KEY)
+        console.field("I agree").click()
+        console.click("Connect")
+        console.see("Connected.")
+        console.click("Save")
+        console.see("Saved connection ActiveCampaign (main).")
+        assert "Administrators and contributors" in console.main_text()
+        with httpx.Client(base_url=served.api, timeout=30, headers=admin) as api:
+            assert api.get("/connections/main").json()["allowContributors"] is True
+            export = {
+                "connection": "main",
+                "source": {"container": snapshot.container_name, "folder": FOLDER, "segment": "Vip"},
+                "listId": 1,
+                "mapping": {"email": "EmailAddress"},
+                "trigger": "manual",
+            }
+            assert api.put("/exports/vip", json=export).status_code == 201
+
+        # Signing out ends the session; a contributor signs in and may run it (the connection says so).
+        console.link("Sign out").click()
+        console.see("You are not signed in")
+        front.user = principal_headers("casey@example.com", [CONTRIBUTOR_ROLE])
+        console.link("Sign in with Microsoft Entra ID").click()
+        console.see("vip")
+        assert "Signed in as casey@example.com (contributor)." in console.text()
+        console.go("#/exports/vip/runs")
+        console.see("Runs of export vip")
+        console.click("Run now")
+        console.see("Succeeded", timeout=90)
+        stored = console.driver.execute_script("return [sessionStorage.length, localStorage.length]")
+        assert stored == [0, 0]
+    assert not [seen for seen in front.seen if "x-functions-key" in seen[3] or "code=" in seen[1]]
+    assert len(ac_sandbox.state.list_members(1)) == GOOD_ROWS
 
 
 # --- accessibility: axe-core, keyboard only, 200% zoom and narrow screens ----------------------

@@ -4,13 +4,18 @@ from __future__ import annotations
 
 import base64
 import json
+import os
+import subprocess
+import sys
 from typing import Any
 
+import azure.functions as func
 import pytest
 
+from functions import http
 from shared.auth import ADMIN_ROLE, CONTRIBUTOR_ROLE, PRINCIPAL_HEADER
 from tests.fixtures.sandbox import SANDBOX_API_KEY
-from tests.support.app import AppEnv, call, create_connection, create_export, export_body
+from tests.support.app import ROOT, AppEnv, call, create_connection, create_export, export_body
 
 
 def principal(*roles: str) -> dict[str, str]:
@@ -208,3 +213,68 @@ def test_every_api_route_answers_503_in_entra_mode_without_app_service_authentic
     resp = call(function, method, template, route=params, body=body, headers=CALLERS["admin"])
     assert resp.status == 503, (function, method, resp.body)
     assert resp.body["error"]["code"] == "AuthenticationNotEnabled"
+
+
+# --- the auth level the Functions host enforces ---------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("auth_mode", "level"),
+    [
+        (None, "FUNCTION"),
+        ("key", "FUNCTION"),
+        ("", "FUNCTION"),
+        ("entra", "ANONYMOUS"),
+        (" Entra ", "ANONYMOUS"),  # read exactly as the settings read it
+        ("entra-id", "FUNCTION"),  # refused by the settings: the host still asks for a key
+    ],
+)
+def test_the_api_routes_need_a_function_key_except_in_entra_mode(auth_mode: str | None, level: str):
+    environ = {} if auth_mode is None else {"AUTH_MODE": auth_mode}
+    assert http.api_auth_level(environ) is getattr(func.AuthLevel, level)
+
+
+def _registered_levels(auth_mode: str) -> dict[str, str]:
+    # A fresh interpreter, as the Python worker imports function_app.py with the app settings set.
+    script = (
+        "import json, function_app\n"
+        "print(json.dumps({f.get_function_name(): str(b['authLevel']) for f in function_app.app.get_functions()"
+        " for b in f.get_bindings_dict()['bindings'] if b['type'] == 'httpTrigger'}))"
+    )
+    env = {**os.environ, "AUTH_MODE": auth_mode}
+    out = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    return {name: level.rsplit(".", 1)[-1].lower() for name, level in json.loads(out.stdout).items()}
+
+
+def test_function_app_registers_its_routes_with_the_level_of_its_auth_mode():
+    key, entra = _registered_levels("key"), _registered_levels("entra")
+    console = {"console_page", "console_asset"}
+    assert set(key) == set(entra)
+    assert console < set(key)
+    assert {name: key[name] for name in console} == dict.fromkeys(console, "anonymous")
+    assert {name for name, level in key.items() if level == "function"} == set(key) - console
+    assert set(entra.values()) == {"anonymous"}
+
+
+def test_routes_registered_without_keys_refuse_to_serve_once_the_settings_say_key_mode(
+    app_env: AppEnv, monkeypatch: pytest.MonkeyPatch
+):
+    # Key mode trusts whoever passed the host's key check; routes registered anonymous (AUTH_MODE was
+    # entra at start) would let anyone in as an administrator.
+    monkeypatch.setattr(http, "API_AUTH_LEVEL", func.AuthLevel.ANONYMOUS)
+    app_env.set("AUTH_MODE", "key")
+    resp = call("exports_list", "GET", "exports")
+    assert resp.status == 503
+    assert resp.body["error"]["code"] == "AuthenticationNotEnabled"
+    assert "restart the function app" in resp.body["error"]["message"]
+    app_env.set("AUTH_MODE", "entra")
+    app_env.set("WEBSITE_AUTH_ENABLED", "True")
+    assert call("exports_list", "GET", "exports", headers=CALLERS["admin"]).status == 200

@@ -21,6 +21,7 @@ from typing import Any
 
 import pytest
 
+from functions.console import public_paths
 from shared import settings as app_settings
 from shared import storage as app_storage
 
@@ -439,6 +440,8 @@ def test_entra_authentication_is_deployed_only_for_auth_mode_entra(bicep):
     assert props["globalValidation"] == {
         "requireAuthentication": True,
         "unauthenticatedClientAction": "Return401",
+        # Unsigned browsers get the console's page (no data) with its sign-in link, nothing else.
+        "excludedPaths": public_paths(),
     }
     assert props["httpSettings"]["requireHttps"] is True
     aad = props["identityProviders"]["azureActiveDirectory"]

@@ -280,6 +280,33 @@ def test_entra_mode_says_the_principal_header_is_taken_as_sent(serve: StartServe
     assert served.stop() == 0
 
 
+def test_with_a_function_key_set_the_local_host_checks_it_as_the_functions_host_does(
+    serve: StartServe, app_env: AppEnv
+):
+    key = "local-key-7c1d"
+    served = serve(base_env(app_env.azurite, SERVE_FUNCTION_KEY=key), name="keyed")
+    assert any("Function keys are checked" in line for line in served.banner)
+    assert key not in "\n".join(served.banner)
+    refused = [httpx.get(served.api + "/exports", timeout=30)]
+    refused.append(httpx.get(served.api + "/exports", headers={"x-functions-key": key + "x"}, timeout=30))
+    refused.append(httpx.get(served.api + "/exports", params={"code": "nope"}, timeout=30))
+    assert [(r.status_code, r.content) for r in refused] == [(401, b"")] * 3
+    assert httpx.get(served.api + "/exports", headers={"x-functions-key": key}, timeout=30).status_code == 200
+    assert httpx.get(served.api + "/exports", params={"code": key}, timeout=30).status_code == 200
+    assert httpx.get(served.api + "/console", timeout=30).status_code == 200  # anonymous: no data
+    assert served.stop() == 0
+    # AUTH_MODE=entra: App Service Authentication signs callers in, and no route asks for a key.
+    served = serve(
+        base_env(app_env.azurite, SERVE_FUNCTION_KEY=key, AUTH_MODE="entra", WEBSITE_AUTH_ENABLED="True")
+    )
+    principal = {"auth_typ": "aad", "claims": [{"typ": "roles", "val": "Exports.Admin"}]}
+    header = base64.b64encode(json.dumps(principal).encode()).decode()
+    resp = httpx.get(served.api + "/exports", headers={"X-MS-CLIENT-PRINCIPAL": header}, timeout=30)
+    assert resp.status_code == 200, resp.text
+    assert httpx.get(served.api + "/exports", timeout=30).json()["error"]["code"] == "NotSignedIn"
+    assert served.stop() == 0
+
+
 def test_make_serve_sets_up_the_sample_prints_how_to_try_it_and_stops_everything():
     import subprocess
     import sys

@@ -40,10 +40,11 @@ export class ApiFailure extends Error {
   }
 }
 
-// Called when the host refuses the function key (401 without the app's JSON error): the app asks again.
-let onKeyRefused = () => {};
-export function whenKeyRefused(handler) {
-  onKeyRefused = handler;
+// Called on a 401 after start: the host refused the function key (key mode) or the App Service
+// Authentication session is gone (entra mode). The app asks for the key again, or to sign in.
+let onSignedOut = () => {};
+export function whenSignedOut(handler) {
+  onSignedOut = handler;
 }
 
 function headers(extra, hasBody) {
@@ -65,6 +66,11 @@ async function failure(response) {
   const error = body && body.error;
   if (error && error.message) {
     return new ApiFailure(response.status, error.code, error.message, error.details || null, body);
+  }
+  // A 401 without the app's JSON error comes from in front of the app: the Functions host refusing
+  // the key, or App Service Authentication finding no signed-in session.
+  if (response.status === 401 && authMode === "entra") {
+    return new ApiFailure(401, "NotSignedIn", "you are not signed in, or your session has ended: sign in with Microsoft Entra ID");
   }
   if (response.status === 401) {
     return new ApiFailure(401, "KeyRefused", "the function app refused the function key: enter a valid key");
@@ -94,7 +100,7 @@ export async function call(method, path, { body = undefined, ifMatch = null, acc
   }
   if (!response.ok) {
     const error = await failure(response);
-    if (error.code === "KeyRefused") onKeyRefused(error);
+    if (error.status === 401) onSignedOut(error);
     throw error;
   }
   return response;

@@ -1,7 +1,7 @@
 // The console's shell: who the caller is, the function-key prompt, and a hash router over the
 // screens. Each screen is a function (main, ctx, ...params) that draws into <main>.
 
-import { authMode, getJson, session, whenKeyRefused } from "./api.js";
+import { authMode, getJson, session, whenSignedOut } from "./api.js";
 import { errorBox, field, h, notice, replace } from "./dom.js";
 import * as connections from "./connections.js";
 import * as exportScreens from "./exports.js";
@@ -64,11 +64,16 @@ function showWho() {
     "Forget the key",
   );
   const role = me.admin ? "administrator" : me.roles.includes("Exports.Contributor") ? "contributor" : "no role";
+  // App Service Authentication ends its own session; the page then shows its sign-in link.
+  const back = encodeURIComponent(window.location.pathname);
+  const signOut = h("a", { href: `/.auth/logout?post_logout_redirect_uri=${back}` }, "Sign out");
   replace(
     who,
     authMode === "key" && session.key()
       ? h("p", {}, `Signed in with a function key (${role}). `, forget)
-      : h("p", {}, `Signed in as ${me.name} (${role}).`),
+      : authMode === "entra"
+        ? h("p", {}, `Signed in as ${me.name} (${role}). `, signOut)
+        : h("p", {}, `Signed in as ${me.name} (${role}).`),
   );
 }
 
@@ -158,11 +163,8 @@ async function start() {
     me = await getJson("/api/me");
   } catch (error) {
     me = null;
-    if (error.code === "KeyRefused" || (authMode === "key" && error.status === 401)) {
-      session.forget();
-      keyPrompt(error);
-    } else if (error.status === 401) {
-      signInPrompt(error);
+    if (error.status === 401) {
+      signedOut(error);
     } else {
       replace(main, h("h1", { tabindex: "-1" }, "The console could not start"), errorBox(error));
     }
@@ -172,10 +174,16 @@ async function start() {
   render();
 }
 
-whenKeyRefused((error) => {
-  session.forget();
+function signedOut(error) {
   me = null;
-  keyPrompt(error);
-});
+  if (authMode === "entra") {
+    signInPrompt(error);
+  } else {
+    session.forget();
+    keyPrompt(error);
+  }
+}
+
+whenSignedOut(signedOut);
 window.addEventListener("hashchange", render);
 start();

@@ -280,8 +280,9 @@ resource scmBasicAuth 'Microsoft.Web/sites/basicPublishingCredentialsPolicies@20
 }
 
 // App Service Authentication with Entra ID, only for authMode entra: every HTTP request needs a
-// bearer token issued for the API application; the app then reads the caller from the
-// X-MS-CLIENT-PRINCIPAL header. Timer and queue triggers are not HTTP and are unaffected.
+// bearer token issued for the API application or a browser session (/.auth/login/aad); the app then
+// reads the caller from the X-MS-CLIENT-PRINCIPAL header, and its API routes ask for no function key
+// (functions/http.py). Timer and queue triggers are not HTTP and are unaffected.
 resource authSettings 'Microsoft.Web/sites/config@2024-04-01' = if (authMode == 'entra') {
   parent: site
   name: 'authsettingsV2'
@@ -302,6 +303,22 @@ resource authSettings 'Microsoft.Web/sites/config@2024-04-01' = if (authMode == 
       // checkov:skip=CKV_AZURE_70: HTTPS-only is set on the site (httpsOnly) and below (requireHttps); the check does not understand authsettingsV2.
       requireAuthentication: true
       unauthenticatedClientAction: 'Return401'
+      // The console's page and assets hold no data: unsigned, a browser gets the page and its sign-in
+      // link. Kept equal to functions/console.py public_paths() by tests/test_infra.py.
+      excludedPaths: [
+        '/api/console'
+        '/api/console/api.js'
+        '/api/console/app.js'
+        '/api/console/chart.js'
+        '/api/console/connections.js'
+        '/api/console/csv.js'
+        '/api/console/dom.js'
+        '/api/console/exports.js'
+        '/api/console/hostname.js'
+        '/api/console/icon.svg'
+        '/api/console/runs.js'
+        '/api/console/style.css'
+      ]
     }
     httpSettings: {
       requireHttps: true

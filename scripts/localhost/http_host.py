@@ -4,11 +4,15 @@ The request becomes a `func.HttpRequest` as the Python worker builds it (method,
 query, route parameters, body bytes); the function's `func.HttpResponse` goes out through the
 worker's own converter (`HttpResponseConverter`, which supplies the Content-Type). As on the real
 host: no route -> 404 with an empty body, an unhandled exception -> 500 with an empty body, bodies
-over 100 MB -> 413. Function keys are not checked (as with Core Tools).
+over 100 MB -> 413. Function keys are not checked (as with Core Tools) unless the host is given one
+(`function_key`, from SERVE_FUNCTION_KEY): then a route whose authLevel is `function` or `admin`
+answers 401 with an empty body unless the request carries that key in `x-functions-key` or `?code=`,
+as the Functions host does (which also takes host and master keys; locally there is just the one).
 """
 
 from __future__ import annotations
 
+import hmac
 import logging
 import threading
 from collections.abc import Sequence
@@ -25,6 +29,7 @@ from scripts.localhost.routes import Route, Router, parse_route
 
 log = logging.getLogger("host.http")
 MAX_REQUEST_BYTES = 100 * 1024 * 1024  # the Functions host's request size limit
+_KEYED_LEVELS = ("function", "admin")
 
 
 def build_router(functions: Sequence[AppFunction]) -> Router[AppFunction]:
@@ -60,6 +65,7 @@ class _Server(ThreadingHTTPServer):
     router: Router[AppFunction]
     prefix: str
     invocations: Invocations
+    function_key: str | None
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -99,6 +105,9 @@ class _Handler(BaseHTTPRequestHandler):
             return
         route, params = found
         fn = route.target
+        if not self._key_accepted(fn, split.query):
+            self._send(401, [], b"")
+            return
         address, port = self.server.server_address[:2]
         host = self.headers.get("Host") or f"{address!s}:{port}"
         request = func.HttpRequest(
@@ -122,6 +131,13 @@ class _Handler(BaseHTTPRequestHandler):
             status, headers, payload = 500, [], b""
         self._send(status, headers, payload)
 
+    def _key_accepted(self, fn: AppFunction, query: str) -> bool:
+        expected = self.server.function_key
+        if expected is None or str(fn.trigger.get("authLevel") or "function").lower() not in _KEYED_LEVELS:
+            return True
+        sent = self.headers.get("x-functions-key") or dict(parse_qsl(query)).get("code") or ""
+        return hmac.compare_digest(sent.encode(), expected.encode())
+
     def __getattr__(self, name: str) -> Any:
         # Every method reaches the router (TRACE, PROPFIND, ...): one no route declares is a 404, as
         # on the real host, never http.server's 501.
@@ -132,12 +148,20 @@ class _Handler(BaseHTTPRequestHandler):
 
 class HttpHost:
     def __init__(
-        self, functions: Sequence[AppFunction], prefix: str, invocations: Invocations, host: str, port: int
+        self,
+        functions: Sequence[AppFunction],
+        prefix: str,
+        invocations: Invocations,
+        host: str,
+        port: int,
+        *,
+        function_key: str | None = None,
     ) -> None:
         self.server = _Server((host, port), _Handler)
         self.server.router = build_router(functions)
         self.server.prefix = prefix
         self.server.invocations = invocations
+        self.server.function_key = function_key
         self._thread = threading.Thread(target=self.server.serve_forever, name="http", daemon=True)
 
     @property
