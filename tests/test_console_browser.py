@@ -402,6 +402,7 @@ def test_with_app_service_authentication_the_console_uses_the_session_and_never_
         console.see("You are not signed in")
         assert not console.driver.find_elements(By.CSS_SELECTOR, "input[type=password]")
         assert ("GET", "/api/me", 401) in [seen[:3] for seen in front.seen]
+        no_serious_violations(console, "entra sign in")
         console.shot("entra-sign-in")
         console.link("Sign in with Microsoft Entra ID").click()
 

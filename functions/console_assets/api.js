@@ -70,7 +70,7 @@ async function failure(response) {
   // A 401 without the app's JSON error comes from in front of the app: the Functions host refusing
   // the key, or App Service Authentication finding no signed-in session.
   if (response.status === 401 && authMode === "entra") {
-    return new ApiFailure(401, "NotSignedIn", "you are not signed in, or your session has ended: sign in with Microsoft Entra ID");
+    return new ApiFailure(401, "NotSignedIn", "App Service Authentication found no signed-in session: sign in with Microsoft Entra ID");
   }
   if (response.status === 401) {
     return new ApiFailure(401, "KeyRefused", "the function app refused the function key: enter a valid key");

@@ -119,7 +119,10 @@ function signInPrompt(problem) {
       "div",
       { class: "card narrow" },
       h("h1", { tabindex: "-1" }, "Sign in"),
-      errorBox(problem, { title: "You are not signed in" }),
+      // Not signed in yet, or the session ended: a plain note. Anything else the API said: its error.
+      problem && problem.code !== "NotSignedIn"
+        ? errorBox(problem, { title: "You are not signed in" })
+        : notice("info", "You are not signed in.", "Sign in with your Microsoft Entra ID account to use the console."),
       h("p", {}, h("a", { href: `/.auth/login/aad?post_login_redirect_uri=${back}` }, "Sign in with Microsoft Entra ID")),
     ),
   );
