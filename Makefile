@@ -17,6 +17,7 @@ browser:
 	scripts/setup_browser.sh
 
 $(STAMP): requirements.txt requirements-dev.txt
+	scripts/setup_python.sh $(PY)
 	$(PY) -m venv $(VENV)
 	$(VPY) -m pip install --quiet --upgrade pip
 	$(VPY) -m pip install --quiet -r requirements-dev.txt
@@ -29,6 +30,7 @@ $(NODE_STAMP): package.json package-lock.json
 # Infrastructure checkers (pycep-parser, checkov) pin their own dependency trees: kept apart
 # so they never constrain the app's versions.
 $(IAC_STAMP): requirements-iac.txt
+	scripts/setup_python.sh $(PY)
 	$(PY) -m venv $(IAC_VENV)
 	$(IAC_VENV)/bin/python -m pip install --quiet --upgrade pip
 	$(IAC_VENV)/bin/python -m pip install --quiet -r requirements-iac.txt

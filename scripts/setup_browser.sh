@@ -10,18 +10,4 @@ if ! command -v apt-get >/dev/null 2>&1; then
     "set CHROMIUM and CHROMEDRIVER to their paths if they are not on PATH as chromium / chromedriver" >&2
   exit 1
 fi
-if [[ "$(id -u)" != 0 ]]; then
-  # -n: fail with a message instead of waiting for a password nobody can type (CI has no terminal).
-  SUDO="sudo -n"
-  command -v sudo >/dev/null 2>&1 || {
-    echo "chromium and chromium-driver are missing: install them as root (apt-get install chromium chromium-driver)" >&2
-    exit 1
-  }
-else
-  SUDO=
-fi
-echo "installing Debian's chromium and chromium-driver for the console's browser tests" >&2
-# Through env: sudo drops DEBIAN_FRONTEND from the environment it is given (env_reset).
-$SUDO env DEBIAN_FRONTEND=noninteractive apt-get update -qq
-$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-  chromium chromium-driver fonts-dejavu-core >/dev/null
+exec "$(dirname "$0")/apt_install.sh" "for the console's browser tests" chromium chromium-driver fonts-dejavu-core
