@@ -146,12 +146,17 @@ def api_handler(handler: Handler) -> Handler:
             response.headers.update(headers)
             return response
         except Exception as exc:
-            from shared.reachability import storage_unreachable
+            from shared.reachability import storage_refused, storage_unreachable
 
             unreachable = storage_unreachable(exc)
             if unreachable is not None:
                 log.error("%s %s: %s", req.method, handler.__name__, unreachable)
                 return error_response(ApiError(503, "StorageUnavailable", unreachable))
+            refused = storage_refused(exc)
+            if refused is not None:
+                # The app's settings, not the request, need fixing: as AppMisconfigured, naming the setting.
+                log.error("%s %s: %s", req.method, handler.__name__, refused)
+                return error_response(ApiError(500, "StorageRefused", refused))
             # Not req.url: its query string may carry the function key (`code=`).
             log.exception("%s %s failed", req.method, handler.__name__)
             return error_response(

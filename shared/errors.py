@@ -133,11 +133,11 @@ def classify(exc: BaseException) -> Kind:
 
 def describe(exc: BaseException) -> str:
     """A one-line account of `exc` for a run record or a log: unexpected ones carry their type."""
-    from shared.reachability import storage_unreachable
+    from shared.reachability import storage_problem
 
-    unreachable = storage_unreachable(exc)
-    if unreachable is not None:
-        return unreachable
+    problem = storage_problem(exc)
+    if problem is not None:
+        return problem
     text = scrub(str(exc)) or "(no message)"
     if classify(exc) == "unexpected":
         return f"unexpected {type(exc).__name__}: {text}"

@@ -1,8 +1,10 @@
-"""One line for "the other end never answered": which endpoint, and the likely cause.
+"""One line for "the other end never answered" or "storage refused our credentials": which
+endpoint, which setting, and the likely cause.
 
 Storage or ActiveCampaign that cannot be reached must fail in seconds with a line a person can act
-on, not a minute of silence and a traceback. Pure: an exception (and the settings, to name the one
-that points there) in, a sentence out.
+on, not a minute of silence and a traceback; a storage account that refuses the key, SAS or
+identity in a setting must say which setting, not "the request failed unexpectedly". Pure: an
+exception (and the settings, to name the one that points there) in, a sentence out.
 """
 
 from __future__ import annotations
@@ -57,6 +59,75 @@ def _settings_from_environment() -> Settings | None:
         return None
 
 
+# Azure Storage's 403 error codes (x-ms-error-code) for credentials and access, with what to check.
+_REFUSALS = {
+    "AuthenticationFailed": "the account key or SAS token in it is wrong, or the SAS has expired",
+    "KeyBasedAuthenticationNotPermitted": "the account refuses account keys: use a managed identity "
+    "(the setting's __blobServiceUri form) instead",
+    "AuthorizationPermissionMismatch": "the app's identity lacks a data role on the account (Storage Blob "
+    "Data Reader for the segments; Storage Blob and Queue Data Contributor for the app's own storage)",
+    "AuthorizationFailure": "the account key or SAS token in it is wrong, the account's firewall does "
+    "not admit this app, or the identity or SAS may not do this",
+    "AuthorizationSourceIPMismatch": "the SAS token does not allow this app's IP address",
+    "AuthorizationProtocolMismatch": "the SAS token does not allow this protocol",
+    "AuthorizationServiceMismatch": "the SAS token does not cover this service (blob or queue)",
+    "AuthorizationResourceTypeMismatch": "the SAS token does not cover this resource type",
+    "AuthorizationPermissionMismatchSas": "the SAS token lacks the permission",
+    "InsufficientAccountPermissions": "the credentials may not do this on the account",
+}
+
+
+def _matching_setting(endpoint: str, settings: Settings | None) -> str | None:
+    if settings is None:
+        settings = _settings_from_environment()
+    if settings is None:
+        return None
+    names: list[str] = []
+    storage, segments = settings.storage, settings.segments_storage
+    if segments is not None and storage is not None and _same(segments, storage):
+        segments = None  # SEGMENTS_STORAGE unset (it defaults to AzureWebJobsStorage's value)
+    for conn in (storage, segments):
+        if conn is not None and endpoint in set(_endpoints(conn)):
+            names.append(conn.setting)
+    # Two settings may point at one account with different credentials: name both.
+    return " or ".join(names) or None
+
+
+def _same(a: StorageConnection, b: StorageConnection) -> bool:
+    return (a.connection_string, a.blob_service_uri) == (b.connection_string, b.blob_service_uri)
+
+
+def storage_refused(exc: BaseException, settings: Settings | None = None) -> str | None:
+    """The line for a storage request refused for its credentials or access (403); None otherwise."""
+    from urllib.parse import urlsplit
+
+    from azure.core.exceptions import HttpResponseError
+
+    if not isinstance(exc, HttpResponseError) or exc.status_code != 403:
+        return None
+    # The Storage SDK sets it (a StorageErrorCode, a str enum); azure-core declares no such attribute.
+    raw = getattr(exc, "error_code", None)
+    code = str(getattr(raw, "value", raw) or "")
+    hint = _REFUSALS.get(code)
+    if hint is None:  # not Storage's (Key Vault's 403s have codes of their own)
+        return None
+    endpoint = "its endpoint"
+    request = getattr(exc.response, "request", None)
+    if request is not None:
+        split = urlsplit(str(request.url))
+        if split.hostname:
+            endpoint = f"{split.hostname}:{split.port or (443 if split.scheme == 'https' else 80)}"
+    setting = _matching_setting(endpoint, settings)
+    named = f"storage {setting} at {endpoint}" if setting else f"storage at {endpoint}"
+    where = f"check {setting}: " if setting else "check the storage setting: "
+    return f"{named} refused the request ({code}); {where}{hint}"
+
+
+def storage_problem(exc: BaseException, settings: Settings | None = None) -> str | None:
+    """The line for storage that never answered or refused the app's credentials; None otherwise."""
+    return storage_unreachable(exc, settings) or storage_refused(exc, settings)
+
+
 def storage_unreachable(exc: BaseException, settings: Settings | None = None) -> str | None:
     """The line for a storage request that got no answer at all; None for any other error.
 
@@ -68,14 +139,7 @@ def storage_unreachable(exc: BaseException, settings: Settings | None = None) ->
     text = str(exc)
     match = _HOST_PORT.search(text)
     endpoint = f"{match.group(1)}:{match.group(2)}" if match else "its endpoint"
-    setting = None
-    if settings is None:
-        settings = _settings_from_environment()
-    if settings is not None and match:
-        for conn in (settings.storage, settings.segments_storage):
-            if conn is not None and endpoint in set(_endpoints(conn)):
-                setting = conn.setting
-                break
+    setting = _matching_setting(endpoint, settings) if match else None
     named = f"storage {setting} at {endpoint}" if setting else f"storage at {endpoint}"
     if endpoint.startswith(_LOOPBACK):
         hint = "is Azurite running? (`make serve` starts one; the tests start their own)"
