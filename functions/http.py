@@ -31,7 +31,7 @@ from shared.auth import (
 from shared.boundedjson import TooDeep
 from shared.config import ConfigError
 from shared.errors import EngineError, classify
-from shared.redact import scrub
+from shared.redact import install_redaction, scrub
 from shared.settings import SettingsError, load_settings
 
 log = logging.getLogger(__name__)
@@ -113,6 +113,9 @@ def api_handler(handler: Handler) -> Handler:
 
     @functools.wraps(handler)
     def wrapper(req: func.HttpRequest) -> func.HttpResponse:
+        # Before anything can log: routes that never build the services (/api/me, a refusal, a bad
+        # setting) would otherwise log through unscrubbed handlers. Idempotent and cheap.
+        install_redaction()
         try:
             refusal = _refusal()
             if refusal is not None:

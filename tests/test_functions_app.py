@@ -98,3 +98,21 @@ def test_local_settings_sample_documents_every_setting_read():
 
 
 # --- building blocks for API tests --------------------------------------------------------------
+
+
+def test_the_first_api_request_of_a_process_installs_the_log_redaction():
+    # /api/me builds no services (where the rest of the observability is set up): its first log line
+    # must already be scrubbed.
+    out = run_isolated(
+        "import json, logging, azure.functions as func, function_app\n"
+        "from functions.api_assist import caller_me\n"
+        "before = logging.getLogRecordFactory() is logging.LogRecord\n"
+        "req = func.HttpRequest(method='GET', url='http://localhost/api/me', headers={}, body=b'')\n"
+        "status = caller_me.build().get_user_function()(req).status_code\n"
+        "record = logging.getLogRecordFactory()('x', logging.INFO, 'f', 1, 'mail %s', ('ann@example.com',), None)\n"
+        "print(json.dumps([before, status, record.getMessage()]))"
+    )
+    before, status, message = json.loads(out.splitlines()[-1])
+    assert before is True  # nothing installed it at import
+    assert status == 200
+    assert "ann@example.com" not in message
