@@ -33,7 +33,7 @@ DEFAULT_REJECTED_ROWS_RETENTION_DAYS = 30
 DEFAULT_RUN_LEASE_SECONDS = 60
 # Where the app keeps its own data, and the run queue. Settings so that tests (and side-by-side local
 # runs) can each use their own. The worker's trigger binding names the default queue at import time,
-# so a deployed app leaves RUNS_QUEUE unset (docs/api.md says so).
+# so on Azure another RUNS_QUEUE is refused (load_settings).
 DEFAULT_APP_CONTAINER = "activecampaign-export"
 DEFAULT_RUNS_QUEUE = "export-runs"
 _STORAGE_NAME = re.compile(r"^(?=.{3,63}$)[a-z0-9]+(-[a-z0-9]+)*$")
@@ -247,6 +247,15 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
             f"KEY_VAULT_URL must start with https:// (e.g. https://myvault.vault.azure.net), got {vault!r}"
         )
 
+    running_in_azure = any(env.get(marker) for marker in _AZURE_MARKERS)
+    runs_queue = _storage_name(env, "RUNS_QUEUE", DEFAULT_RUNS_QUEUE, "queue")
+    if running_in_azure and runs_queue != DEFAULT_RUNS_QUEUE:
+        # Runs would be queued where no trigger listens, and wait there unnoticed.
+        raise SettingsError(
+            f"RUNS_QUEUE is {runs_queue!r}, but on Azure the worker's trigger listens on "
+            f"{DEFAULT_RUNS_QUEUE!r} (it is named when the app starts): remove the RUNS_QUEUE app setting"
+        )
+
     auth_mode = parse_auth_mode(env.get("AUTH_MODE"))
     if auth_mode is None:
         raise SettingsError(f"AUTH_MODE must be 'key' or 'entra', got {env.get('AUTH_MODE', '').strip()!r}")
@@ -288,8 +297,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         ),
         run_lease_seconds=_lease_seconds(env),
         app_container=_storage_name(env, "APP_CONTAINER", DEFAULT_APP_CONTAINER, "container"),
-        runs_queue=_storage_name(env, "RUNS_QUEUE", DEFAULT_RUNS_QUEUE, "queue"),
-        running_in_azure=any(env.get(marker) for marker in _AZURE_MARKERS),
+        runs_queue=runs_queue,
+        running_in_azure=running_in_azure,
         appinsights_connection_string=env.get("APPLICATIONINSIGHTS_CONNECTION_STRING", "").strip() or None,
         easy_auth_enabled=env.get(EASY_AUTH_MARKER, "").strip().lower() == "true",
     )

@@ -101,6 +101,7 @@ def test_the_page_tells_its_script_the_auth_mode_and_host_rules(app_env: AppEnv)
     app_env.set("AUTH_MODE", "entra")
     app_env.set("ACTIVECAMPAIGN_ALLOWED_HOST_SUFFIXES", ".api-us2.com")
     app_env.set("WEBSITE_INSTANCE_ID", "abc")
+    app_env.monkeypatch.delenv("RUNS_QUEUE")  # the test's own queue: on Azure only export-runs is allowed
     settings = json.loads(parse(get("console_page").get_body()).meta["console-settings"])
     assert settings["authMode"] == "entra"
     assert settings["hostSuffixes"][-1] == ".api-us2.com"

@@ -46,6 +46,8 @@ def test_identity_based_storage_from_double_underscore_settings():
         ({"RUN_TIME_BUDGET_SECONDS": "-1"}, "RUN_TIME_BUDGET_SECONDS"),
         ({"RUNS_KEPT_PER_EXPORT": "0"}, "RUNS_KEPT_PER_EXPORT"),
         ({"RUNS_KEPT_PER_EXPORT": "2.5"}, "RUNS_KEPT_PER_EXPORT"),
+        # On Azure the worker's trigger listens on export-runs only: runs queued elsewhere would wait forever.
+        ({"RUNS_QUEUE": "other-runs", "WEBSITE_INSTANCE_ID": "abc"}, "RUNS_QUEUE"),
     ],
 )
 def test_bad_values_name_the_setting(env, named):
