@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import base64
 import json
-import os
-import subprocess
-import sys
 from typing import Any
 
 import azure.functions as func
@@ -15,7 +12,7 @@ import pytest
 from functions import http
 from shared.auth import ADMIN_ROLE, CONTRIBUTOR_ROLE, PRINCIPAL_HEADER
 from tests.fixtures.sandbox import SANDBOX_API_KEY
-from tests.support.app import ROOT, AppEnv, call, create_connection, create_export, export_body
+from tests.support.app import AppEnv, call, create_connection, create_export, export_body, run_isolated
 
 
 def principal(*roles: str) -> dict[str, str]:
@@ -236,22 +233,14 @@ def test_the_api_routes_need_a_function_key_except_in_entra_mode(auth_mode: str 
 
 def _registered_levels(auth_mode: str) -> dict[str, str]:
     # A fresh interpreter, as the Python worker imports function_app.py with the app settings set.
-    script = (
+    out = run_isolated(
         "import json, function_app\n"
         "print(json.dumps({f.get_function_name(): str(b['authLevel']) for f in function_app.app.get_functions()"
-        " for b in f.get_bindings_dict()['bindings'] if b['type'] == 'httpTrigger'}))"
+        " for b in f.get_bindings_dict()['bindings'] if b['type'] == 'httpTrigger'}))",
+        AUTH_MODE=auth_mode,
     )
-    env = {**os.environ, "AUTH_MODE": auth_mode}
-    out = subprocess.run(
-        [sys.executable, "-c", script],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=True,
-    )
-    return {name: level.rsplit(".", 1)[-1].lower() for name, level in json.loads(out.stdout).items()}
+    levels = json.loads(out.splitlines()[-1])
+    return {name: level.rsplit(".", 1)[-1].lower() for name, level in levels.items()}
 
 
 def test_function_app_registers_its_routes_with_the_level_of_its_auth_mode():

@@ -117,8 +117,9 @@ def queue_client(azurite: str, name: str) -> QueueClient:
     )
 
 
-def run_isolated(code: str) -> str:
-    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin")}  # no app settings at all
+def run_isolated(code: str, **settings: str) -> str:
+    """Run `code` in a fresh interpreter with no app settings but `settings`; its stdout."""
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), **settings}
     done = subprocess.run(
         [sys.executable, "-c", code],
         cwd=ROOT,
