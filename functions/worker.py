@@ -127,8 +127,15 @@ def process_run(svc: Services, message: RunMessage, *, attempt: int) -> None:
             return
         try:
             _work(svc, record, message, heartbeat)
+        except RunSuperseded as superseded:
+            # Another process took the run over (or failed it) while this one worked: its record is
+            # that process's now, and this message has nothing left to do.
+            log.info("run %s of export %s stops: %s", record.run_id, record.export, superseded)
         except Exception as exc:
-            _after_error(svc, record, message, exc, attempt)
+            try:
+                _after_error(svc, record, message, exc, attempt)
+            except RunSuperseded as superseded:
+                log.info("run %s of export %s stops: %s", record.run_id, record.export, superseded)
         finally:
             svc.runs.disown(record)
 
@@ -159,6 +166,8 @@ def _after_error(svc: Services, record: RunRecord, message: RunMessage, exc: Exc
         else:
             record.error = note
         svc.runs.update(record)
+    except RunSuperseded:
+        raise  # taken over meanwhile: no retry of this message
     except Exception:
         log.exception("could not record the failed attempt of run %s", record.run_id)
     raise _scrubbed(exc)
@@ -249,5 +258,11 @@ def give_up(svc: Services, message: RunMessage) -> None:
     record.fail(
         f"gave up after {max(record.attempts, len(record.attempt_errors))} attempt(s); last error: {last}"
     )
-    svc.runs.update(record)
+    try:
+        svc.runs.update(record)
+    except RunSuperseded as superseded:
+        log.info(
+            "poison message of run %s of export %s dropped: %s", record.run_id, record.export, superseded
+        )
+        return
     log.error("run %s of export %s failed for good: %s", record.run_id, record.export, record.error)

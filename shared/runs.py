@@ -11,7 +11,9 @@ process (killed, crashed, cut off from storage): the next `create` marks it fail
 and the new run adopts its checkpoint, so a dead process blocks its export for at most one lease
 period (RUN_LEASE_SECONDS). A redelivered message of that run takes it over itself (`own`). A
 *queued* run blocks while its message may still arrive; one not updated for `queued_stale_after`
-(a message lost with its process) is taken over too.
+(a message lost with its process) is taken over too. A record is written only from a copy that
+matches what is stored (its ETag): a process that comes back after a takeover (it was cut off, not
+dead) gets RecordChanged instead of overwriting what the new owner wrote.
 
 Retention: `create` deletes the oldest runs of the export beyond `keep` (record, report and
 rejected rows together), so personal data in rejected-row reports does not pile up for ever.
@@ -100,6 +102,13 @@ class RunSuperseded(TerminalError):
     http_status = 409
 
 
+class RecordChanged(RunSuperseded):
+    """The run's record was written by another process since this copy was read (a takeover marked
+    it failed, or the poison handler did): this copy must not overwrite it, nor its run go on."""
+
+    code = "RecordChanged"
+
+
 class IllegalTransition(TerminalError):
     """A status change the run state machine does not allow (a bug in the caller, never data)."""
 
@@ -149,6 +158,9 @@ class RunRecord:
     # and when ActiveCampaign first queued a batch of it (kept across continuations).
     snapshot_landed_at: str | None = None
     first_contact_queued_at: str | None = None
+    # The stored blob's ETag when this copy was read or last written (never stored itself): a write
+    # from a copy that another process has changed since is refused (RecordChanged).
+    etag: str | None = field(default=None, compare=False, repr=False)
 
     def __setattr__(self, name: str, value: Any) -> None:
         if name == "status" and "status" in self.__dict__:
@@ -197,7 +209,7 @@ class RunRecord:
         Error texts are scrubbed (keys, emails in any encoding) whoever set them: this is the one
         door through which a run's errors reach storage and API responses.
         """
-        doc = {_camel(k): v for k, v in asdict(self).items()}
+        doc = {_camel(k): v for k, v in asdict(self).items() if k != "etag"}
         if doc.get("error"):
             doc["error"] = scrub(doc["error"])
         if doc.get("attemptErrors"):
@@ -206,7 +218,7 @@ class RunRecord:
 
     @classmethod
     def from_document(cls, doc: dict[str, Any]) -> RunRecord:
-        known = {f.name for f in fields(cls)}
+        known = {f.name for f in fields(cls)} - {"etag"}
         values = {_snake(k): v for k, v in doc.items() if _snake(k) in known}
         record = cls(**values)
         if record.status not in get_args(RunStatus):
@@ -299,10 +311,13 @@ class RunStore:
 
     def get(self, export: str, run_id: str) -> RunRecord | None:
         try:
-            data = self._container.download_blob(self.record_blob(export, run_id)).readall()
+            downloader = self._container.download_blob(self.record_blob(export, run_id))
+            data = downloader.readall()
         except ResourceNotFoundError:
             return None
-        return RunRecord.from_document(json.loads(data))
+        record = RunRecord.from_document(json.loads(data))
+        record.etag = downloader.properties.etag
+        return record
 
     def list(self, export: str, limit: int = 20) -> list[RunRecord]:
         """The newest `limit` runs of `export`, newest first."""
@@ -336,12 +351,20 @@ class RunStore:
         record.updated_at = utc_now()
         owner = self._owners.get((record.export, record.run_id))
         lease = owner.lease_id(MARKER_LEASE) if owner is not None else None
-        self._container.upload_blob(
-            self.record_blob(record.export, record.run_id),
-            json.dumps(record.to_document()),
-            overwrite=True,
-            content_settings=_JSON,
-        )
+        guard: dict[str, Any] = {}
+        if record.etag is not None:
+            guard = {"etag": record.etag, "match_condition": MatchConditions.IfNotModified}
+        try:
+            # The blob client's upload answers with the new ETag (the container's, with a client).
+            written = self._container.get_blob_client(
+                self.record_blob(record.export, record.run_id)
+            ).upload_blob(json.dumps(record.to_document()), overwrite=True, content_settings=_JSON, **guard)
+        except ResourceModifiedError:
+            raise RecordChanged(
+                f"run {record.run_id} of export {record.export!r} was changed by another process since "
+                "this one read it (taken over, or marked failed): this process leaves it as it is"
+            ) from None
+        record.etag = written.get("etag")
         if not record.active:
             self._release(record, lease)
 
@@ -420,12 +443,10 @@ class RunStore:
     def _claim(self, record: RunRecord, takeover_wait: float = 0.0) -> None:
         # The record is written before the marker: a marker never points to a run that does
         # not exist except after a crash between the two writes, which reads as abandoned.
-        self._container.upload_blob(
-            self.record_blob(record.export, record.run_id),
-            json.dumps(record.to_document()),
-            overwrite=False,
-            content_settings=_JSON,
+        written = self._container.get_blob_client(self.record_blob(record.export, record.run_id)).upload_blob(
+            json.dumps(record.to_document()), overwrite=False, content_settings=_JSON
         )
+        record.etag = written.get("etag")
         waited_until = time.monotonic() + takeover_wait
         attempts = 0
         while attempts < _CREATE_ATTEMPTS:
@@ -455,7 +476,10 @@ class RunStore:
                     else f"its queue message never arrived (queued since {holder.updated_at or holder.queued_at})"
                 )
                 holder.fail(f"abandoned: {why}; run {record.run_id} takes over from its checkpoint")
-                self.update(holder)
+                try:
+                    self.update(holder)
+                except RecordChanged:
+                    continue  # its process wrote it meanwhile: alive after all, look again
             else:
                 self._delete_marker(record.export, etag)
         self._abandon(record, "not started: the active-run marker kept changing")

@@ -82,7 +82,10 @@ def test_sigkill_mid_run_then_resume_leaves_list_equal_to_segment(
     assert 0 < checkpoint.next_index < 10_000
     batches_before = len(sandbox.state.batches())
 
-    outcome = run_export(ctx, record, runs=runs)
+    # The rerun reads the record as a redelivered message does: the killed process wrote it since.
+    resumed = runs.get("vip", record.run_id)
+    assert resumed is not None
+    outcome = run_export(ctx, resumed, runs=runs)
     report = outcome.report
     assert outcome.status == "succeeded", outcome.error
     assert report.resumed_from == checkpoint.next_index
@@ -94,7 +97,9 @@ def test_sigkill_mid_run_then_resume_leaves_list_equal_to_segment(
     resent_batches = len(sandbox.state.batches()) - batches_before
     assert resent_batches <= -(-(10_000 - checkpoint.next_index) // 250) + 2
     assert StateStore(app, "vip").load_checkpoint() is None
-    again = run_export(ctx, record, runs=runs)  # the same message delivered once more: nothing to send
+    redelivered = runs.get("vip", record.run_id)  # the same message delivered once more: nothing to send
+    assert redelivered is not None
+    again = run_export(ctx, redelivered, runs=runs)
     assert again.report.to_send == 0
 
 

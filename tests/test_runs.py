@@ -6,7 +6,7 @@ import pytest
 from azure.storage.blob import BlobLeaseClient, BlobServiceClient, ContainerClient
 
 from shared.ownership import Heartbeat
-from shared.runs import RunActive, RunOwned, RunRecord, RunStore
+from shared.runs import RecordChanged, RunActive, RunOwned, RunRecord, RunStore
 
 
 @pytest.fixture
@@ -128,6 +128,38 @@ def test_a_running_run_whose_lease_lapsed_is_failed_and_taken_over(container):
     assert failed.error is not None
     assert failed.error.startswith("abandoned: its process stopped renewing its hold")
     assert store.active("vip") == new
+
+
+def test_a_process_that_comes_back_after_a_takeover_cannot_overwrite_its_old_record(container):
+    # Cut off from storage past its lease (not killed): meanwhile another run took the export over.
+    cut_off = RunStore(container)
+    old = cut_off.create("vip", trigger="api")
+    cut_off.own(old, Heartbeat(15))
+    old.start()
+    cut_off.update(old)
+    BlobLeaseClient(container.get_blob_client(cut_off.marker_blob("vip"))).break_lease(lease_break_period=0)
+    store = RunStore(container)
+    new = store.create("vip", trigger="schedule")
+    # Back again, it records what its run did: refused, whatever it would have written.
+    old.wait("attempt 1 failed: the storage connection dropped")
+    with pytest.raises(RecordChanged, match="changed by another process"):
+        cut_off.update(old)
+    old.fail("it would also have failed it")
+    with pytest.raises(RecordChanged):
+        cut_off.update(old)
+    stored = store.get("vip", old.run_id)
+    assert stored is not None
+    assert stored.status == "failed"
+    assert stored.error is not None
+    assert stored.error.startswith("abandoned:")
+    assert store.active("vip") == new  # its marker is the new run's still
+    # A copy read after the takeover writes as before.
+    new.start()
+    store.update(new)
+    again = store.get("vip", new.run_id)
+    assert again is not None
+    again.counts = {"rows": 1}
+    store.update(again)
 
 
 def test_a_redelivered_message_takes_over_its_own_run_once_the_lease_lapsed(container):
