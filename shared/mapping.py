@@ -433,11 +433,14 @@ class FieldConverter:
         if len(memo) >= self.MEMO_SIZE:
             memo.clear()
             self._bad.clear()
-        stripped = value.strip()
-        converted = memo[value] = self._convert(stripped) if stripped else ""
+        converted = memo[value] = self._uncached(value)
         if converted is None:
             self._bad.add(value)
         return converted
+
+    def _uncached(self, value: str) -> str | None:
+        stripped = value.strip()
+        return self._convert(stripped) if stripped else ""
 
     def bad_among(self, values: Iterable[str]) -> set[str]:
         """The distinct cells among `values` (as read; empty ones are fine) that cannot be sent.
@@ -457,6 +460,8 @@ class FieldConverter:
             self._memo.clear()
             self._bad.clear()
             unseen = distinct
+            if len(distinct) > self.MEMO_SIZE:  # more than it can remember: the memo would start over midway
+                return {value for value in distinct if self._uncached(value) is None}
         for value in unseen:
             self.convert(value)
         return distinct & self._bad

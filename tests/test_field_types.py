@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from shared.config import ConfigError, FieldFormat, FieldMapping
 from shared.mapping import (
@@ -289,6 +291,51 @@ def test_options_type_or_format_changing_changes_the_fingerprint_roles() -> None
     assert roles(TIER) != roles(Field(3, "TIER", "dropdown", ("Gold", "Silver", "Bronze")))
     assert roles(TIER) != roles(Field(3, "TIER", "radio", ("Gold", "Silver")))
     assert RowMapper(mapping, columns, ids).payload_roles == ("field:3",)
+
+
+# ------------------------------------------------ the batch check against conversion value by value
+
+TWINS = Field(6, "T", "radio", ("Gold", "gold", "Silver"))
+CONVERTERS = {
+    "date": (DATE, US_DATE),
+    "iso date": (DATE, None),
+    "iso datetime": (DATETIME, None),
+    "us datetime": (DATETIME, US_DATETIME),
+    "radio": (TWINS, None),
+    "checkbox": (INTERESTS, FieldFormat(delimiter=";")),
+    "number": (NUMBER, None),
+}
+CELLS = [
+    *("", " ", " \t "),
+    *("6/5/1990", " 6/5/1990 ", "06/15/2023", "2/29/2024", "2/30/1990", "13/1/2000", "June 15"),
+    *("2023-06-15", "2023-06-15T12:03:02Z", " 2023-06-15T12:03:02Z", "2023-06-15T12:03:02Z\x1c"),
+    *("\u30002023-06-15", "2023-06-15 12:03:02.9+02:00", "2023-06-15\n12:00", "2023-06-15T25:00"),
+    *("6/15/2023 12:03:02 PM", "6/15/2023 13:03:02 PM", "yesterday"),
+    *("Gold", "gold", "GOLD", "silver ", "SILVER", "bronze"),
+    *("books;music", "Books;;Travel", "||books||Travel||", "||Books||", "Cooking", " ; ", "Books, Music"),
+    *("12", "+1.5", "-0.25", ".5", "1,5", "1e3", "12 EUR", " 7 "),
+]
+cells = st.one_of(st.sampled_from(CELLS), st.text(alphabet="0123456789/-:.T Z;|gG+\t", max_size=12))
+
+
+class SmallMemo(FieldConverter):
+    MEMO_SIZE = 6  # overflowed by most batches below
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.sampled_from(sorted(CONVERTERS)), st.lists(st.lists(cells, max_size=14), max_size=6), st.booleans())
+def test_bad_among_refuses_exactly_what_converting_value_by_value_refuses(
+    kind: str, batches: list[list[str]], small_memo: bool
+) -> None:
+    # Successive batches on one converter (as check_batch calls it), its memo filling, overflowing
+    # and starting over; what it refuses and what it sends match a fresh converter's value by value.
+    field, fmt = CONVERTERS[kind]
+    converter = (SmallMemo if small_memo else FieldConverter)(field, "Col", fmt)
+    for batch in batches:
+        sent = {value: FieldConverter(field, "Col", fmt).convert(value) for value in batch}
+        assert converter.bad_among(batch) == {value for value, out in sent.items() if out is None}
+        assert converter.bad_among(iter(batch)) == {value for value, out in sent.items() if out is None}
+        assert {value: converter.convert(value) for value in batch} == sent
 
 
 # --------------------------------------------------------------------------------------------- runs
