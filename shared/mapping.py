@@ -65,12 +65,14 @@ _LABEL = r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"
 _EMAIL = re.compile(rf"{_ATOM}(?:\.{_ATOM})*+@(?:(?!-)[a-z0-9-]{{1,63}}+(?<!-)\.)++[a-z]{{2,63}}")
 _LOCAL = re.compile(rf"{_ATOM}(?:\.{_ATOM})*+")
 # normalize_email's whole accepting check as one pattern, to check a batch of addresses in one call:
-# the length limits become look-aheads, and matching the trimmed address case-insensitively with
-# ASCII-only classes also checks that it is ASCII (re.ASCII: no Kelvin sign passing as 'k'). Tests
-# check that it accepts exactly what normalize_email accepts.
+# the length limits become look-aheads. The patterns take the trimmed address lower-cased, and only
+# after str.isascii() held for it (a flag of the string: no pass over it), as normalize_email does:
+# some non-ASCII letters lower-case to ASCII (Kelvin sign -> 'k'). Not IGNORECASE on the text as
+# read: sre then folds every character it compares, which took most of the local pass's email check
+# (lower() on ASCII text is one C pass). Tests check that they accept exactly what normalize_email accepts.
 _CHECKED = rf"(?=[^@\n]{{1,{MAX_LOCAL_LENGTH}}}+@)(?=[^\n]{{1,{MAX_EMAIL_LENGTH}}}+(?:\n|\Z)){_EMAIL.pattern}"
-_EMAIL_ONE = re.compile(_CHECKED, re.ASCII | re.IGNORECASE)
-_EMAIL_LINES = re.compile(rf"{_CHECKED}(?:\n{_CHECKED})*+", re.ASCII | re.IGNORECASE)  # one per line
+_EMAIL_ONE = re.compile(_CHECKED, re.ASCII)
+_EMAIL_LINES = re.compile(rf"{_CHECKED}(?:\n{_CHECKED})*+", re.ASCII)  # one per line
 _DOMAIN_LABEL = re.compile(_LABEL)
 
 
@@ -796,19 +798,20 @@ class RowMapper:
         joined = "\n".join(stripped)
         # A payload text within the lowest limit has every value within it; long custom field values
         # are common enough to deserve a look by column group before going row by row.
-        if (
-            usable is rows
-            and _EMAIL_LINES.fullmatch(joined)
-            and (max(map(len, payloads), default=0) <= _LIMIT or self._within_limits(rows))
-        ):
-            emails = joined.lower().encode("ascii").split(b"\n")
-            if len(emails) == len(rows):  # otherwise an address held a line break: one row at a time
-                return CheckedBatch(range(len(rows)), emails, payloads, [])
+        if usable is rows and joined.isascii():
+            lowered = joined.lower()
+            if _EMAIL_LINES.fullmatch(lowered) and (
+                max(map(len, payloads), default=0) <= _LIMIT or self._within_limits(rows)
+            ):
+                emails = lowered.encode("ascii").split(b"\n")
+                if len(emails) == len(rows):  # otherwise an address held a line break: one row at a time
+                    return CheckedBatch(range(len(rows)), emails, payloads, [])
         # Some row needs a closer look: flag each row with the same checks, then ask email_of about the rest.
         short = list(map(_LIMIT.__ge__, map(len, payloads)))
         if not all(short):
             short = list(map(or_, short, self._each_within_limits(usable)))
-        good = list(map(and_, map(truth, map(_EMAIL_ONE.fullmatch, stripped)), short))
+        matched = map(truth, map(_EMAIL_ONE.fullmatch, map(str.lower, stripped)))
+        good = list(map(and_, map(and_, map(str.isascii, stripped), matched), short))
         rejected: list[tuple[int, Rejection]] = []
         for index in list(compress(count(), map(not_, good))):
             values = rows[index]
