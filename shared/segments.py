@@ -77,8 +77,13 @@ MAX_LINE_BYTES = 16 * 1024 * 1024
 # Bytes handed to the text layer per read (at most MAX_LINE_BYTES): a line inside one piece is within
 # the limit, so only runs of bytes without a line break that span pieces need counting.
 _PIECE_BYTES = 1 << 16
-# Records per RowBatch: enough that per-batch work is negligible, few enough to stay a few hundred KB.
-BATCH_ROWS = 2048
+# Records per RowBatch: enough that per-batch work is negligible, and below the collector's first
+# threshold (gc.get_threshold()[0]: 700 in CPython 3.11). Each record is a list, which the cyclic
+# collector tracks; a batch's records are freed before the next batch is parsed, so a smaller batch
+# never starts a collection by itself. At 2048, every batch started two or three, which walked its
+# records and moved them into older generations, whose own collections then walked them again: about
+# an eighth of pass 1 with typed fields (tests/test_segments.py checks the bound).
+BATCH_ROWS = 512
 # model.json describes columns and files; anything this big is not a Customer Insights export.
 MODEL_JSON_MAX_BYTES = 16 * 1024 * 1024
 # Real model.json files nest about 10 deep (entities > attributes > annotations/traits > arguments).

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import random
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone
+from typing import NamedTuple
 
 import pytest
 from hypothesis import given, settings
@@ -22,6 +24,8 @@ from shared.mapping import (
     compile_input_format,
     field_converters,
 )
+from shared.segments import RowBatch
+from shared.sync import Fingerprinter, SnapshotCollector, email_key
 from tests.fixtures.sandbox import (
     BIRTHDAY_FIELD_ID,
     INTERESTS_FIELD_ID,
@@ -363,6 +367,110 @@ def test_a_cell_fromisoformat_takes_is_one_convert_sends_as_it_is(value: str) ->
         return
     assert value == value.strip()
     assert convert(DATETIME, value) == moment.replace(microsecond=0).isoformat()
+
+
+ALL_COLUMNS = ["Email", "Tier", "Birthday", "LastSeen", "Interests", "Spend"]
+ALL_FIELDS = {"Tier": 3, "Birthday": 1, "LastSeen": 2, "Interests": 4, "Spend": 5}
+ALL_MAPPING = FieldMapping(
+    email="Email",
+    fields={
+        "TIER": "Tier",
+        "BIRTHDAY": "Birthday",
+        "LAST_SEEN": "LastSeen",
+        "INTERESTS": "Interests",
+        "SPEND": "Spend",
+    },
+    formats={"BIRTHDAY": US_DATE, "INTERESTS": FieldFormat(delimiter=";")},
+)
+
+
+class PassOne(NamedTuple):
+    keys: list[int]
+    fingerprints: list[int]
+    emails: bytes
+    rejected: list[tuple[int, str, str]]  # (line, reason, detail)
+    field_problems: dict[str, dict[str, int]]
+
+
+def pass_one(rows: list[list[str]], size: int, *, reject: bool) -> PassOne:
+    """Pass 1's collect loop over `rows` in batches of `size`: everything it keeps and reports."""
+    converters = field_converters(ALL_MAPPING, [DATE, DATETIME, TIER, INTERESTS, NUMBER], ALL_FIELDS)
+    mapper = RowMapper(ALL_MAPPING, ALL_COLUMNS, ALL_FIELDS, converters=converters, reject_invalid=reject)
+    collector = SnapshotCollector(Fingerprinter(list_id=1, tags=(), roles=mapper.payload_roles))
+    rejected: list[tuple[int, str, str]] = []
+    collector.collect(
+        [RowBatch("p.csv", 1 + start, rows[start : start + size]) for start in range(0, len(rows), size)],
+        mapper.check_batch,
+        on_reject=lambda row, reason, detail: rejected.append((row.line, reason, detail)),
+    )
+    contacts = collector.finish()
+    return PassOne(
+        contacts.keys.tolist(),
+        contacts.fingerprints.tolist(),
+        contacts.emails.data,
+        rejected,
+        mapper.field_problems(),
+    )
+
+
+@pytest.mark.parametrize("reject", [False, True])
+def test_pass_one_with_typed_fields_gives_what_row_by_row_conversion_gives(monkeypatch, reject: bool) -> None:
+    monkeypatch.setattr(FieldConverter, "MEMO_SIZE", 40)  # overflowed within a batch and across batches
+    pick = random.Random(13).choice
+    stamps = [f"2023-06-{1 + i % 28:02d}T{i % 24:02d}:{i % 60:02d}:00Z" for i in range(3000)]
+    rows = [
+        [
+            pick(["a@x.org", " B@X.org ", "not-an-email", f"p{i}@x.org"]),
+            pick(["gold", "Gold", "SILVER", "bronze", ""]),
+            pick([f"{1 + i % 13}/{1 + i % 31}/19{i % 100:02d}", "", " 6/5/1990 ", "2023-06-15"]),
+            pick([stamps[i], stamps[i], "", "soon", "2023-06-15 12:03"]),
+            pick(["Books;Music", "books", "||Travel||", "Cooking", "", " ; "]),
+            pick([str(i % 97), f"{i}.5", "1,5", "", "+3"]),
+        ]
+        for i in range(3000)
+    ]
+    rows[1500:1500] = [[], ["ragged@x.org", "gold"]]
+    results = [pass_one(rows, size, reject=reject) for size in (1, 7, 512, 2048, len(rows))]
+    assert all(result == results[0] for result in results[1:])
+
+    # The same, value by value: email_of for every row, then each typed cell of the rows it accepts
+    # converted on its own.
+    reference = {
+        fid: FieldConverter(field, column, ALL_MAPPING.formats.get(field.perstag))
+        for field, (column, fid) in zip(
+            [TIER, DATE, DATETIME, INTERESTS, NUMBER], ALL_FIELDS.items(), strict=True
+        )
+    }
+    mapper = RowMapper(ALL_MAPPING, ALL_COLUMNS, ALL_FIELDS)
+    problems: dict[str, dict[str, int]] = {}
+    rejected: list[tuple[int, str, str]] = []
+    emails: list[str] = []
+    for line, values in enumerate(rows, start=1):
+        verdict = mapper.email_of(values) if values else None
+        if not isinstance(verdict, str):
+            if verdict is not None:
+                rejected.append((line, verdict.reason, verdict.detail))
+            continue
+        refused = [
+            converter
+            for _fid, converter in sorted(reference.items())
+            if converter.convert(values[ALL_COLUMNS.index(converter.column)]) is None
+        ]
+        for converter in refused:
+            counts = problems.setdefault(converter.perstag, {})
+            counts[converter.reason] = counts.get(converter.reason, 0) + 1
+        if refused and reject:
+            first = refused[0]
+            detail = (
+                f"custom field {first.perstag} (column '{first.column}', {first.kind}): {first.explain()}"
+            )
+            rejected.append((line, INVALID_FIELD_VALUE, detail))
+        else:
+            emails.append(verdict)
+    assert len(rejected) > (1000 if reject else 500)
+    assert results[0].rejected == rejected
+    assert results[0].field_problems == dict(sorted(problems.items()))
+    assert results[0].keys == [email_key(email) for email in emails]
 
 
 # --------------------------------------------------------------------------------------------- runs
