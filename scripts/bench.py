@@ -225,13 +225,16 @@ TYPED_IDS = {column: f.id for f, column in zip(TYPED_FIELDS, TYPED_COLUMNS[5:], 
 
 
 def typed_chunks(rows: int) -> Iterator[bytes]:
-    """Rows with every typed field mapped: a dropdown, a US-format date (about 20,000 distinct), an ISO
-    timestamp (distinct on every row), a ';'-delimited checkbox and a number (1,000 distinct)."""
+    """Rows with every typed field mapped: a dropdown, a US-format date (20,160 distinct: 12 months x
+    28 days x 60 years, in turn), an ISO timestamp (distinct on every row), a ';'-delimited checkbox
+    and a number (1,000 distinct)."""
+    # Each part advances when the one before has gone round (an odometer): parts taken as `i % n`
+    # side by side repeat together every lcm of the n rows (420 dates, 25,200 timestamps).
     for start in range(0, rows, ROWS_PER_CHUNK):
         yield "".join(
             f'"{i}","person{i}@example.com","First{i}","Last{i}","+1555{i:07d}","gold",'
-            f'"{1 + i % 12}/{1 + i % 28}/{1940 + i % 60}",'
-            f'"2023-06-{1 + i % 28:02d}T{i % 24:02d}:{i % 60:02d}:{i // 60 % 60:02d}Z",'
+            f'"{1 + i % 12}/{1 + i // 12 % 28}/{1940 + i // 336 % 60}",'
+            f'"2023-06-{1 + i // 86_400 % 28:02d}T{i // 3600 % 24:02d}:{i // 60 % 60:02d}:{i % 60:02d}Z",'
             f'"Books;Music","{i % 1000}.50"\r\n'
             for i in range(start, min(start + ROWS_PER_CHUNK, rows))
         ).encode()
