@@ -161,6 +161,8 @@ def test_from_an_empty_app_connect_configure_preview_run_and_read_the_report(
         console.click("Add attribute")
         console.choose("Attribute 2", "City (CITY, text)")
         console.choose("Column for attribute 2", "LoyaltyTier")
+        picker = console.field("Add one of the account's tags")
+        console.wait(lambda: picker.text.startswith("The account has no tags yet"), "the account's tags")
         console.type("Tags", "segment:vip")
         console.shot("export-form", full_page=True)
         console.click("Save")
@@ -225,10 +227,15 @@ def test_from_an_empty_app_connect_configure_preview_run_and_read_the_report(
         console.see("Succeeded")
         console.shot("exports")
 
-        # Editing and saving unchanged keeps the export exactly as it was.
+        # Editing and saving unchanged keeps the export exactly as it was; the tag the runs created
+        # on the account is offered, and picking it again adds it once.
         console.link("Edit").click()
         console.see("Edit export vip")
         console.wait(lambda: console.field("ActiveCampaign list").get_attribute("value") == "1", "the list")
+        console.type("Tags", "")
+        console.choose("Add one of the account's tags", "segment:vip")
+        console.choose("Add one of the account's tags", "segment:vip")
+        assert console.field("Tags").get_attribute("value") == "segment:vip"
         console.click("Save")
         console.see("Saved export vip.")
         with httpx.Client(base_url=served.api, timeout=30) as api:

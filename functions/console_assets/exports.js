@@ -308,6 +308,26 @@ export async function form(main, ctx, name) {
 
   const tags = h("input", { type: "text", autocomplete: "off", value: (mapping.tags || []).join(", ") });
   const tagsField = field("Tags", tags, { hint: "Optional, comma-separated: added to every contact this export sends, e.g. segment:high-value." });
+  // The account's own tags to pick from; a new name can still be typed (an import creates it).
+  const tagPick = h("select", {}, h("option", { value: "" }, "Loading the account's tags…"));
+  const tagPickField = field("Add one of the account's tags", tagPick, { hint: "Picking one adds it to Tags." });
+  tagPick.addEventListener("change", () => {
+    const name = tagPick.value;
+    if (!name) return;
+    const current = tags.value.split(",").map((t) => t.trim()).filter(Boolean);
+    if (!current.includes(name)) current.push(name);
+    tags.value = current.join(", ");
+    tagPick.value = "";
+  });
+  const drawTags = async () => {
+    try {
+      const found = await getAllPages(`/api/connections/${enc(connection.value)}/tags`, "tags");
+      const first = found.length ? `Pick one of its ${found.length} tags` : "The account has no tags yet";
+      replace(tagPick, h("option", { value: "" }, first), found.map((t) => h("option", { value: t.name }, t.name)));
+    } catch (error) {
+      replace(tagPick, h("option", { value: "" }, `The account's tags could not be read: ${error.message}`));
+    }
+  };
   const mode = radios(
     "Mode",
     uid("mode"),
@@ -449,6 +469,7 @@ export async function form(main, ctx, name) {
       h("div", { class: "actions" }, addButton),
     ),
     tagsField,
+    tagPickField,
     mode,
     shareField,
     trigger,
@@ -461,8 +482,9 @@ export async function form(main, ctx, name) {
   connection.addEventListener("change", () => {
     drawLists();
     drawFields();
+    drawTags();
   });
   replace(main, formEl);
   drawMatching();
-  await Promise.all([drawLists(), drawFields()]);
+  await Promise.all([drawLists(), drawFields(), drawTags()]);
 }
