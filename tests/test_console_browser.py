@@ -95,6 +95,27 @@ def principal(*roles: str) -> str:
     return base64.b64encode(json.dumps(doc).encode()).decode()
 
 
+def connect(api: httpx.Client, hostname: str) -> None:
+    body = {
+        "displayName": "ActiveCampaign (main)",
+        "hostname": hostname,
+        "dataPrivacyConsent": True,
+        "apiKey": SANDBOX_API_KEY,
+    }
+    assert api.put("/connections/main", json=body).status_code == 201
+
+
+def put_export(api: httpx.Client, container: str, **options: Any) -> None:
+    export = {
+        "connection": "main",
+        "source": {"container": container, "folder": FOLDER, "segment": "Vip"},
+        "listId": 1,
+        "mapping": {"email": "EmailAddress"},
+        **options,
+    }
+    assert api.put("/exports/vip", json=export).status_code == 201
+
+
 # --- an administrator, from an empty app to a finished run ---------------------------------------
 
 
@@ -251,20 +272,8 @@ def test_deleting_a_connection_says_what_goes_with_it(
 ):
     served = serve(base_env(app_env.azurite))
     with httpx.Client(base_url=served.api, timeout=30) as api:
-        body = {
-            "displayName": "ActiveCampaign (main)",
-            "hostname": ac_sandbox.hostname,
-            "dataPrivacyConsent": True,
-            "apiKey": SANDBOX_API_KEY,
-        }
-        assert api.put("/connections/main", json=body).status_code == 201
-        export = {
-            "connection": "main",
-            "source": {"container": snapshot.container_name, "folder": FOLDER, "segment": "Vip"},
-            "listId": 1,
-            "mapping": {"email": "EmailAddress"},
-        }
-        assert api.put("/exports/vip", json=export).status_code == 201
+        connect(api, ac_sandbox.hostname)
+        put_export(api, snapshot.container_name)
         with open_console(served, shots, downloads) as console:
             console.go("#/connections")
             console.type("Function key", "local-function-key")
@@ -296,21 +305,8 @@ def test_a_failed_run_shows_the_error_as_the_api_gives_it(
     write_ci_snapshot(segments, "Vip", [[str(i), f"nobody-{i}", "A", "B", "", "gold"] for i in range(5)])
     served = serve(base_env(app_env.azurite))
     with httpx.Client(base_url=served.api, timeout=30) as api:
-        body = {
-            "displayName": "ActiveCampaign (main)",
-            "hostname": ac_sandbox.hostname,
-            "dataPrivacyConsent": True,
-            "apiKey": SANDBOX_API_KEY,
-        }
-        assert api.put("/connections/main", json=body).status_code == 201
-        export = {
-            "connection": "main",
-            "source": {"container": segments.container_name, "folder": FOLDER, "segment": "Vip"},
-            "listId": 1,
-            "mapping": {"email": "EmailAddress"},
-            "trigger": "manual",
-        }
-        assert api.put("/exports/vip", json=export).status_code == 201
+        connect(api, ac_sandbox.hostname)
+        put_export(api, segments.container_name, trigger="manual")
         with open_console(served, shots, downloads) as console:
             console.go("#/exports/vip/runs")
             console.type("Function key", "local-function-key")
@@ -336,21 +332,8 @@ def test_a_contributor_sees_only_what_the_api_lets_them_do(
     served = serve(base_env(app_env.azurite, AUTH_MODE="entra", WEBSITE_AUTH_ENABLED="True"))
     admin = {PRINCIPAL_HEADER: principal(ADMIN_ROLE)}
     with httpx.Client(base_url=served.api, timeout=30, headers=admin) as api:
-        body = {
-            "displayName": "ActiveCampaign (main)",
-            "hostname": ac_sandbox.hostname,
-            "dataPrivacyConsent": True,
-            "apiKey": SANDBOX_API_KEY,
-        }
-        assert api.put("/connections/main", json=body).status_code == 201
-        export = {
-            "connection": "main",
-            "source": {"container": snapshot.container_name, "folder": FOLDER, "segment": "Vip"},
-            "listId": 1,
-            "mapping": {"email": "EmailAddress"},
-            "trigger": "manual",
-        }
-        assert api.put("/exports/vip", json=export).status_code == 201
+        connect(api, ac_sandbox.hostname)
+        put_export(api, snapshot.container_name, trigger="manual")
     with open_console(served, shots, downloads) as console:
         # Not signed in (no Easy Auth session): the console sends the user to sign in, asks no key.
         console.go("#/exports")
@@ -430,14 +413,7 @@ def test_with_app_service_authentication_the_console_uses_the_session_and_never_
         assert "Administrators and contributors" in console.main_text()
         with httpx.Client(base_url=served.api, timeout=30, headers=admin) as api:
             assert api.get("/connections/main").json()["allowContributors"] is True
-            export = {
-                "connection": "main",
-                "source": {"container": snapshot.container_name, "folder": FOLDER, "segment": "Vip"},
-                "listId": 1,
-                "mapping": {"email": "EmailAddress"},
-                "trigger": "manual",
-            }
-            assert api.put("/exports/vip", json=export).status_code == 201
+            put_export(api, snapshot.container_name, trigger="manual")
 
         # Signing out ends the session; a contributor signs in and may run it (the connection says so).
         console.link("Sign out").click()
@@ -460,20 +436,8 @@ def test_with_app_service_authentication_the_console_uses_the_session_and_never_
 
 
 def seed(api: httpx.Client, ac_sandbox, container: str) -> str:
-    body = {
-        "displayName": "ActiveCampaign (main)",
-        "hostname": ac_sandbox.hostname,
-        "dataPrivacyConsent": True,
-        "apiKey": SANDBOX_API_KEY,
-    }
-    assert api.put("/connections/main", json=body).status_code == 201
-    export = {
-        "connection": "main",
-        "source": {"container": container, "folder": FOLDER, "segment": "Vip"},
-        "listId": 1,
-        "mapping": {"email": "EmailAddress", "firstName": "FirstName"},
-    }
-    assert api.put("/exports/vip", json=export).status_code == 201
+    connect(api, ac_sandbox.hostname)
+    put_export(api, container, mapping={"email": "EmailAddress", "firstName": "FirstName"})
     run_id = str(api.post("/exports/vip/runs", json={}).json()["runId"])
     for _ in range(600):
         if api.get(f"/exports/vip/runs/{run_id}").json()["status"] in ("succeeded", "failed"):

@@ -130,14 +130,20 @@ def test_a_running_run_whose_lease_lapsed_is_failed_and_taken_over(container):
     assert store.active("vip") == new
 
 
+def running_then_cut_off(store: RunStore, container: ContainerClient) -> RunRecord:
+    """A running run whose process stopped renewing its hold: what 15 s without renewal does, at once."""
+    record = store.create("vip", trigger="api")
+    store.own(record, Heartbeat(15))
+    record.start()
+    store.update(record)
+    BlobLeaseClient(container.get_blob_client(store.marker_blob("vip"))).break_lease(lease_break_period=0)
+    return record
+
+
 def test_a_process_that_comes_back_after_a_takeover_cannot_overwrite_its_old_record(container):
     # Cut off from storage past its lease (not killed): meanwhile another run took the export over.
     cut_off = RunStore(container)
-    old = cut_off.create("vip", trigger="api")
-    cut_off.own(old, Heartbeat(15))
-    old.start()
-    cut_off.update(old)
-    BlobLeaseClient(container.get_blob_client(cut_off.marker_blob("vip"))).break_lease(lease_break_period=0)
+    old = running_then_cut_off(cut_off, container)
     store = RunStore(container)
     new = store.create("vip", trigger="schedule")
     # Back again, it records what its run did: refused, whatever it would have written.
@@ -164,11 +170,7 @@ def test_a_process_that_comes_back_after_a_takeover_cannot_overwrite_its_old_rec
 
 def test_a_redelivered_message_takes_over_its_own_run_once_the_lease_lapsed(container):
     store = RunStore(container)
-    record = store.create("vip", trigger="api")
-    store.own(record, Heartbeat(15))
-    record.start()
-    store.update(record)
-    BlobLeaseClient(container.get_blob_client(store.marker_blob("vip"))).break_lease(lease_break_period=0)
+    record = running_then_cut_off(store, container)
     with store.owning(record, lease_seconds=15) as heartbeat:
         assert heartbeat.holds("run")
         record.start()  # running -> running: the take-over
