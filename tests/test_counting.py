@@ -7,32 +7,18 @@ again by the next run, and a sustained bulk rate limit is waited out from a chec
 from __future__ import annotations
 
 import threading
-from typing import Any
 
 import pytest
 from azure.storage.blob import BlobServiceClient
 
 from sandbox import Fault, SandboxServer
 from shared.activecampaign import ActiveCampaignClient, Pacer, RateLimited
-from shared.pipeline import RunContext, RunOutcome, run_export
+from shared.pipeline import RunContext, run_export
 from shared.runs import RunStore
 from shared.settings import Settings
 from shared.state import StateStore
-from tests.support.exports import make_context
+from tests.support.exports import make_context, run_to_end
 from tests.support.segments import profiles, write_ci_snapshot
-
-
-def _run(ctx: RunContext, **kw: Any) -> RunOutcome:
-    runs = RunStore(ctx.app_container())
-    record = runs.create("vip", trigger="cli")
-    record.start()
-    outcome = run_export(ctx, record, runs=runs, **kw)
-    if outcome.status == "succeeded":
-        record.succeed()
-    else:
-        record.fail(outcome.error or "failed")
-    runs.update(record)
-    return outcome
 
 
 @pytest.fixture
@@ -55,13 +41,13 @@ def test_a_batch_the_answer_does_not_prove_is_unconfirmed_and_sent_again(
     ctx: RunContext, ac_sandbox: SandboxServer, fault: Fault, why: str
 ) -> None:
     ac_sandbox.inject(fault)  # hits the first batch only
-    first = _run(ctx)
+    first = run_to_end(ctx)
     report = first.report
     assert first.status == "succeeded", first.error  # the run adds up; it does not claim the batch
     assert (report.to_send, report.accepted, report.failed, report.unconfirmed) == (600, 350, 0, 250)
     rejected = ctx.app_container().download_blob(report.rejected_blob or "").readall().decode()
     assert why in rejected
-    again = _run(ctx)
+    again = run_to_end(ctx)
     assert (again.report.to_send, again.report.accepted, again.report.unconfirmed) == (250, 250, 0)
     assert ac_sandbox.wait_until_idle(10)
     assert len(ac_sandbox.state.list_members(1)) == 600
@@ -71,7 +57,7 @@ def test_failure_entries_naming_contacts_of_the_batch_fail_just_those(
     ctx: RunContext, ac_sandbox: SandboxServer
 ) -> None:
     ac_sandbox.state.set_exclusions({"person3@example.com"})  # import/info reports it in `failure`
-    outcome = _run(ctx)
+    outcome = run_to_end(ctx)
     assert (outcome.report.accepted, outcome.report.failed, outcome.report.unconfirmed) == (599, 1, 0)
 
 

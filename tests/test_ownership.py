@@ -13,12 +13,12 @@ from sandbox import Fault, Limits, SandboxServer
 from shared.config import Config
 from shared.errors import AccountBusy, OwnershipLost
 from shared.ownership import Heartbeat
-from shared.pipeline import RunContext, RunOutcome, run_export
+from shared.pipeline import RunOutcome, run_export
 from shared.runs import RunStore
 from shared.state import StateStore
 from shared.storage import account_lease_blob
 from tests.fixtures.sandbox import MakeSandbox
-from tests.support.exports import clear_export, make_config, make_context
+from tests.support.exports import clear_export, make_config, make_context, run_to_end
 from tests.support.segments import profiles, write_ci_snapshot
 
 
@@ -27,24 +27,6 @@ def _two_exports(hostname: str, container: str) -> Config:
     config = make_config(hostname, container)
     vip = config.exports["vip"]
     return Config(config.connections, {"vip": vip, "other": replace(vip, name="other", list_id=2)})
-
-
-def _start(ctx: RunContext, export: str, **kw: object) -> RunOutcome:
-    runs = RunStore(ctx.app_container())
-    record = runs.create(export, trigger="cli")
-    record.start()
-    try:
-        outcome = run_export(ctx, record, runs=runs, **kw)  # type: ignore[arg-type]
-    except Exception as exc:
-        record.fail(str(exc))
-        runs.update(record)
-        raise
-    if outcome.status == "succeeded":
-        record.succeed()
-    else:
-        record.fail(outcome.error or "failed")
-    runs.update(record)
-    return outcome
 
 
 def test_a_second_export_on_the_account_does_not_send_while_the_first_waits_for_slow_confirmations(
@@ -63,7 +45,7 @@ def test_a_second_export_on_the_account_does_not_send_while_the_first_waits_for_
     )
     clear_export(ctx.app_container(), "other")
     first: list[RunOutcome] = []
-    runner = threading.Thread(target=lambda: first.append(_start(ctx, "vip")))
+    runner = threading.Thread(target=lambda: first.append(run_to_end(ctx, "vip")))
     runner.start()
     try:
         assert sandbox.wait_for_batches(1, timeout=30)
@@ -74,13 +56,13 @@ def test_a_second_export_on_the_account_does_not_send_while_the_first_waits_for_
             runner.join(timeout=0.2)
         assert not sandbox.state.batches()[0].done
         with pytest.raises(AccountBusy, match="take turns"):
-            _start(ctx, "other")
+            run_to_end(ctx, "other")
         assert len(sandbox.state.batches()) == 1  # the second export sent nothing
     finally:
         runner.join(timeout=60)
     assert first[0].status == "succeeded", first[0].error
     assert first[0].report.accepted == 200
-    again = _start(ctx, "other")  # the account is free once the first run has saved its state
+    again = run_to_end(ctx, "other")  # the account is free once the first run has saved its state
     assert again.status == "succeeded", again.error
 
 
@@ -98,7 +80,7 @@ def test_a_run_that_cannot_renew_its_account_lease_stops_sending_at_once(
     def run() -> None:
         with Heartbeat(15, period=0.05) as heartbeat:
             try:
-                _start(ctx, "vip", heartbeat=heartbeat)
+                run_to_end(ctx, "vip", heartbeat=heartbeat)
             except BaseException as exc:
                 errors.append(exc)
 
@@ -146,9 +128,9 @@ def test_mirror_rejoiners_beyond_one_invocation_finish_over_continuations(
     config = make_config(ac_sandbox.hostname, unique_name, mode="mirror", maxRemovalShare=0.8)
     ctx = make_context(azurite, ac_sandbox.hostname, unique_name, config=config)
     write_ci_snapshot(segments, "Vip", profiles(300))
-    assert _start(ctx, "vip").status == "succeeded"
+    assert run_to_end(ctx, "vip").status == "succeeded"
     write_ci_snapshot(segments, "Vip", profiles(170), time_folder="2026/11/21/0600")
-    assert _start(ctx, "vip").report.removed == 130  # 170..299 unsubscribed by us: two pages of them
+    assert run_to_end(ctx, "vip").report.removed == 130  # 170..299 unsubscribed by us: two pages of them
     write_ci_snapshot(segments, "Vip", profiles(170) + profiles(40, start=260), time_folder="2026/11/22/0600")
     runs = RunStore(ctx.app_container())
     record = runs.create("vip", trigger="schedule")
@@ -186,13 +168,13 @@ def test_rejoiners_are_looked_up_one_by_one_when_the_walk_of_pages_fails(
     config = make_config(ac_sandbox.hostname, unique_name, mode="mirror", maxRemovalShare=0.6)
     ctx = make_context(azurite, ac_sandbox.hostname, unique_name, config=config)
     write_ci_snapshot(segments, "Vip", profiles(100))
-    assert _start(ctx, "vip").status == "succeeded"
+    assert run_to_end(ctx, "vip").status == "succeeded"
     write_ci_snapshot(segments, "Vip", profiles(80), time_folder="2026/11/21/0600")
-    assert _start(ctx, "vip").report.removed == 20
+    assert run_to_end(ctx, "vip").report.removed == 20
     write_ci_snapshot(segments, "Vip", profiles(100), time_folder="2026/11/22/0600")
     # The page of the list's unsubscribed members is refused once: the walk is only a shortcut.
     ac_sandbox.inject(Fault.http_status(422, path="/api/3/contacts", body={"errors": [{"title": "busy"}]}))
-    back = _start(ctx, "vip")
+    back = run_to_end(ctx, "vip")
     assert back.status == "succeeded", back.error
     assert (back.report.resubscribed, back.report.failed) == (20, 0)
     lookups = [r for r in ac_sandbox.state.requests("/api/3/contacts", method="GET") if "email=" in r.query]

@@ -13,27 +13,13 @@ from azure.storage.blob import BlobServiceClient
 
 from sandbox import SandboxServer
 from shared.config import config_to_document
-from shared.pipeline import RunContext, RunOutcome, run_export
-from shared.runs import RunStore
+from shared.pipeline import RunContext
 from shared.storage import checkpoint_blob, state_blob
 from tests.fixtures.sandbox import SANDBOX_API_KEY
-from tests.support.exports import make_context
+from tests.support.exports import make_context, run_to_end
 from tests.support.segments import profiles, write_ci_snapshot
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def _run(ctx: RunContext) -> RunOutcome:
-    runs = RunStore(ctx.app_container())
-    record = runs.create("vip", trigger="cli")
-    record.start()
-    outcome = run_export(ctx, record, runs=runs)
-    if outcome.status == "succeeded":
-        record.succeed()
-    else:
-        record.fail(outcome.error or "failed")
-    runs.update(record)
-    return outcome
 
 
 def _reset(ctx: RunContext, azurite: str, tmp_path: Path, what: str) -> subprocess.CompletedProcess[str]:
@@ -64,13 +50,13 @@ def test_corrupt_progress_fails_clearly_once_and_reset_recovers(
     write_ci_snapshot(segments, "Vip", profiles(300))
     ctx = make_context(azurite, ac_sandbox.hostname, unique_name)
     app = ctx.app_container()
-    assert _run(ctx).status == "succeeded"
+    assert run_to_end(ctx).status == "succeeded"
     write_ci_snapshot(segments, "Vip", profiles(320), time_folder="2026/11/21/0600")
     blob = checkpoint_blob("vip") if what == "checkpoint" else state_blob("vip")
     app.upload_blob(blob, garbage, overwrite=True)
     batches = len(ac_sandbox.state.batches())
 
-    failed = _run(ctx)
+    failed = run_to_end(ctx)
     assert failed.status == "failed"
     assert failed.error is not None
     assert (
@@ -78,12 +64,12 @@ def test_corrupt_progress_fails_clearly_once_and_reset_recovers(
     )
     assert f"python -m shared.cli reset vip --config FILE --what {what}" in failed.error
     assert len(ac_sandbox.state.batches()) == batches  # nothing was sent on a guess
-    assert _run(ctx).error == failed.error  # the same answer every time: a person must act
+    assert run_to_end(ctx).error == failed.error  # the same answer every time: a person must act
 
     reset = _reset(ctx, azurite, tmp_path, what)
     assert reset.returncode == 0, reset.stderr
     assert blob in reset.stdout
-    again = _run(ctx)
+    again = run_to_end(ctx)
     assert again.status == "succeeded", again.error
     # After a state reset everyone is sent again; after a checkpoint reset only the 20 new contacts.
     assert again.report.to_send == (20 if what == "checkpoint" else 320)

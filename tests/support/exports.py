@@ -7,7 +7,8 @@ from typing import Any
 from azure.storage.blob import BlobServiceClient, ContainerClient
 
 from shared.config import Config, parse_config
-from shared.pipeline import RunContext
+from shared.pipeline import RunContext, RunOutcome, run_export
+from shared.runs import RunStore
 from shared.secrets import EnvSecrets
 from shared.settings import load_settings
 from tests.fixtures.sandbox import SANDBOX_API_KEY
@@ -86,3 +87,23 @@ def make_context(
     )
     clear_export(ctx.app_container())
     return ctx
+
+
+def run_to_end(ctx: RunContext, export: str = EXPORT, **options: Any) -> RunOutcome:
+    """One run of `export` as the CLI runs it: created, started, run, and its record finished (failed
+    with the error when the run raises, which is re-raised)."""
+    runs = RunStore(ctx.app_container())
+    record = runs.create(export, trigger="cli")
+    record.start()
+    try:
+        outcome = run_export(ctx, record, runs=runs, **options)
+    except Exception as exc:
+        record.fail(str(exc))
+        runs.update(record)
+        raise
+    if outcome.status == "succeeded":
+        record.succeed()
+    else:
+        record.fail(outcome.error or "failed")
+    runs.update(record)
+    return outcome
