@@ -28,6 +28,14 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from shared.activecampaign import BatchNotFound, BulkImportQueued, BulkImportRejected, ImportInfo
+from shared.outcomes import (
+    BATCH_STATUS_CODES,
+    CONTACT_TOO_LARGE,
+    IMPORT_FAILED,
+    REJECTED,
+    UNCONFIRMED,
+    Failure,
+)
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +46,7 @@ MAX_REQUEST_BYTES = 399_000
 _ENVELOPE_BYTES = len(json.dumps({"contacts": [], "exclude_automations": False}))
 DRAIN_POLL_INTERVAL = 0.1
 DONE_STATUSES = frozenset({"completed"})
-RETRY_STATUSES = frozenset({"failed", "interrupted"})
+RETRY_STATUSES = frozenset(BATCH_STATUS_CODES)  # import/info statuses: resent once, then failed
 
 
 class BulkClient(Protocol):
@@ -72,7 +80,7 @@ class _Batch:
 
 @dataclass
 class SendOutcome:
-    """Results the sender reports back: plan indexes and, for failures, ActiveCampaign's reason.
+    """Results the sender reports back: plan indexes and, for failures, why (a `Failure`).
 
     `unconfirmed`: ActiveCampaign's answer does not prove what happened to these (a count that does
     not match, failure entries naming nobody in the batch, an unknown batch): never counted accepted,
@@ -80,12 +88,13 @@ class SendOutcome:
     """
 
     accepted: list[int] = field(default_factory=list)
-    failed: dict[int, str] = field(default_factory=dict)
-    unconfirmed: dict[int, str] = field(default_factory=dict)
+    failed: dict[int, Failure] = field(default_factory=dict)
+    unconfirmed: dict[int, Failure] = field(default_factory=dict)
 
 
 def _unconfirmed(ops: list[Operation], why: str) -> SendOutcome:
-    return SendOutcome(unconfirmed={op.index: f"unconfirmed: {why}" for op in ops})
+    failure = Failure(UNCONFIRMED, why)
+    return SendOutcome(unconfirmed={op.index: failure for op in ops})
 
 
 def judge_batch(ops: list[Operation], info: ImportInfo) -> SendOutcome:
@@ -105,9 +114,10 @@ def judge_batch(ops: list[Operation], info: ImportInfo) -> SendOutcome:
             "matching no contact of the batch",
         )
     outcome = SendOutcome()
+    failed = Failure(IMPORT_FAILED, "ActiveCampaign reported this contact as failed")
     for op in ops:
         if op.email in failures:
-            outcome.failed[op.index] = "failed: ActiveCampaign reported this contact as failed"
+            outcome.failed[op.index] = failed
         else:
             outcome.accepted.append(op.index)
     return outcome
@@ -167,7 +177,9 @@ class BatchSender:
     def add(self, op: Operation) -> None:
         if op.size + _ENVELOPE_BYTES > self._max_bytes:
             self._on_done(
-                SendOutcome(failed={op.index: "contact_too_large: payload exceeds the request size limit"})
+                SendOutcome(
+                    failed={op.index: Failure(CONTACT_TOO_LARGE, "payload exceeds the request size limit")}
+                )
             )
             return
         if len(self._buffer) >= self._max_contacts or self._buffer_bytes + op.size > self._max_bytes:
@@ -209,7 +221,7 @@ class BatchSender:
         if not named:
             raise rejected
         self._on_done(
-            SendOutcome(failed={ops[i].index: f"rejected: {reason}" for i, reason in named.items()})
+            SendOutcome(failed={ops[i].index: Failure(REJECTED, reason) for i, reason in named.items()})
         )
         return [op for i, op in enumerate(ops) if i not in named]
 
@@ -262,14 +274,8 @@ class BatchSender:
             self._on_done(judge_batch(batch.ops, info))
         elif status in RETRY_STATUSES:
             if batch.attempt >= 2:
-                self._on_done(
-                    SendOutcome(
-                        failed={
-                            op.index: f"batch_{status}: ActiveCampaign did not import the batch"
-                            for op in batch.ops
-                        }
-                    )
-                )
+                failure = Failure(BATCH_STATUS_CODES[str(status)], "ActiveCampaign did not import the batch")
+                self._on_done(SendOutcome(failed={op.index: failure for op in batch.ops}))
             else:
                 log.warning(
                     "batch %s ended %s; sending its %d contacts again", batch.batch_id, status, len(batch.ops)

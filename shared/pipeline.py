@@ -34,6 +34,7 @@ from shared.config import Config, Connection, ExportConfig
 from shared.errors import AccountBusy, GuardTripped, RunFailed, TerminalError
 from shared.hosts import HostError
 from shared.mapping import FieldConverter, RowMapper, field_converters, resolve_fields
+from shared.outcomes import REMOVE_FAILED_ROW, SEND_FAILED_ROW, Failure, Outcome
 from shared.ownership import ALREADY_LEASED, Heartbeat
 from shared.redact import scrub
 from shared.report import RejectedRowsWriter, RunReport, unsubscribed_csv
@@ -615,20 +616,15 @@ class _Run:
     def _write_failures(
         self,
         rejected: RejectedRowsWriter,
-        failed: dict[int, str],
+        failed: dict[int, Failure],
         contacts: SnapshotContacts,
         plan: Plan,
         old: DeliveredState,
     ) -> None:
-        n_send = int(plan.send.shape[0])
         for index in sorted(failed):
-            if index < n_send:
-                email = contacts.emails.get(int(plan.send[index])).decode("ascii")
-                kind = "activecampaign_failed"
-            else:
-                email = old.email(int(plan.removals[index - n_send]))
-                kind = "unsubscribe_failed"
-            rejected.write("activecampaign", 0, kind, failed[index], [email])
+            kind = REMOVE_FAILED_ROW if plan.is_removal(index) else SEND_FAILED_ROW
+            email = plan.email(index, contacts, old)
+            rejected.write("activecampaign", 0, kind, str(failed[index]), [email])
 
     def _advance(
         self,
@@ -636,14 +632,11 @@ class _Run:
         etag: str | None,
         contacts: SnapshotContacts,
         plan: Plan,
-        failed: dict[int, str],
+        failed: dict[int, Failure],
         snapshot: Snapshot,
         full: bool,
     ) -> None:
-        n_send = int(plan.send.shape[0])
-        failed_idx = np.array(sorted(failed), dtype=np.int64)
-        send_failed = plan.send[failed_idx[failed_idx < n_send]]
-        removal_failed = failed_idx[failed_idx >= n_send] - n_send
+        send_failed, removal_failed = plan.split(failed)
         done = np.ones(plan.removals.shape[0], dtype=np.bool_)
         done[removal_failed] = False
         now = utc_now()
@@ -652,7 +645,7 @@ class _Run:
                 old,
                 contacts,
                 plan,
-                send_failed=send_failed,
+                send_failed=plan.send[send_failed],
                 removals_done=plan.removals[done],
                 snapshot_id=snapshot.snapshot_id,
                 last_full_sync=now if full or not len(old) else old.last_full_sync,
@@ -662,21 +655,21 @@ class _Run:
         self.store.save(new_state, expected_etag=etag)
         self.store.clear_checkpoint()
 
-    def _store_unsubscribed(self, plan: Plan, old: DeliveredState, failed: dict[int, str]) -> None:
+    def _store_unsubscribed(self, plan: Plan, old: DeliveredState, failed: dict[int, Failure]) -> None:
         """`unsubscribed.csv`: who left the segment and what became of each (GET .../unsubscribed)."""
-        n_send, dry = int(plan.send.shape[0]), self.record.dry_run
+        dry = self.record.dry_run
 
         def rows() -> Iterator[tuple[str, str, str]]:
             for j, old_index in enumerate(plan.removals.tolist()):
-                reason = failed.get(n_send + j)
+                failure = failed.get(plan.removal_index(j))
                 if dry:
                     outcome, detail = "would_unsubscribe", ""
-                elif reason is None:
+                elif failure is None:
                     outcome, detail = "unsubscribed", ""
+                elif failure.outcome is Outcome.UNCONFIRMED:
+                    outcome, detail = "unconfirmed", failure.detail
                 else:
-                    kind, _, rest = reason.partition(":")
-                    outcome = "unconfirmed" if kind == "unconfirmed" else "failed"
-                    detail = rest.strip() if outcome == "unconfirmed" else reason
+                    outcome, detail = "failed", str(failure)
                 yield old.email(old_index), outcome, detail
 
         blob = run_blob(self.export.name, self.record.run_id, RUN_UNSUBSCRIBED)

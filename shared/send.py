@@ -28,6 +28,7 @@ from shared.config import ExportConfig
 from shared.errors import RunFailed
 from shared.load import BatchSender, Operation, SendOutcome, operation
 from shared.mapping import Contact, RowMapper, contact_payload
+from shared.outcomes import RESUBSCRIBE_FAILED, UNCONFIRMED, Failure
 from shared.ownership import Heartbeat
 from shared.report import RunReport
 from shared.state import Checkpoint, CheckpointWriter, DeliveredState, StateStore
@@ -36,7 +37,6 @@ from shared.sync import Plan, SnapshotContacts
 log = logging.getLogger(__name__)
 UNSUBSCRIBED = 2  # ActiveCampaign's contactList status
 REJOIN_CHECKPOINT_EVERY = 25  # rejoiners between checkpoints (a continuation redoes at most these)
-UNCONFIRMED = "unconfirmed"
 
 
 def planned_operations(
@@ -132,8 +132,7 @@ class SendStage:
     poll_interval: float = 0.5
     confirm_timeout: float = 900.0
     # Derived from the checkpoint in __post_init__.
-    n_send: int = field(init=False)
-    failed: dict[int, str] = field(init=False)
+    failed: dict[int, Failure] = field(init=False)
     next_index: int = field(init=False)
     rejoin_next: int = field(init=False)
     # Batches an earlier invocation queued and had no answer for: op index -> batch id, and the
@@ -146,7 +145,6 @@ class SendStage:
 
     def __post_init__(self) -> None:
         cp, report = self.checkpoint, self.report
-        self.n_send = int(self.plan.send.shape[0])
         self.failed = dict(cp.failed)
         self.next_index = cp.next_index
         self.rejoin_next = cp.rejoin_next
@@ -158,13 +156,13 @@ class SendStage:
         report.resubscribed = cp.counts.get("resubscribed", 0)
         report.failed = report.unconfirmed = report.remove_unconfirmed = 0
         report.failure_reasons = {}
-        for index, reason in self.failed.items():
-            self._count_failure(index, reason, restoring=True)
+        for index, failure in self.failed.items():
+            self._count_failure(index, failure, restoring=True)
 
     # ------------------------------------------------------------------ the pass
     def run(
         self, rows: Iterable[tuple[int, Sequence[str]]], mapper: RowMapper, store: StateStore
-    ) -> dict[int, str]:
+    ) -> dict[int, Failure]:
         """Send, confirm and re-subscribe; returns the failed (and unconfirmed) plan indexes."""
         # Closed on the way out, whatever happens: the sender's threads first, then the checkpoint
         # writer, which stores the newest checkpoint before the run reports anything.
@@ -181,7 +179,9 @@ class SendStage:
         ):
             self._send_planned(rows, mapper)
             if self.dry_run:
-                self.report.batches = -(-self.n_send // 250) + -(-int(self.plan.removals.shape[0]) // 250)
+                self.report.batches = -(-self.plan.n_send // 250) + -(
+                    -int(self.plan.removals.shape[0]) // 250
+                )
                 return self.failed
             self._send_removals()
             self._confirm()
@@ -208,7 +208,7 @@ class SendStage:
     def _send_removals(self) -> None:
         list_id = self.export.list_id
         for j, old_index in enumerate(self.plan.removals.tolist()):
-            op_index = self.n_send + j
+            op_index = self.plan.removal_index(j)
             if op_index < self.next_index and op_index not in self.restore_of:
                 continue
             email = self.old.email(old_index)
@@ -269,7 +269,7 @@ class SendStage:
         for indexes in sender.pending_batches().values():
             for index in indexes:
                 self._record_failure(
-                    index, f"{UNCONFIRMED}: ActiveCampaign did not report this batch in time"
+                    index, Failure(UNCONFIRMED, "ActiveCampaign did not report this batch in time")
                 )
         self._save(pending={})
 
@@ -287,7 +287,7 @@ class SendStage:
         if self.rejoin_next >= len(todo):
             return
         cp = self.checkpoint
-        wanted = {self._send_email(op): op for op in todo[self.rejoin_next :] if op not in self.failed}
+        wanted = {self._email(op): op for op in todo[self.rejoin_next :] if op not in self.failed}
         while wanted and not cp.rejoin_paged:
             self.guard.lease()
             try:
@@ -316,7 +316,7 @@ class SendStage:
         for position in range(self.rejoin_next, len(todo)):
             op_index = todo[position]
             if op_index not in self.failed:
-                self._rejoin_one(op_index, self._send_email(op_index), cp.rejoin_ids.get(op_index))
+                self._rejoin_one(op_index, self._email(op_index), cp.rejoin_ids.get(op_index))
             self.rejoin_next = position + 1
             since_save += 1
             if since_save >= REJOIN_CHECKPOINT_EVERY or self.guard.halt(throttle=True) is not None:
@@ -342,47 +342,47 @@ class SendStage:
             self.guard.lease()
             self.client.subscribe(self.export.list_id, contact_id)
         except ActiveCampaignError as exc:
-            self.failed[op_index] = f"resubscribe_failed: {exc}"
+            self.failed[op_index] = Failure(RESUBSCRIBE_FAILED, str(exc))
             self.report.accepted -= 1
-            self.report.fail("resubscribe_failed")
+            self.report.fail(RESUBSCRIBE_FAILED)
         else:
             self.report.resubscribed += 1
 
-    def _send_email(self, op_index: int) -> str:
-        return self.contacts.emails.get(int(self.plan.send[op_index])).decode("ascii")
+    def _email(self, op_index: int) -> str:
+        return self.plan.email(op_index, self.contacts, self.old)
 
     # ------------------------------------------------------------------ sender callbacks
     def _on_queued(self, batch_id: str, indexes: list[int]) -> None:
         self.report.batches += 1
         self.next_index = max(self.next_index, max(indexes) + 1)
-        self.on_progress(min(self.next_index, self.n_send))
+        self.on_progress(min(self.next_index, self.plan.n_send))
         self._save()
         self.guard.halt()
 
     def _on_done(self, outcome: SendOutcome) -> None:
         for index in outcome.accepted:
-            if index < self.n_send:
-                self.report.accepted += 1
-            else:
+            if self.plan.is_removal(index):
                 self.report.removed += 1
-        for index, reason in {**outcome.failed, **outcome.unconfirmed}.items():
-            self._record_failure(index, reason)
+            else:
+                self.report.accepted += 1
+        for index, failure in {**outcome.failed, **outcome.unconfirmed}.items():
+            self._record_failure(index, failure)
 
-    def _record_failure(self, index: int, reason: str) -> None:
+    def _record_failure(self, index: int, failure: Failure) -> None:
         if index in self.failed:
             return
-        self.failed[index] = reason
-        self._count_failure(index, reason)
+        self.failed[index] = failure
+        self._count_failure(index, failure)
 
-    def _count_failure(self, index: int, reason: str, *, restoring: bool = False) -> None:
-        report = self.report
-        if reason.startswith(UNCONFIRMED):
-            if index < self.n_send:
-                report.unconfirmed += 1
-            else:
+    def _count_failure(self, index: int, failure: Failure, *, restoring: bool = False) -> None:
+        report, removal = self.report, self.plan.is_removal(index)
+        if failure.code == UNCONFIRMED:
+            if removal:
                 report.remove_unconfirmed += 1
-        elif index < self.n_send:
-            report.fail(reason.split(":", 1)[0])
+            else:
+                report.unconfirmed += 1
+        elif not removal:
+            report.fail(failure.code)
         elif not restoring:  # removals' failures are restored from the checkpoint's counts
             report.remove_failed += 1
 

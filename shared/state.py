@@ -25,6 +25,7 @@ from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, Re
 from azure.storage.blob import ContainerClient
 
 from shared.errors import StateConflict, StoredFormatTooNew, StoredStateCorrupt
+from shared.outcomes import Failure
 from shared.storage import checkpoint_blob, state_blob
 
 log = logging.getLogger(__name__)
@@ -36,8 +37,9 @@ U64 = npt.NDArray[np.uint64]
 #            removals existed, no `target` before 2026-11-28.   state 2: both always present.
 #   checkpoint 1: no `format` key.   checkpoint 2: `format`, `rejoin_next` (re-subscribed rejoiners).
 #   checkpoint 3: `rejoin_after`, `rejoin_paged`, `rejoin_ids` (the walk of the list's unsubscribed).
+#   checkpoint 4: `failed` values are [code, detail] (`outcomes.Failure`), no longer "code: detail".
 STATE_FORMAT = 2
-CHECKPOINT_FORMAT = 3
+CHECKPOINT_FORMAT = 4
 SNAPSHOT_METADATA = "snapshotid"
 RESET_WHATS = frozenset({"checkpoint", "state"})
 # Kept for callers that catch both: a corrupt blob (terminal) and a conflicting write (transient).
@@ -188,7 +190,7 @@ class Checkpoint:
 
     `next_index` counts planned operations (sends, then removals) already handed to ActiveCampaign in
     queued batches; `pending` maps a batch id to the plan indexes it carries (results not yet read);
-    `failed` holds plan indexes ActiveCampaign refused, with the reason.
+    `failed` holds plan indexes that did not succeed, with the `Failure` (failed or unconfirmed).
     """
 
     run_id: str
@@ -197,7 +199,7 @@ class Checkpoint:
     state_etag: str | None
     next_index: int = 0
     pending: dict[str, list[int]] = field(default_factory=dict)
-    failed: dict[int, str] = field(default_factory=dict)
+    failed: dict[int, Failure] = field(default_factory=dict)
     resent: list[int] = field(default_factory=list)  # plan indexes resent after a failed/interrupted batch
     counts: dict[str, int] = field(default_factory=dict)
     started_at: str | None = None
@@ -212,7 +214,7 @@ class Checkpoint:
 
     def to_json(self) -> str:
         doc: dict[str, Any] = {"format": CHECKPOINT_FORMAT, **asdict(self)}
-        doc["failed"] = {str(k): v for k, v in self.failed.items()}
+        doc["failed"] = {str(k): v.to_json() for k, v in self.failed.items()}
         doc["rejoin_ids"] = {str(k): v for k, v in self.rejoin_ids.items()}
         return json.dumps(doc, separators=(",", ":"))
 
@@ -239,7 +241,7 @@ class Checkpoint:
             raise _Unreadable(f"lacks {missing}")
         try:
             checkpoint = Checkpoint(**doc)
-            checkpoint.failed = {int(k): str(v) for k, v in dict(checkpoint.failed).items()}
+            checkpoint.failed = _failures(dict(checkpoint.failed), version)
             checkpoint.pending = {
                 str(batch): [int(i) for i in indexes] for batch, indexes in dict(checkpoint.pending).items()
             }
@@ -255,6 +257,13 @@ class Checkpoint:
         if checkpoint.next_index < 0 or checkpoint.rejoin_next < 0:
             raise _Unreadable("has a negative position")
         return checkpoint
+
+
+def _failures(stored: dict[Any, Any], version: int) -> dict[int, Failure]:
+    """A checkpoint's `failed`, migrated: formats 1-3 kept each failure as "code: detail"."""
+    if version < 4:
+        return {int(k): Failure.from_legacy(str(v)) for k, v in stored.items()}
+    return {int(k): Failure.from_json(v) for k, v in stored.items()}
 
 
 class StateStore:

@@ -13,6 +13,7 @@ import hashlib
 from array import array
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from itertools import accumulate, islice, repeat
 
 import numpy as np
@@ -21,6 +22,7 @@ from xxhash import xxh3_64_intdigest
 
 from shared.errors import TerminalError
 from shared.mapping import CheckedBatch
+from shared.outcomes import Action
 from shared.segments import RowBatch, SourceRow
 from shared.state import U64, DeliveredState, build_state
 
@@ -48,6 +50,12 @@ def _key_digests(emails: Iterable[bytes]) -> bytes:
 def email_key(email: str) -> int:
     """64-bit key of a normalised email; collisions at 1M contacts have odds of about 1 in 37 million."""
     return int.from_bytes(_key_digests([email.encode("ascii")]), "little")
+
+
+def email_keys(emails: Iterable[str]) -> U64:
+    """`email_key` of each normalised email, as an array."""
+    digests = _key_digests(email.encode("ascii") for email in emails)
+    return np.frombuffer(digests, dtype="<u8").astype(np.uint64)
 
 
 class Fingerprinter:
@@ -172,8 +180,28 @@ class SnapshotCollector:
 
 
 @dataclass(frozen=True)
+class PlannedOperation:
+    """Operation `index` of a plan: what it does, and where its contact is.
+
+    `at` is a snapshot index (`SnapshotContacts`) for a send, a delivered-state index for a removal.
+    """
+
+    index: int
+    action: Action
+    at: int
+
+    @property
+    def is_removal(self) -> bool:
+        return self.action is Action.REMOVE
+
+
+@dataclass(frozen=True)
 class Plan:
-    """What a run will do. Operations are numbered: sends first (in snapshot order), then removals."""
+    """What a run will do. Operations are numbered: sends first (in snapshot order), then removals.
+
+    Callers ask the plan what an operation index means (`operation`, `is_removal`, `removal_index`,
+    `split`) rather than comparing indexes with the number of sends themselves.
+    """
 
     unique: I64  # snapshot indexes of first occurrences, ascending
     duplicate: npt.NDArray[np.bool_]  # per snapshot contact: a later occurrence of an email
@@ -184,10 +212,57 @@ class Plan:
     changed: int
     unchanged: int
     digest: str
+    # Per position in `send`: the key was not in the delivered state (an add, else an update).
+    added: npt.NDArray[np.bool_]
 
     @property
     def operations(self) -> int:
         return int(self.send.shape[0] + self.removals.shape[0])
+
+    @property
+    def n_send(self) -> int:
+        """Operations that send a contact: indexes below this; removals follow."""
+        return int(self.send.shape[0])
+
+    @cached_property
+    def _rejoiner(self) -> npt.NDArray[np.bool_]:
+        mask = np.zeros(self.n_send, dtype=np.bool_)
+        mask[self.resubscribe] = True
+        return mask
+
+    def is_removal(self, index: int) -> bool:
+        return index >= self.n_send
+
+    def removal_index(self, position: int) -> int:
+        """The operation index of the `position`-th removal (in `removals` order)."""
+        return self.n_send + position
+
+    def action(self, index: int) -> Action:
+        if index >= self.n_send:
+            return Action.REMOVE
+        if self._rejoiner[index]:
+            return Action.RESUBSCRIBE
+        if self.added[index]:
+            return Action.ADD
+        return Action.UPDATE
+
+    def operation(self, index: int) -> PlannedOperation:
+        if not 0 <= index < self.operations:
+            raise IndexError(f"operation {index} is not in a plan of {self.operations}")
+        action = self.action(index)
+        at = self.removals[index - self.n_send] if action is Action.REMOVE else self.send[index]
+        return PlannedOperation(index, action, int(at))
+
+    def email(self, index: int, contacts: SnapshotContacts, old: DeliveredState) -> str:
+        """The address operation `index` is about (from the snapshot, or the delivered state)."""
+        op = self.operation(index)
+        return old.email(op.at) if op.is_removal else contacts.emails.get(op.at).decode("ascii")
+
+    def split(self, indexes: Iterable[int]) -> tuple[I64, I64]:
+        """Operation indexes as (positions in `send`, positions in `removals`), each ascending."""
+        ordered = np.array(sorted(indexes), dtype=np.int64)
+        n_send = self.n_send
+        return ordered[ordered < n_send], ordered[ordered >= n_send] - n_send
 
 
 def plan_sync(
@@ -230,6 +305,7 @@ def plan_sync(
         changed=int(is_changed.sum()),
         unchanged=int(unique.shape[0] - is_new.sum() - is_changed.sum()),
         digest=digest.hexdigest(),
+        added=is_new[to_send],
     )
 
 

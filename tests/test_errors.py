@@ -19,6 +19,7 @@ from shared.errors import (
     classify,
     describe,
 )
+from shared.outcomes import BATCH_INTERRUPTED, REJECTED, RESUBSCRIBE_FAILED, UNCONFIRMED, Failure, Outcome
 from shared.runs import IllegalTransition, RunRecord
 from shared.state import CHECKPOINT_FORMAT, Checkpoint, DeliveredState, build_state
 
@@ -93,7 +94,10 @@ def _checkpoint() -> Checkpoint:
         state_etag=None,
         next_index=500,
         pending={"b1": [250, 251]},
-        failed={3: "rejected: bad"},
+        failed={
+            3: Failure(REJECTED, "bad"),
+            7: Failure(UNCONFIRMED, "ActiveCampaign did not report this batch"),
+        },
         counts={"accepted": 247},
         rejoin_next=4,
     )
@@ -106,11 +110,51 @@ def test_checkpoint_round_trips_with_its_format_version() -> None:
     assert Checkpoint.from_json(cp.to_json()) == cp
 
 
+# What the app wrote before typed outcomes (checkpoint format 3, verbatim but for brevity): failures
+# as "code: detail" strings.
+FORMAT_3_CHECKPOINT = (
+    '{"format":3,"run_id":"r1","snapshot_id":"s","plan_digest":"d","state_etag":null,"next_index":500,'
+    '"pending":{"b1":[250,251]},"failed":{"3":"rejected: bad","7":"unconfirmed: ActiveCampaign did not '
+    'report this batch","9":"batch_interrupted: ActiveCampaign did not import the batch","12":'
+    '"resubscribe_failed: the contact was not found after its import"},"resent":[],"counts":'
+    '{"accepted":247},"started_at":null,"rejoin_next":4,"rejoin_after":0,"rejoin_paged":false,'
+    '"rejoin_ids":{}}'
+)
+
+
+def test_a_format_3_checkpoint_is_migrated_to_typed_failures() -> None:
+    migrated = Checkpoint.from_json(FORMAT_3_CHECKPOINT)
+    assert migrated.failed == {
+        3: Failure(REJECTED, "bad"),
+        7: Failure(UNCONFIRMED, "ActiveCampaign did not report this batch"),
+        9: Failure(BATCH_INTERRUPTED, "ActiveCampaign did not import the batch"),
+        12: Failure(RESUBSCRIBE_FAILED, "the contact was not found after its import"),
+    }
+    assert [f.outcome for f in migrated.failed.values()] == [
+        Outcome.REJECTED,
+        Outcome.UNCONFIRMED,
+        Outcome.FAILED,
+        Outcome.FAILED,
+    ]
+    assert (migrated.next_index, migrated.pending, migrated.rejoin_next) == (500, {"b1": [250, 251]}, 4)
+    # Written back in the current format, it reads the same.
+    assert json.loads(migrated.to_json())["failed"]["3"] == ["rejected", "bad"]
+    assert Checkpoint.from_json(migrated.to_json()) == migrated
+
+
 def test_a_format_1_checkpoint_is_migrated() -> None:
+    doc = json.loads(FORMAT_3_CHECKPOINT)
+    del doc["format"], doc["rejoin_next"], doc["rejoin_after"], doc["rejoin_paged"], doc["rejoin_ids"]
+    migrated = Checkpoint.from_json(json.dumps(doc))  # what format 1 wrote
+    assert (migrated.next_index, migrated.rejoin_next) == (500, 0)
+    assert migrated.failed[3] == Failure(REJECTED, "bad")
+
+
+def test_a_current_checkpoint_with_a_malformed_failure_is_refused() -> None:
     doc = json.loads(_checkpoint().to_json())
-    del doc["format"], doc["rejoin_next"]  # what format 1 wrote
-    migrated = Checkpoint.from_json(json.dumps(doc))
-    assert (migrated.next_index, migrated.rejoin_next, migrated.failed) == (500, 0, {3: "rejected: bad"})
+    doc["failed"] = {"3": "rejected: bad"}  # the old string form under the new format number
+    with pytest.raises(ValueError, match="malformed value"):
+        Checkpoint.from_json(json.dumps(doc))
 
 
 @pytest.mark.parametrize(

@@ -8,6 +8,7 @@ from typing import Any
 from sandbox import Fault, SandboxServer
 from shared.activecampaign import ActiveCampaignClient, Pacer
 from shared.load import BatchSender, SendOutcome, operation
+from shared.outcomes import BATCH_INTERRUPTED, CONTACT_TOO_LARGE, REJECTED, Failure
 from tests.fixtures.sandbox import SANDBOX_API_KEY
 
 
@@ -24,7 +25,7 @@ def payload(email: str) -> dict[str, Any]:
 class Collected:
     def __init__(self) -> None:
         self.accepted: list[int] = []
-        self.failed: dict[int, str] = {}
+        self.failed: dict[int, Failure] = {}
         self.queued: list[list[int]] = []
 
     def done(self, outcome: SendOutcome) -> None:
@@ -55,7 +56,7 @@ def test_partial_400_drops_the_named_contacts_and_resends_the_rest(ac_sandbox: S
             sender.add(operation(i, email, payload(email)))
         assert sender.drain(timeout=20)
     assert sorted(got.failed) == [3, 7]
-    assert all(reason.startswith("rejected:") for reason in got.failed.values())
+    assert {failure.code for failure in got.failed.values()} == {REJECTED}
     assert sorted(got.accepted) == [i for i in range(10) if i not in (3, 7)]
     assert got.queued == [[0, 1, 2, 4, 5, 6, 8, 9]]  # nothing queued with the bad ones in it
     assert ac_sandbox.wait_until_idle(10)
@@ -77,7 +78,7 @@ def test_failed_and_interrupted_batches_are_resent_once_then_reported(ac_sandbox
             sender.add(operation(i, f"a{i}@example.com", payload(f"a{i}@example.com")))
         assert sender.drain(timeout=20)
     assert sorted(got.failed) == [5, 6, 7, 8, 9]
-    assert all(reason.startswith("batch_interrupted") for reason in got.failed.values())
+    assert {failure.code for failure in got.failed.values()} == {BATCH_INTERRUPTED}
     assert len(got.queued) == 4  # two batches, each sent twice
 
 
@@ -93,7 +94,7 @@ def test_batches_respect_the_request_size_limit(ac_sandbox: SandboxServer) -> No
             operation(200, "huge@example.com", {**payload("huge@example.com"), "last_name": "y" * 500_000})
         )
         assert sender.drain(timeout=30)
-    assert got.failed == {200: "contact_too_large: payload exceeds the request size limit"}
+    assert got.failed == {200: Failure(CONTACT_TOO_LARGE, "payload exceeds the request size limit")}
     assert len(got.accepted) == 200
     assert all(len(batch) < 200 for batch in got.queued)  # 200 x 5 KB does not fit in one 400 KB request
     assert ac_sandbox.state.counters()["requests"] > 0

@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 
 from shared.config import FieldMapping
 from shared.mapping import Contact, RowMapper, contact_payload
+from shared.outcomes import REJECTED, Action, Failure
 from shared.segments import RowBatch
 from shared.state import Checkpoint, CheckpointWriter, DeliveredState, StateError, StateStore
 from shared.sync import (
@@ -286,7 +287,7 @@ def test_state_round_trips_through_blob_storage_with_etag_guard(azurite, unique_
         state_etag=etag2,
         next_index=5,
         pending={"b1": [3, 4]},
-        failed={2: "rejected: bad"},
+        failed={2: Failure(REJECTED, "bad")},
     )
     store.save_checkpoint(cp)
     assert store.load_checkpoint() == cp
@@ -424,3 +425,31 @@ def test_planned_rows_refuses_a_snapshot_that_changed_since_it_was_planned(chang
                 on_duplicate=lambda _row: None,
             )
         )
+
+
+def test_the_plan_says_what_each_operation_is():
+    first = collect([contact("a@x.com"), contact("b@x.com"), contact("d@x.com")])
+    state = deliver_all(
+        first, plan_sync(first, DeliveredState.empty(), full=False, mirror=True, snapshot_id="1")
+    )
+    left = collect([contact("a@x.com"), contact("d@x.com")])
+    state = deliver_all(left, plan_sync(left, state, full=False, mirror=True, snapshot_id="2"), state)
+    # a changed, c new, b back (removed by this export), d gone.
+    back = collect([contact("a@x.com", "Changed"), contact("c@x.com"), contact("b@x.com")])
+    plan = plan_sync(back, state, full=False, mirror=True, snapshot_id="3")
+    ops = [plan.operation(i) for i in range(plan.operations)]
+    assert [(op.action, plan.email(op.index, back, state)) for op in ops] == [
+        (Action.UPDATE, "a@x.com"),
+        (Action.ADD, "c@x.com"),
+        (Action.RESUBSCRIBE, "b@x.com"),
+        (Action.REMOVE, "d@x.com"),
+    ]
+    assert [op.is_removal for op in ops] == [False, False, False, True]
+    assert (plan.removal_index(0), plan.is_removal(3), plan.is_removal(2)) == (3, True, False)
+    sends, removals = plan.split({3, 0, 2})
+    assert (sends.tolist(), removals.tolist()) == ([0, 2], [0])
+    with pytest.raises(IndexError):
+        plan.operation(4)
+    # A full resync updates everyone already delivered, unchanged or not.
+    full = plan_sync(back, state, full=True, mirror=False, snapshot_id="3")
+    assert [full.action(i) for i in range(full.operations)] == [Action.UPDATE, Action.ADD, Action.RESUBSCRIBE]
