@@ -68,6 +68,14 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--processing-delay", type=float, default=0.0, help="seconds before a batch is applied"
     )
     parser.add_argument(
+        "--time-zone", default="UTC", help="the account's time zone (date-times are stored as its local time)"
+    )
+    parser.add_argument(
+        "--no-field-options-sideload",
+        action="store_true",
+        help="GET /fields without fieldOptions (options only from GET /fields/{id}/options)",
+    )
+    parser.add_argument(
         "--info-false-window", type=float, default=0.0, help="import/info answers status false this soon"
     )
     return parser.parse_args(argv)
@@ -92,6 +100,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         fields=args.fields,
         host=args.host,
         port=args.port,
+        time_zone=args.time_zone,
+        field_options_sideload=not args.no_field_options_sideload,
     )
     with server:
         print(f"READY {server.hostname}", flush=True)

@@ -16,6 +16,9 @@ from sandbox.state import SandboxState
 from sandbox.validation import is_valid_email
 
 _LIST = re.compile(r"/api/3/lists/(\d+)")
+_FIELD_OPTIONS = re.compile(r"/api/3/fields/(\d+)/options")
+_CONTACT_TAGS = re.compile(r"/api/3/contacts/(\d+)/contactTags")
+_CONTACT_TAG = re.compile(r"/api/3/contactTags/(\d+)")
 PAGE_DEFAULT = 20
 PAGE_MAX = 100
 
@@ -54,6 +57,7 @@ class Api:
             ("GET", "/api/3/contacts"): self._contacts,
             ("POST", "/api/3/contact/sync"): self._contact_sync,
             ("POST", "/api/3/contactLists"): self._contact_lists,
+            ("POST", "/api/3/contactTags"): self._add_contact_tag,
             ("POST", BULK_PATH): self._bulk.post,
             ("GET", "/api/3/import/info"): self._bulk.info,
         }
@@ -65,6 +69,12 @@ class Api:
         match = _LIST.fullmatch(request.path)
         if match and request.method == "GET":
             return self._list(int(match.group(1)))
+        if request.method == "GET" and (match := _FIELD_OPTIONS.fullmatch(request.path)):
+            return self._field_options(int(match.group(1)))
+        if request.method == "GET" and (match := _CONTACT_TAGS.fullmatch(request.path)):
+            return self._contact_tags(int(match.group(1)))
+        if request.method == "DELETE" and (match := _CONTACT_TAG.fullmatch(request.path)):
+            return self._remove_contact_tag(int(match.group(1)))
         return message(404, f"No Result found for route {request.method} {request.path}", outcome="not_found")
 
     # -- reads ----------------------------------------------------------------------------------
@@ -97,13 +107,33 @@ class Api:
         fields = [f for f in self._state.fields() if perstag is None or f.perstag == perstag]
         page, meta = self._page(request, fields)
         base = self._base()
-        body = {
+        body: dict[str, Any] = {
             "fieldOptions": [option for f in page for option in shapes.field_options_json(f, base)],
             "fieldRels": [],
             "fields": [shapes.field_json(f, base) for f in page],
             "meta": meta,
         }
+        if not self._state.field_options_sideload:
+            del body["fieldOptions"]  # each field's links.options is the way to them
         return Reply(200, body)
+
+    def _field_options(self, field_id: int) -> Reply:
+        """GET /fields/{id}/options (a field's `links.options`): its options, fieldOption objects."""
+        spec = next((f for f in self._state.fields() if f.id == field_id), None)
+        if spec is None:
+            return message(404, f"No Result found for Field with id {field_id}", outcome="not_found")
+        return Reply(200, {"fieldOptions": shapes.field_options_json(spec, self._base())})
+
+    def _contact_tags(self, contact_id: int) -> Reply:
+        """GET /contacts/{id}/contactTags (a contact's `links.contactTags`)."""
+        if self._state.contact_by_id(contact_id) is None:
+            return message(404, f"No Result found for Subscriber with id {contact_id}", outcome="not_found")
+        base = self._base()
+        items = [
+            shapes.contact_tag_json(ct, contact_id, tag_id, base)
+            for ct, tag_id in self._state.contact_tags(contact_id)
+        ]
+        return Reply(200, {"contactTags": items})
 
     def _tags(self, request: ApiRequest) -> Reply:
         search = request.param("search")
@@ -168,6 +198,43 @@ class Api:
             "contact": shapes.contact_json(record, base),
         }
         return Reply(201 if created else 200, body)
+
+    def _add_contact_tag(self, request: ApiRequest) -> Reply:
+        """POST /contactTags {"contactTag": {"contact", "tag"}} (create-contact-tag): 201, 404, 422."""
+        try:
+            doc = parse_json(request.body)
+        except ValueError:
+            return message(400, "Request body is not valid JSON.", outcome="invalid")
+        link = doc.get("contactTag") if isinstance(doc, dict) else None
+        link = link if isinstance(link, dict) else {}
+        contact_id, tag_id = _as_int(link.get("contact")), _as_int(link.get("tag"))
+        for name, value in (("contact", contact_id), ("tag", tag_id)):
+            if value is None:
+                error = {
+                    "status": 422,
+                    "title": "Missing attribute",
+                    "source": {"pointer": f"/data/attributes/{name}"},
+                }
+                return Reply(422, {"errors": [error]}, outcome="invalid")
+        assert contact_id is not None
+        assert tag_id is not None
+        for found, what in (
+            (self._state.contact_by_id(contact_id), "Contact"),
+            (self._state.tag_name(tag_id), "Tag"),
+        ):
+            if found is None:
+                error = {"status": 404, "title": "Not Found", "detail": f"{what} not found"}
+                return Reply(404, {"errors": [error]}, outcome="not_found")
+        ct = self._state.add_contact_tag(contact_id, tag_id)
+        return Reply(201, {"contactTag": shapes.contact_tag_json(ct, contact_id, tag_id, self._base())})
+
+    def _remove_contact_tag(self, contact_tag_id: int) -> Reply:
+        """DELETE /contactTags/{id} (remove-a-contacts-tag): 200 {} or 404."""
+        if not self._state.remove_contact_tag(contact_tag_id):
+            return message(
+                404, f"No Result found for SubscriberTag with id {contact_tag_id}", outcome="not_found"
+            )
+        return Reply(200, {})
 
     def _contact_lists(self, request: ApiRequest) -> Reply:
         try:

@@ -49,9 +49,18 @@ class SandboxServer:
         fields: Sequence[FieldSpec | str] | None = None,
         host: str = "127.0.0.1",
         port: int = 0,
+        time_zone: str = "UTC",
+        field_options_sideload: bool = True,
     ) -> None:
+        """`time_zone`: the account's (date-times are stored as its local time); with
+        `field_options_sideload` False, GET /fields carries no `fieldOptions`."""
         self.limits = limits if limits is not None else Limits()
-        self.state = SandboxState(DEFAULT_LISTS if lists is None else lists, _field_specs(fields))
+        self.state = SandboxState(
+            DEFAULT_LISTS if lists is None else lists,
+            _field_specs(fields),
+            time_zone=time_zone,
+            field_options_sideload=field_options_sideload,
+        )
         self.faults = FaultQueue()
         self._api_key = api_key
         self._host = host

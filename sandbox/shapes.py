@@ -74,6 +74,17 @@ def tag_json(ident: int, name: str, base: str) -> JSON:
     }
 
 
+def contact_tag_json(ident: int, contact_id: int, tag_id: int, base: str) -> JSON:
+    """A contactTag object, as the create-contact-tag answer shows it (ids as strings)."""
+    return {
+        "cdate": "2024-01-01T00:00:00-05:00",
+        "contact": str(contact_id),
+        "tag": str(tag_id),
+        "links": {"contact": f"{base}/contactTags/{ident}/contact", "tag": f"{base}/contactTags/{ident}/tag"},
+        "id": str(ident),
+    }
+
+
 def field_json(spec: FieldSpec, base: str) -> JSON:
     return {
         "title": spec.display_title,

@@ -10,6 +10,7 @@ import threading
 import uuid
 from collections import Counter, deque
 from collections.abc import Iterable, Mapping, Sequence
+from zoneinfo import ZoneInfo
 
 from sandbox.limits import max_in_window
 from sandbox.model import (
@@ -23,12 +24,23 @@ from sandbox.model import (
     RequestRecord,
     now_iso,
 )
-from sandbox.validation import ImportContact
+from sandbox.validation import ImportContact, stored_field_value
 
 
 class SandboxState:
-    def __init__(self, lists: Mapping[int, str], fields: Sequence[FieldSpec]) -> None:
+    def __init__(
+        self,
+        lists: Mapping[int, str],
+        fields: Sequence[FieldSpec],
+        *,
+        time_zone: str = "UTC",
+        field_options_sideload: bool = True,
+    ) -> None:
         self._lock = threading.RLock()
+        # The account's time zone (Settings > Account): date-times are stored as its local time.
+        self.time_zone = ZoneInfo(time_zone)
+        # Whether GET /fields sideloads `fieldOptions` (False: only GET /fields/{id}/options has them).
+        self.field_options_sideload = field_options_sideload
         self.changed = threading.Condition(self._lock)
         self._lists = {int(i): ListInfo(int(i), name, now_iso()) for i, name in lists.items()}
         self._fields = {f.id: f for f in sorted(fields, key=lambda f: f.id)}
@@ -50,6 +62,9 @@ class SandboxState:
         self._refused: list[tuple[int, str]] = []
         # The account's tags (ActiveCampaign creates one the first time an import names it): name -> id.
         self._tags: dict[str, int] = {}
+        # contactTag id -> (contact id, tag id): who has which tag (GET /contacts/{id}/contactTags).
+        self._contact_tags: dict[int, tuple[int, int]] = {}
+        self._next_contact_tag = 1
         # (list id, email, sourceid sent): each re-subscribe, with the sourceid the reference asks for (4).
         self._resubscribe_sources: list[tuple[int, str, object]] = []
         # Route prefix -> the action a permission 403 names ("view lists"): see deny().
@@ -73,6 +88,49 @@ class SandboxState:
         """(id, name) of every tag, in the order they were created."""
         with self._lock:
             return [(ident, name) for name, ident in self._tags.items()]
+
+    def tag_name(self, tag_id: int) -> str | None:
+        with self._lock:
+            return next((name for name, ident in self._tags.items() if ident == tag_id), None)
+
+    def contact_tags(self, contact_id: int) -> list[tuple[int, int]]:
+        """(contactTag id, tag id) of one contact's tags, oldest first."""
+        with self._lock:
+            return [(ct, tag) for ct, (contact, tag) in self._contact_tags.items() if contact == contact_id]
+
+    def add_contact_tag(self, contact_id: int, tag_id: int) -> int:
+        """POST /contactTags: the contactTag id (the existing one when the contact has the tag)."""
+        with self._lock:
+            for ct, link in self._contact_tags.items():
+                if link == (contact_id, tag_id):
+                    return ct
+            ct = self._next_contact_tag
+            self._next_contact_tag += 1
+            self._contact_tags[ct] = (contact_id, tag_id)
+            record = self._by_id[contact_id]
+            name = self.tag_name(tag_id)
+            if name is not None:
+                record.tags.add(name)
+            return ct
+
+    def remove_contact_tag(self, contact_tag_id: int) -> bool:
+        """DELETE /contactTags/{id}: False when there is no such contactTag."""
+        with self._lock:
+            link = self._contact_tags.pop(contact_tag_id, None)
+            if link is None:
+                return False
+            contact_id, tag_id = link
+            name = self.tag_name(tag_id)
+            if name is not None and not any(v == link for v in self._contact_tags.values()):
+                self._by_id[contact_id].tags.discard(name)
+            return True
+
+    def tag_contact(self, email: str, tag: str) -> None:
+        """Someone else (a form, an automation, a person) tags a contact: the test's "other" tags."""
+        with self._lock:
+            record = self._upsert(email.strip().lower())
+            tag_id = self._tags.setdefault(tag, len(self._tags) + 1)
+            self.add_contact_tag(record.id, tag_id)
 
     def field_ids(self) -> frozenset[int]:
         with self._lock:
@@ -225,7 +283,7 @@ class SandboxState:
             email = email.lower()
             created = email not in self._contacts
             record = self._upsert(email)
-            self._set_details(record, first_name, last_name, phone, None, fields, ())
+            self._set_details(record, first_name, last_name, phone, None, self._stored(fields), ())
             return record.snapshot(), created
 
     def set_membership(
@@ -264,19 +322,31 @@ class SandboxState:
         record.tags.update(tags)
         record.udate = now_iso()
 
+    def _stored(self, fields: Iterable[tuple[int, str]]) -> list[tuple[int, str]]:
+        """Field values as the account keeps them (date-times in its time zone)."""
+        return [
+            (
+                fid,
+                stored_field_value(self._fields[fid], value, self.time_zone)
+                if fid in self._fields
+                else value,
+            )
+            for fid, value in fields
+        ]
+
     def _apply_contact(self, contact: ImportContact) -> ContactRecord:
         record = self._upsert(contact.email)
-        for tag in contact.tags:
-            self._tags.setdefault(tag, len(self._tags) + 1)
         self._set_details(
             record,
             contact.first_name,
             contact.last_name,
             contact.phone,
             contact.customer_acct_name,
-            contact.fields,
-            contact.tags,
+            self._stored(contact.fields),
+            (),
         )
+        for tag in contact.tags:
+            self.add_contact_tag(record.id, self._tags.setdefault(tag, len(self._tags) + 1))
         for list_id in contact.subscribe:
             members = self._members[list_id]
             if members.get(record.email) == UNSUBSCRIBED:

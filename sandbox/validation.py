@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import date, datetime, tzinfo
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # sandbox.model imports this module
@@ -112,6 +112,17 @@ def field_value_problem(spec: FieldSpec, value: str) -> str | None:
             return f"{name} takes several values as ||option 1||option 2||"
         return None if all(part in spec.options for part in parts) else f"{name} must hold only its options"
     return None
+
+
+def stored_field_value(spec: FieldSpec, value: str, zone: tzinfo) -> str:
+    """A valid value as the account stores it. A date-time is converted into the account's time zone
+    (create-fieldValue's ISO example carries the account's offset, -05:00); one without an offset is
+    taken as that zone's local time, as ActiveCampaign does: the sender must send the offset."""
+    if spec.type != "datetime":
+        return value
+    moment = datetime.fromisoformat(value)
+    local = moment.replace(tzinfo=zone) if moment.tzinfo is None else moment.astimezone(zone)
+    return local.isoformat()
 
 
 def _check_contact(

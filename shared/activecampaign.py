@@ -15,8 +15,8 @@ import math
 import re
 import threading
 import time
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, replace
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
@@ -51,6 +51,8 @@ DEFAULT_SAFETY_MARGIN = 0.02  # bulk: 1.2 s a minute of slack for jitter, at 2% 
 DEFAULT_REQUEST_SAFETY_MARGIN = 0.1
 DEFAULT_MAX_RETRY_SECONDS = 180.0
 SETTINGS_HINT = "Settings > Developer"
+# Custom field types whose values must be among the field's options.
+CHOICE_FIELD_TYPES = ("dropdown", "radio", "checkbox", "listbox", "multiselect")
 _BULK_RATE_LIMIT_MESSAGE = "rate limit exceeded"
 _MESSAGE_LIMIT = 300
 
@@ -439,6 +441,32 @@ class ActiveCampaignClient:
             # An empty page ends the walk even if meta.total disagrees, so a miscount cannot loop forever.
             if not page or total is None or offset >= total:
                 return fields
+
+    def field_options(self, field_id: int) -> tuple[str, ...]:
+        """GET /fields/{id}/options (the field's `links.options`): its option values in `orderid` order."""
+        body = self._call("GET", f"/fields/{int(field_id)}/options")
+        items = body.get("fieldOptions", body.get("options"))
+        if not isinstance(items, list):
+            raise UnexpectedResponse(
+                f"GET /fields/{int(field_id)}/options answered without a 'fieldOptions' array"
+            )
+        # Entries name their field; one that does not is taken as this field's (it was asked for it).
+        found = _field_options(
+            [{"field": field_id, **item} if isinstance(item, dict) else item for item in items]
+        )
+        return tuple(found.get(int(field_id), ()))
+
+    def with_options(self, fields: list[CustomField], wanted: Iterable[int]) -> list[CustomField]:
+        """`fields` where each choice field among `wanted` (ids) that GET /fields gave no options (no
+        `fieldOptions` sideload) has them, read from GET /fields/{id}/options: one paced request per
+        such field, only for the fields an export maps."""
+        ids = set(wanted)
+        return [
+            replace(f, options=self.field_options(f.id))
+            if f.id in ids and f.type in CHOICE_FIELD_TYPES and not f.options
+            else f
+            for f in fields
+        ]
 
     def page(self, resource: str, *, limit: int, offset: int) -> dict[str, Any]:
         """One page of GET /lists, /fields or /tags as ActiveCampaign answers it (`meta.total` holds the

@@ -13,6 +13,7 @@ import json
 import re
 from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import date
 from functools import cache
 from importlib import resources
 from pathlib import Path
@@ -80,6 +81,12 @@ class FieldFormat:
 
     input_format: str | None = None  # date/datetime fields: strftime-style directives, e.g. "%m/%d/%Y"
     delimiter: str | None = None  # multi-value fields: what separates the values in the cell
+    # datetime fields: the IANA zone a value without an offset is read in (None: UTC, which is what
+    # Customer Insights and Synapse Link write).
+    time_zone: str | None = None
+    # date/datetime fields: dates (YYYY-MM-DD) that mean "no date", any time part; None: the default
+    # (0001-01-01 and 1900-01-01), () turns it off.
+    null_dates: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -329,7 +336,12 @@ def _build_export(name: str, doc: Mapping[str, Any]) -> ExportConfig:
             fields=dict(mapping.get("fields", {})),
             tags=tuple(mapping.get("tags", ())),
             formats={
-                key: FieldFormat(input_format=fmt.get("inputFormat"), delimiter=fmt.get("delimiter"))
+                key: FieldFormat(
+                    input_format=fmt.get("inputFormat"),
+                    delimiter=fmt.get("delimiter"),
+                    time_zone=fmt.get("timeZone"),
+                    null_dates=None if fmt.get("nullDates") is None else tuple(fmt["nullDates"]),
+                )
                 for key, fmt in mapping.get("fieldFormats", {}).items()
             },
         ),
@@ -356,18 +368,54 @@ _LOOKS_LIKE_API_KEY = re.compile(r"[0-9a-fA-F]{32,127}")  # longer is already re
 
 
 def _field_format_errors(doc: object, path: Sequence[_PathPart]) -> list[str]:
-    """Each key of mapping.fieldFormats must be a key of mapping.fields (the schema cannot say so)."""
+    """Each key of mapping.fieldFormats must be a key of mapping.fields, its timeZone a zone the
+    time zone database knows and its nullDates real dates (the schema cannot say so)."""
     mapping = doc.get("mapping") if isinstance(doc, dict) else None
     if not isinstance(mapping, dict) or not isinstance(mapping.get("fieldFormats"), dict):
         return []
     fields = mapping.get("fields")
     fields = fields if isinstance(fields, dict) else {}
-    return [
+    errors = [
         f"{format_path([*path, 'mapping', 'fieldFormats', key])}: not a key of mapping.fields; "
         "give the format under the same perstag or id as the field it describes"
         for key in mapping["fieldFormats"]
         if key not in fields
     ]
+    for key, fmt in mapping["fieldFormats"].items():
+        if not isinstance(fmt, dict):
+            continue
+        where = [*path, "mapping", "fieldFormats", key]
+        zone = fmt.get("timeZone")
+        if isinstance(zone, str) and not _known_zone(zone):
+            errors.append(
+                f"{format_path([*where, 'timeZone'])}: {_show(zone)} is not a time zone of the IANA "
+                "database; use a name such as 'UTC', 'Europe/Madrid' or 'America/New_York'"
+            )
+        dates = fmt.get("nullDates")
+        for i, text in enumerate(dates if isinstance(dates, list) else []):
+            if isinstance(text, str) and not _real_date(text):
+                errors.append(
+                    f"{format_path([*where, 'nullDates', i])}: {_show(text)} is not a calendar date as YYYY-MM-DD"
+                )
+    return errors
+
+
+def _known_zone(name: str) -> bool:
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        return False
+    return True
+
+
+def _real_date(text: str) -> bool:
+    try:
+        date.fromisoformat(text)
+    except ValueError:
+        return False
+    return len(text) == 10
 
 
 def _secret_name_errors(doc: object, path: Sequence[_PathPart]) -> list[str]:
@@ -507,7 +555,12 @@ def export_to_document(export: ExportConfig) -> dict[str, Any]:
         mapping["fieldFormats"] = {
             key: {
                 name: value
-                for name, value in (("inputFormat", fmt.input_format), ("delimiter", fmt.delimiter))
+                for name, value in (
+                    ("inputFormat", fmt.input_format),
+                    ("delimiter", fmt.delimiter),
+                    ("timeZone", fmt.time_zone),
+                    ("nullDates", None if fmt.null_dates is None else list(fmt.null_dates)),
+                )
                 if value is not None
             }
             for key, fmt in m.formats.items()

@@ -13,11 +13,12 @@ import re
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta, timezone, tzinfo
+from datetime import UTC, date, datetime, timedelta, timezone, tzinfo
 from functools import partial
 from itertools import chain, compress, count
 from operator import and_, itemgetter, not_, or_, truth
 from typing import Any, NamedTuple, Protocol
+from zoneinfo import ZoneInfo
 
 from shared.config import FieldFormat, FieldMapping
 from shared.errors import TerminalError
@@ -276,6 +277,12 @@ MULTI_TYPES = ("checkbox", "listbox", "multiselect")  # several options, sent as
 NUMBER_TYPES = ("number",)
 # Every other type (text, textarea, hidden, and any ActiveCampaign adds) is sent as read.
 
+# What Dataverse, .NET (DateTime.MinValue) and Finance & Operations write for "no date": sending them
+# as dates would fire date-based automations. fieldFormats.<field>.nullDates replaces the list.
+DEFAULT_NULL_DATES = ("0001-01-01", "1900-01-01")
+# Customer Insights and Synapse Link write their timestamps in UTC, without an offset.
+DEFAULT_TIME_ZONE = "UTC"
+
 _DIRECTIVES = {
     "Y": r"(?P<Y>\d{4})",
     "y": r"(?P<y>\d{2})",
@@ -391,6 +398,14 @@ class FieldConverter:
             raise MappingError(
                 f"mapping.fieldFormats: {where} is not a date or datetime field: inputFormat does not apply"
             )
+        if fmt.time_zone and kind not in DATETIME_TYPES:
+            raise MappingError(
+                f"mapping.fieldFormats: {where} is not a datetime field: timeZone applies to datetime fields"
+            )
+        if fmt.null_dates is not None and kind not in DATE_TYPES + DATETIME_TYPES:
+            raise MappingError(
+                f"mapping.fieldFormats: {where} is not a date or datetime field: nullDates does not apply"
+            )
         if fmt.delimiter and kind not in MULTI_TYPES:
             raise MappingError(
                 f"mapping.fieldFormats: {where} holds one value: delimiter applies to checkbox, listbox and multi-select fields"
@@ -401,6 +416,10 @@ class FieldConverter:
                 "in ActiveCampaign or map another field"
             )
         self._delimiter = fmt.delimiter
+        # A value without an offset is a wall-clock time in this zone (zoneinfo: fold 0, see _instant).
+        self._zone = ZoneInfo(fmt.time_zone or DEFAULT_TIME_ZONE)
+        nulls = DEFAULT_NULL_DATES if fmt.null_dates is None else fmt.null_dates
+        self._null_dates = frozenset(date.fromisoformat(text) for text in nulls)
         self._exact = set(field.options)
         folded: dict[str, list[str]] = {}
         for option in field.options:
@@ -421,6 +440,9 @@ class FieldConverter:
             **dict.fromkeys(NUMBER_TYPES, NOT_A_NUMBER),
         }.get(kind, "")
         spec = f"{kind}\x1f{fmt.input_format or ''}\x1f{fmt.delimiter or ''}\x1f" + "\x1f".join(field.options)
+        if kind in DATE_TYPES + DATETIME_TYPES:
+            # Zone and "no date" rules change what is sent: part of the signature, so a change resends.
+            spec += f"\x1e{self._zone.key}\x1e" + ",".join(sorted(map(str, self._null_dates)))
         # Part of the fingerprint seed: options, type or format changing resends everyone once.
         self.signature = hashlib.blake2b(spec.encode(), digest_size=6).hexdigest()
         self._declared = fmt.input_format
@@ -429,8 +451,8 @@ class FieldConverter:
         self._bad: set[str] = set()  # the memo's keys whose value is None
 
     def convert(self, value: str) -> str | None:
-        """The value to send for a cell (trimmed here; "" for an empty one), or None when the type
-        cannot take it."""
+        """The value to send for a cell (trimmed here; "" for an empty one, and for a date that means
+        "no date"), or None when the type cannot take it."""
         memo = self._memo
         if value in memo:
             return memo[value]
@@ -504,11 +526,19 @@ class FieldConverter:
 
     def _date(self, value: str) -> str | None:
         moment = self._moment(value)
-        return None if moment is None else moment.strftime("%Y-%m-%d")
+        if moment is None:
+            return None
+        # The date as written (an offset does not move it), four-digit year (strftime's %Y gives "1").
+        day = moment.date()
+        return "" if day in self._null_dates else day.isoformat()
 
     def _datetime(self, value: str) -> str | None:
         moment = self._moment(value)
-        return None if moment is None else _iso_text(moment)
+        if moment is None:
+            return None
+        if moment.date() in self._null_dates:  # "no date", any time part, in whatever zone
+            return ""
+        return _instant_text(moment if moment.tzinfo is not None else moment.replace(tzinfo=self._zone))
 
     def _option(self, value: str) -> str | None:
         if value in self._exact:
@@ -541,9 +571,25 @@ class FieldConverter:
         return value.removeprefix("+") if _NUMBER.fullmatch(value) else None
 
 
-def _iso_text(moment: datetime) -> str:
-    # ActiveCampaign keeps seconds; an offset is kept when the value had one.
-    return moment.replace(microsecond=0).isoformat()
+def _instant_text(moment: datetime) -> str | None:
+    """An aware moment as ISO 8601 to the second, always with its offset, so ActiveCampaign (which
+    converts date-times into the account's time zone) stores this instant whatever that zone is.
+
+    A wall-clock time read in a zone (`replace(tzinfo=zone)`, fold 0) is what zoneinfo makes of it:
+    in a gap (spring forward) the offset before the change applies, so 02:30 that did not exist is
+    sent as 02:30 with the winter offset (03:30 summer time); in a fold (fall back) the first of the
+    two readings, the summer one. An offset with seconds (local mean time before ~1900) is not ISO
+    8601's: such a moment is sent in UTC. None when the moment cannot be written (past year 9999).
+    """
+    moment = moment.replace(microsecond=0)
+    offset = moment.utcoffset()
+    if offset is not None and offset % timedelta(minutes=1):
+        try:
+            moment = moment.astimezone(UTC)
+        except OverflowError:
+            return None
+    # isoformat always writes four-digit years ("0999-..."), unlike strftime's %Y.
+    return moment.isoformat()
 
 
 def field_converters(
@@ -878,7 +924,7 @@ class RowMapper:
         for field_id, value in fields:
             converter = by_id.get(field_id)
             sent = value if converter is None else converter.convert(value)
-            if sent is not None:
+            if sent:  # None: refused; "": a date that means "no date", left out like an empty cell
                 out.append((field_id, sent))
         return tuple(out)
 

@@ -139,6 +139,8 @@ def preflight(
         return {}, {}
     ac_fields = client.list_fields()
     field_ids = resolve_fields(export.mapping.fields, [(f.id, f.perstag) for f in ac_fields])
+    # Choice fields' options, where GET /fields did not sideload them (read once per field, here).
+    ac_fields = client.with_options(ac_fields, field_ids.values())
     return field_ids, field_converters(export.mapping, ac_fields, field_ids)
 
 
