@@ -20,10 +20,10 @@ from functions.http import (
     api_handler,
     caller_for,
     conditions,
-    flag,
     json_response,
     no_content,
     not_found,
+    options,
     read_json_object,
 )
 from functions.services import Services, get_services
@@ -175,8 +175,8 @@ def _stored_key(svc: Services, secret: str, name: str) -> str:
 
 
 def _delete(svc: Services, req: func.HttpRequest, name: str) -> func.HttpResponse:
-    cascade = flag("cascade", {}, req.params)
-    keep_history = flag("keepHistory", {}, req.params)
+    chosen = options(req, ("cascade", "keepHistory"), "deleting a connection")
+    cascade, keep_history = chosen["cascade"], chosen["keepHistory"]
     removed: dict[str, Any] = {}
 
     def change(snapshot: ConfigSnapshot) -> dict[str, Any]:
@@ -190,7 +190,7 @@ def _delete(svc: Services, req: func.HttpRequest, name: str) -> func.HttpRespons
                 409,
                 "ConnectionInUse",
                 f"connection {name!r} is used by exports {', '.join(users)}: delete them first, or repeat with "
-                "?cascade=true to delete them too (their runs stop before the next batch)",
+                '{"cascade": true} to delete them too (their runs stop before the next batch)',
             )
         doc = copy.deepcopy(snapshot.document)
         del doc["connections"][name]

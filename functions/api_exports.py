@@ -19,10 +19,10 @@ from functions.http import (
     api_handler,
     caller_for,
     conditions,
-    flag,
     json_response,
     no_content,
     not_found,
+    options,
     read_json_object,
 )
 from functions.services import Services, get_services
@@ -152,7 +152,7 @@ def _check_target(svc: Services, connection: Connection, export: ExportConfig) -
 
 
 def _delete(svc: Services, req: func.HttpRequest, name: str) -> func.HttpResponse:
-    keep_history = flag("keepHistory", {}, req.params)
+    keep_history = options(req, ("keepHistory",), "deleting an export")["keepHistory"]
 
     def change(snapshot: ConfigSnapshot) -> dict[str, Any]:
         item = snapshot.item("exports", name)

@@ -16,10 +16,10 @@ from functions.http import (
     ApiError,
     api_handler,
     caller_for,
-    flag,
     int_param,
     json_response,
     not_found,
+    options,
     read_json_object,
 )
 from functions.messages import RunMessage
@@ -70,15 +70,8 @@ def _start(svc: Services, req: func.HttpRequest, name: str) -> func.HttpResponse
         raise not_found("export", name, _EXPORTS_HINT)
     connection = snapshot.config.connections[export.connection]
     authorize(caller, Action.START_RUN, allow_contributors=connection.allow_contributors)
-    body = read_json_object(req, required=False)
-    unknown = sorted(set(body) - set(_OPTIONS))
-    if unknown:
-        raise ApiError(
-            400,
-            "ValidationFailed",
-            f"unknown field(s) {', '.join(unknown)}; a run accepts {', '.join(_OPTIONS)}",
-        )
-    dry_run, full, force = (flag(option, body, req.params) for option in _OPTIONS)
+    chosen = options(req, _OPTIONS, "a run")
+    dry_run, full, force = (chosen[option] for option in _OPTIONS)
     if force or full:
         authorize(caller, Action.START_WIDENED_RUN)
     if not export.enabled:

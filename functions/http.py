@@ -1,5 +1,16 @@
 """JSON plumbing shared by the HTTP API: bodies, errors, conditional headers, the caller.
 
+Every route goes through `api_handler`, which is also where the rules for every request live, so a
+route added later gets them without asking:
+- a state-changing request (anything but GET/HEAD/OPTIONS) must come from the app's own origin (or
+  one in ALLOWED_ORIGINS): `Sec-Fetch-Site: cross-site|same-site`, or an `Origin` that is neither,
+  answers 403 (CrossSiteRequest). It must be `Content-Type: application/json` (415 otherwise):
+  a cross-site HTML form can send only text/plain, urlencoded or multipart bodies, and a script on
+  another site needs the app's CORS consent to send JSON, which it never gives. Its options come
+  from the JSON body only: any query parameter but the function key (`code`) is refused (400).
+- a JSON body is strict: a duplicate key, or a control character in any string, answers 400.
+- every answer carries `X-Content-Type-Options: nosniff`.
+
 Every error leaves as `{"error": {"code", "message"}}` (plus `details` for validation errors) with a
 message that says what to fix. An engine error (shared.errors) answers with its class's
 `http_status` and `code`, and a transient one that knows how long to wait adds `Retry-After`.
@@ -13,8 +24,10 @@ import functools
 import json
 import logging
 import os
-from collections.abc import Callable, Mapping
+import re
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 import azure.functions as func
 
@@ -32,14 +45,21 @@ from shared.boundedjson import TooDeep
 from shared.config import ConfigError
 from shared.errors import EngineError, classify
 from shared.redact import install_redaction, scrub
-from shared.settings import SettingsError, load_settings
+from shared.settings import Settings, SettingsError, load_settings, normalise_origin
 
 log = logging.getLogger(__name__)
 # The largest body any route takes: an export with hundreds of mapped fields is a few tens of KB.
 MAX_BODY_BYTES = 1024 * 1024
 Handler = Callable[[func.HttpRequest], func.HttpResponse]
-_TRUE = {"true", "1", "yes"}
-_FALSE = {"false", "0", "no", ""}
+# Methods that change nothing: the cross-site, content-type and query-option rules skip them.
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+# The one query parameter a state-changing request may carry: the function key, which the host
+# accepts as `?code=` (and checks before the app sees the request).
+_HOST_PARAMS = frozenset({"code"})
+# Unicode's control characters (category Cc: C0, DEL, C1). No name, label, column, tag or key
+# legitimately holds one, and a NUL or an escape sequence in a display name reaches logs, CSV files
+# and terminals that read it differently than the app does.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 
 def api_auth_level(environ: Mapping[str, str]) -> func.AuthLevel:
@@ -116,67 +136,74 @@ def api_handler(handler: Handler) -> Handler:
         # Before anything can log: routes that never build the services (/api/me, a refusal, a bad
         # setting) would otherwise log through unscrubbed handlers. Idempotent and cheap.
         install_redaction()
-        try:
-            refusal = _refusal()
-            if refusal is not None:
-                return error_response(ApiError(503, "AuthenticationNotEnabled", refusal))
-            return handler(req)
-        except ApiError as exc:
-            return error_response(exc)
-        except AuthError as exc:
-            return error_response(ApiError(exc.status, exc.code, exc.message))
-        except ConfigError as exc:
-            return error_response(
-                ApiError(
-                    400,
-                    "ValidationFailed",
-                    "the request body is invalid: " + "; ".join(exc.errors),
-                    details=exc.errors,
-                )
-            )
-        except SettingsError as exc:
-            log.error("app setting problem: %s", exc)
-            return error_response(
-                ApiError(500, "AppMisconfigured", f"the function app is misconfigured: {exc}")
-            )
-        except EngineError as exc:
-            if exc.http_status >= 500:
-                log.error("%s %s: %s", req.method, handler.__name__, exc)
-            headers = {}
-            if classify(exc) == "transient" and exc.retry_after is not None:
-                headers["Retry-After"] = str(max(1, round(exc.retry_after)))
-            response = error_response(ApiError(exc.http_status, exc.code, str(exc)))
-            response.headers.update(headers)
-            return response
-        except Exception as exc:
-            from shared.reachability import storage_refused, storage_unreachable
-
-            unreachable = storage_unreachable(exc)
-            if unreachable is not None:
-                log.error("%s %s: %s", req.method, handler.__name__, unreachable)
-                return error_response(ApiError(503, "StorageUnavailable", unreachable))
-            refused = storage_refused(exc)
-            if refused is not None:
-                # The app's settings, not the request, need fixing: as AppMisconfigured, naming the setting.
-                log.error("%s %s: %s", req.method, handler.__name__, refused)
-                return error_response(ApiError(500, "StorageRefused", refused))
-            # Not req.url: its query string may carry the function key (`code=`).
-            log.exception("%s %s failed", req.method, handler.__name__)
-            return error_response(
-                ApiError(
-                    500,
-                    "InternalError",
-                    "the request failed unexpectedly; the function logs have the details",
-                )
-            )
+        response = _serve(handler, req)
+        # Answers are JSON or CSV: a browser must never sniff one into HTML or script.
+        response.headers["X-Content-Type-Options"] = "nosniff"
+        return response
 
     return wrapper
 
 
-def _refusal() -> str | None:
+def _serve(handler: Handler, req: func.HttpRequest) -> func.HttpResponse:
+    try:
+        settings = load_settings()
+        refusal = _refusal(settings)
+        if refusal is not None:
+            return error_response(ApiError(503, "AuthenticationNotEnabled", refusal))
+        if req.method.upper() not in SAFE_METHODS:
+            refuse_unsafe_request(req, settings.allowed_origins)
+        return handler(req)
+    except ApiError as exc:
+        return error_response(exc)
+    except AuthError as exc:
+        return error_response(ApiError(exc.status, exc.code, exc.message))
+    except ConfigError as exc:
+        return error_response(
+            ApiError(
+                400,
+                "ValidationFailed",
+                "the request body is invalid: " + "; ".join(exc.errors),
+                details=exc.errors,
+            )
+        )
+    except SettingsError as exc:
+        log.error("app setting problem: %s", exc)
+        return error_response(ApiError(500, "AppMisconfigured", f"the function app is misconfigured: {exc}"))
+    except EngineError as exc:
+        if exc.http_status >= 500:
+            log.error("%s %s: %s", req.method, handler.__name__, exc)
+        headers = {}
+        if classify(exc) == "transient" and exc.retry_after is not None:
+            headers["Retry-After"] = str(max(1, round(exc.retry_after)))
+        response = error_response(ApiError(exc.http_status, exc.code, str(exc)))
+        response.headers.update(headers)
+        return response
+    except Exception as exc:
+        from shared.reachability import storage_refused, storage_unreachable
+
+        unreachable = storage_unreachable(exc)
+        if unreachable is not None:
+            log.error("%s %s: %s", req.method, handler.__name__, unreachable)
+            return error_response(ApiError(503, "StorageUnavailable", unreachable))
+        refused = storage_refused(exc)
+        if refused is not None:
+            # The app's settings, not the request, need fixing: as AppMisconfigured, naming the setting.
+            log.error("%s %s: %s", req.method, handler.__name__, refused)
+            return error_response(ApiError(500, "StorageRefused", refused))
+        # Not req.url: its query string may carry the function key (`code=`).
+        log.exception("%s %s failed", req.method, handler.__name__)
+        return error_response(
+            ApiError(
+                500,
+                "InternalError",
+                "the request failed unexpectedly; the function logs have the details",
+            )
+        )
+
+
+def _refusal(settings: Settings) -> str | None:
     """Why no route may serve (Entra mode without App Service Authentication, or routes registered
     without function keys while the settings now say key mode), or None."""
-    settings = load_settings()
     if API_AUTH_LEVEL is func.AuthLevel.ANONYMOUS and settings.auth_mode != "entra":
         # Key mode trusts whoever got past the host's key check: with no check that is everyone.
         return (
@@ -186,9 +213,65 @@ def _refusal() -> str | None:
     return easy_auth_refusal(settings.auth_mode, settings.easy_auth_enabled)
 
 
+def refuse_unsafe_request(req: func.HttpRequest, allowed_origins: tuple[str, ...]) -> None:
+    """403 for a state-changing request another site made, 415 for one that is not JSON, 400 for
+    options in the query string. Browsers send `Sec-Fetch-Site` and `Origin` themselves and a page
+    cannot forge them; a client without either (curl, the CLI, scripts) is not a browser riding on
+    someone's session and passes on to the function key or Entra ID check."""
+    site = (req.headers.get("Sec-Fetch-Site") or "").strip().lower()
+    if site in ("cross-site", "same-site"):
+        raise ApiError(
+            403,
+            "CrossSiteRequest",
+            f"a {req.method} from another site (Sec-Fetch-Site: {site}) is refused: change data from the "
+            "app's console or an API client, not from a page on another site",
+        )
+    origin = req.headers.get("Origin")
+    if origin is not None and not _own_origin(origin, req, allowed_origins):
+        raise ApiError(
+            403,
+            "CrossSiteRequest",
+            f"a {req.method} from origin {origin.strip()[:100]!r} is refused: only the app's own origin, and "
+            "those listed in the ALLOWED_ORIGINS app setting, may change data",
+        )
+    media_type = (req.headers.get("Content-Type") or "").split(";")[0].strip().lower()
+    if media_type != "application/json":
+        shown = f"Content-Type {media_type!r}" if media_type else "no Content-Type"
+        raise ApiError(
+            415,
+            "UnsupportedMediaType",
+            f"a {req.method} must send Content-Type: application/json with a JSON object (`{{}}` when it has "
+            f"no options); this one sent {shown}",
+        )
+    options = sorted(set(req.params) - _HOST_PARAMS)
+    if options:
+        raise ApiError(
+            400,
+            "ValidationFailed",
+            f"query parameter(s) {', '.join(options)} are not read on a {req.method}: send options in the "
+            f'JSON body instead, e.g. {{"{options[0]}": true}}',
+        )
+
+
+def _own_origin(origin: str, req: func.HttpRequest, allowed_origins: tuple[str, ...]) -> bool:
+    sent = normalise_origin(origin)
+    if sent is None:  # "null" (a sandboxed frame, a file), or not an origin at all
+        return False
+    if sent in allowed_origins:
+        return True
+    # The app's own origin, as the request reached it. TLS may end in front of the worker, so the
+    # https form of the Host header counts too; a page cannot set Host on a request it sends.
+    url = urlsplit(req.url)
+    own = {normalise_origin(f"{url.scheme}://{url.netloc}")}
+    host = (req.headers.get("Host") or "").strip()
+    if host:
+        own |= {normalise_origin(f"{scheme}://{host}") for scheme in ("https", url.scheme)}
+    return sent in own
+
+
 def read_json_object(req: func.HttpRequest, *, required: bool = True) -> dict[str, Any]:
-    """The body as a JSON object; 400 for anything else, 413 past MAX_BODY_BYTES. An empty optional
-    body is `{}`."""
+    """The body as a JSON object; 400 for anything else (a duplicate key, a control character in a
+    string), 413 past MAX_BODY_BYTES. An empty optional body is `{}`."""
     raw = req.get_body()
     if len(raw) > MAX_BODY_BYTES:
         raise ApiError(
@@ -202,10 +285,17 @@ def read_json_object(req: func.HttpRequest, *, required: bool = True) -> dict[st
             raise ApiError(400, "BodyRequired", "send a JSON object in the request body")
         return {}
     try:
-        body = boundedjson.loads(raw)
+        body = boundedjson.loads(raw, object_pairs_hook=_unique_keys)
     except TooDeep as exc:
         raise ApiError(
             400, "InvalidJson", f"the request body is {exc}; send the object docs/openapi.yaml describes"
+        ) from None
+    except DuplicateKey as exc:
+        raise ApiError(
+            400,
+            "InvalidJson",
+            f"the request body has the key {exc.key!r} twice (at {exc.where}): send each key once, as readers "
+            "disagree on which one counts",
         ) from None
     except (UnicodeDecodeError, ValueError) as exc:
         raise ApiError(
@@ -213,25 +303,69 @@ def read_json_object(req: func.HttpRequest, *, required: bool = True) -> dict[st
         ) from None
     if not isinstance(body, dict):
         raise ApiError(400, "InvalidJson", "the request body must be a JSON object ({...})")
+    for path, text in _strings(body, "$"):
+        found = _CONTROL.search(text)
+        if found is not None:
+            raise ApiError(
+                400,
+                "ValidationFailed",
+                f"{path} holds the control character U+{ord(found.group()):04X} at position {found.start()}: "
+                "remove it (names, labels and other text take printable characters only)",
+            )
     return body
 
 
-def flag(name: str, body: Mapping[str, Any], params: Mapping[str, str]) -> bool:
-    """A boolean option from the JSON body or, failing that, the query string."""
-    if name in body:
-        value = body[name]
-        if not isinstance(value, bool):
-            raise ApiError(400, "ValidationFailed", f"{name} must be true or false, got {json.dumps(value)}")
-        return value
-    raw = params.get(name)
-    if raw is None:
-        return False
-    text = raw.strip().lower()
-    if text in _TRUE:
-        return True
-    if text in _FALSE:
-        return False
-    raise ApiError(400, "ValidationFailed", f"query parameter {name} must be true or false, got {raw!r}")
+class DuplicateKey(ValueError):
+    def __init__(self, key: str, where: str) -> None:
+        super().__init__(f"duplicate key {key!r}")
+        self.key = key
+        self.where = where
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    seen: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in seen:
+            # The object is still being built, so its path is unknown; its other keys locate it.
+            others = ", ".join(repr(k) for k in list(seen)[:3] if k != key)
+            raise DuplicateKey(key, f"the object with {others}" if others else "an object")
+        seen[key] = value
+    return seen
+
+
+def _strings(value: Any, path: str) -> Iterator[tuple[str, str]]:
+    """Every string in a parsed body, keys included, with a JSON-path-like location."""
+    if isinstance(value, str):
+        yield path, value
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            yield f"{path} key {key!r}"[:120], key
+            yield from _strings(item, f"{path}.{key}"[:120])
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            yield from _strings(item, f"{path}[{index}]")
+
+
+def flag(name: str, body: Mapping[str, Any]) -> bool:
+    """A boolean option from the JSON body (absent: false). State-changing requests take no query
+    options (refuse_unsafe_request), so a link or a form cannot carry one."""
+    value = body.get(name, False)
+    if not isinstance(value, bool):
+        raise ApiError(400, "ValidationFailed", f"{name} must be true or false, got {json.dumps(value)}")
+    return value
+
+
+def options(req: func.HttpRequest, names: tuple[str, ...], what: str) -> dict[str, bool]:
+    """The boolean options of a body that holds nothing else (`{}` for none): 400 for another field."""
+    body = read_json_object(req, required=False)
+    unknown = sorted(set(body) - set(names))
+    if unknown:
+        raise ApiError(
+            400,
+            "ValidationFailed",
+            f"unknown field(s) {', '.join(unknown)}; {what} accepts {', '.join(names)}",
+        )
+    return {name: flag(name, body) for name in names}
 
 
 def int_param(params: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:

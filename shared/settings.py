@@ -13,6 +13,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal
+from urllib.parse import urlsplit
 
 from shared.auth import parse_auth_mode
 from shared.errors import TerminalError
@@ -59,6 +60,7 @@ SETTINGS_READ: tuple[str, ...] = (
     "APP_CONTAINER",
     "RUNS_QUEUE",
     "APPLICATIONINSIGHTS_CONNECTION_STRING",
+    "ALLOWED_ORIGINS",
 )
 
 # Set by App Service / Functions on every Azure host, never locally.
@@ -115,6 +117,8 @@ class Settings:
     running_in_azure: bool = False
     appinsights_connection_string: str | None = None
     easy_auth_enabled: bool = False
+    # Origins besides the app's own whose pages may change data (a front end on another host name).
+    allowed_origins: tuple[str, ...] = ()
 
     def require_storage(self) -> StorageConnection:
         if self.storage is None:
@@ -225,6 +229,45 @@ def _lease_seconds(env: Mapping[str, str]) -> int:
     return value
 
 
+def normalise_origin(text: str) -> str | None:
+    """`scheme://host[:port]` in lower case without a default port, or None when `text` is no such
+    origin (a path, credentials, a query, `null`)."""
+    try:
+        parts = urlsplit(text.strip())
+        port = parts.port
+    except ValueError:
+        return None
+    if parts.scheme not in ("https", "http") or not parts.hostname or parts.username or parts.password:
+        return None
+    if parts.path or parts.query or parts.fragment or text.strip().endswith(("?", "#")):
+        return None
+    default = 443 if parts.scheme == "https" else 80
+    host = parts.hostname.lower()
+    if ":" in host:  # IPv6
+        host = f"[{host}]"
+    return f"{parts.scheme}://{host}" + (f":{port}" if port not in (None, default) else "")
+
+
+def _origins(env: Mapping[str, str]) -> tuple[str, ...]:
+    origins = []
+    for raw in env.get("ALLOWED_ORIGINS", "").split(","):
+        item = raw.strip()
+        if not item:
+            continue
+        origin = normalise_origin(item)
+        if origin is None or (origin.startswith("http://") and not _loopback_origin(origin)):
+            raise SettingsError(
+                "ALLOWED_ORIGINS must be a comma-separated list of origins such as 'https://portal.example.com' "
+                f"(https, no path, no wildcard; http only for localhost), got {item!r}"
+            )
+        origins.append(origin)
+    return tuple(origins)
+
+
+def _loopback_origin(origin: str) -> bool:
+    return urlsplit(origin).hostname in ("localhost", "127.0.0.1", "::1")
+
+
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     """Parse settings from `env` (default: the process environment). Raises SettingsError."""
     env = os.environ if env is None else env
@@ -301,4 +344,5 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         running_in_azure=running_in_azure,
         appinsights_connection_string=env.get("APPLICATIONINSIGHTS_CONNECTION_STRING", "").strip() or None,
         easy_auth_enabled=env.get(EASY_AUTH_MARKER, "").strip().lower() == "true",
+        allowed_origins=_origins(env),
     )

@@ -35,14 +35,14 @@ def get(name: str):
     return call("connection_item", "GET", f"connections/{name}", route={"name": name})
 
 
-def delete(name: str, headers: dict[str, str] | None = None, params: dict[str, str] | None = None):
+def delete(name: str, headers: dict[str, str] | None = None, body: dict[str, bool] | None = None):
     return call(
         "connection_item",
         "DELETE",
         f"connections/{name}",
         route={"name": name},
         headers=headers,
-        params=params,
+        body=body,
     )
 
 
@@ -174,7 +174,7 @@ def test_delete_removes_the_key_and_refuses_while_exports_use_it_unless_cascade(
     in_use = delete("main")
     assert in_use.status == 409
     assert "vip" in in_use.body["error"]["message"]
-    assert delete("main", params={"cascade": "true"}).status == 204
+    assert delete("main", body={"cascade": True}).status == 204
     assert get("main").status == 404
     assert call("export_item", "GET", "exports/vip", route={"name": "vip"}).status == 404
     from shared.secrets import SecretNotFound

@@ -50,6 +50,9 @@ def test_every_operation_documents_its_error_responses():
             # The console's static files (security: []) need no key and have no caller to refuse.
             if method in METHODS and operation.get("security") != []:
                 assert {"401", "403"} <= set(operation["responses"]), (method, path)
+            # Every write refuses a body that is not JSON (415) and a cross-site request (403).
+            if method in METHODS - {"get"}:
+                assert "415" in operation["responses"], (method, path)
 
 
 def test_real_responses_match_the_documented_schemas(app_env: AppEnv, ac_sandbox, segments):

@@ -86,8 +86,14 @@ def test_a_second_start_while_queued_is_409_naming_the_active_run(ready: AppEnv)
     assert len(ready.messages()) == 1
 
 
-def test_options_from_the_query_string(ready: AppEnv):
+def test_options_in_the_query_string_are_refused(ready: AppEnv):
+    # A link or a cross-site form can carry a query string, not a JSON body: options live in the body.
     resp = start(params={"dryRun": "true", "full": "1"})
+    assert resp.status == 400
+    assert "send options in the JSON body" in resp.body["error"]["message"]
+    assert ready.messages() == []
+    assert call("export_runs", "GET", "exports/vip/runs", route={"name": "vip"}).body["runs"] == []
+    resp = start(body={"dryRun": True, "full": True})
     assert resp.status == 202
     assert (resp.body["dryRun"], resp.body["full"], resp.body["force"]) == (True, True, False)
 
@@ -97,7 +103,8 @@ def test_options_from_the_query_string(ready: AppEnv):
     [
         ({"dryrun": True}, None, "unknown field(s) dryrun"),
         ({"dryRun": "yes"}, None, "dryRun must be true or false"),
-        (None, {"force": "maybe"}, "force must be true or false"),
+        ({"force": "maybe"}, None, "force must be true or false"),
+        (None, {"force": "true"}, "query parameter(s) force are not read on a POST"),
     ],
 )
 def test_bad_run_options_are_400(ready: AppEnv, body, params, fragment):
@@ -269,7 +276,7 @@ def test_deleting_the_export_or_its_connection_stops_a_run(ready: AppEnv, ac_san
             "DELETE",
             "connections/main",
             route={"name": "main"},
-            params={"cascade": "true"},
+            body={"cascade": True},
         ).status
         == 204
     )
@@ -287,9 +294,7 @@ def test_queued_run_of_a_deleted_export_is_dropped_with_its_record(ready: AppEnv
 
 def test_queued_run_of_an_export_deleted_keeping_history_fails_with_the_reason(ready: AppEnv, ac_sandbox):
     location = start().headers["Location"]
-    deleted = call(
-        "export_item", "DELETE", "exports/vip", route={"name": "vip"}, params={"keepHistory": "true"}
-    )
+    deleted = call("export_item", "DELETE", "exports/vip", route={"name": "vip"}, body={"keepHistory": True})
     assert deleted.status == 204
     deliver(ready)
     record = ready.app.download_blob(f"runs/vip/{location.rsplit('/', 1)[1]}/run.json").readall()

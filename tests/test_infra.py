@@ -45,6 +45,7 @@ ROLE = {
 NOT_SET_ON_PURPOSE: dict[str, str] = {
     "APP_CONTAINER": "its default is the container the template creates (appContainerName, checked below)",
     "RUNS_QUEUE": "its default is the queue the template creates and the worker's trigger names (runsQueueName)",
+    "ALLOWED_ORIGINS": "empty by default: only the app's own origin may change data (docs/api.md)",
 }
 
 # App settings the template sets that the app's code does not read: read by the Functions host or

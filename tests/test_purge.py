@@ -68,7 +68,7 @@ def test_keep_history_keeps_counts_but_no_personal_data(delivered: AppEnv):
     delivered.app.upload_blob(
         record.replace("run.json", "unsubscribed.csv"), f"{PERSONAL},unsubscribed,\n", overwrite=True
     )
-    resp = call("export_item", "DELETE", "exports/vip", route={"name": "vip"}, params={"keepHistory": "true"})
+    resp = call("export_item", "DELETE", "exports/vip", route={"name": "vip"}, body={"keepHistory": True})
     assert resp.status == 204, resp.body
     left = _of(delivered, "vip")
     assert left, "the run records and reports were kept"
@@ -80,7 +80,7 @@ def test_keep_history_keeps_counts_but_no_personal_data(delivered: AppEnv):
 
 
 def test_deleting_a_connection_with_cascade_purges_every_export_of_it(delivered: AppEnv):
-    resp = call("connection_item", "DELETE", "x", route={"name": "main"}, params={"cascade": "true"})
+    resp = call("connection_item", "DELETE", "x", route={"name": "main"}, body={"cascade": True})
     assert resp.status == 204, resp.body
     assert _of(delivered, "vip") == set()
     assert _of(delivered, "other") == set()

@@ -83,6 +83,9 @@ async function failure(response) {
 }
 
 export async function call(method, path, { body = undefined, ifMatch = null, accept = null } = {}) {
+  // The app refuses a state-changing request that is not JSON (a cross-site form cannot send JSON)
+  // and reads its options from the body only: `{}` when there are none.
+  if (body === undefined && method !== "GET" && method !== "HEAD") body = {};
   const extra = {};
   if (ifMatch) extra["If-Match"] = ifMatch;
   if (accept) extra.Accept = accept;

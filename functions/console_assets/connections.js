@@ -76,9 +76,9 @@ async function remove(ctx, connection, users, status) {
   lines.push("Contacts already in ActiveCampaign stay there.");
   const yes = await confirmDialog(`Delete connection ${connection.displayName}?`, lines, "Delete connection", { extra: users.length ? keep.el : null });
   if (!yes) return;
-  const query = users.length ? `?cascade=true${keep.box.checked ? "&keepHistory=true" : ""}` : "";
+  const options = users.length ? { cascade: true, keepHistory: keep.box.checked } : {};
   try {
-    await call("DELETE", `/api/connections/${enc(connection.name)}${query}`, { ifMatch: connection.etag });
+    await call("DELETE", `/api/connections/${enc(connection.name)}`, { body: options, ifMatch: connection.etag });
     ctx.go("#/connections", notice("success", `Deleted connection ${connection.displayName}.`, users.length ? `Also deleted: ${users.join(", ")}.` : ""));
   } catch (error) {
     replace(status, errorBox(error, { title: "The connection was not deleted" }));

@@ -114,7 +114,7 @@ async function remove(ctx, exp, status) {
   );
   if (!yes) return;
   try {
-    await call("DELETE", `/api/exports/${enc(exp.name)}${keep.box.checked ? "?keepHistory=true" : ""}`, { ifMatch: exp.etag });
+    await call("DELETE", `/api/exports/${enc(exp.name)}`, { body: { keepHistory: keep.box.checked }, ifMatch: exp.etag });
     ctx.go("#/exports", notice("success", `Deleted export ${exp.name}.`));
   } catch (error) {
     replace(status, errorBox(error, { title: "The export was not deleted" }));

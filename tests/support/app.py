@@ -61,10 +61,14 @@ def call(
 ) -> Response:
     """Call an HTTP function with a real func.HttpRequest, as the host would."""
     data = raw if raw is not None else (b"" if body is None else json.dumps(body).encode())
+    sent = dict(headers or {})
+    if method not in ("GET", "HEAD") and not any(h.lower() == "content-type" for h in sent):
+        # As the console and the documented curl calls do (the app refuses other content types).
+        sent["Content-Type"] = "application/json"
     req = func.HttpRequest(
         method=method,
         url=f"http://localhost/api/{path}",
-        headers=dict(headers or {}),
+        headers=sent,
         params=dict(params or {}),
         route_params=dict(route or {}),
         body=data,
