@@ -133,21 +133,21 @@ def process_run(svc: Services, message: RunMessage, *, attempt: int) -> None:
             log.info("run %s of export %s stops: %s", record.run_id, record.export, superseded)
         except Exception as exc:
             try:
-                _after_error(svc, record, message, exc, attempt)
+                _after_error(svc, record, message, exc, attempt, heartbeat)
             except RunSuperseded as superseded:
                 log.info("run %s of export %s stops: %s", record.run_id, record.export, superseded)
-        finally:
-            svc.runs.disown(record)
 
 
-def _after_error(svc: Services, record: RunRecord, message: RunMessage, exc: Exception, attempt: int) -> None:
+def _after_error(
+    svc: Services, record: RunRecord, message: RunMessage, exc: Exception, attempt: int, heartbeat: Heartbeat
+) -> None:
     kind, reason = classify(exc), describe(exc)
     retry_after = getattr(exc, "retry_after", None) if kind == "transient" else None
     if kind == "terminal" or (kind == "unexpected" and attempt >= UNEXPECTED_ATTEMPTS):
         error = reason if kind == "terminal" else f"gave up after {attempt} attempt(s); last error: {reason}"
         record.attempt_errors.append(f"attempt {attempt}: {reason}")
         record.fail(error)
-        svc.runs.update(record)
+        svc.runs.finish(record, heartbeat)
         log.error("run %s of export %s failed: %s", record.run_id, record.export, error)
         return
     if retry_after is not None:
@@ -221,7 +221,7 @@ def _work(svc: Services, record: RunRecord, message: RunMessage, heartbeat: Hear
         record.succeed()
     else:
         record.fail(outcome.error or "failed")
-    svc.runs.update(record)
+    svc.runs.finish(record, heartbeat)
     log.info("run %s of export %s %s", record.run_id, record.export, record.status)
 
 
@@ -259,7 +259,7 @@ def give_up(svc: Services, message: RunMessage) -> None:
         f"gave up after {max(record.attempts, len(record.attempt_errors))} attempt(s); last error: {last}"
     )
     try:
-        svc.runs.update(record)
+        svc.runs.finish(record)
     except RunSuperseded as superseded:
         log.info(
             "poison message of run %s of export %s dropped: %s", record.run_id, record.export, superseded

@@ -150,7 +150,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                 record.succeed()
             else:
                 record.fail(outcome.error or "failed")
-            runs.update(record)
+            runs.finish(record, heartbeat)
     except _Ended as ended:
         return ended.code
     except Exception as exc:
@@ -191,7 +191,7 @@ def _run_until_done(
                     time.sleep(retry_after)
                     continue
                 record.fail(describe(exc))
-                runs.update(record)
+                runs.finish(record, heartbeat)
                 print(f"error: {describe(exc)}", file=sys.stderr)
                 raise _Ended(_exit_code(exc)) from None
     finally:

@@ -11,11 +11,15 @@ the heartbeat records why and `check()` raises `OwnershipLost`: every loop of th
 each request, so the run stops sending at once. A process that dies stops renewing, and its leases
 lapse within one lease period: the next start of the export (CLI, API, timer or a redelivered
 message) finds the marker unleased and takes over, resuming from the checkpoint.
+
+`ActiveMarker` is the marker itself (claimed only if absent, read, leased through a heartbeat,
+deleted only on the ETag it was read with); `shared/runs.py` keeps the run records beside it.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import threading
 import time
@@ -23,15 +27,25 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from types import TracebackType
 
-from azure.core.exceptions import HttpResponseError, ResourceExistsError
-from azure.storage.blob import BlobClient, BlobLeaseClient
+from azure.core import MatchConditions
+from azure.core.exceptions import (
+    HttpResponseError,
+    ResourceExistsError,
+    ResourceModifiedError,
+    ResourceNotFoundError,
+)
+from azure.storage.blob import BlobClient, BlobLeaseClient, ContainerClient, ContentSettings
 
 from shared.errors import OwnershipLost
+from shared.storage import active_marker_blob
 
 log = logging.getLogger(__name__)
 # Codes storage answers when a lease is no longer ours: renewing again cannot help.
 _GONE = frozenset({"LeaseIdMismatchWithLeaseOperation", "LeaseNotPresentWithLeaseOperation", "LeaseLost"})
 ALREADY_LEASED = "LeaseAlreadyPresent"
+# The name under which a run's heartbeat holds its export's active-run marker.
+MARKER_LEASE = "run"
+_JSON = ContentSettings(content_type="application/json")
 
 
 @dataclass
@@ -162,3 +176,88 @@ class Heartbeat:
             with self._lock:
                 if name in self._held:
                     self._held[name].renewed = self._clock()
+
+
+@dataclass(frozen=True)
+class MarkerState:
+    """What an export's active-run marker says: which run holds the export (and its ETag when read)."""
+
+    run_id: str
+    etag: str
+    snapshot_id: str | None = None
+
+
+class ActiveMarker:
+    """An export's active-run marker (`runs/<export>/active.json`): names its one queued or running run.
+
+    Created only if absent (`If-None-Match: *`), so two starters cannot both claim the export; leased
+    (through a `Heartbeat`) by the process working on the run; deleted only on the ETag it was read
+    with, so a marker just claimed by another run is never removed by mistake.
+    """
+
+    def __init__(self, container: ContainerClient, export: str) -> None:
+        self.export = export
+        self.blob_name = active_marker_blob(export)
+        self._container = container
+        self.blob = container.get_blob_client(self.blob_name)
+
+    def claim(self, run_id: str, *, snapshot_id: str | None = None) -> bool:
+        """Name `run_id` as the export's run; False when another run is named already."""
+        doc: dict[str, str] = {"runId": run_id}
+        if snapshot_id is not None:
+            doc["snapshotId"] = snapshot_id
+        try:
+            self._container.upload_blob(
+                self.blob_name, json.dumps(doc), overwrite=False, content_settings=_JSON
+            )
+        except ResourceExistsError:
+            return False
+        return True
+
+    def read(self) -> MarkerState | None:
+        try:
+            downloader = self._container.download_blob(self.blob_name)
+            data = downloader.readall()
+        except ResourceNotFoundError:
+            return None
+        doc = json.loads(data)
+        snapshot = doc.get("snapshotId")
+        return MarkerState(str(doc.get("runId")), downloader.properties.etag, snapshot)
+
+    def leased(self) -> bool:
+        """Whether a live process holds the marker (its heartbeat renews the lease)."""
+        try:
+            return lease_is_held(self.blob)
+        except ResourceNotFoundError:
+            return False
+
+    def hold(self, heartbeat: Heartbeat) -> None:
+        """Lease the marker for the run, renewed by `heartbeat`. Raises the storage error unchanged
+        (`error_code` LeaseAlreadyPresent: another process holds it)."""
+        heartbeat.acquire(MARKER_LEASE, self.blob, create=False)
+
+    def delete(self, etag: str, lease: str | None = None) -> None:
+        """Delete the marker if it is still the one read with `etag`.
+
+        A marker leased by a live run (not ours) refuses the delete: it stays, as it should.
+        """
+        try:
+            self._container.delete_blob(
+                self.blob_name, etag=etag, match_condition=MatchConditions.IfNotModified, lease=lease
+            )
+        except (ResourceNotFoundError, ResourceModifiedError):
+            pass
+        except HttpResponseError as exc:
+            if "Lease" not in str(getattr(exc, "error_code", "")):
+                raise
+            if lease is not None:  # our lease lapsed meanwhile: the marker is free to delete without it
+                self.delete(etag)
+
+    def release(self, run_id: str, heartbeat: Heartbeat | None = None) -> None:
+        """Delete the marker if it still names `run_id` (the run ended), with the lease `heartbeat` holds."""
+        state = self.read()
+        if state is None or state.run_id != run_id:
+            return
+        self.delete(state.etag, heartbeat.lease_id(MARKER_LEASE) if heartbeat is not None else None)
+        if heartbeat is not None:
+            heartbeat.forget(MARKER_LEASE)  # the blob is gone: nothing left to renew or release

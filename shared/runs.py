@@ -2,8 +2,9 @@
 
 At most one run per export is queued or running. That is enforced with a marker blob,
 `runs/<export>/active.json`, created only if absent (`If-None-Match: *`), so the timer, the API and
-the CLI cannot start the same export twice even when they race. Writing a terminal status releases
-the marker.
+the CLI cannot start the same export twice even when they race (the marker is `ActiveMarker` in
+shared/ownership.py). `finish` writes a terminal status and then releases the marker; `update` only
+writes the record.
 
 Ownership is held by heartbeat (shared/ownership.py): the process working on a run holds a lease on
 the marker, renewed in the background. A *running* run whose marker is not leased has lost its
@@ -31,16 +32,11 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Literal, get_args
 
 from azure.core import MatchConditions
-from azure.core.exceptions import (
-    HttpResponseError,
-    ResourceExistsError,
-    ResourceModifiedError,
-    ResourceNotFoundError,
-)
+from azure.core.exceptions import HttpResponseError, ResourceModifiedError, ResourceNotFoundError
 from azure.storage.blob import ContainerClient, ContentSettings
 
 from shared.errors import TerminalError, TransientError
-from shared.ownership import ALREADY_LEASED, Heartbeat, lease_is_held
+from shared.ownership import ALREADY_LEASED, MARKER_LEASE, ActiveMarker, Heartbeat
 from shared.redact import scrub
 from shared.settings import DEFAULT_RUNS_KEPT_PER_EXPORT
 from shared.storage import RUN_RECORD, active_marker_blob, parse_run_blob, run_blob, runs_prefix
@@ -54,7 +50,6 @@ TERMINAL_STATUSES: frozenset[str] = frozenset({"succeeded", "failed"})
 DEFAULT_QUEUED_STALE_AFTER = timedelta(hours=24)
 # While a caller waits for a run's lease to lapse (`create(takeover_wait=...)`), how often it looks.
 _TAKEOVER_POLL_SECONDS = 1.0
-MARKER_LEASE = "run"
 _CREATE_ATTEMPTS = 5
 _JSON = ContentSettings(content_type="application/json")
 
@@ -239,8 +234,22 @@ def _parse_time(value: str | None) -> datetime | None:
     return datetime.fromisoformat(value) if value else None
 
 
+class ClaimContended(TransientError):
+    """The export's active-run marker kept changing while this run tried to claim it (other runs were
+    being started and ended at the same time): nothing was started; trying again shortly succeeds."""
+
+    code = "RunStartContended"
+    http_status = 409
+    retry_after = 1.0
+
+
 class RunStore:
-    """Run records of all exports, in `container` (the app container)."""
+    """Run records of all exports, in `container` (the app container).
+
+    A record store: `update` writes a record and nothing else. Which run holds an export is the
+    export's `ActiveMarker` (shared/ownership.py): `create` claims it, `own` leases it for the process
+    working on the run, `finish` writes a terminal record and then releases it.
+    """
 
     def __init__(
         self,
@@ -254,8 +263,6 @@ class RunStore:
         self._container = container
         self._queued_stale_after = queued_stale_after
         self._keep = keep
-        # Heartbeats of the runs this process owns, by (export, run id): the marker's lease id.
-        self._owners: dict[tuple[str, str], Heartbeat] = {}
 
     @staticmethod
     def record_blob(export: str, run_id: str) -> str:
@@ -264,6 +271,9 @@ class RunStore:
     @staticmethod
     def marker_blob(export: str) -> str:
         return active_marker_blob(export)
+
+    def marker(self, export: str) -> ActiveMarker:
+        return ActiveMarker(self._container, export)
 
     def create(
         self,
@@ -338,19 +348,17 @@ class RunStore:
 
     def active(self, export: str) -> RunRecord | None:
         """The export's queued or running run, if it is still alive."""
-        marker = self._read_marker(export)
+        marker = self.marker(export).read()
         if marker is None:
             return None
-        record = self.get(export, marker[0])
+        record = self.get(export, marker.run_id)
         if record is None or not record.active or not self._alive(record):
             return None
         return record
 
     def update(self, record: RunRecord) -> None:
-        """Save `record`; a terminal status also releases the export's active marker."""
+        """Save `record` (only if the stored one is the copy it was read as: RecordChanged otherwise)."""
         record.updated_at = utc_now()
-        owner = self._owners.get((record.export, record.run_id))
-        lease = owner.lease_id(MARKER_LEASE) if owner is not None else None
         guard: dict[str, Any] = {}
         if record.etag is not None:
             guard = {"etag": record.etag, "match_condition": MatchConditions.IfNotModified}
@@ -365,8 +373,16 @@ class RunStore:
                 "this one read it (taken over, or marked failed): this process leaves it as it is"
             ) from None
         record.etag = written.get("etag")
-        if not record.active:
-            self._release(record, lease)
+
+    def finish(self, record: RunRecord, heartbeat: Heartbeat | None = None) -> None:
+        """Save a run that ended (succeeded or failed), then free its export for the next run.
+
+        `heartbeat`: the one holding the marker's lease, if this process holds it.
+        """
+        if record.active:
+            raise IllegalTransition(f"run {record.run_id} is {record.status}: only an ended run is finished")
+        self.update(record)
+        self.marker(record.export).release(record.run_id, heartbeat)
 
     # ------------------------------------------------------------------ ownership
     def own(self, record: RunRecord, heartbeat: Heartbeat) -> None:
@@ -374,22 +390,20 @@ class RunStore:
 
         RunOwned when a live process holds it; RunSuperseded when another run took the export over.
         """
-        marker_name = self.marker_blob(record.export)
-        blob = self._container.get_blob_client(marker_name)
-        marker = self._read_marker(record.export)
-        if marker is None:
+        marker = self.marker(record.export)
+        state = marker.read()
+        if state is None:
             # Released (a crash between a terminal write and the delete cannot leave an active
             # record, so this run is still ours to claim): mark the export again.
-            with contextlib.suppress(ResourceExistsError):
-                self._write_marker(record)
-            marker = self._read_marker(record.export)
-        if marker is None or marker[0] != record.run_id:
+            marker.claim(record.run_id, snapshot_id=record.snapshot_id)
+            state = marker.read()
+        if state is None or state.run_id != record.run_id:
             raise RunSuperseded(
                 f"run {record.run_id} of export {record.export!r} was taken over by run "
-                f"{marker[0] if marker else '(none)'}; this one does not go on"
+                f"{state.run_id if state else '(none)'}; this one does not go on"
             )
         try:
-            heartbeat.acquire(MARKER_LEASE, blob, create=False)
+            marker.hold(heartbeat)
         except HttpResponseError as exc:
             if getattr(exc, "error_code", None) != ALREADY_LEASED:
                 raise
@@ -398,25 +412,17 @@ class RunStore:
                 f"if that process died, its hold lapses within {heartbeat.lease_seconds}s and this one takes over",
                 retry_after=heartbeat.lease_seconds,
             ) from None
-        again = self._read_marker(record.export)
-        if again is None or again[0] != record.run_id:  # replaced between our read and our lease
+        again = marker.read()
+        if again is None or again.run_id != record.run_id:  # replaced between our read and our lease
             heartbeat.release(MARKER_LEASE)
             raise RunSuperseded(f"run {record.run_id} of export {record.export!r} was taken over")
-        self._owners[(record.export, record.run_id)] = heartbeat
-
-    def disown(self, record: RunRecord) -> None:
-        """Forget this process's hold on `record` (its heartbeat releases the lease as it stops)."""
-        self._owners.pop((record.export, record.run_id), None)
 
     @contextlib.contextmanager
     def owning(self, record: RunRecord, *, lease_seconds: int) -> Iterator[Heartbeat]:
         """Own `record`'s run for the duration of the block, with a heartbeat renewing the leases."""
         with Heartbeat(lease_seconds) as heartbeat:
             self.own(record, heartbeat)
-            try:
-                yield heartbeat
-            finally:
-                self.disown(record)
+            yield heartbeat
 
     def _alive(self, record: RunRecord) -> bool:
         """A queued run is alive until it goes silent for `queued_stale_after`; a running run while
@@ -424,21 +430,7 @@ class RunStore:
         if record.status == "queued":
             last = _parse_time(record.updated_at) or _parse_time(record.queued_at)
             return last is None or datetime.now(UTC) - last <= self._queued_stale_after
-        return self._marker_leased(record.export)
-
-    def _marker_leased(self, export: str) -> bool:
-        try:
-            return lease_is_held(self._container.get_blob_client(self.marker_blob(export)))
-        except ResourceNotFoundError:
-            return False
-
-    def _write_marker(self, record: RunRecord) -> None:
-        self._container.upload_blob(
-            self.marker_blob(record.export),
-            json.dumps({"runId": record.run_id}),
-            overwrite=False,
-            content_settings=_JSON,
-        )
+        return self.marker(record.export).leased()
 
     def _claim(self, record: RunRecord, takeover_wait: float = 0.0) -> None:
         # The record is written before the marker: a marker never points to a run that does
@@ -447,20 +439,17 @@ class RunStore:
             json.dumps(record.to_document()), overwrite=False, content_settings=_JSON
         )
         record.etag = written.get("etag")
+        marker = self.marker(record.export)
         waited_until = time.monotonic() + takeover_wait
         attempts = 0
         while attempts < _CREATE_ATTEMPTS:
             attempts += 1
-            try:
-                self._write_marker(record)
+            if marker.claim(record.run_id):
                 return
-            except ResourceExistsError:
-                pass
-            marker = self._read_marker(record.export)
-            if marker is None:
+            state = marker.read()
+            if state is None:
                 continue  # released between our write and our read: try again
-            holder_id, etag = marker
-            holder = self.get(record.export, holder_id)
+            holder = self.get(record.export, state.run_id)
             if holder is not None and holder.active and self._alive(holder):
                 if holder.status == "running" and time.monotonic() < waited_until:
                     # Its process may have died: its lease lapses within one period.
@@ -480,12 +469,11 @@ class RunStore:
                     self.update(holder)
                 except RecordChanged:
                     continue  # its process wrote it meanwhile: alive after all, look again
-            else:
-                self._delete_marker(record.export, etag)
+            marker.delete(state.etag)
         self._abandon(record, "not started: the active-run marker kept changing")
-        raise RuntimeError(
-            f"could not start a run of export {record.export!r}: another run was being started at the "
-            "same time; try again"
+        raise ClaimContended(
+            f"could not start a run of export {record.export!r}: other runs were being started and ended "
+            "at the same time; try again"
         )
 
     def _abandon(self, record: RunRecord, reason: str) -> None:
@@ -493,39 +481,3 @@ class RunStore:
         with contextlib.suppress(ResourceNotFoundError):
             self._container.delete_blob(self.record_blob(record.export, record.run_id))
         record.fail(reason)
-
-    def _read_marker(self, export: str) -> tuple[str, str] | None:
-        try:
-            downloader = self._container.download_blob(self.marker_blob(export))
-            data = downloader.readall()
-        except ResourceNotFoundError:
-            return None
-        run_id = json.loads(data).get("runId")
-        etag = downloader.properties.etag
-        return (str(run_id), etag)
-
-    def _release(self, record: RunRecord, lease: str | None = None) -> None:
-        marker = self._read_marker(record.export)
-        if marker is not None and marker[0] == record.run_id:
-            self._delete_marker(record.export, marker[1], lease)
-            owner = self._owners.get((record.export, record.run_id))
-            if owner is not None:
-                owner.forget(MARKER_LEASE)  # the blob is gone: nothing left to renew or release
-
-    def _delete_marker(self, export: str, etag: str, lease: str | None = None) -> None:
-        # Conditional on the ETag we read, so a marker just taken by a new run is never removed.
-        # A marker leased by a live run (not ours) refuses the delete: it stays, as it should.
-        try:
-            self._container.delete_blob(
-                self.marker_blob(export),
-                etag=etag,
-                match_condition=MatchConditions.IfNotModified,
-                lease=lease,
-            )
-        except (ResourceNotFoundError, ResourceModifiedError):
-            pass
-        except HttpResponseError as exc:
-            if "Lease" not in str(getattr(exc, "error_code", "")):
-                raise
-            if lease is not None:  # our lease lapsed meanwhile: the marker is free to delete without it
-                self._delete_marker(export, etag)

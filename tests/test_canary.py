@@ -108,7 +108,7 @@ class Canary:
             error = f"attempt 1 failed: {type(exc).__name__}: {exc}"
             record.attempt_errors.append(error)
             record.fail(error)
-            self.runs.update(record)
+            self.runs.finish(record)
             raise
         telemetry.record_run_metrics(
             "vip", outcome.report.counts(), 1.0, outcome.status, meter_provider=self.meter
@@ -120,7 +120,10 @@ class Canary:
             record.wait("continues in a new invocation", continuation=record.continuations + 1)
         else:
             record.fail(outcome.error or "failed")
-        self.runs.update(record)
+        if record.active:
+            self.runs.update(record)
+        else:
+            self.runs.finish(record)
         self.outcomes.append(outcome)
         return outcome
 

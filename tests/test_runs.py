@@ -58,7 +58,7 @@ def test_second_run_is_refused_while_one_is_active_and_allowed_after_it_finishes
 
     first.start()
     first.succeed()
-    store.update(first)
+    store.finish(first)
     assert store.active("vip") is None
     second = store.create("vip", trigger="schedule")
     assert store.active("vip") == second
@@ -97,7 +97,7 @@ def test_a_queued_run_whose_message_never_came_is_failed_and_replaced(container)
 def test_a_running_run_blocks_while_its_process_renews_its_lease(container):
     store = RunStore(container)
     record = store.create("vip", trigger="cli")
-    with store.owning(record, lease_seconds=15):
+    with store.owning(record, lease_seconds=15) as heartbeat:
         record.start()
         store.update(record)
         with pytest.raises(RunActive):
@@ -105,7 +105,7 @@ def test_a_running_run_blocks_while_its_process_renews_its_lease(container):
         with pytest.raises(RunOwned, match="another process"):
             store.own(record, Heartbeat(15))  # a redelivered message while the owner lives
         record.succeed()
-        store.update(record)  # deletes the marker with the lease this process holds
+        store.finish(record, heartbeat)  # deletes the marker with the lease this process holds
     assert store.active("vip") is None
     assert store.create("vip", trigger="schedule").status == "queued"
 
@@ -184,7 +184,7 @@ def test_list_is_newest_first_and_limited(container):
         record = store.create("vip", trigger="api")
         record.start()
         record.succeed()
-        store.update(record)
+        store.finish(record)
         ids.append(record.run_id)
     assert [r.run_id for r in store.list("vip", limit=3)] == ids[::-1][:3]
     # A prefix of another export's name is not mixed in.
@@ -202,7 +202,7 @@ def test_creating_a_run_deletes_the_oldest_beyond_the_kept_number_with_their_rep
             container.upload_blob(f"runs/vip/{record.run_id}/{name}", b"{}")
         record.start()
         record.succeed()
-        store.update(record)
+        store.finish(record)
         ids.append(record.run_id)
     other = store.create("vip-eu", trigger="api")  # another export's runs are not counted or touched
 

@@ -99,11 +99,11 @@ def run_to_end(ctx: RunContext, export: str = EXPORT, **options: Any) -> RunOutc
         outcome = run_export(ctx, record, runs=runs, **options)
     except Exception as exc:
         record.fail(str(exc))
-        runs.update(record)
+        runs.finish(record)
         raise
     if outcome.status == "succeeded":
         record.succeed()
     else:
         record.fail(outcome.error or "failed")
-    runs.update(record)
+    runs.finish(record)
     return outcome
