@@ -22,7 +22,6 @@ from functions.http import (
     options,
     read_json_object,
 )
-from functions.messages import RunMessage
 from functions.services import Services, get_services
 from functions.views import run_location, run_view
 from shared.auth import Action, authorize, caller_from_headers, require_a_role
@@ -84,7 +83,7 @@ def _start(svc: Services, req: func.HttpRequest, name: str) -> func.HttpResponse
             "dataPrivacyConsent: true before data is sent (a dryRun is allowed)",
         )
     try:
-        record = svc.runs.create(
+        record = svc.start_run(
             name,
             trigger="api",
             dry_run=dry_run,
@@ -101,12 +100,6 @@ def _start(svc: Services, req: func.HttpRequest, name: str) -> func.HttpResponse
             f"{run_location(name, active.run_id)} and start another when it has finished",
             extra={"activeRun": run_view(active)},
         ) from None
-    try:
-        svc.enqueue(RunMessage(record.run_id, name, dry_run, full, force))
-    except Exception as exc:
-        record.fail(f"could not queue the run: {type(exc).__name__}")
-        svc.runs.update(record)
-        raise
     log.info("run %s of export %s queued by %s", record.run_id, name, scrub(caller.name))
     location = run_location(name, record.run_id)
     return json_response(run_view(record), status=202, headers={"Location": location})

@@ -31,7 +31,6 @@ import azure.functions as func
 from functions import new_blueprint
 from functions.context import run_context
 from functions.services import Services, get_services
-from functions.timer import Skip, queue_run, record_decision
 from shared.blobevents import (
     BlobCreated,
     MalformedEvent,
@@ -47,8 +46,9 @@ from shared.blobevents import (
 from shared.config import Config, ExportConfig
 from shared.decisions import Decision, Outcome, clip
 from shared.redact import scrub
-from shared.runs import utc_now
+from shared.runs import RunActive, utc_now
 from shared.storage import SEGMENT_EVENTS_QUEUE
+from shared.triggers import Skip, unexported_snapshot
 
 if TYPE_CHECKING:
     from shared.pipeline import RunContext
@@ -153,8 +153,6 @@ def _quiet_check(svc: Services, check: QuietCheck, now: datetime) -> None:
 
 
 def _queue_snapshot(svc: Services, ctx: RunContext, export: ExportConfig, why: str) -> None:
-    from shared.pipeline import last_exported_snapshot_id, latest_snapshot_id
-
     name = export.name
     snapshot: str | None = None
     run_id: str | None = None
@@ -163,15 +161,20 @@ def _queue_snapshot(svc: Services, ctx: RunContext, export: ExportConfig, why: s
         connection = ctx.config.connections[export.connection]
         if not connection.data_privacy_consent:
             raise Skip(f"connection {connection.name!r} has no data privacy consent")
-        snapshot = latest_snapshot_id(ctx, export)
-        if snapshot is None:
-            raise Skip(f"{why}, but the segment has no snapshot")
-        if snapshot == last_exported_snapshot_id(ctx, name):
-            raise Skip(f"up to date (snapshot {snapshot} already exported)")
+        try:
+            snapshot = unexported_snapshot(ctx, export)
+        except Skip as skip:
+            snapshot = skip.snapshot_id
+            if snapshot is None and skip.settled:
+                raise Skip(f"{why}, but the segment has no snapshot") from None
+            raise
         if not svc.claims.claim(name, snapshot, {"why": why, "at": utc_now()}):
             raise Skip(f"snapshot {snapshot} was already queued by an earlier event (duplicate)")
         try:
-            run_id = queue_run(svc, name, trigger="event")
+            run_id = svc.start_run(name, trigger="event").run_id
+        except RunActive as active:
+            svc.claims.release(name, snapshot)  # nothing was queued for it: let a later event try
+            raise Skip(f"run {active.record.run_id} already {active.record.status}") from None
         except BaseException:
             svc.claims.release(name, snapshot)  # nothing was queued for it: let a later event try
             raise
@@ -208,7 +211,7 @@ def _decide(
         previous.handled_firing if previous else None,
         snapshot_id,
     )
-    record_decision(svc, name, decision)
+    svc.decisions.record(name, decision)
 
 
 def _whole_seconds(seconds: float) -> int:

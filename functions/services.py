@@ -23,7 +23,7 @@ from azure.storage.queue import QueueClient, TextBase64DecodePolicy, TextBase64E
 from functions.messages import RunMessage
 from shared.configstore import ConfigStore
 from shared.decisions import DecisionStore, SnapshotClaims
-from shared.runs import RunStore
+from shared.runs import RunRecord, RunStore, RunTrigger
 from shared.settings import Settings, load_settings
 from shared.storage import (
     SEGMENT_EVENTS_QUEUE,
@@ -82,6 +82,33 @@ class Services:
             if self._segment_blobs is None:
                 self._segment_blobs = blob_service(self.settings.require_segments_storage())
             return self._segment_blobs
+
+    def start_run(
+        self,
+        export: str,
+        *,
+        trigger: RunTrigger,
+        dry_run: bool = False,
+        full: bool = False,
+        force: bool = False,
+        started_by: str | None = None,
+    ) -> RunRecord:
+        """Create a queued run and put its message on the run queue (shared/triggers.start_run)."""
+        from shared.triggers import start_run
+
+        def enqueue(record: RunRecord) -> None:
+            self.enqueue(RunMessage(record.run_id, export, dry_run, full, force))
+
+        return start_run(
+            self.runs,
+            export,
+            trigger=trigger,
+            enqueue=enqueue,
+            dry_run=dry_run,
+            full=full,
+            force=force,
+            started_by=started_by,
+        )
 
     def enqueue(self, message: RunMessage, *, delay_seconds: int = 0) -> None:
         self.run_queue.send_message(message.to_json(), visibility_timeout=delay_seconds or None)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 from dataclasses import dataclass
 from typing import Any, Literal, cast, get_args
 
@@ -31,6 +32,8 @@ _JSON = ContentSettings(content_type="application/json")
 # A reason is shown in an API response and a log line: long enough for any message the app writes,
 # short enough that a hostile input echoed in an exception cannot bloat either.
 MAX_REASON_CHARS = 500
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -95,6 +98,20 @@ class DecisionStore:
             overwrite=True,
             content_settings=_JSON,
         )
+
+    def record(self, export: str, decision: Decision) -> None:
+        """Keep the decision for GET /api/exports; failing to is logged, never fatal for the caller
+        (the timer's loop over the exports, a refresh event)."""
+        try:
+            self.put(export, decision)
+        except Exception as exc:
+            log.warning(
+                "%s: could not record the decision for export %s (%s): %s",
+                decision.source,
+                export,
+                decision.outcome,
+                type(exc).__name__,
+            )
 
     def get(self, export: str) -> Decision | None:
         try:

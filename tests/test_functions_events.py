@@ -92,7 +92,7 @@ def _finish_active_run(env: AppEnv, export: str) -> None:
     svc = get_services()
     (record,) = svc.runs.list(export, limit=1)
     record.fail("stopped by the test")
-    svc.runs.update(record)
+    svc.runs.finish(record)
 
 
 def test_unrelated_blobs_and_other_accounts_queue_nothing(app_env: AppEnv, refresh: ContainerClient, azurite):

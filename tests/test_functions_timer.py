@@ -292,7 +292,7 @@ def test_an_onrefresh_export_whose_run_failed_is_retried_after_an_hour_or_a_newe
     (record,) = svc.runs.list("flaky", limit=1)
     record.snapshot_id = "2026/11/20/0600"
     record.fail("ActiveCampaign refused the key")
-    svc.runs.update(record)
+    svc.runs.finish(record)
     for message in app_env.queue.receive_messages(max_messages=32):
         app_env.queue.delete_message(message)
 
@@ -304,6 +304,6 @@ def test_an_onrefresh_export_whose_run_failed_is_retried_after_an_hour_or_a_newe
     (again,) = svc.runs.list("flaky", limit=1)
     again.snapshot_id = "2026/11/20/0600"
     again.fail("still refused")
-    svc.runs.update(again)
+    svc.runs.finish(again)
     write_ci_snapshot(segments, "Vip", profiles(6), time_folder="2026/11/21/0600")  # a refresh
     assert set(queue_due_exports(svc, now + FAILED_RUN_RETRY + timedelta(minutes=6)).queued) == {"flaky"}

@@ -1,0 +1,210 @@
+"""When an export is due, and starting a run: one place for the timer, refresh events, the API and the CLI.
+
+What "due" means depends on the export's `trigger`:
+
+- `onRefresh`: its segment has a snapshot it has not exported. Normally a refresh event queues the
+  run within seconds (functions/events.py); the timer is the catch-up for an event that was lost.
+  A run that failed is retried after FAILED_RUN_RETRY, not on every check.
+- `scheduled`: its own `schedule` (default: EXPORT_SCHEDULE itself) has fired since the firing last
+  acted on, and the segment has a snapshot it has not exported.
+- `manual`: never (only on demand: API, CLI, console).
+
+Starting a run is: create its record (one active run per export: shared/runs.py), hand it to the
+worker (`enqueue`), and fail the record when that cannot be done, so no record waits for a message
+that was never sent. Nothing here knows about Azure Functions: callers pass what to enqueue with.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
+
+from shared.config import ExportConfig
+from shared.runs import RunRecord, RunStore, RunTrigger
+
+if TYPE_CHECKING:
+    from opentelemetry.metrics import MeterProvider
+
+    from shared.pipeline import RunContext
+
+__all__ = [
+    "FAILED_RUN_RETRY",
+    "DueCheck",
+    "Skip",
+    "check_due",
+    "start_run",
+    "unexported_snapshot",
+]
+
+log = logging.getLogger(__name__)
+# An onRefresh export whose last run failed is not retried on every check (every few minutes):
+# the failure usually needs a person, and each retry would alert again.
+FAILED_RUN_RETRY = timedelta(hours=1)
+
+
+class Skip(Exception):
+    """This export has nothing to do now; the message says why."""
+
+    def __init__(self, reason: str, *, snapshot_id: str | None = None, settled: bool = False) -> None:
+        super().__init__(reason)
+        self.snapshot_id = snapshot_id
+        # Whether a schedule's firing is dealt with by this outcome (nothing to export for it), or
+        # stays pending for the next check (a snapshot still being written).
+        self.settled = settled
+
+
+@dataclass
+class DueCheck:
+    """What one check of one export carries into its decision (shared/decisions.py)."""
+
+    handled_firing: str | None = None
+    snapshot_id: str | None = None
+    firing: str | None = None  # the scheduled firing this check found due, if any
+
+    def acted(self) -> None:
+        """The due firing was acted on (its run was queued): the next one is counted from it."""
+        self.handled_firing = self.firing or self.handled_firing
+
+
+def start_run(
+    runs: RunStore,
+    export: str,
+    *,
+    trigger: RunTrigger,
+    enqueue: Callable[[RunRecord], None],
+    dry_run: bool = False,
+    full: bool = False,
+    force: bool = False,
+    started_by: str | None = None,
+) -> RunRecord:
+    """Create a queued run of `export` and hand it to `enqueue`; RunActive when one is active already.
+
+    When `enqueue` fails, the record is failed (and the export freed) before the error propagates.
+    """
+    record = runs.create(
+        export, trigger=trigger, dry_run=dry_run, full=full, force=force, started_by=started_by
+    )
+    try:
+        enqueue(record)
+    except Exception as exc:
+        record.fail(f"could not queue the run: {type(exc).__name__}")
+        runs.finish(record)
+        raise
+    return record
+
+
+def unexported_snapshot(ctx: RunContext, export: ExportConfig) -> str:
+    """The export's newest segment snapshot, when it has not exported it yet; Skip otherwise."""
+    from shared.pipeline import last_exported_snapshot_id, latest_snapshot_id
+    from shared.segments import NotWrittenYet
+
+    try:
+        latest = latest_snapshot_id(ctx, export)
+    except NotWrittenYet:
+        # Customer Insights is still writing the export (model.json comes last): next check.
+        raise Skip("newest export not written yet (its time folder has no model.json)") from None
+    if latest is None:
+        raise Skip("no segment snapshot yet", settled=True)
+    if latest == last_exported_snapshot_id(ctx, export.name):
+        raise Skip(f"up to date (snapshot {latest} already exported)", snapshot_id=latest, settled=True)
+    return latest
+
+
+def check_due(
+    ctx: RunContext,
+    runs: RunStore,
+    export: ExportConfig,
+    now: datetime,
+    check: DueCheck,
+    meter_provider: MeterProvider | None = None,
+) -> str:
+    """The snapshot `export` is due to export now (the timer's check); Skip says why it is not.
+
+    `check.handled_firing` comes in as the firing last acted on (it goes out moved on when there is
+    nothing to export for the due firing; call `check.acted()` once its run is queued);
+    `check.snapshot_id` goes out as the snapshot looked at.
+    """
+    from shared.schedules import Schedule, due, iso, parse_iso
+
+    connection = ctx.config.connections[export.connection]
+    if not export.enabled:
+        raise Skip("disabled")
+    if export.trigger == "manual":
+        raise Skip("manual trigger (runs only on demand)")
+    if not connection.data_privacy_consent:
+        raise Skip(f"connection {connection.name!r} has no data privacy consent")
+    firing = None
+    if export.trigger == "scheduled":
+        schedule = Schedule.parse(export.schedule or ctx.settings.export_schedule)
+        handled = parse_iso(check.handled_firing) if check.handled_firing else None
+        state = due(schedule, now, handled)
+        if handled is None:
+            check.handled_firing = iso(state.fired)  # the first check only sets where to count from
+        if not state.due:
+            raise Skip(f"not due: schedule {schedule.expression!r} next fires at {iso(state.next)}")
+        firing = check.firing = iso(state.fired)
+    try:
+        latest = unexported_snapshot(ctx, export)
+    except Skip as skip:
+        check.snapshot_id = skip.snapshot_id
+        if skip.settled:
+            check.handled_firing = firing or check.handled_firing
+        raise
+    check.snapshot_id = latest
+    _measure_staleness(ctx, export, now, meter_provider)
+    _skip_if_csv_folder_busy(ctx, export, now)
+    if export.trigger == "onRefresh":
+        skip_if_failed_recently(runs, export.name, latest, now)
+    return latest
+
+
+def _measure_staleness(
+    ctx: RunContext, export: ExportConfig, now: datetime, meter_provider: MeterProvider | None
+) -> None:
+    """Feed the stale-export alert: hours without a successful run while a newer snapshot waits."""
+    from shared.freshness import last_success_at, snapshot_landed_at
+    from shared.storage import state_blob
+    from shared.telemetry import record_hours_since_success
+
+    try:
+        since = last_success_at(ctx.app_container(), state_blob(export.name)) or snapshot_landed_at(
+            ctx.segment_blobs, export.source
+        )
+    except Exception as exc:  # a measurement, never a reason to skip the export
+        log.warning("schedule: could not measure how stale export %s is: %s", export.name, type(exc).__name__)
+        return
+    if since is not None:
+        hours = (now - since).total_seconds() / 3600
+        record_hours_since_success(export.name, export.trigger, hours, meter_provider=meter_provider)
+
+
+def _skip_if_csv_folder_busy(ctx: RunContext, export: ExportConfig, now: datetime) -> None:
+    """A plain CSV folder counts as complete once no file was added for CSV_QUIET_SECONDS, as for
+    refresh events: a run must not read a snapshot that is still being written."""
+    from shared.freshness import csv_folder_written_at
+    from shared.schedules import iso
+
+    written = csv_folder_written_at(ctx.segment_blobs, export.source)
+    quiet = timedelta(seconds=ctx.settings.csv_quiet_seconds)
+    if written is not None and now - written < quiet:
+        raise Skip(
+            f"plain CSV folder still being written (a file was added at {iso(written)}); "
+            f"queued once it has been quiet for {quiet.total_seconds():g} s"
+        )
+
+
+def skip_if_failed_recently(runs: RunStore, name: str, latest: str, now: datetime) -> None:
+    from shared.schedules import iso, parse_iso
+
+    listed = runs.list(name, limit=1)
+    last = listed[0] if listed else None
+    if last is None or last.status != "failed" or not last.finished_at:
+        return
+    if last.snapshot_id is not None and last.snapshot_id != latest:
+        return  # a newer snapshot than the one that failed: worth a run at once
+    retry_at = parse_iso(last.finished_at) + FAILED_RUN_RETRY
+    if now < retry_at:
+        raise Skip(f"run {last.run_id} failed; retried from {iso(retry_at)} (or start it on demand)")
