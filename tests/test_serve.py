@@ -18,7 +18,7 @@ from azure.storage.blob import BlobServiceClient
 
 from scripts.localhost.hostjson import load_host_config, timespan_seconds
 from scripts.localhost.routes import Router, parse_route
-from scripts.localhost.timer_host import Schedule, ScheduleError
+from shared.schedules import Schedule, ScheduleError
 from tests.fixtures.azurite import DEV_ACCOUNT, free_port
 from tests.fixtures.sandbox import SANDBOX_API_KEY, fast_limits
 from tests.fixtures.serve import StartServe, base_env
@@ -358,21 +358,22 @@ def test_routes_prefer_literals_and_honour_methods():
 
 
 def test_ncrontab_with_seconds():
-    every_five = Schedule("*/5 * * * * *")
+    every_five = Schedule.parse("*/5 * * * * *")
     assert every_five.next_after(datetime(2026, 1, 1, 0, 0, 1, tzinfo=UTC)) == datetime(
         2026, 1, 1, 0, 0, 5, tzinfo=UTC
     )
-    six_hourly = Schedule("0 0 */6 * * *")
+    six_hourly = Schedule.parse("0 0 */6 * * *")
     assert six_hourly.next_after(datetime(2026, 1, 1, 0, 0, 1, tzinfo=UTC)) == datetime(
         2026, 1, 1, 6, 0, 0, tzinfo=UTC
     )
     # Day of month and day of week must both match: the first 1st that is a Monday, not 2 January.
-    assert Schedule("0 0 0 1 * MON").next_after(datetime(2026, 1, 1, 12, tzinfo=UTC)) == datetime(
+    assert Schedule.parse("0 0 0 1 * MON").next_after(datetime(2026, 1, 1, 12, tzinfo=UTC)) == datetime(
         2026, 6, 1, tzinfo=UTC
     )
-    for bad in ("* * *", "0 0 0 L * *", "0 0 0 ? * MON", "61 * * * * *"):
+    # Five fields (cron without seconds) are refused, as the app's EXPORT_SCHEDULE check does.
+    for bad in ("* * *", "*/5 * * * *", "0 0 0 L * *", "0 0 0 ? * MON", "61 * * * * *"):
         with pytest.raises(ScheduleError):
-            Schedule(bad)
+            Schedule.parse(bad)
 
 
 def test_host_json_is_read_with_app_setting_overrides():

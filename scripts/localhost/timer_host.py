@@ -1,8 +1,8 @@
 """Timer triggers on their NCRONTAB schedule, with the host's schedule monitor and `past_due`.
 
-NCRONTAB (`{second} {minute} {hour} {day} {month} {day-of-week}`, or five fields without seconds)
-is evaluated by croniter, a maintained cron library that takes the seconds field first
-(`second_at_beginning`); days of month and week must both match, as in NCrontab. Times are UTC.
+NCRONTAB (`{second} {minute} {hour} {day} {month} {day-of-week}`, UTC) is parsed and evaluated by
+shared/schedules.py, the parser the app uses for EXPORT_SCHEDULE, so the local host accepts exactly
+what the app validates.
 
 With `useMonitor` (the default) the schedule status lives where the host keeps it, blob
 `azure-webjobs-hosts/timers/<hostId>/Host.Functions.<name>/status` in AzureWebJobsStorage: a start
@@ -18,55 +18,19 @@ import re
 import socket
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from azure.functions.timer import TimerRequest
-from croniter import croniter
 
 from scripts.localhost.appindex import AppFunction
 from scripts.localhost.invoke import Invocations, invoke
+from shared.schedules import Schedule, ScheduleError
+
+__all__ = ["MONITOR_CONTAINER", "Schedule", "ScheduleError", "ScheduleMonitor", "TimerHost", "host_id"]
 
 log = logging.getLogger("host.timer")
 MONITOR_CONTAINER = "azure-webjobs-hosts"
-_NAMES = r"jan|feb|mar|apr|may|jun|jul|aug|sep|oct|nov|dec|sun|mon|tue|wed|thu|fri|sat"
-
-
-class ScheduleError(ValueError):
-    pass
-
-
-@dataclass(frozen=True)
-class Schedule:
-    expression: str
-
-    def __post_init__(self) -> None:
-        fields = self.expression.split()
-        if len(fields) not in (5, 6):
-            raise ScheduleError(
-                f"schedule {self.expression!r} is not an NCRONTAB expression: expected 6 fields "
-                "'{second} {minute} {hour} {day} {month} {day-of-week}' such as '0 */5 * * * *'"
-            )
-        for item in fields:
-            rest = re.sub(_NAMES, "", item.lower())
-            if re.search(r"[a-z#?]", rest):
-                raise ScheduleError(
-                    f"schedule {self.expression!r}: field {item!r} uses cron syntax NCRONTAB does not have "
-                    "(numbers, ranges, lists, steps, * and month/day names only)"
-                )
-        if not croniter.is_valid(self._cron, second_at_beginning=len(fields) == 6):
-            raise ScheduleError(f"schedule {self.expression!r} is not a valid NCRONTAB expression")
-
-    @property
-    def _cron(self) -> str:
-        return " ".join(self.expression.split())
-
-    def next_after(self, moment: datetime) -> datetime:
-        has_seconds = len(self.expression.split()) == 6
-        it = croniter(self._cron, moment, second_at_beginning=has_seconds, day_or=False)
-        nxt: datetime = it.get_next(datetime)
-        return nxt.astimezone(UTC)
 
 
 def host_id() -> str:
@@ -118,7 +82,7 @@ class TimerHost:
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self.fn = fn
-        self.schedule = Schedule(str(fn.trigger["schedule"]))
+        self.schedule = Schedule.parse(str(fn.trigger["schedule"]))
         self.use_monitor = bool(fn.trigger.get("useMonitor", True))
         self.run_on_startup = bool(fn.trigger.get("runOnStartup", False))
         self._invocations = invocations
