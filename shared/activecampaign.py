@@ -30,6 +30,7 @@ from tenacity import (
     wait_random,
 )
 
+from shared import refusals
 from shared.apikey import check_api_key
 from shared.errors import EngineError, TerminalError, TransientError
 from shared.hosts import base_url, validate_hostname
@@ -390,6 +391,10 @@ class ActiveCampaignClient:
             headers={"Accept": "application/json"},
         )
 
+    def __repr__(self) -> str:
+        # Never the key: a client in a log line or a traceback's locals shows its host only.
+        return f"ActiveCampaignClient(hostname={self.hostname!r})"
+
     # -- lifecycle
 
     def set_api_key(self, key: str) -> None:
@@ -697,7 +702,8 @@ class ActiveCampaignClient:
     def _bulk_400(self, response: httpx.Response, message: str) -> None:
         """Raise what a bulk_import 400 means: rate limit (retry) or rejected contacts; else return."""
         body = _json_or_none(response)
-        if message.strip().lower().rstrip(".") == _BULK_RATE_LIMIT_MESSAGE:
+        raw = body.get("message") if isinstance(body, dict) else None
+        if isinstance(raw, str) and raw.strip().lower().rstrip(".") == _BULK_RATE_LIMIT_MESSAGE:
             # The account's bulk budget is spent (maybe by another process): wait a whole window
             # instead of hammering, then retry.
             raise _Retryable(
@@ -712,8 +718,8 @@ class ActiveCampaignClient:
         failures: list[tuple[int, str]] = []
         for item in reasons:
             if isinstance(item, dict) and _int_or_none(item.get("contact")) is not None:
-                reason = _scrub(str(item.get("failureReason") or "rejected"), self._api_key)
-                failures.append((int(item["contact"]), reason))
+                # The category only: the reason quotes the contact it refuses (shared/refusals.py).
+                failures.append((int(item["contact"]), refusals.reason(item.get("failureReason"))))
         if failures:
             first_index, first_reason = failures[0]
             raise BulkImportRejected(
@@ -735,16 +741,17 @@ class ActiveCampaignClient:
         return body
 
     def _error_message(self, response: httpx.Response) -> str:
-        """The human part of an error body: 422 carries `errors[]`, the rest `message`."""
+        """What an error body says, reduced to categories and positions (shared/refusals.py): 422
+        carries `errors[]`, the rest `message`. The texts themselves may quote a contact."""
         body = _json_or_none(response)
         text = ""
         if isinstance(body, dict):
             errors = body.get("errors")
             if isinstance(errors, list) and errors:
-                text = "; ".join(_error_text(item) for item in errors)
+                text = refusals.describe_errors(errors)
             elif isinstance(body.get("message"), str):
-                text = body["message"]
-        text = text or response.reason_phrase or f"HTTP {response.status_code}"
+                text = refusals.reason(body["message"])
+        text = text or f"HTTP {response.status_code}"
         return _scrub(text, self._api_key)[:_MESSAGE_LIMIT]
 
     def _should_stop(self, state: RetryCallState) -> bool:
@@ -895,7 +902,8 @@ def _field_options(items: object) -> dict[int, list[str]]:
     return options
 
 
-_PERMISSION = re.compile(r"You do not have permission to [^\n]{1,120}", re.IGNORECASE)
+# The sentence's lower-case words only: what follows them (a name, a list's title) is not repeated.
+_PERMISSION = re.compile(r"(?i:you do not have permission to)(?: [a-z]+){1,8}\.?")
 
 
 def _permission_text(response: httpx.Response) -> str | None:
@@ -922,13 +930,6 @@ def _int_or_none(value: object) -> int | None:
     if isinstance(value, str) and value.strip().isdigit():
         return int(value.strip())
     return None
-
-
-def _error_text(item: object) -> str:
-    if isinstance(item, dict):
-        parts = [str(item[k]) for k in ("title", "detail") if item.get(k)]
-        return ": ".join(parts) or "error"
-    return str(item)
 
 
 def _scrub(text: str, api_key: str) -> str:

@@ -103,6 +103,9 @@ class KeyVaultSecrets:
         self._lock = threading.Lock()
         self._name_locks: dict[str, threading.Lock] = {}
 
+    def __repr__(self) -> str:
+        return f"KeyVaultSecrets(vault_url={self.vault_url!r})"  # not the cached values
+
     def _name_lock(self, name: str) -> threading.Lock:
         with self._lock:
             return self._name_locks.setdefault(name, threading.Lock())
@@ -231,6 +234,9 @@ class EnvSecrets:
         self._env = env
         self._overrides: dict[str, str | None] = {}  # None: deleted in this process
         self._lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return "EnvSecrets()"  # not the environment, which holds the keys
 
     @staticmethod
     def env_var(name: str) -> str:

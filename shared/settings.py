@@ -11,7 +11,7 @@ import math
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 from urllib.parse import urlsplit
 
@@ -70,6 +70,17 @@ EASY_AUTH_MARKER = "WEBSITE_AUTH_ENABLED"
 _IDENTITY_SUFFIXES = ("blobServiceUri", "queueServiceUri", "accountName", "credential", "clientId")
 
 
+# The parts of a storage or Application Insights connection string that let their holder in.
+_SECRET_PARTS = re.compile(
+    r"\b(AccountKey|SharedAccessSignature|SharedAccessKey|InstrumentationKey|sig)=[^;]*", re.IGNORECASE
+)
+
+
+def mask_connection_string(text: str) -> str:
+    """`text` with its key, SAS and signature values replaced by `***` (names and endpoints kept)."""
+    return _SECRET_PARTS.sub(lambda m: f"{m.group(1)}=***", text)
+
+
 class SettingsError(TerminalError, ValueError):
     """A setting is missing or malformed; the message names it and says what to fix."""
 
@@ -85,10 +96,19 @@ class StorageConnection:
     """
 
     setting: str
-    connection_string: str | None = None
+    # A connection string may hold the account key or a SAS: shown only with them masked.
+    connection_string: str | None = field(default=None, repr=False)
     blob_service_uri: str | None = None
     queue_service_uri: str | None = None
     client_id: str | None = None
+
+    def __repr__(self) -> str:
+        shown = None if self.connection_string is None else mask_connection_string(self.connection_string)
+        return (
+            f"StorageConnection(setting={self.setting!r}, connection_string={shown!r}, "
+            f"blob_service_uri={self.blob_service_uri!r}, queue_service_uri={self.queue_service_uri!r}, "
+            f"client_id={self.client_id!r})"
+        )
 
     @property
     def uses_identity(self) -> bool:
@@ -115,7 +135,7 @@ class Settings:
     app_container: str = DEFAULT_APP_CONTAINER
     runs_queue: str = DEFAULT_RUNS_QUEUE
     running_in_azure: bool = False
-    appinsights_connection_string: str | None = None
+    appinsights_connection_string: str | None = field(default=None, repr=False)
     easy_auth_enabled: bool = False
     # Origins besides the app's own whose pages may change data (a front end on another host name).
     allowed_origins: tuple[str, ...] = ()

@@ -67,3 +67,67 @@ def test_extra_host_suffixes_are_added():
     assert ".example-ac.net" in s.allowed_host_suffixes
     assert ".api-us1.com" in s.allowed_host_suffixes
     assert "AzureWebJobsStorage" in SETTINGS_READ
+
+
+ACCOUNT_KEY = "c2VjcmV0LWFjY291bnQta2V5LW5vYm9keS1zaG91bGQtc2VlPT0="
+SAS_SIG = "sig=abc%2Bsecret%3D"
+
+
+def test_settings_and_secret_holding_objects_print_without_their_secrets():
+    from shared.activecampaign import ActiveCampaignClient, Pacer
+    from shared.secrets import EnvSecrets
+
+    settings = load_settings(
+        {
+            "AzureWebJobsStorage": (
+                f"DefaultEndpointsProtocol=https;AccountName=acct;AccountKey={ACCOUNT_KEY};"
+                "EndpointSuffix=core.windows.net"
+            ),
+            "SEGMENTS_STORAGE": f"BlobEndpoint=https://seg.blob.core.windows.net;SharedAccessSignature=sv=2024&{SAS_SIG}",
+            "APPLICATIONINSIGHTS_CONNECTION_STRING": "InstrumentationKey=00000000-1111-2222-3333-444444444444",
+        }
+    )
+    for shown in (repr(settings), str(settings), repr(settings.storage), f"{settings.segments_storage}"):
+        assert ACCOUNT_KEY not in shown
+        assert "abc%2Bsecret" not in shown
+        assert "444444444444" not in shown
+        assert "AccountName=acct" in shown or "seg.blob" in shown or "Settings(" in shown
+    assert "AccountKey=***" in repr(settings)
+    # Still usable: the value itself is untouched.
+    assert settings.storage is not None
+    assert ACCOUNT_KEY in (settings.storage.connection_string or "")
+
+    key = "sandbox-secret-key-1234"
+    client = ActiveCampaignClient(
+        "127.0.0.1:9", key, pacer=Pacer(5, 100), allowed_suffixes=(), allow_loopback=True
+    )
+    try:
+        assert key not in repr(client)
+        assert key not in str(client)
+    finally:
+        client.close()
+    env = EnvSecrets({"ACTIVECAMPAIGN_MAIN": key})
+    assert key not in repr(env)
+    assert key not in str(env)
+
+
+def test_allowed_origins_are_bare_https_origins():
+    s = load_settings(
+        {"ALLOWED_ORIGINS": " https://Portal.Example.com ,https://a.example.com:443, http://localhost:3000"}
+    )
+    assert s.allowed_origins == (
+        "https://portal.example.com",
+        "https://a.example.com",
+        "http://localhost:3000",
+    )
+    assert load_settings({}).allowed_origins == ()
+    for bad in (
+        "*",
+        "https://a.example.com/",
+        "https://a.example.com/path",
+        "http://a.example.com",
+        "null",
+        "a.com",
+    ):
+        with pytest.raises(SettingsError, match="ALLOWED_ORIGINS"):
+            load_settings({"ALLOWED_ORIGINS": bad})
