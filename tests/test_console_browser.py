@@ -14,8 +14,10 @@ import json
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import datetime
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import httpx
 import pytest
@@ -36,7 +38,8 @@ GOOD_ROWS = 40
 # Rows the run must reject, each for its own reason (CustomerId, Email, First, Last, Phone, Tier).
 BAD_ROWS = [
     ["900", "", "No", "Email", "", "gold"],
-    ["901", "not-an-email", "Bad", "Email", "", "gold"],
+    # Values a spreadsheet would run as formulas: rejected.csv stores them with a leading quote.
+    ["901", "not-an-email", "=Bad", "-Email", "", "@gold"],
     ["902", "person3@example.com", "Again", "Duplicate", "", "gold"],
 ]
 SERIOUS = {"serious", "critical"}
@@ -189,6 +192,9 @@ def test_from_an_empty_app_connect_configure_preview_run_and_read_the_report(
         console.click("Save")
         console.see("Saved export vip.")
         console.see("Saving does not run the export.")
+        # The URL follows the page: the export's own page, which a reload shows again.
+        assert console.driver.current_url.endswith("/api/console#/exports/vip")
+        console.see("Export vip")
         with httpx.Client(base_url=served.api, timeout=30) as api:
             saved = api.get("/exports/vip").json()
         assert saved["listId"] == 1
@@ -208,7 +214,7 @@ def test_from_an_empty_app_connect_configure_preview_run_and_read_the_report(
         # Run now, held at ActiveCampaign's processing so the live progress can be watched.
         ac_sandbox.pause_processing()
         console.link("vip").click()
-        console.see("Runs of export vip")
+        console.see("Export vip")
         console.click("Run now")
         console.see("Progress")
         console.wait(lambda: "Sending:" in console.main_text(), "live progress of the sending")
@@ -221,9 +227,7 @@ def test_from_an_empty_app_connect_configure_preview_run_and_read_the_report(
         )
         console.see("Skipped 1 duplicate")
         console.see("Rejected rows")
-        rows = console.driver.find_elements(By.CSS_SELECTOR, "table.rejected tbody tr")
-        reasons = sorted(r.find_elements(By.TAG_NAME, "td")[1].text for r in rows)
-        assert reasons == ["duplicate", "invalid_email", "missing_email"]
+        rejected_table(console)
         console.shot("run-report", full_page=True)
 
         # The CSV download is the API's rejected rows, byte for byte.
@@ -236,16 +240,35 @@ def test_from_an_empty_app_connect_configure_preview_run_and_read_the_report(
         assert csv_file.read_bytes() == expected
         assert len(list(csv.reader(io.StringIO(expected.decode())))) == 1 + len(BAD_ROWS)
 
-        # Run history: both runs in the table and the chart.
+        # Nothing changed since: the next run sends nothing and says it is up to date.
+        console.link("vip").click()
+        console.click("Run now")
+        console.see("Up to date: nothing changed since the last delivery", timeout=90)
+        assert console.driver.find_element(By.CSS_SELECTOR, "dl.facts .badge").text == "Up to date"
+        assert ac_sandbox.state.list_members(1).keys() == {f"person{i}@example.com" for i in range(GOOD_ROWS)}
+
+        # Run history: the three runs in the table (with what each left unchanged) and the chart.
         console.link("vip").click()
         console.see("Contacts sent, rejected and removed per run")
-        assert len(console.driver.find_elements(By.CSS_SELECTOR, "main table tbody tr")) == 2
-        assert len(console.driver.find_elements(By.CSS_SELECTOR, "svg.chart rect")) == 2 * 3
+        table = console.driver.find_element(By.CSS_SELECTOR, "main table")
+        heads = [th.text for th in table.find_elements(By.CSS_SELECTOR, "thead th")]
+        assert heads[:6] == ["Queued", "Status", "Kind", "Rows read", "Unchanged", "Sent"]
+        body = [
+            [c.text for c in tr.find_elements(By.CSS_SELECTOR, "th, td")]
+            for tr in table.find_elements(By.CSS_SELECTOR, "tbody tr")
+        ]
+        assert [row[1] for row in body] == ["Up to date", "Succeeded", "Succeeded (preview)"]
+        assert [row[4] for row in body] == [str(GOOD_ROWS), "0", "0"]  # unchanged since the last delivery
+        assert [row[5] for row in body] == ["0", str(GOOD_ROWS), "0"]  # sent
+        assert len(console.driver.find_elements(By.CSS_SELECTOR, "svg.chart rect")) == 3 * 3
         label = console.driver.find_element(By.CSS_SELECTOR, "svg.chart").get_attribute("aria-label")
         assert f"sent {GOOD_ROWS}" in str(label)
         console.shot("run-history", full_page=True)
         console.link("Exports").click()
-        console.see("Succeeded")
+        console.see("Up to date")
+        # Connections and lists by their names, the id beside the list's.
+        console.see("ActiveCampaign (marketing)")
+        console.see("Newsletter (list id 1)")
         console.shot("exports")
 
         # Editing and saving unchanged keeps the export exactly as it was; the tag the runs created
@@ -259,12 +282,48 @@ def test_from_an_empty_app_connect_configure_preview_run_and_read_the_report(
         assert console.field("Tags").get_attribute("value") == "segment:vip"
         console.click("Save")
         console.see("Saved export vip.")
+        assert console.driver.current_url.endswith("/api/console#/exports/vip")
         with httpx.Client(base_url=served.api, timeout=30) as api:
             again = api.get("/exports/vip").json()
         assert {k: v for k, v in again.items() if k not in ("lastRun", "lastDecision")} == {
             k: v for k, v in saved.items() if k not in ("lastRun", "lastDecision")
         }
     assert len(ac_sandbox.state.list_members(1)) == GOOD_ROWS
+
+
+def rejected_table(console: Console) -> None:
+    """The rejected rows as a person reads them at 1280 px: each row's file by its name (the full
+    path on hover), its reason in words with the code beside it, its values as the segment had them
+    (no spreadsheet guard quote), and no sideways scrolling."""
+    table = console.driver.find_element(By.CSS_SELECTOR, "table.rejected")
+    assert [th.text for th in table.find_elements(By.CSS_SELECTOR, "thead th")][:4] == [
+        "File",
+        "Line",
+        "Reason",
+        "Detail",
+    ]
+    rows = {}
+    for tr in table.find_elements(By.CSS_SELECTOR, "tbody tr"):
+        file = tr.find_element(By.CSS_SELECTOR, "th span")
+        path = str(file.get_attribute("title"))
+        assert path.startswith(FOLDER + "/Vip/"), path
+        assert path.endswith("/" + file.text), (path, file.text)
+        assert "/" not in file.text
+        cells = tr.find_elements(By.TAG_NAME, "td")
+        code = cells[1].find_element(By.TAG_NAME, "code").text
+        rows[code] = (cells[1].text, [c.text for c in cells[3:]])
+    assert {code: words for code, (words, _) in rows.items()} == {
+        "duplicate": "A duplicate of an earlier row duplicate",
+        "invalid_email": "An invalid email address invalid_email",
+        "missing_email": "No email address missing_email",
+    }
+    # Shown as the segment had them: the CSV's "'=Bad" is =Bad on screen.
+    assert rows["invalid_email"][1] == ["901", "not-an-email", "=Bad", "-Email", "", "@gold"]
+    assert not [v for _, values in rows.values() for v in values if v.startswith("'")]
+    wrap = table.find_element(By.XPATH, "..")
+    scroll = console.driver.execute_script("return arguments[0].scrollWidth - arguments[0].clientWidth", wrap)
+    assert scroll <= 0, f"the rejected rows scroll sideways by {scroll} px at 1280 px"
+    console.see("Files in folder " + FOLDER + "/Vip/")
 
 
 def test_deleting_a_connection_says_what_goes_with_it(
@@ -308,10 +367,10 @@ def test_a_failed_run_shows_the_error_as_the_api_gives_it(
         connect(api, ac_sandbox.hostname)
         put_export(api, segments.container_name, trigger="manual")
         with open_console(served, shots, downloads) as console:
-            console.go("#/exports/vip/runs")
+            console.go("#/exports/vip")
             console.type("Function key", "local-function-key")
             console.click("Sign in")
-            console.see("Runs of export vip")
+            console.see("Export vip")
             console.click("Run now")
             console.see("The run failed", timeout=90)
             run = api.get("/exports/vip/runs").json()["runs"][0]
@@ -319,8 +378,35 @@ def test_a_failed_run_shows_the_error_as_the_api_gives_it(
             assert run["error"]
             assert run["error"] in console.alert_text()
             console.see("Nothing was sent to ActiveCampaign.")
-            console.shot("run-failed")
-    assert ac_sandbox.state.list_members(1) == {}
+            console.shot("run-failed", full_page=True)
+            failed_at = console.driver.current_url
+
+            # Edit: straight to the export's form; Retry: the same run again, now with usable rows.
+            console.link("Edit export").click()
+            console.see("Edit export vip")
+            assert console.driver.current_url.endswith("#/exports/vip/edit")
+            console.driver.back()
+            console.see("The run failed")
+            assert console.driver.current_url == failed_at
+            assert ac_sandbox.state.list_members(1) == {}
+            write_ci_snapshot(segments, "Vip", profiles(5), time_folder="2026/11/21/0600")
+            console.click("Retry")
+            console.wait(lambda: console.driver.current_url != failed_at, "the retried run's page")
+            console.see("ActiveCampaign accepted 5.", timeout=90)
+            runs = api.get("/exports/vip/runs").json()["runs"]
+            assert [r["status"] for r in runs] == ["succeeded", "failed"]
+            assert console.driver.current_url.endswith(f"#/exports/vip/runs/{runs[0]['runId']}")
+
+            # Timestamps name their zone: the browser's own (here India, UTC+05:30, no daylight saving).
+            console.driver.execute_cdp_cmd("Emulation.setTimezoneOverride", {"timezoneId": "Asia/Kolkata"})
+            console.driver.refresh()
+            console.see("ActiveCampaign accepted 5.")
+            queued = datetime.fromisoformat(runs[0]["queuedAt"]).astimezone(ZoneInfo("Asia/Kolkata"))
+            shown = console.driver.find_element(By.XPATH, "//dt[.='Queued']/following-sibling::dd[1]").text
+            assert shown in (
+                f"{queued.day} {queued:%b %Y, %H:%M:%S} {zone}" for zone in ("IST", "GMT+5:30")
+            ), shown
+    assert len(ac_sandbox.state.list_members(1)) == 5
 
 
 # --- a contributor ------------------------------------------------------------------------------
@@ -356,7 +442,7 @@ def test_a_contributor_sees_only_what_the_api_lets_them_do(
         console.shot("contributor-exports")
 
         console.link("Runs").click()
-        console.see("Runs of export vip")
+        console.see("Export vip")
         assert console.buttons() == ["Preview (dry run)", "Run now"]  # no Full, no Force
         console.click("Run now")
         assert "allowContributors" in console.alert_text()
@@ -422,8 +508,8 @@ def test_with_app_service_authentication_the_console_uses_the_session_and_never_
         console.link("Sign in with Microsoft Entra ID").click()
         console.see("vip")
         assert "Signed in as casey@example.com (contributor)." in console.text()
-        console.go("#/exports/vip/runs")
-        console.see("Runs of export vip")
+        console.go("#/exports/vip")
+        console.see("Export vip")
         console.click("Run now")
         console.see("Succeeded", timeout=90)
         stored = console.driver.execute_script("return [sessionStorage.length, localStorage.length]")
@@ -452,7 +538,7 @@ SCREENS = [
     ("export form", "#/exports/vip/edit", "Edit export vip"),
     ("connections", "#/connections", "Connections"),
     ("connection form", "#/connections/main/edit", "Edit connection"),
-    ("run history", "#/exports/vip/runs", "Runs of export vip"),
+    ("export page", "#/exports/vip", "Export vip"),
 ]
 
 

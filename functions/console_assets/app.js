@@ -20,7 +20,8 @@ const routes = [
   [/^#\/exports$/, exportScreens.list, "Exports"],
   [/^#\/exports\/new$/, (m, c) => exportScreens.form(m, c, null), "Add export"],
   [/^#\/exports\/([a-z0-9-]+)\/edit$/, exportScreens.form, "Edit export"],
-  [/^#\/exports\/([a-z0-9-]+)\/runs$/, runs.history, "Runs"],
+  [/^#\/exports\/([a-z0-9-]+)$/, runs.history, "Export"],
+  [/^#\/exports\/([a-z0-9-]+)\/runs$/, runs.history, "Export"],
   [/^#\/exports\/([a-z0-9-]+)\/runs\/([0-9A-Za-z-]+)$/, runs.detail, "Run"],
 ];
 

@@ -1,7 +1,7 @@
 // Contacts sent, rejected and removed per run, oldest run on the left: a grouped bar chart in SVG
 // drawn here (no library). The runs table beside it holds the same numbers as text.
 
-import { h } from "./dom.js";
+import { h, timeZone } from "./dom.js";
 
 export const SERIES = [
   ["sent", "Sent", "bar-sent"],
@@ -73,5 +73,5 @@ export function runChart(points, { title }) {
     SERIES.map(([, name, cls]) => h("li", {}, h("span", { class: `swatch ${cls}`, "aria-hidden": "true" }), name)),
     h("li", {}, h("span", { class: "swatch preview-swatch", "aria-hidden": "true" }), "Pale with a dashed outline: preview (dry run), nothing sent"),
   );
-  return h("figure", { class: "chart-figure" }, h("figcaption", {}, title), svg, legend);
+  return h("figure", { class: "chart-figure" }, h("figcaption", {}, title, h("span", { class: "sub" }, `Times in ${timeZone}.`)), svg, legend);
 }

@@ -3,6 +3,7 @@
 import { appSettings, call, enc, getJson, sendJson } from "./api.js";
 import { checkbox, confirmDialog, errorBox, field, h, notice, radios, replace, table } from "./dom.js";
 import { EXPECTED_FORM, hostnameProblem } from "./hostname.js";
+import { forgetNames } from "./names.js";
 
 const NAME = /^[a-z0-9][a-z0-9-]{0,62}$/;
 const hostRules = {
@@ -79,6 +80,7 @@ async function remove(ctx, connection, users, status) {
   const options = users.length ? { cascade: true, keepHistory: keep.box.checked } : {};
   try {
     await call("DELETE", `/api/connections/${enc(connection.name)}`, { body: options, ifMatch: connection.etag });
+    forgetNames();
     ctx.go("#/connections", notice("success", `Deleted connection ${connection.displayName}.`, users.length ? `Also deleted: ${users.join(", ")}.` : ""));
   } catch (error) {
     replace(status, errorBox(error, { title: "The connection was not deleted" }));
@@ -231,6 +233,7 @@ export async function form(main, ctx, name) {
         const connectionName = nameInput.value.trim();
         try {
           await sendJson("PUT", `/api/connections/${enc(connectionName)}`, body(), { ifMatch: etag });
+          forgetNames();
           key.value = "";
           ctx.go("#/connections", notice("success", `Saved connection ${display.value.trim()}.`, "Its API key is stored as a secret (in Azure: Key Vault) and is never shown again."));
         } catch (error) {

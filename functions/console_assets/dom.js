@@ -106,10 +106,24 @@ export function number(value) {
   return typeof value === "number" ? value.toLocaleString("en-US") : "–";
 }
 
+// The browser's own time zone, named on every timestamp ("4 Dec 2026, 23:35:12 UTC"): the API's
+// times are UTC and a schedule is in UTC, so a bare local time would be ambiguous.
+const STAMP = new Intl.DateTimeFormat("en-GB", {
+  day: "numeric",
+  month: "short",
+  year: "numeric",
+  hour: "2-digit",
+  minute: "2-digit",
+  second: "2-digit",
+  hourCycle: "h23",
+  timeZoneName: "short",
+});
+export const timeZone = Intl.DateTimeFormat().resolvedOptions().timeZone || "UTC";
+
 export function when(iso) {
   if (!iso) return "–";
   const date = new Date(iso);
-  return Number.isNaN(date.getTime()) ? iso : date.toLocaleString("en-GB", { dateStyle: "medium", timeStyle: "medium" });
+  return Number.isNaN(date.getTime()) ? iso : STAMP.format(date);
 }
 
 // An API error as the API gives it: the message, then each detail line.

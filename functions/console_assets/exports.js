@@ -2,7 +2,8 @@
 
 import { call, enc, getAllPages, getJson, sendJson } from "./api.js";
 import { checkbox, confirmDialog, errorBox, field, h, notice, number, radios, replace, table, uid, when } from "./dom.js";
-import { startRun, statusBadge } from "./runs.js";
+import { connectionSlot, listSlot as listNameSlot } from "./names.js";
+import { exportPath, runPath, startRun, statusBadge } from "./runs.js";
 
 const NAME = /^[a-z0-9][a-z0-9-]{0,62}$/;
 // What a PUT accepts (the export's properties in shared/schemas/config.schema.json; a test keeps
@@ -47,7 +48,7 @@ function lastRunCell(exp) {
   return h(
     "td",
     {},
-    h("a", { href: `#/exports/${enc(exp.name)}/runs/${enc(run.runId)}` }, statusBadge(run), " ", when(run.finishedAt || run.startedAt || run.queuedAt)),
+    h("a", { href: runPath(exp.name, run.runId) }, statusBadge(run), " ", when(run.finishedAt || run.startedAt || run.queuedAt)),
     h("span", { class: "sub" }, run.dryRun ? `Preview: ${number(counts.toSend)} would be sent` : `${number(counts.accepted)} accepted, ${number(counts.rejected)} rejected, ${number(counts.removed || 0)} removed`),
   );
 }
@@ -60,9 +61,9 @@ export async function list(main, ctx) {
     h(
       "tr",
       {},
-      h("th", { scope: "row" }, exp.name, h("span", { class: "sub" }, exp.mode === "mirror" ? "mirror" : "upsert")),
-      h("td", {}, exp.connection),
-      h("td", {}, `list ${exp.listId}`),
+      h("th", { scope: "row" }, h("a", { href: exportPath(exp.name) }, exp.name), h("span", { class: "sub" }, exp.mode === "mirror" ? "mirror" : "upsert")),
+      h("td", {}, connectionSlot(ctx, exp.connection)),
+      h("td", {}, listNameSlot(ctx, exp.connection, exp.listId)),
       h("td", {}, exp.source.segment, h("span", { class: "sub" }, [exp.source.container, exp.source.folder].filter(Boolean).join(" / "))),
       lastRunCell(exp),
       h(
@@ -76,7 +77,7 @@ export async function list(main, ctx) {
       h(
         "td",
         { class: "row-actions" },
-        h("a", { href: `#/exports/${enc(exp.name)}/runs`, "aria-label": `Runs of export ${exp.name}` }, "Runs"),
+        h("a", { href: exportPath(exp.name), "aria-label": `Runs of export ${exp.name}` }, "Runs"),
         may.changeExports ? h("a", { href: `#/exports/${enc(exp.name)}/edit`, "aria-label": `Edit export ${exp.name}` }, "Edit") : null,
         may.startRuns !== "never"
           ? [
@@ -418,27 +419,16 @@ export async function form(main, ctx, name) {
         try {
           const saved = await sendJson("PUT", `/api/exports/${enc(exportName)}`, document_(), { ifMatch: etag });
           const warnings = saved.body.warnings || [];
-          const done = notice(
-            "success",
-            `Saved export ${exportName}.`,
-            "Saving does not run the export. It runs on the schedule when its trigger is Scheduled and the segment has a new snapshot, or when you select Run now.",
-            ...warnings.map((w) => `Note: ${w}`),
-          );
-          replace(
-            main,
-            h("h1", { tabindex: "-1" }, `Export ${exportName} saved`),
-            done,
-            h(
-              "div",
-              { class: "actions" },
-              h("button", { type: "button", class: "secondary", onclick: () => startRun(ctx, exportName, { dryRun: true }, saveStatus) }, "Preview (dry run)"),
-              h("button", { type: "button", onclick: () => startRun(ctx, exportName, {}, saveStatus) }, "Run now"),
-              h("a", { href: `#/exports/${enc(exportName)}/edit` }, "Edit it again"),
-              h("a", { href: "#/exports" }, "All exports"),
+          // The export's own page, with its address: a reload or a shared link shows the export.
+          ctx.go(
+            exportPath(exportName),
+            notice(
+              "success",
+              `Saved export ${exportName}.`,
+              "Saving does not run the export. It runs on the schedule when its trigger is Scheduled and the segment has a new snapshot, or when you select Run now.",
+              ...warnings.map((w) => `Note: ${w}`),
             ),
-            saveStatus,
           );
-          main.querySelector("h1").focus();
         } catch (error) {
           replace(saveStatus, errorBox(error, { title: "The export was not saved" }));
           saveStatus.querySelector("[role=alert]")?.focus?.();

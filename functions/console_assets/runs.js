@@ -5,20 +5,34 @@ import { apiUrl, call, enc, getJson, nextLink, sendJson } from "./api.js";
 import { announce, checkbox, errorBox, h, notice, number, replace, table, when } from "./dom.js";
 import { runChart } from "./chart.js";
 import { parseCsv } from "./csv.js";
+import { connectionSlot, listSlot } from "./names.js";
 
 const POLL_MS = 1000;
 const ACTIVE = new Set(["queued", "running"]);
-const REASONS = {
+// Rejection and failure codes (shared/mapping.py, shared/pipeline.py) in words; a code the console
+// does not know yet is shown as it is.
+export const REASONS = {
   missing_email: "no email address",
   invalid_email: "an invalid email address",
   ragged_row: "the wrong number of fields",
   field_too_long: "a value too long for ActiveCampaign",
   duplicate: "a duplicate of an earlier row",
+  invalid_field_value: "a value its custom field cannot take",
+  activecampaign_failed: "refused by ActiveCampaign",
+  unsubscribe_failed: "not unsubscribed by ActiveCampaign",
 };
 const ROWS_SHOWN = 200;
 
+// A run that sent nothing because nothing changed since the last delivery.
+export function upToDate(run) {
+  const counts = run.counts || {};
+  return run.status === "succeeded" && !run.dryRun && !run.withdraw && !counts.toSend && !counts.toRemove && !counts.sent;
+}
+
 export function statusBadge(run) {
-  const text = { queued: "Queued", running: "Running", succeeded: "Succeeded", failed: "Failed" }[run.status] || run.status;
+  const text = upToDate(run)
+    ? "Up to date"
+    : { queued: "Queued", running: "Running", succeeded: "Succeeded", failed: "Failed", cancelled: "Cancelled" }[run.status] || run.status;
   return h("span", { class: `badge badge-${run.status}` }, run.dryRun ? `${text} (preview)` : text);
 }
 
@@ -26,28 +40,36 @@ export function statusBadge(run) {
 export async function startRun(ctx, exportName, options, into) {
   try {
     const started = await sendJson("POST", `/api/exports/${enc(exportName)}/runs`, options);
-    ctx.go(`#/exports/${enc(exportName)}/runs/${enc(started.body.runId)}`);
+    ctx.go(runPath(exportName, started.body.runId));
   } catch (error) {
     const active = error.body && error.body.activeRun;
     replace(
       into,
       errorBox(error, { title: options.dryRun ? "The preview did not start" : "The run did not start" }),
-      active ? h("p", {}, h("a", { href: `#/exports/${enc(exportName)}/runs/${enc(active.runId)}` }, `Follow run ${active.runId}`)) : null,
+      active ? h("p", {}, h("a", { href: runPath(exportName, active.runId) }, `Follow run ${active.runId}`)) : null,
     );
   }
 }
 
 const c = (run, key) => (run.counts && typeof run.counts[key] === "number" ? run.counts[key] : 0);
 
+export const exportPath = (exportName) => `#/exports/${enc(exportName)}`;
+export const runPath = (exportName, runId) => `#/exports/${enc(exportName)}/runs/${enc(runId)}`;
+
+function runKind(run) {
+  const kind = [run.withdraw ? "withdrawal" : null, run.dryRun ? "preview" : run.withdraw ? null : "run", run.full ? "full" : null, run.force ? "forced" : null];
+  return kind.filter(Boolean).join(", ");
+}
+
 function runRow(exportName, run) {
-  const kind = [run.dryRun ? "preview" : "run", run.full ? "full" : null, run.force ? "forced" : null].filter(Boolean).join(", ");
   return h(
     "tr",
     {},
-    h("th", { scope: "row" }, h("a", { href: `#/exports/${enc(exportName)}/runs/${enc(run.runId)}` }, when(run.queuedAt)), h("span", { class: "sub" }, run.runId)),
+    h("th", { scope: "row" }, h("a", { href: runPath(exportName, run.runId) }, when(run.queuedAt)), h("span", { class: "sub" }, run.runId)),
     h("td", {}, statusBadge(run)),
-    h("td", {}, `${kind}; ${run.trigger === "schedule" ? "scheduled" : run.trigger === "cli" ? "CLI" : "on demand"}`),
+    h("td", {}, `${runKind(run)}; ${run.trigger === "schedule" ? "scheduled" : run.trigger === "cli" ? "CLI" : "on demand"}`),
     h("td", { class: "num" }, number(c(run, "rowsRead"))),
+    h("td", { class: "num" }, number(c(run, "unchanged"))),
     h("td", { class: "num" }, number(c(run, "sent"))),
     h("td", { class: "num" }, number(c(run, "accepted"))),
     h("td", { class: "num" }, number(c(run, "rejected") + c(run, "failed"))),
@@ -56,10 +78,13 @@ function runRow(exportName, run) {
   );
 }
 
+export const RUN_COLUMNS = ["Queued", "Status", "Kind", "Rows read", "Unchanged", "Sent", "Accepted", "Rejected", "Removed", "Duration"];
+
+// The export's page: what it sends where, starting runs, and its runs (with a chart).
 export async function history(main, ctx, exportName) {
   const [exp, { runs }] = await Promise.all([getJson(`/api/exports/${enc(exportName)}`), getJson(`/api/exports/${enc(exportName)}/runs?limit=50`)]);
   const may = ctx.me.may;
-  const status = h("div", { class: "status-area" });
+  const status = h("div", { class: "status-area" }, ctx.takeFlash());
   const full = checkbox("Full: send every contact, not only changes");
   const force = checkbox("Force: allow unsubscribing more than the removal guard");
   const options = () => {
@@ -86,7 +111,6 @@ export async function history(main, ctx, exportName) {
             h("button", { type: "button", class: "secondary", onclick: () => startRun(ctx, exportName, { ...options(), dryRun: true }, status) }, "Preview (dry run)"),
             h("button", { type: "button", onclick: () => startRun(ctx, exportName, options(), status) }, "Run now"),
           ),
-          status,
         );
   const listing = h("div", {});
   const drawRuns = (list) => {
@@ -102,18 +126,32 @@ export async function history(main, ctx, exportName) {
       list.length
         ? [
             runChart(points, { title: "Contacts sent, rejected and removed per run" }),
-            table("Runs, newest first", ["Queued", "Status", "Kind", "Rows read", "Sent", "Accepted", "Rejected", "Removed", "Duration"], list.map((run) => runRow(exportName, run))),
+            table("Runs, newest first", RUN_COLUMNS, list.map((run) => runRow(exportName, run))),
           ]
         : notice("info", "No runs yet.", "Start one with Preview (dry run) or Run now, or wait for the schedule."),
     );
   };
   drawRuns(runs);
+  const source = [exp.source.container, exp.source.folder].filter(Boolean).join(" / ");
   replace(
     main,
     h("p", { class: "crumbs" }, h("a", { href: "#/exports" }, "Exports"), " / ", exportName),
-    h("h1", { tabindex: "-1" }, `Runs of export ${exportName}`),
-    h("p", {}, `Segment ${exp.source.segment} to list ${exp.listId} through connection ${exp.connection}, mode ${exp.mode}.`),
+    h("h1", { tabindex: "-1" }, `Export ${exportName}`),
+    h(
+      "p",
+      {},
+      `Segment ${exp.source.segment}`,
+      source ? ` (${source})` : "",
+      " to ",
+      listSlot(ctx, exp.connection, exp.listId),
+      " through connection ",
+      connectionSlot(ctx, exp.connection),
+      `, mode ${exp.mode}. `,
+      may.changeExports ? h("a", { href: `${exportPath(exportName)}/edit`, "aria-label": `Edit export ${exportName}` }, "Edit") : null,
+    ),
+    status,
     controls,
+    h("h2", {}, "Runs"),
     listing,
   );
   // While a run is going, only the chart and table are redrawn: the controls keep their state and focus.
@@ -182,6 +220,10 @@ export function describe(run, report, { rowsListed = false } = {}) {
     lines.push("Nothing was sent to ActiveCampaign.");
     return lines;
   }
+  if (upToDate(run)) {
+    lines.push("Up to date: nothing changed since the last delivery, so nothing was sent to ActiveCampaign.");
+    return lines;
+  }
   lines.push(`Sent ${plural(get("sent", "sent"), "contact")} of ${number(toSend)} to send.`);
   const failed = get("failed", "failed");
   const reasons = pick(r, "failureReasons", "failure_reasons");
@@ -231,10 +273,41 @@ async function wholeCsv(path) {
   return text;
 }
 
+// rejected.csv guards cells a spreadsheet would run as a formula with a leading quote
+// (shared/report.py neutralise_cell); on screen the value is shown as it was.
+const FORMULA_START = new Set(["=", "+", "-", "@", "\t", "\r"]);
+export function unguard(value) {
+  return value.length > 1 && value[0] === "'" && FORMULA_START.has(value[1]) ? value.slice(1) : value;
+}
+
+// A code in words, with the code beside it (what the CSV and the API say).
+export function reasonCell(code) {
+  const words = REASONS[code];
+  if (!code) return h("td", {}, "–");
+  return h("td", {}, words ? `${words[0].toUpperCase()}${words.slice(1)} ` : null, h("code", {}, code));
+}
+
+function fileName(path) {
+  return path.slice(path.lastIndexOf("/") + 1) || path;
+}
+
+function folderOf(path) {
+  return path.includes("/") ? path.slice(0, path.lastIndexOf("/")) : "";
+}
+
+// The partition column as its file name, its full path on hover (and, when every row shares one
+// folder, that folder said once above the table for those who cannot hover).
+function partitionCell(path) {
+  if (path === "activecampaign") return h("th", { scope: "row" }, "ActiveCampaign");
+  return h("th", { scope: "row" }, h("span", { title: path, class: "file" }, fileName(path)));
+}
+
 async function rejectedRows(exportName, run) {
   const path = `/api/exports/${enc(exportName)}/runs/${enc(run.runId)}/rejected`;
   const response = await call("GET", `${path}?limit=${ROWS_SHOWN}`, { accept: "text/csv" });
-  const [header, ...data] = parseCsv(await response.text());
+  const [rawHeader, ...raw] = parseCsv(await response.text());
+  const header = (rawHeader || []).map(unguard);
+  const data = raw.map((row) => row.map(unguard));
   const more = Boolean(nextLink(response));
   const total = c(run, "rejected") + c(run, "duplicates") + c(run, "failed");
   const filename = `rejected-${exportName}-${run.runId}.csv`;
@@ -256,19 +329,51 @@ async function rejectedRows(exportName, run) {
     },
     "Download rejected rows (CSV)",
   );
-  if (!header || !data.length) return h("section", { "aria-labelledby": "rejected-h" }, h("h2", { id: "rejected-h" }, "Rejected rows"), h("p", {}, "No row was rejected."));
+  if (!header.length || !data.length) return h("section", { "aria-labelledby": "rejected-h" }, h("h2", { id: "rejected-h" }, "Rejected rows"), h("p", {}, "No row was rejected."));
+  // partition, line, reason, detail, then the segment's own columns (administrators only).
+  const values = header.slice(4);
+  const folders = [...new Set(data.map((row) => row[0]).filter((p) => p !== "activecampaign").map(folderOf))];
+  const rows = data.map((row) =>
+    h(
+      "tr",
+      {},
+      partitionCell(row[0]),
+      h("td", { class: "num" }, row[1] && row[1] !== "0" ? number(Number(row[1])) : "–"),
+      reasonCell(row[2]),
+      h("td", {}, row[3] || "–"),
+      values.map((_, i) => h("td", {}, row[4 + i] ?? "")),
+    ),
+  );
   return h(
     "section",
     { "aria-labelledby": "rejected-h" },
     h("h2", { id: "rejected-h" }, "Rejected rows"),
     h("p", {}, more ? `The first ${number(data.length)} of about ${number(total)} rows; the CSV download has all of them.` : `${plural(data.length, "row")}, each with its reason.`),
+    folders.length === 1 && folders[0] ? h("p", { class: "hint" }, `Files in folder ${folders[0]}; point at a file name for its full path.`) : h("p", { class: "hint" }, "Point at a file name for its full path."),
     h("p", {}, download),
-    table(
-      "Rejected rows",
-      header,
-      data.map((row) => h("tr", {}, row.map((value, i) => (i === 0 ? h("th", { scope: "row" }, value) : h("td", {}, value))))),
-      { className: "rejected" },
+    table("Rejected rows", ["File", "Line", "Reason", "Detail", ...values], rows, { className: "rows rejected" }),
+  );
+}
+
+// A failed run: start it again as it was, or change the export first.
+function afterFailure(ctx, exportName, run) {
+  const status = h("div", { class: "status-area" });
+  const again = Object.fromEntries(["dryRun", "full", "force", "withdraw"].filter((k) => run[k]).map((k) => [k, true]));
+  const may = ctx.me.may;
+  return h(
+    "div",
+    { class: "card" },
+    h("h2", {}, "What next"),
+    h("p", {}, "Fix what the error names (the export, its connection or the segment), then start the run again."),
+    h(
+      "div",
+      { class: "actions" },
+      may.startRuns !== "never"
+        ? h("button", { type: "button", onclick: () => startRun(ctx, exportName, again, status) }, run.dryRun ? "Retry the preview" : "Retry")
+        : null,
+      may.changeExports ? h("a", { class: "button secondary", href: `${exportPath(exportName)}/edit` }, "Edit export") : null,
     ),
+    status,
   );
 }
 
@@ -276,7 +381,7 @@ export async function detail(main, ctx, exportName, runId) {
   const path = `/api/exports/${enc(exportName)}/runs/${enc(runId)}`;
   let run = await getJson(path);
   const head = [
-    h("p", { class: "crumbs" }, h("a", { href: "#/exports" }, "Exports"), " / ", h("a", { href: `#/exports/${enc(exportName)}/runs` }, exportName), " / ", runId),
+    h("p", { class: "crumbs" }, h("a", { href: "#/exports" }, "Exports"), " / ", h("a", { href: exportPath(exportName) }, exportName), " / ", runId),
     h("h1", { tabindex: "-1" }, `${run.dryRun ? "Preview" : "Run"} of export ${exportName}`),
   ];
   const summary = () =>
@@ -337,6 +442,7 @@ export async function detail(main, ctx, exportName, runId) {
   }
   const parts = [];
   if (run.error) parts.push(errorBox({ message: run.error }, { title: "The run failed" }));
+  if (run.status === "failed") parts.push(afterFailure(ctx, exportName, run));
   if (run.attemptErrors && run.attemptErrors.length) {
     parts.push(h("section", {}, h("h2", {}, "Failed attempts"), h("ol", {}, run.attemptErrors.map((e) => h("li", {}, e)))));
   }

@@ -316,6 +316,7 @@ resource authSettings 'Microsoft.Web/sites/config@2024-04-01' = if (authMode == 
         '/api/console/exports.js'
         '/api/console/hostname.js'
         '/api/console/icon.svg'
+        '/api/console/names.js'
         '/api/console/runs.js'
         '/api/console/style.css'
       ]
