@@ -7,7 +7,7 @@ NODE_STAMP := node_modules/.installed
 IAC_VENV := .venv-iac
 IAC_STAMP := $(IAC_VENV)/.installed
 
-.PHONY: setup browser demo serve test lint typecheck pytest bench screenshots clean
+.PHONY: setup browser demo serve test test-unit lint typecheck pytest bench screenshots clean
 
 setup: $(STAMP) $(NODE_STAMP) $(IAC_STAMP)
 
@@ -58,9 +58,14 @@ pytest: setup browser
 
 test: lint typecheck pytest
 
+# The tests that need no server, subprocess'd stack or browser (marked `unit` by each tests/ folder's
+# conftest.py): seconds, not minutes, and only the app's environment to set up.
+test-unit: $(STAMP)
+	$(VPY) -m pytest -n 2 -m unit; rc=$$?; if [ $$rc -eq 5 ]; then echo "pytest collected no tests" >&2; exit 1; fi; exit $$rc
+
 # Re-take the web console's screenshots in docs/console/ (its browser tests write them there).
 screenshots: setup browser
-	CONSOLE_SCREENSHOTS=docs/console $(VPY) -m pytest -q tests/test_console_browser.py
+	CONSOLE_SCREENSHOTS=docs/console $(VPY) -m pytest -q tests/console/test_console_browser.py
 
 bench: setup
 	$(VPY) -m scripts.bench

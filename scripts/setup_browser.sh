@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Debian's Chromium and its WebDriver for the console's browser tests (tests/test_console_browser.py).
+# Debian's Chromium and its WebDriver for the console's browser tests (tests/console/test_console_browser.py).
 # Installed from the distribution's packages when missing: nothing downloads a browser of its own.
 set -euo pipefail
 if command -v "${CHROMIUM:-chromium}" >/dev/null 2>&1 && command -v "${CHROMEDRIVER:-chromedriver}" >/dev/null 2>&1; then

@@ -11,7 +11,7 @@
 
 Families (`EngineError` subclasses that are neither, such as `ActiveCampaignError`) only group
 errors for `except` clauses; every concrete error derives from exactly one of the two kinds
-(tests/test_errors.py walks the classes). Callers decide with `classify`, never with lists of
+(tests/engine/test_errors.py walks the classes). Callers decide with `classify`, never with lists of
 classes: one place, so a new error cannot fall between two hand-kept lists.
 """
 

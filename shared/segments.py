@@ -82,7 +82,7 @@ _PIECE_BYTES = 1 << 16
 # collector tracks; a batch's records are freed before the next batch is parsed, so a smaller batch
 # never starts a collection by itself. At 2048, every batch started two or three, which walked its
 # records and moved them into older generations, whose own collections then walked them again: about
-# an eighth of pass 1 with typed fields (tests/test_segments.py checks the bound).
+# an eighth of pass 1 with typed fields (tests/reader/test_segments.py checks the bound).
 BATCH_ROWS = 512
 # model.json describes columns and files; anything this big is not a Customer Insights export.
 MODEL_JSON_MAX_BYTES = 16 * 1024 * 1024

@@ -61,8 +61,8 @@ FAILED_SHARE_HISTOGRAM = "run_failed_share"
 HOURS_SINCE_SUCCESS_HISTOGRAM = "export_hours_since_success"
 ATTR_TRIGGER = "trigger"
 # Every metric the app emits and the attributes (customDimensions) each carries: the alert rules of
-# infra/modules/alerts.bicep may read only these (tests/test_infra.py checks each query against this,
-# tests/test_alert_telemetry.py checks this against what the code records).
+# infra/modules/alerts.bicep may read only these (tests/infra/test_infra.py checks each query against this,
+# tests/engine/test_alert_telemetry.py checks this against what the code records).
 EMITTED: Mapping[str, frozenset[str]] = {
     **{name: frozenset({ATTR_EXPORT, ATTR_STATUS}) for name in CONTACT_COUNTERS.values()},
     DURATION_HISTOGRAM: frozenset({ATTR_EXPORT, ATTR_STATUS}),

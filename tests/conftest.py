@@ -1,4 +1,12 @@
-"""Shared test plumbing. Each stand-in lives in its own plugin module under tests/fixtures/."""
+"""Shared test plumbing. Each stand-in lives in its own plugin module under tests/fixtures/.
+
+Tests live in folders that mirror what they test; each folder's conftest.py marks its tests
+(unit / integration / browser, plus slow): see tests/support/kinds.py and docs/architecture.md.
+"""
+
+import pytest
+
+from tests.support.kinds import check_kinds
 
 pytest_plugins = [
     "tests.fixtures.azurite",
@@ -8,3 +16,8 @@ pytest_plugins = [
     "tests.fixtures.world",
     "tests.fixtures.serve",
 ]
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    check_kinds(items)

@@ -1,0 +1,11 @@
+"""The ActiveCampaign client and its sandbox: unit unless a test uses the sandbox."""
+
+from pathlib import Path
+
+import pytest
+
+from tests.support.kinds import mark_folder
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    mark_folder(items, Path(__file__).parent, "unit")
