@@ -16,8 +16,8 @@ import pytest
 
 from shared.auth import ADMIN_ROLE
 from tests.fixtures.sandbox import SANDBOX_API_KEY
+from tests.functions.test_functions_auth import principal
 from tests.support.app import AppEnv, built_functions, call, create_connection, create_export
-from tests.test_functions_auth import principal
 
 ADMIN = principal(ADMIN_ROLE)
 JSON = {"Content-Type": "application/json"}
