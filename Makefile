@@ -7,9 +7,17 @@ NODE_STAMP := node_modules/.installed
 IAC_VENV := .venv-iac
 IAC_STAMP := $(IAC_VENV)/.installed
 
-.PHONY: setup browser demo serve test test-unit lint typecheck pytest bench screenshots clean
+.PHONY: setup app iac browser demo serve test test-unit lint typecheck pytest bench screenshots clean
 
-setup: $(STAMP) $(NODE_STAMP) $(IAC_STAMP)
+# Each command installs what it uses: `app` is the app's environment (.venv) and Azurite
+# (node_modules), all that `make demo` and `make serve` need; `iac` the infrastructure checkers,
+# installed only for the tests that run them; `browser` Chromium for the console's browser tests.
+# `make setup` installs everything at once.
+setup: app iac
+
+app: $(STAMP) $(NODE_STAMP)
+
+iac: $(IAC_STAMP)
 
 # Headless Chromium + chromedriver (Debian packages) for the web console's browser tests: only the
 # targets that run those tests need it, so `make demo` and `make serve` install no browser.
@@ -36,24 +44,24 @@ $(IAC_STAMP): requirements-iac.txt
 	$(IAC_VENV)/bin/python -m pip install --quiet -r requirements-iac.txt
 	touch $@
 
-demo: setup
+demo: app
 	$(VPY) -m scripts.demo
 
 # The whole app on this machine (Azurite, the ActiveCampaign sandbox, scripts.serve) until Ctrl-C.
-serve: setup
+serve: app
 	$(VPY) -m scripts.serve_stack
 
-lint: setup
+lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 
-typecheck: setup
+typecheck: $(STAMP)
 	$(VENV)/bin/mypy
 
 # pytest exits 5 when it collected no test: that must fail, never pass quietly. Two workers
 # (pytest-xdist), one per core: each starts its own Azurite, so tests never share storage across
 # workers.
-pytest: setup browser
+pytest: app iac browser
 	$(VPY) -m pytest -n 2; rc=$$?; if [ $$rc -eq 5 ]; then echo "pytest collected no tests" >&2; exit 1; fi; exit $$rc
 
 test: lint typecheck pytest
@@ -64,10 +72,10 @@ test-unit: $(STAMP)
 	$(VPY) -m pytest -n 2 -m unit; rc=$$?; if [ $$rc -eq 5 ]; then echo "pytest collected no tests" >&2; exit 1; fi; exit $$rc
 
 # Re-take the web console's screenshots in docs/console/ (its browser tests write them there).
-screenshots: setup browser
+screenshots: app browser
 	CONSOLE_SCREENSHOTS=docs/console $(VPY) -m pytest -q tests/console/test_console_browser.py
 
-bench: setup
+bench: app
 	$(VPY) -m scripts.bench
 
 clean:

@@ -1,8 +1,8 @@
 """Offline checks of infra/*.bicep: parse (pycep), scan (checkov), security properties, settings.
 
 There is no Bicep CLI offline, so the templates are read by `pycep-parser` and scanned by
-`checkov --framework bicep`, both from the separate `.venv-iac` (`make setup` builds it from
-requirements-iac.txt). Each tool runs ONCE per test session (checkov takes seconds to start), in a
+`checkov --framework bicep`, both from the separate `.venv-iac` (`make iac` builds it from
+requirements-iac.txt; `make test` runs it). Each tool runs ONCE per test session (checkov takes seconds to start), in a
 subprocess, and the tests assert on its JSON output. Pitfalls guarded against here:
 - checkov reports a file it cannot parse as zero checks and exits 0: every .bicep file must parse
   with pycep (the same version checkov uses), checkov must report no parsing error and scan every
@@ -107,7 +107,7 @@ def _iac_tool(name: str) -> Path:
     if not tool.exists():
         pytest.fail(
             f"{tool.relative_to(ROOT)} is missing: the IaC checkers live in a separate venv; "
-            "run `make setup` (or: python3.11 -m venv .venv-iac && .venv-iac/bin/python -m pip install "
+            "run `make iac` (or: python3.11 -m venv .venv-iac && .venv-iac/bin/python -m pip install "
             "-r requirements-iac.txt)"
         )
     return tool
