@@ -27,7 +27,8 @@ from functions import new_blueprint
 from functions.context import run_context
 from functions.messages import InvalidRunMessage, RunMessage
 from functions.services import Services, get_services
-from shared.errors import UNEXPECTED_ATTEMPTS, classify, describe
+from shared.error_text import describe
+from shared.errors import UNEXPECTED_ATTEMPTS, classify
 from shared.ownership import Heartbeat
 from shared.runs import RunOwned, RunRecord, RunSuperseded
 from shared.storage import RUNS_POISON_QUEUE, RUNS_QUEUE

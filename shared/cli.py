@@ -114,7 +114,7 @@ def _unknown_export(args: argparse.Namespace, config: Config, source: str) -> bo
 
 def cmd_run(args: argparse.Namespace) -> int:
     # Imported here so `validate` stays fast and works without storage settings.
-    from shared.errors import describe
+    from shared.error_text import describe
     from shared.runs import RunStore
 
     settings = load_settings()
@@ -174,7 +174,8 @@ def _run_until_done(
     ctx: RunContext, record: RunRecord, runs: RunStore, heartbeat: Heartbeat, bars_enabled: bool
 ) -> RunOutcome:
     """The run, waiting out the waits the engine asks for (each resumes from the checkpoint)."""
-    from shared.errors import classify, describe
+    from shared.error_text import describe
+    from shared.errors import classify
     from shared.pipeline import run_export
 
     bars = _Bars(sys.stderr, enabled=bars_enabled)
@@ -262,7 +263,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except Exception as exc:
-        from shared.errors import classify, describe
+        from shared.error_text import describe
+        from shared.errors import classify
         from shared.reachability import storage_unreachable
 
         unreachable = storage_unreachable(exc, _settings_or_none())

@@ -13,13 +13,14 @@ Families (`EngineError` subclasses that are neither, such as `ActiveCampaignErro
 errors for `except` clauses; every concrete error derives from exactly one of the two kinds
 (tests/engine/test_errors.py walks the classes). Callers decide with `classify`, never with lists of
 classes: one place, so a new error cannot fall between two hand-kept lists.
+
+The root of the taxonomy imports nothing of the project; the one line a person reads about an
+error is `shared.error_text.describe`.
 """
 
 from __future__ import annotations
 
 from typing import ClassVar, Literal
-
-from shared.redact import scrub
 
 Kind = Literal["terminal", "transient", "unexpected"]
 # An unexpected exception is retried this many attempts in all before the run is failed with it.
@@ -129,16 +130,3 @@ def classify(exc: BaseException) -> Kind:
         # A bare family error (no kind of its own) is terminal: it says something was refused.
         return "transient" if exc.terminal is False else "terminal"
     return "unexpected"
-
-
-def describe(exc: BaseException) -> str:
-    """A one-line account of `exc` for a run record or a log: unexpected ones carry their type."""
-    from shared.reachability import storage_problem
-
-    problem = storage_problem(exc)
-    if problem is not None:
-        return problem
-    text = scrub(str(exc)) or "(no message)"
-    if classify(exc) == "unexpected":
-        return f"unexpected {type(exc).__name__}: {text}"
-    return text

@@ -11,13 +11,13 @@ import numpy as np
 import pytest
 
 import shared
+from shared.error_text import describe
 from shared.errors import (
     EngineError,
     StoredFormatTooNew,
     TerminalError,
     TransientError,
     classify,
-    describe,
 )
 from shared.outcomes import BATCH_INTERRUPTED, REJECTED, RESUBSCRIBE_FAILED, UNCONFIRMED, Failure, Outcome
 from shared.runs import IllegalTransition, RunRecord
@@ -282,3 +282,15 @@ def test_a_record_says_who_started_it_and_round_trips() -> None:
     again = RunRecord.from_document(record.to_document())
     assert again == record
     assert record.to_document()["startedBy"] == "api:j***@example.com"
+
+
+def test_the_taxonomy_imports_nothing_of_the_project():
+    """shared/errors.py is the root every module imports: importing anything of ours would make cycles."""
+    import ast
+    from pathlib import Path
+
+    tree = ast.parse(Path(shared.__file__).with_name("errors.py").read_text(encoding="utf-8"))
+    imported = {
+        alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names
+    } | {node.module or "" for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
+    assert not {name for name in imported if name.split(".")[0] in {"shared", "functions", "scripts"}}

@@ -7,7 +7,7 @@ import pytest
 from azure.core.exceptions import HttpResponseError
 from azure.storage.blob import BlobServiceClient
 
-from shared.errors import describe
+from shared.error_text import describe
 from shared.reachability import storage_refused
 from tests.fixtures.sandbox import SANDBOX_API_KEY
 from tests.support.app import AppEnv, call, create_connection, export_body
