@@ -45,7 +45,9 @@ def account(
         client = ActiveCampaignClient(
             host,
             api_key,
-            pacer=shared_pacer(host, settings.requests_per_second, settings.bulk_imports_per_minute),
+            pacer=shared_pacer(
+                host, settings.requests_per_second, settings.bulk_imports_per_minute, settings.request_share
+            ),
             allowed_suffixes=settings.allowed_host_suffixes,
             allow_loopback=allow_loopback,
             timeout=_TIMEOUT_SECONDS,

@@ -33,6 +33,14 @@ def handle_admin(state: SandboxState, request: ApiRequest) -> Reply:
     path, method = request.path, request.method
     if method == "GET" and path == "/__sandbox/stats":
         return Reply(200, state.counters())
+    if method == "GET" and path == "/__sandbox/peak":
+        # Most API requests in any `window` seconds (default 10), and the busiest second: what other
+        # integrations on the account were left with.
+        try:
+            window = float(request.param("window") or "10")
+        except ValueError:
+            return message(400, "window must be a number of seconds")
+        return Reply(200, {"window": window, "requests": state.peak_in_window(window)})
     if method == "GET" and (match := _MEMBERS.fullmatch(path)):
         list_id = int(match.group(1))
         if state.get_list(list_id) is None:

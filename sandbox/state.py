@@ -62,8 +62,11 @@ class SandboxState:
         self._refused: list[tuple[int, str]] = []
         # The account's tags (ActiveCampaign creates one the first time an import names it): name -> id.
         self._tags: dict[str, int] = {}
-        # contactTag id -> (contact id, tag id): who has which tag (GET /contacts/{id}/contactTags).
+        # contactTag id -> (contact id, tag id): who has which tag (GET /contacts/{id}/contactTags), and
+        # contact id -> {tag id: contactTag id}, so tagging a contact costs the same at any size.
         self._contact_tags: dict[int, tuple[int, int]] = {}
+        self._tags_of: dict[int, dict[int, int]] = {}
+        self._tag_names: dict[int, str] = {}
         self._next_contact_tag = 1
         # (list id, email, sourceid sent): each re-subscribe, with the sourceid the reference asks for (4).
         self._resubscribe_sources: list[tuple[int, str, object]] = []
@@ -91,26 +94,31 @@ class SandboxState:
 
     def tag_name(self, tag_id: int) -> str | None:
         with self._lock:
-            return next((name for name, ident in self._tags.items() if ident == tag_id), None)
+            return self._tag_names.get(tag_id)
+
+    def _tag_id(self, name: str) -> int:
+        """The tag's id, creating the tag when the account has none of that name (as imports do)."""
+        tag_id = self._tags.get(name)
+        if tag_id is None:
+            tag_id = self._tags[name] = len(self._tags) + 1
+            self._tag_names[tag_id] = name
+        return tag_id
 
     def contact_tags(self, contact_id: int) -> list[tuple[int, int]]:
         """(contactTag id, tag id) of one contact's tags, oldest first."""
         with self._lock:
-            return [(ct, tag) for ct, (contact, tag) in self._contact_tags.items() if contact == contact_id]
+            return sorted((ct, tag) for tag, ct in self._tags_of.get(contact_id, {}).items())
 
     def add_contact_tag(self, contact_id: int, tag_id: int) -> int:
         """POST /contactTags: the contactTag id (the existing one when the contact has the tag)."""
         with self._lock:
-            for ct, link in self._contact_tags.items():
-                if link == (contact_id, tag_id):
-                    return ct
-            ct = self._next_contact_tag
+            held = self._tags_of.setdefault(contact_id, {})
+            if tag_id in held:
+                return held[tag_id]
+            ct = held[tag_id] = self._next_contact_tag
             self._next_contact_tag += 1
             self._contact_tags[ct] = (contact_id, tag_id)
-            record = self._by_id[contact_id]
-            name = self.tag_name(tag_id)
-            if name is not None:
-                record.tags.add(name)
+            self._by_id[contact_id].tags.add(self._tag_names[tag_id])
             return ct
 
     def remove_contact_tag(self, contact_tag_id: int) -> bool:
@@ -120,17 +128,15 @@ class SandboxState:
             if link is None:
                 return False
             contact_id, tag_id = link
-            name = self.tag_name(tag_id)
-            if name is not None and not any(v == link for v in self._contact_tags.values()):
-                self._by_id[contact_id].tags.discard(name)
+            del self._tags_of[contact_id][tag_id]
+            self._by_id[contact_id].tags.discard(self._tag_names[tag_id])
             return True
 
     def tag_contact(self, email: str, tag: str) -> None:
         """Someone else (a form, an automation, a person) tags a contact: the test's "other" tags."""
         with self._lock:
             record = self._upsert(email.strip().lower())
-            tag_id = self._tags.setdefault(tag, len(self._tags) + 1)
-            self.add_contact_tag(record.id, tag_id)
+            self.add_contact_tag(record.id, self._tag_id(tag))
 
     def field_ids(self) -> frozenset[int]:
         with self._lock:
@@ -346,7 +352,7 @@ class SandboxState:
             (),
         )
         for tag in contact.tags:
-            self.add_contact_tag(record.id, self._tags.setdefault(tag, len(self._tags) + 1))
+            self.add_contact_tag(record.id, self._tag_id(tag))
         for list_id in contact.subscribe:
             members = self._members[list_id]
             if members.get(record.email) == UNSUBSCRIBED:

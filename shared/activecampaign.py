@@ -47,9 +47,10 @@ FIELDS_PAGE_SIZE = 100  # the largest page /fields serves
 CONTACTS_PAGE_SIZE = 100  # the largest page /contacts serves
 BULK_WINDOW_SECONDS = 60.0  # ActiveCampaign counts bulk imports over a minute
 DEFAULT_SAFETY_MARGIN = 0.02  # bulk: 1.2 s a minute of slack for jitter, at 2% of throughput
-# Requests/s: 2% of a second is only 20 ms of jitter; 10% costs nothing that matters, because
-# throughput is bounded by the bulk limit (under 2 imports/s), not by the 5 requests/s.
-DEFAULT_REQUEST_SAFETY_MARGIN = 0.1
+# Requests/s: below the app's share of the account's rate (ACTIVECAMPAIGN_REQUEST_SHARE), which is
+# what other integrations are promised; 5% keeps a burst-1 bucket's count in any 10 s window within
+# share * limit * 10 (at 4 requests/s: 38 + 1 of 40), and leaves the polls room beside the bulk imports.
+DEFAULT_REQUEST_SAFETY_MARGIN = 0.05
 DEFAULT_MAX_RETRY_SECONDS = 180.0
 SETTINGS_HINT = "Settings > Developer"
 # Custom field types whose values must be among the field's options.
@@ -226,6 +227,7 @@ class Pacer:
         requests_per_second: float = 5.0,
         bulk_imports_per_minute: float = 100.0,
         *,
+        request_share: float = 1.0,
         single_imports_per_minute: float = 20.0,
         safety_margin: float = DEFAULT_SAFETY_MARGIN,
         request_safety_margin: float = DEFAULT_REQUEST_SAFETY_MARGIN,
@@ -240,10 +242,19 @@ class Pacer:
             raise ValueError("safety margins must be in [0, 1)")
         if request_burst < 1:
             raise ValueError("request_burst must be at least 1")
+        if not 0 < request_share <= 1:
+            raise ValueError("request_share must be in (0, 1]")
         self.requests_per_second = requests_per_second
         self.bulk_imports_per_minute = bulk_imports_per_minute
         self.bulk_window_seconds = bulk_window_seconds
-        self._requests = _Bucket(requests_per_second * (1 - request_safety_margin), request_burst)
+        # The app's share of the account's rate: requests are spaced at least 1/rate apart (burst 1),
+        # so any window of W seconds holds at most rate * W + 1 of them: within share * limit * W for
+        # windows of 10 s and more (the margin pays for the + 1), and within the share rounded up
+        # for a single second.
+        self.request_share = request_share
+        self._requests = _Bucket(
+            requests_per_second * request_share * (1 - request_safety_margin), request_burst
+        )
         keep = (1 - safety_margin) / bulk_window_seconds
         self._bulk = _Bucket(bulk_imports_per_minute * keep, 1)
         self._single = _Bucket(single_imports_per_minute * keep, 1)
@@ -281,16 +292,20 @@ _shared_pacers: dict[str, Pacer] = {}
 _shared_pacers_lock = threading.Lock()
 
 
-def shared_pacer(hostname: str, requests_per_second: float, bulk_imports_per_minute: float) -> Pacer:
+def shared_pacer(
+    hostname: str, requests_per_second: float, bulk_imports_per_minute: float, request_share: float = 1.0
+) -> Pacer:
     """The process-wide Pacer of one account: every key of an account shares its budget.
 
-    The first call for a host fixes its rates (they come from settings, fixed for the process).
+    The first call for a host fixes its rates (they come from settings, fixed for the process). Runs
+    in other processes take turns with this one (the account lease), so one run's pacing is all
+    runs' pacing on the account.
     """
     key = hostname.strip().lower()
     with _shared_pacers_lock:
         pacer = _shared_pacers.get(key)
         if pacer is None:
-            pacer = Pacer(requests_per_second, bulk_imports_per_minute)
+            pacer = Pacer(requests_per_second, bulk_imports_per_minute, request_share=request_share)
             _shared_pacers[key] = pacer
         return pacer
 
@@ -383,6 +398,10 @@ class ActiveCampaignClient:
             0, backoff_initial
         )
         self._sleep = sleep
+        # Requests sent (retries included), by kind ("POST /import/bulk_import", "GET /import/info",
+        # "DELETE /contactTags/{id}"): the run report's `requests`.
+        self._counts: dict[str, int] = {}
+        self._counts_lock = threading.Lock()
         self._http = httpx.Client(
             base_url=base_url(self.hostname),
             timeout=httpx.Timeout(timeout, connect=min(timeout, CONNECT_TIMEOUT_SECONDS)),
@@ -407,6 +426,11 @@ class ActiveCampaignClient:
 
     def close(self) -> None:
         self._http.close()
+
+    def request_counts(self) -> dict[str, int]:
+        """Requests this client sent so far (each attempt), by kind: method and path, ids as {id}."""
+        with self._counts_lock:
+            return dict(sorted(self._counts.items()))
 
     def __enter__(self) -> ActiveCampaignClient:
         return self
@@ -620,6 +644,9 @@ class ActiveCampaignClient:
         list_id: int | None,
     ) -> dict[str, Any]:
         self._pacer.acquire(bulk=bulk, single=single)
+        kind = request_kind(method, path)
+        with self._counts_lock:
+            self._counts[kind] = self._counts.get(kind, 0) + 1
         headers = {"Api-Token": self._api_key}
         if content is not None:
             headers["Content-Type"] = "application/json"
@@ -849,10 +876,20 @@ def client_for(hostname: str, api_key: str, settings: Settings) -> ActiveCampaig
     return ActiveCampaignClient(
         host,
         api_key,
-        pacer=shared_pacer(host, settings.requests_per_second, settings.bulk_imports_per_minute),
+        pacer=shared_pacer(
+            host, settings.requests_per_second, settings.bulk_imports_per_minute, settings.request_share
+        ),
         allowed_suffixes=settings.allowed_host_suffixes,
         allow_loopback=allow_loopback,
     )
+
+
+_ID_SEGMENT = re.compile(r"/\d+(?=/|$)")
+
+
+def request_kind(method: str, path: str) -> str:
+    """A request's kind for counting: `GET /fields/{id}/options` for GET /fields/12/options."""
+    return f"{method} {_ID_SEGMENT.sub('/{id}', path)}"
 
 
 def _json_or_none(response: httpx.Response) -> Any:

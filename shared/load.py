@@ -44,7 +44,10 @@ MAX_CONTACTS_PER_REQUEST = 250
 # separators, which are never smaller than what the client actually sends.
 MAX_REQUEST_BYTES = 399_000
 _ENVELOPE_BYTES = len(json.dumps({"contacts": [], "exclude_automations": False}))
-DRAIN_POLL_INTERVAL = 0.1
+# Polling import/info (issue 21): the account's 5 requests/s are shared with every other integration,
+# so a batch is asked about when earlier batches say it is likely done, then less and less often.
+MIN_POLL_INTERVAL = 1.0  # a batch is never polled more often than this (nor sooner after its POST)
+MAX_POLL_INTERVAL = 15.0  # later polls of one batch back off up to this
 DONE_STATUSES = frozenset({"completed"})
 RETRY_STATUSES = frozenset(BATCH_STATUS_CODES)  # import/info statuses: resent once, then failed
 
@@ -74,8 +77,43 @@ class _Batch:
     batch_id: str
     ops: list[Operation]
     sent_at: float
-    last_poll: float
+    next_poll: float
     attempt: int = 1
+    polls: int = 0
+
+
+class PollSchedule:
+    """When to ask import/info about a batch. Pure: times are the sender's clock values.
+
+    The first poll comes when the batches confirmed so far say this one is likely done: after the
+    time the last one took from its POST to its confirmation (`expected`), never sooner than
+    `min_interval`. Each poll that finds it unfinished doubles the wait for the next, from
+    `min_interval` up to `max_interval`. A batch confirmed at its first poll may have been done
+    earlier, so `expected` then shrinks a little: it keeps probing down toward the real processing
+    time instead of settling on an overestimate.
+    """
+
+    SHRINK = 0.97  # per batch confirmed at its first poll: a miss costs one more poll a second later
+
+    def __init__(
+        self, *, min_interval: float = MIN_POLL_INTERVAL, max_interval: float = MAX_POLL_INTERVAL
+    ) -> None:
+        self.min_interval = min_interval
+        self.max_interval = max(max_interval, min_interval)
+        self.expected = min_interval
+
+    def first(self, sent_at: float) -> float:
+        return sent_at + max(self.min_interval, self.expected)
+
+    def after_unfinished(self, batch: _Batch, now: float) -> float:
+        step: float = self.min_interval * 2.0 ** max(0, batch.polls - 1)
+        return now + min(self.max_interval, step)
+
+    def confirmed(self, batch: _Batch, now: float) -> None:
+        took = now - batch.sent_at
+        # Done at the first poll: it may have been done sooner. Not done at an earlier poll: it took
+        # about this long (at most one backoff step more).
+        self.expected = self.expected * self.SHRINK if batch.polls <= 1 else took
 
 
 @dataclass
@@ -138,7 +176,8 @@ class BatchSender:
         exclude_automations: bool,
         on_queued: Callable[[str, list[int]], None],
         on_done: Callable[[SendOutcome], None],
-        poll_interval: float = 1.0,
+        poll_interval: float = MIN_POLL_INTERVAL,
+        max_poll_interval: float = MAX_POLL_INTERVAL,
         guard: Callable[[], None] | None = None,
         max_contacts: int = MAX_CONTACTS_PER_REQUEST,
         max_bytes: int = MAX_REQUEST_BYTES,
@@ -149,7 +188,8 @@ class BatchSender:
         self._exclude_automations = exclude_automations
         self._on_queued = on_queued
         self._on_done = on_done
-        self._poll_interval = poll_interval
+        # poll_interval: the least time between two polls of one batch (and from its POST to its first).
+        self._schedule = PollSchedule(min_interval=poll_interval, max_interval=max_poll_interval)
         # Called before every request (and every wait while draining): raises to stop the run at once
         # (its hold on the account lapsed, its deadline passed).
         self._guard = guard or (lambda: None)
@@ -234,13 +274,14 @@ class BatchSender:
                 _unconfirmed(ops, f"ActiveCampaign queued {queued.queued} of the {len(ops)} contacts sent")
             )
         else:
-            self._pending.append(_Batch(queued.batch_id, ops, now, now, attempt))
+            self._pending.append(_Batch(queued.batch_id, ops, now, self._schedule.first(now), attempt))
         self._on_queued(queued.batch_id, [op.index for op in ops])
 
     def restore(self, batch_id: str, ops: list[Operation]) -> None:
         """Follow a batch queued by an earlier invocation of the same run (resume)."""
         now = self._clock()
-        self._pending.append(_Batch(batch_id, ops, now, now - self._poll_interval))
+        # Queued at least one invocation ago: probably done, so asked about at once.
+        self._pending.append(_Batch(batch_id, ops, now - self._schedule.expected, now))
 
     def _send(self, ops: list[Operation], *, attempt: int) -> None:
         """Send from this thread, waiting for the answer (resends: rare, and order matters)."""
@@ -257,20 +298,31 @@ class BatchSender:
             return
 
     def poll_due(self) -> None:
-        """Read the results of the oldest pending batch if it is due; called between sends."""
-        if self._pending and self._clock() - self._pending[0].last_poll >= self._poll_interval:
-            self._poll(self._pending.popleft())
+        """Poll the pending batch whose poll is due soonest, if it is due; called between sends.
+
+        One poll per batch sent at most: while sending, the bulk imports come first in the request
+        budget, and batches not asked about yet wait for the drain.
+        """
+        due = self._next_due()
+        if due is not None and due.next_poll <= self._clock():
+            self._pending.remove(due)
+            self._poll(due)
+
+    def _next_due(self) -> _Batch | None:
+        return min(self._pending, key=lambda b: b.next_poll, default=None)
 
     def _poll(self, batch: _Batch) -> None:
+        batch.polls += 1
         try:
             info = self._client.import_info(batch.batch_id)
         except BatchNotFound:
             # Whether import/info keeps old batches is undocumented: unknown is not accepted.
             self._on_done(_unconfirmed(batch.ops, "import/info does not know the batch (HTTP 404)"))
             return
-        batch.last_poll = self._clock()
+        now = self._clock()
         status = info.status
         if status in DONE_STATUSES:
+            self._schedule.confirmed(batch, now)
             self._on_done(judge_batch(batch.ops, info))
         elif status in RETRY_STATUSES:
             if batch.attempt >= 2:
@@ -282,6 +334,7 @@ class BatchSender:
                 )
                 self._send(batch.ops, attempt=batch.attempt + 1)
         else:
+            batch.next_poll = self._schedule.after_unfinished(batch, now)
             self._pending.append(batch)
 
     def settle(self) -> None:
@@ -294,20 +347,19 @@ class BatchSender:
         self.flush()
         self.settle()
         end = self._clock() + timeout
-        # Nothing else will use the request budget now: the last batches are followed more closely,
-        # which takes most of the wait for the run's final answers off its duration.
-        interval = min(self._poll_interval, DRAIN_POLL_INTERVAL)
         while self._pending:
             self._guard()
             if self._clock() >= end:
                 return False
-            oldest = self._pending[0]
-            due_in = oldest.last_poll + interval - self._clock()
+            due = self._next_due()
+            assert due is not None
+            due_in = due.next_poll - self._clock()
             if due_in > 0:
                 # Waiting for ActiveCampaign's asynchronous processing: there is nothing else to do.
                 wait(min(due_in, max(0.0, end - self._clock())))
                 continue
-            self._poll(self._pending.popleft())
+            self._pending.remove(due)
+            self._poll(due)
         return True
 
     def pending_batches(self) -> dict[str, list[int]]:

@@ -33,6 +33,7 @@ from shared.activecampaign import (
 from shared.config import Config, Connection, ExportConfig
 from shared.errors import AccountBusy, GuardTripped, RunFailed, TerminalError
 from shared.hosts import HostError
+from shared.load import MIN_POLL_INTERVAL
 from shared.mapping import FieldConverter, RowMapper, field_converters, resolve_fields
 from shared.outcomes import REMOVE_FAILED_ROW, SEND_FAILED_ROW, Failure, Outcome
 from shared.ownership import ALREADY_LEASED, Heartbeat
@@ -78,7 +79,8 @@ class RunContext:
     client_factory: Callable[[str, str, Settings], ActiveCampaignClient] = client_for
     # How long to wait, at the end, for ActiveCampaign to report queued batches.
     confirm_timeout: float = 900.0
-    poll_interval: float = 0.5  # between import/info polls of one batch: at most one poll per batch sent
+    # The least time between two import/info polls of one batch (load.PollSchedule backs off from it).
+    poll_interval: float = MIN_POLL_INTERVAL
     # The account lease: a run killed without releasing it blocks the account this long at most.
     lease_seconds: int = 60
     lease_wait: float = 0.0
@@ -352,6 +354,7 @@ class _Run:
             with self._account_lease():
                 return self._sync(client, field_ids, converters)
         finally:
+            self.report.requests = client.request_counts()
             client.close()
 
     def _client(self) -> ActiveCampaignClient:
@@ -518,6 +521,7 @@ class _Run:
                 self._advance(old, etag, contacts, plan, failed, snapshot, full)
             if export.mode == "mirror":
                 self._store_unsubscribed(plan, old, failed)
+            report.requests = client.request_counts()
             self._store_report(rejected)
         finally:
             rejected.close()

@@ -59,6 +59,8 @@ class RunReport:
     failure_reasons: dict[str, int] = field(default_factory=dict)
     resumed_from: int = 0
     timings: dict[str, float] = field(default_factory=dict)
+    # Requests the run sent to ActiveCampaign (each attempt), by kind: "GET /import/info": 212.
+    requests: dict[str, int] = field(default_factory=dict)
     started_at: str | None = None
     finished_at: str | None = None
     report_blob: str | None = None

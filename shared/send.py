@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from shared.activecampaign import ActiveCampaignClient, ActiveCampaignError, Refused
 from shared.config import ExportConfig
 from shared.errors import RunFailed
-from shared.load import BatchSender, Operation, SendOutcome, operation
+from shared.load import MIN_POLL_INTERVAL, BatchSender, Operation, SendOutcome, operation
 from shared.mapping import Contact, RowMapper, contact_payload
 from shared.outcomes import RESUBSCRIBE_FAILED, UNCONFIRMED, Failure
 from shared.ownership import Heartbeat
@@ -129,7 +129,7 @@ class SendStage:
     guard: RunGuard
     on_progress: Callable[[int], None]  # operations handed over so far
     dry_run: bool = False
-    poll_interval: float = 0.5
+    poll_interval: float = MIN_POLL_INTERVAL
     confirm_timeout: float = 900.0
     # Derived from the checkpoint in __post_init__.
     failed: dict[int, Failure] = field(init=False)
@@ -141,6 +141,7 @@ class SendStage:
     restored: dict[str, list[Operation]] = field(init=False)
     restore_pending: bool = field(init=False, default=True)
     sender: BatchSender | None = field(init=False, default=None)
+    _started: float = field(init=False, default=0.0)
     writer: CheckpointWriter | None = field(init=False, default=None)
 
     def __post_init__(self) -> None:
@@ -164,6 +165,7 @@ class SendStage:
         self, rows: Iterable[tuple[int, Sequence[str]]], mapper: RowMapper, store: StateStore
     ) -> dict[int, Failure]:
         """Send, confirm and re-subscribe; returns the failed (and unconfirmed) plan indexes."""
+        self._started = self.guard.clock()
         # Closed on the way out, whatever happens: the sender's threads first, then the checkpoint
         # writer, which stores the newest checkpoint before the run reports anything.
         with (
@@ -353,6 +355,8 @@ class SendStage:
 
     # ------------------------------------------------------------------ sender callbacks
     def _on_queued(self, batch_id: str, indexes: list[int]) -> None:
+        # Until the last batch is queued: the send phase proper, before waiting for confirmations.
+        self.report.timings["queue_s"] = round(self.guard.clock() - self._started, 3)
         self.report.batches += 1
         self.next_index = max(self.next_index, max(indexes) + 1)
         self.on_progress(min(self.next_index, self.plan.n_send))

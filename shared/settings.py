@@ -25,6 +25,9 @@ DEFAULT_EXPORT_SCHEDULE = "0 */5 * * * *"
 DEFAULT_CSV_QUIET_SECONDS = 300.0
 DEFAULT_REQUESTS_PER_SECOND = 5.0
 DEFAULT_BULK_IMPORTS_PER_MINUTE = 100.0
+# The share of the account's request rate the app takes: other integrations on the account (forms,
+# shop connectors, other syncs) share the same 5 requests/s and must not be starved.
+DEFAULT_REQUEST_SHARE = 0.8
 DEFAULT_RUN_TIME_BUDGET_SECONDS = 25 * 60.0
 DEFAULT_SECRET_CACHE_SECONDS = 300.0
 DEFAULT_RUNS_KEPT_PER_EXPORT = 100
@@ -48,6 +51,7 @@ SETTINGS_READ: tuple[str, ...] = (
     "AZURE_CLIENT_ID",
     "ACTIVECAMPAIGN_REQUESTS_PER_SECOND",
     "ACTIVECAMPAIGN_BULK_IMPORTS_PER_MINUTE",
+    "ACTIVECAMPAIGN_REQUEST_SHARE",
     "ACTIVECAMPAIGN_ALLOWED_HOST_SUFFIXES",
     "EXPORT_SCHEDULE",
     "CSV_QUIET_SECONDS",
@@ -123,6 +127,7 @@ class Settings:
     managed_identity_client_id: str | None = None
     requests_per_second: float = DEFAULT_REQUESTS_PER_SECOND
     bulk_imports_per_minute: float = DEFAULT_BULK_IMPORTS_PER_MINUTE
+    request_share: float = DEFAULT_REQUEST_SHARE
     allowed_host_suffixes: tuple[str, ...] = DEFAULT_ALLOWED_HOST_SUFFIXES
     export_schedule: str = DEFAULT_EXPORT_SCHEDULE
     csv_quiet_seconds: float = DEFAULT_CSV_QUIET_SECONDS
@@ -204,6 +209,22 @@ def _positive_float(env: Mapping[str, str], name: str, default: float) -> float:
         raise SettingsError(f"{name} must be a positive number, got {raw!r}") from None
     if not math.isfinite(value) or value <= 0:
         raise SettingsError(f"{name} must be a positive number, got {raw!r}")
+    return value
+
+
+def _share(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and 0 < value <= 1):
+        raise SettingsError(
+            f"{name} must be a share of the account's request rate above 0 and at most 1 "
+            f"(e.g. 0.8 for 80%), got {raw!r}"
+        )
     return value
 
 
@@ -346,6 +367,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         bulk_imports_per_minute=_positive_float(
             env, "ACTIVECAMPAIGN_BULK_IMPORTS_PER_MINUTE", DEFAULT_BULK_IMPORTS_PER_MINUTE
         ),
+        request_share=_share(env, "ACTIVECAMPAIGN_REQUEST_SHARE", DEFAULT_REQUEST_SHARE),
         allowed_host_suffixes=tuple(suffixes),
         export_schedule=_schedule(env, "EXPORT_SCHEDULE", DEFAULT_EXPORT_SCHEDULE),
         csv_quiet_seconds=_positive_float(env, "CSV_QUIET_SECONDS", DEFAULT_CSV_QUIET_SECONDS),
