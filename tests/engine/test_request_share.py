@@ -16,10 +16,10 @@ from sandbox.limits import max_in_window
 from shared.activecampaign import ActiveCampaignClient, ImportInfo, Pacer, request_kind
 from shared.load import BatchSender, PollSchedule, SendOutcome, _Batch, operation
 from shared.settings import DEFAULT_REQUEST_SHARE, SettingsError, load_settings
+from tests.client.test_pacer import FakeTime
 from tests.fixtures.sandbox import SANDBOX_API_KEY, MakeSandbox, fast_limits
 from tests.fixtures.world import World
 from tests.support.segments import profiles, write_ci_snapshot
-from tests.test_pacer import FakeTime
 
 # ------------------------------------------------------------------ the setting
 
