@@ -24,7 +24,12 @@ import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from scripts.localhost.appindex import AppFunction
+    from scripts.localhost.queue_host import QueueHost
+    from scripts.localhost.timer_host import TimerHost
 
 ROOT = Path(__file__).resolve().parents[1]
 log = logging.getLogger("host")
@@ -122,139 +127,196 @@ def _monitor_container(blobs: Callable[[], Any]) -> Callable[[], Any]:
     return container
 
 
+class StartUpError(Exception):
+    """The host cannot start (host.json unreadable, the HTTP port taken): one line for stderr."""
+
+
+class LocalHost:
+    """The local Functions host, one step per method: read host.json and index the app, host each
+    trigger, bind HTTP, tell the user what is served, run until a stop signal, then drain.
+
+    The project's modules are imported inside the methods: `--settings` must reach the environment
+    before anything of the app reads it.
+    """
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        from scripts.localhost.invoke import Invocations
+
+        self.args = args
+        self.script_root: Path = args.script_root
+        # From the environment, not a flag: a key on the command line shows in every process listing.
+        self.function_key = os.environ.get(FUNCTION_KEY_SETTING) or None
+        self.stop = threading.Event()
+        self.invocations = Invocations()
+        self.timers: list[TimerHost] = []
+        self.queues: list[QueueHost] = []
+        self.lines: list[str] = []  # one per function served, for the banner
+
+    def start_up(self) -> None:
+        """Everything up to serving; raises StartUpError with the line to print."""
+        from scripts.localhost.appindex import index_app, load_apps
+        from scripts.localhost.hostjson import HostJsonError, load_host_config
+
+        try:
+            self.config = load_host_config(self.script_root, os.environ)
+        except HostJsonError as exc:
+            raise StartUpError(str(exc)) from None
+        self.index = index_app(load_apps(self.script_root), os.environ)
+        self.host_queues, self.host_blobs = _storage_factories("AzureWebJobsStorage")
+        for fn in self.index.functions:
+            if fn.trigger_type == "timerTrigger":
+                self._host_timer(fn)
+            elif fn.trigger_type == "queueTrigger":
+                self._host_queue(fn)
+            elif fn.trigger_type != "httpTrigger":
+                self.index.errors[fn.name] = (
+                    f"trigger {fn.trigger_type} is not served by the local host (use func start)"
+                )
+        self._bind_http()
+
+    def _host_timer(self, fn: AppFunction) -> None:
+        from scripts.localhost.timer_host import ScheduleError, TimerHost
+
+        try:
+            timer = TimerHost(fn, self.invocations, self.stop, _monitor_container(self.host_blobs))
+        except ScheduleError as exc:
+            self.index.errors[fn.name] = str(exc)
+            return
+        self.timers.append(timer)
+        self.lines.append(f"  {fn.name}: timerTrigger, schedule '{timer.schedule.expression}' (UTC)")
+
+    def _host_queue(self, fn: AppFunction) -> None:
+        from scripts.localhost.queue_host import QueueHost
+
+        setting = str(fn.trigger.get("connection") or "AzureWebJobsStorage")
+        service = self.host_queues if setting == "AzureWebJobsStorage" else _storage_factories(setting)[0]
+        host = QueueHost(fn, self.config.queues, service, self.invocations, self.stop)
+        self.queues.append(host)
+        self.lines.append(f"  {fn.name}: queueTrigger on '{host.queue_name}' ({setting})")
+
+    def _bind_http(self) -> None:
+        from scripts.localhost.http_host import HttpHost
+        from scripts.localhost.routes import RouteError
+
+        http_functions = [f for f in self.index.functions if f.trigger_type == "httpTrigger"]
+        host, port = self.args.host, self.args.port
+        try:
+            self.http = HttpHost(
+                http_functions,
+                self.config.route_prefix,
+                self.invocations,
+                host,
+                port,
+                function_key=self.function_key,
+            )
+        except (RouteError, OSError) as exc:
+            raise StartUpError(f"cannot serve HTTP on {host}:{port}: {exc}") from None
+        self.base = f"http://{host}:{self.http.port}"
+        prefix = f"/{self.config.route_prefix}" if self.config.route_prefix else ""
+        for fn in sorted(http_functions, key=lambda f: str(f.trigger.get("route") or f.name)):
+            methods = ",".join(fn.trigger.get("methods") or ["*"])
+            route = fn.trigger.get("route") or fn.name
+            self.lines.insert(0, f"  {fn.name}: [{methods}] {self.base}{prefix}/{route}")
+
+    def print_banner(self) -> None:
+        print(f"Local Functions host (python -m scripts.serve) for {self.script_root / 'function_app.py'}")
+        print("Functions:")
+        print("\n".join(self.lines))
+        for name, why in sorted(self.index.errors.items()):
+            print(f"  NOT SERVED {name}: {why}")
+        self._print_auth_notes()
+        if self.config.queues.batch_size != 1:
+            print(
+                f"host.json batchSize is {self.config.queues.batch_size}: the local host takes one message at a time per queue"
+            )
+
+    def _print_auth_notes(self) -> None:
+        from shared.auth import parse_auth_mode
+
+        if self.function_key is None:
+            print(
+                "Function keys are not checked locally (as with Core Tools' func start): send none, or any "
+                f"(set {FUNCTION_KEY_SETTING} to have routes with authLevel function ask for that key)."
+            )
+        else:
+            print(
+                f"Function keys are checked: routes with authLevel function need the value of {FUNCTION_KEY_SETTING} "
+                "in x-functions-key or ?code= (401 otherwise); anonymous routes need none."
+            )
+        if parse_auth_mode(os.environ.get("AUTH_MODE")) == "entra":
+            print(
+                "AUTH_MODE=entra: the X-MS-CLIENT-PRINCIPAL header is taken as sent, for local testing only "
+                "(on Azure, App Service Authentication sets it and drops any a client sends)."
+            )
+            if os.environ.get("WEBSITE_AUTH_ENABLED", "").strip().lower() != "true":
+                print(
+                    "  WEBSITE_AUTH_ENABLED is not True, so the app refuses every request (503) as it would on Azure "
+                    "without App Service Authentication; set WEBSITE_AUTH_ENABLED=True to test roles with "
+                    "hand-made principals."
+                )
+
+    def serve_until_stopped(self) -> int:
+        """Serve until SIGINT/SIGTERM, then drain; the exit code."""
+        signal.signal(signal.SIGINT, self._on_signal)
+        signal.signal(signal.SIGTERM, self._on_signal)
+        self.http.start()
+        for worker in self._workers():
+            worker.start()
+        print(f"READY {self.base}", flush=True)
+        self.stop.wait()
+        return self._drain()
+
+    def _workers(self) -> list[TimerHost | QueueHost]:
+        return [*self.timers, *self.queues]
+
+    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        if self.stop.is_set():
+            print("second stop signal: stopping now", file=sys.stderr, flush=True)
+            os._exit(130)
+        self.stop.set()
+
+    def _drain(self) -> int:
+        grace = self.args.grace
+        log.info(
+            "stopping: no new requests, messages or timer runs; %d invocation(s) running get %.0fs to finish "
+            "(Ctrl-C again stops at once)",
+            self.invocations.running,
+            grace,
+        )
+        self.http.server.shutdown()
+        if not self.invocations.wait_idle(grace):
+            log.error(
+                "%d invocation(s) still running after %.0fs; stopping anyway. A queue message comes back when its "
+                "visibility lease ends and its run resumes from its last checkpoint",
+                self.invocations.running,
+                grace,
+            )
+            sys.stdout.flush()
+            os._exit(EXIT_STOPPED_WITH_WORK_RUNNING)
+        self.http.server.server_close()
+        for worker in self._workers():
+            worker.join(5)
+        log.info("stopped")
+        return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     _configure_logging()
     if args.settings is not None:
         _load_local_settings(args.settings)
 
-    from scripts.localhost.appindex import index_app, load_apps
-    from scripts.localhost.hostjson import HostJsonError, load_host_config
-    from scripts.localhost.http_host import HttpHost
-    from scripts.localhost.invoke import Invocations
-    from scripts.localhost.queue_host import QueueHost
-    from scripts.localhost.routes import RouteError
-    from scripts.localhost.timer_host import ScheduleError, TimerHost
-    from shared.auth import parse_auth_mode
     from shared.redact import install_redaction
 
     install_redaction()
-    script_root: Path = args.script_root
-    # From the environment, not a flag: a key on the command line shows in every process listing.
-    function_key = os.environ.get(FUNCTION_KEY_SETTING) or None
+    host = LocalHost(args)
     try:
-        config = load_host_config(script_root, os.environ)
-    except HostJsonError as exc:
+        host.start_up()
+    except StartUpError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    index = index_app(load_apps(script_root), os.environ)
-    stop = threading.Event()
-    invocations = Invocations()
-    http_functions = [f for f in index.functions if f.trigger_type == "httpTrigger"]
-    timers: list[TimerHost] = []
-    queues: list[QueueHost] = []
-    host_queues, host_blobs = _storage_factories("AzureWebJobsStorage")
-    lines: list[str] = []
-    for fn in index.functions:
-        if fn.trigger_type == "timerTrigger":
-            try:
-                timer = TimerHost(fn, invocations, stop, _monitor_container(host_blobs))
-            except ScheduleError as exc:
-                index.errors[fn.name] = str(exc)
-                continue
-            timers.append(timer)
-            lines.append(f"  {fn.name}: timerTrigger, schedule '{timer.schedule.expression}' (UTC)")
-        elif fn.trigger_type == "queueTrigger":
-            setting = str(fn.trigger.get("connection") or "AzureWebJobsStorage")
-            service = host_queues if setting == "AzureWebJobsStorage" else _storage_factories(setting)[0]
-            host = QueueHost(fn, config.queues, service, invocations, stop)
-            queues.append(host)
-            lines.append(f"  {fn.name}: queueTrigger on '{host.queue_name}' ({setting})")
-        elif fn.trigger_type != "httpTrigger":
-            index.errors[fn.name] = (
-                f"trigger {fn.trigger_type} is not served by the local host (use func start)"
-            )
-    try:
-        http = HttpHost(
-            http_functions, config.route_prefix, invocations, args.host, args.port, function_key=function_key
-        )
-    except (RouteError, OSError) as exc:
-        print(f"error: cannot serve HTTP on {args.host}:{args.port}: {exc}", file=sys.stderr)
-        return 2
-    base = f"http://{args.host}:{http.port}"
-    prefix = f"/{config.route_prefix}" if config.route_prefix else ""
-    for fn in sorted(http_functions, key=lambda f: str(f.trigger.get("route") or f.name)):
-        methods = ",".join(fn.trigger.get("methods") or ["*"])
-        lines.insert(0, f"  {fn.name}: [{methods}] {base}{prefix}/{fn.trigger.get('route') or fn.name}")
-
-    print(f"Local Functions host (python -m scripts.serve) for {script_root / 'function_app.py'}")
-    print("Functions:")
-    print("\n".join(lines))
-    for name, why in sorted(index.errors.items()):
-        print(f"  NOT SERVED {name}: {why}")
-    if function_key is None:
-        print(
-            "Function keys are not checked locally (as with Core Tools' func start): send none, or any "
-            f"(set {FUNCTION_KEY_SETTING} to have routes with authLevel function ask for that key)."
-        )
-    else:
-        print(
-            f"Function keys are checked: routes with authLevel function need the value of {FUNCTION_KEY_SETTING} "
-            "in x-functions-key or ?code= (401 otherwise); anonymous routes need none."
-        )
-    if parse_auth_mode(os.environ.get("AUTH_MODE")) == "entra":
-        print(
-            "AUTH_MODE=entra: the X-MS-CLIENT-PRINCIPAL header is taken as sent, for local testing only "
-            "(on Azure, App Service Authentication sets it and drops any a client sends)."
-        )
-        if os.environ.get("WEBSITE_AUTH_ENABLED", "").strip().lower() != "true":
-            print(
-                "  WEBSITE_AUTH_ENABLED is not True, so the app refuses every request (503) as it would on Azure "
-                "without App Service Authentication; set WEBSITE_AUTH_ENABLED=True to test roles with "
-                "hand-made principals."
-            )
-    if config.queues.batch_size != 1:
-        print(
-            f"host.json batchSize is {config.queues.batch_size}: the local host takes one message at a time per queue"
-        )
-
-    def on_signal(signum: int, frame: FrameType | None) -> None:
-        if stop.is_set():
-            print("second stop signal: stopping now", file=sys.stderr, flush=True)
-            os._exit(130)
-        stop.set()
-
-    signal.signal(signal.SIGINT, on_signal)
-    signal.signal(signal.SIGTERM, on_signal)
-    http.start()
-    workers: list[TimerHost | QueueHost] = [*timers, *queues]
-    for worker in workers:
-        worker.start()
-    print(f"READY {base}", flush=True)
-    stop.wait()
-
-    running = invocations.running
-    log.info(
-        "stopping: no new requests, messages or timer runs; %d invocation(s) running get %.0fs to finish "
-        "(Ctrl-C again stops at once)",
-        running,
-        args.grace,
-    )
-    http.server.shutdown()
-    if not invocations.wait_idle(args.grace):
-        log.error(
-            "%d invocation(s) still running after %.0fs; stopping anyway. A queue message comes back when its "
-            "visibility lease ends and its run resumes from its last checkpoint",
-            invocations.running,
-            args.grace,
-        )
-        sys.stdout.flush()
-        os._exit(EXIT_STOPPED_WITH_WORK_RUNNING)
-    http.server.server_close()
-    for worker in workers:
-        worker.join(5)
-    log.info("stopped")
-    return 0
+    host.print_banner()
+    return host.serve_until_stopped()
 
 
 if __name__ == "__main__":
