@@ -126,7 +126,7 @@ def _check_target(svc: Services, connection: Connection, export: ExportConfig) -
         ) from None
     with account(svc.settings, connection.hostname, key, connection=connection.name) as client:
         try:
-            field_ids, converters = preflight(client, export)  # the pipeline's own first step
+            field_ids, converters, _ = preflight(client, export)  # the pipeline's own first step
         except ListNotFound:
             raise ApiError(
                 400,

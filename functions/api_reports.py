@@ -1,25 +1,40 @@
-"""HTTP API: what a run left behind. Its report, its rejected rows (CSV) and, for mirror runs, who
-was unsubscribed.
+"""HTTP API: what a run left behind. Its report, its rejected rows (CSV), its change log (CSV) and,
+for mirror runs, who was unsubscribed; and lookup by email across an export's change logs.
 
-Rejected rows and unsubscribed people are personal data. Administrators get them whole; a
-contributor gets the rejected rows' positions and reasons without their values, and unsubscribed
-emails masked (`j***@example.com`). The files stay in the app's storage; these routes read them
+Rejected rows, change logs and unsubscribed people are personal data. Administrators get them
+whole; a contributor gets the rejected rows' positions and reasons without their values, the change
+log's `email,action,outcome,reason` with emails masked (`j***@example.com`), and unsubscribed
+emails masked. Lookup is for administrators only. The files stay in the app's storage; these routes read them
 a page at a time (`start`, `limit`), streamed from storage, since the Functions worker buffers
 every response body.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
+from collections.abc import Iterable
 
 import azure.functions as func
 
 from functions import new_blueprint
 from functions.api_runs import RUN_ID, _export
-from functions.http import ApiError, api_handler, caller_for, int_param, json_response, not_found
+from functions.http import (
+    ApiError,
+    api_handler,
+    caller_for,
+    int_param,
+    json_response,
+    not_found,
+    read_json_object,
+)
 from functions.services import Services, get_services
 from functions.views import run_location
 from shared.auth import Action
+from shared.changes import CHANGE_KEY_COLUMNS, plain_cell
+from shared.mapping import normalize_email
+from shared.outcomes import Action as ChangeAction
+from shared.outcomes import Outcome
 from shared.redact import mask_email, scrub
 from shared.report import FORMULA_TRIGGERS
 from shared.report_files import csv_page, csv_rows, to_csv
@@ -30,6 +45,8 @@ PAGE_DEFAULT = 10_000
 PAGE_MAX = 100_000
 # What a contributor sees of a rejected row: where it was and why, not what it held.
 CONTRIBUTOR_COLUMNS = 3  # partition, line, reason
+# ... and of a change log row: who (masked), what and how it went, not the values sent.
+CONTRIBUTOR_CHANGE_COLUMNS = len(CHANGE_KEY_COLUMNS)
 
 
 def _run(svc: Services, req: func.HttpRequest) -> RunRecord:
@@ -72,10 +89,19 @@ def _page_params(req: func.HttpRequest) -> tuple[int, int]:
     )
 
 
-def _next(req: func.HttpRequest, start: int, limit: int) -> str:
+def _next(req: func.HttpRequest, start: int, limit: int, **filters: str) -> str:
     path = req.url.split("?", 1)[0]
     path = path[path.index("/api/") :] if "/api/" in path else path
-    return f"{path}?start={start + limit}&limit={limit}"
+    extra = "".join(f"&{name}={value}" for name, value in filters.items() if value)
+    return f"{path}?start={start + limit}&limit={limit}{extra}"
+
+
+def _choice(req: func.HttpRequest, name: str, allowed: Iterable[str]) -> str:
+    value = str(req.params.get(name, ""))
+    known = sorted(allowed)
+    if value and value not in known:
+        raise ApiError(400, "ValidationFailed", f"{name} must be one of {', '.join(known)}")
+    return value
 
 
 @bp.function_name("export_run_report")
@@ -168,3 +194,85 @@ def export_run_unsubscribed(req: func.HttpRequest) -> func.HttpResponse:
             "next": _next(req, start, limit) if page.more else None,
         }
     )
+
+
+@bp.function_name("export_run_changes")
+@bp.route(route="exports/{name}/runs/{runId}/changes", methods=["GET"])
+@api_handler
+def export_run_changes(req: func.HttpRequest) -> func.HttpResponse:
+    """The run's change log, a page at a time, optionally only one action and/or outcome."""
+    from azure.core.exceptions import ResourceNotFoundError
+
+    svc = get_services()
+    caller = caller_for(req, svc.settings.auth_mode, Action.READ_EXPORTS)
+    record = _run(svc, req)
+    start, limit = _page_params(req)
+    action = _choice(req, "action", (a.value for a in ChangeAction))
+    outcome = _choice(req, "outcome", (o.value for o in Outcome))
+    if not record.changes_blob:
+        raise _no_changes(record)
+    try:
+        download = svc.app_container.download_blob(record.changes_blob)
+    except ResourceNotFoundError:
+        raise _no_changes(record) from None
+    rows = csv_rows(download.chunks())
+    header = next(rows, [])
+    wanted = (r for r in rows if (not action or r[1:2] == [action]) and (not outcome or r[2:3] == [outcome]))
+    page = csv_page(itertools.chain([header], wanted), start, limit)
+    header, rows_out = page.header, page.rows
+    if not caller.is_admin:
+        n = CONTRIBUTOR_CHANGE_COLUMNS
+        header = header[:n]
+        rows_out = [[mask_email(plain_cell(row[0])), *row[1:n]] for row in rows_out]
+    headers = {
+        "Cache-Control": "no-store",
+        "Content-Disposition": f'attachment; filename="{record.export}-{record.run_id}-changes.csv"',
+        "X-Rows-Start": str(start),
+        "X-Rows": str(len(rows_out)),
+    }
+    if page.more:
+        headers["Link"] = f'<{_next(req, start, limit, action=action, outcome=outcome)}>; rel="next"'
+    return func.HttpResponse(
+        to_csv(header, rows_out), status_code=200, headers=headers, mimetype="text/csv", charset="utf-8"
+    )
+
+
+def _no_changes(record: RunRecord) -> ApiError:
+    where = run_location(record.export, record.run_id)
+    if record.active:
+        why = f"run {record.run_id} is {record.status} and has not started sending yet; follow it at {where}"
+    else:
+        why = (
+            f"run {record.run_id} {record.status} before it acted on any contact"
+            f" ({record.error or 'no error recorded'}); its counts and error are at {where}"
+        )
+    return ApiError(404, "ChangesNotFound", why)
+
+
+@bp.function_name("export_lookup")
+@bp.route(route="exports/{name}/lookup", methods=["POST"])
+@api_handler
+def export_lookup(req: func.HttpRequest) -> func.HttpResponse:
+    """What the export's runs did to one person. A POST, so the address is in no URL or access log;
+    it is never logged or stored (shared/lookup.py)."""
+    from shared.lookup import lookup
+
+    svc = get_services()
+    caller_for(req, svc.settings.auth_mode, Action.LOOKUP_PERSON)
+    name = req.route_params["name"]
+    export = _export(svc, name)
+    body = read_json_object(req)
+    unknown = sorted(set(body) - {"email"})
+    if unknown:
+        raise ApiError(400, "ValidationFailed", f"unknown field(s) {', '.join(unknown)}; lookup takes email")
+    raw = body.get("email")
+    if not isinstance(raw, str):
+        raise ApiError(400, "ValidationFailed", "email is required: the address to look up, as a string")
+    email = normalize_email(raw)
+    if not isinstance(email, str):
+        # The rejection's detail describes the address without quoting it.
+        raise ApiError(
+            400, "ValidationFailed", f"email is not an address ActiveCampaign accepts: {email.detail}"
+        )
+    found = lookup(svc.app_container, svc.runs, export, email, segment_blobs=svc.segment_blobs)
+    return json_response(found, headers={"Cache-Control": "no-store"})

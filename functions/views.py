@@ -47,6 +47,7 @@ def run_view(record: RunRecord) -> dict[str, Any]:
         "container": load_settings().app_container,
         "report": record.report_blob,
         "rejectedRows": record.rejected_blob,
+        "changes": record.changes_blob,
     }
     view["links"] = {"self": run_location(record.export, record.run_id)}
     return view

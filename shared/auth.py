@@ -49,6 +49,8 @@ class Action(Enum):
     # `force` lifts the mirror-mode removal guard; `full` resends every contact, spending the account's
     # whole rate budget. Both widen what a run does beyond what its configuration allows by default.
     START_WIDENED_RUN = "start a run with force or full"
+    # What was sent about one person, across runs: personal data beyond any one run's masked view.
+    LOOKUP_PERSON = "look up a person in the change logs"
 
 
 @dataclass(frozen=True)

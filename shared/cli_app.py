@@ -1,4 +1,5 @@
-"""CLI commands on what the app keeps in its storage: `report`, `rejected`, `describe`, `apply`.
+"""CLI commands on what the app keeps in its storage: `runs`, `report`, `rejected`, `changes`,
+`lookup`, `describe`, `apply`.
 
 They read and write the same app storage (`AzureWebJobsStorage`, container `activecampaign-export`)
 as the function app: a run's report and rejected rows, the stored configuration (`--from-app`), and
@@ -90,10 +91,10 @@ def _find_run(settings: Settings, export: str, run_id: str | None) -> tuple[Cont
     return container, record
 
 
-def _missing(record: RunRecord, what: str) -> int:
+def _missing(record: RunRecord, what: str, *, when: str = "when it succeeds") -> int:
     if record.active:
         _error(
-            f"run {record.run_id} of export {record.export!r} is {record.status}: its {what} is written when it succeeds"
+            f"run {record.run_id} of export {record.export!r} is {record.status}: its {what} is written {when}"
         )
         return EXIT_TRANSIENT
     _error(
@@ -143,6 +144,89 @@ def cmd_rejected(args: argparse.Namespace) -> int:
         for chunk in download.chunks():
             sys.stdout.buffer.write(chunk)
         sys.stdout.buffer.flush()
+    return EXIT_OK
+
+
+def cmd_changes(args: argparse.Namespace) -> int:
+    from azure.core.exceptions import ResourceNotFoundError
+
+    found = _find_run(load_settings(), args.export, args.run)
+    if isinstance(found, int):
+        return found
+    container, record = found
+    if not record.changes_blob:
+        return _missing(record, "change log", when="when it starts sending")
+    try:
+        download = container.download_blob(record.changes_blob)
+    except ResourceNotFoundError:
+        return _missing(record, "change log", when="when it starts sending")
+    _stream(download.chunks(), args.output, f"the change log of run {record.run_id}")
+    return EXIT_OK
+
+
+def _stream(chunks: Any, output: str | None, what: str) -> None:
+    """A blob's chunks to a file or stdout, chunk by chunk: a large file never sits in memory."""
+    if output:
+        with open(output, "wb") as out:
+            for chunk in chunks:
+                out.write(chunk)
+        print(f"wrote {what} to {output}", file=sys.stderr)
+    else:
+        for chunk in chunks:
+            sys.stdout.buffer.write(chunk)
+        sys.stdout.buffer.flush()
+
+
+def cmd_runs(args: argparse.Namespace) -> int:
+    from shared.runs import RunStore
+
+    records = RunStore(app_container(load_settings())).list(args.export, limit=args.limit)
+    if not records:
+        _error(f"export {args.export!r} has no runs in app storage (AzureWebJobsStorage)")
+        return EXIT_TERMINAL
+    columns = ("RUN", "STATUS", "TRIGGER", "STARTED", "FINISHED", "SENT", "ACCEPTED", "FAILED", "REMOVED")
+    lines: list[tuple[str, ...]] = [columns]
+    for r in records:
+        counts = r.counts
+        lines.append(
+            (
+                r.run_id,
+                r.status + (" (dry run)" if r.dry_run else ""),
+                r.trigger,
+                r.started_at or "-",
+                r.finished_at or "-",
+                *(str(counts.get(k, 0)) for k in ("sent", "accepted", "failed", "removed")),
+            )
+        )
+    widths = [max(len(line[i]) for line in lines) for i in range(len(columns))]
+    for line in lines:
+        print("  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip())
+    return EXIT_OK
+
+
+def cmd_lookup(args: argparse.Namespace) -> int:
+    from shared.lookup import lookup
+    from shared.mapping import normalize_email
+    from shared.runs import RunStore
+    from shared.storage import blob_service
+
+    settings = load_settings()
+    if args.config is None:
+        args.from_app = True
+    config, source = load_config_source(args, settings)
+    export = config.exports.get(args.export)
+    if export is None:
+        known = ", ".join(sorted(config.exports)) or "none"
+        _error(f"export {args.export!r} is not in {source} (exports: {known})")
+        return EXIT_USAGE
+    email = normalize_email(args.email)
+    if not isinstance(email, str):
+        _error(f"EMAIL is not an address ActiveCampaign accepts: {email.detail}")
+        return EXIT_USAGE
+    container = app_container(settings)
+    segments = blob_service(settings.require_segments_storage())
+    found = lookup(container, RunStore(container), export, email, segment_blobs=segments)
+    print(json.dumps(found, indent=2))
     return EXIT_OK
 
 
@@ -221,6 +305,27 @@ def add_commands(sub: Any) -> None:
     rejected.add_argument("run", nargs="?", help="run id (default: the newest run)")
     rejected.add_argument("-o", "--output", help="file to write (default: stdout)")
     rejected.set_defaults(func=cmd_rejected)
+    changes = sub.add_parser(
+        "changes", help="write the change log (CSV: each contact the run acted on, what was sent) of a run"
+    )
+    changes.add_argument("export", help="name of the export")
+    changes.add_argument("run", nargs="?", help="run id (default: the newest run)")
+    changes.add_argument("-o", "--output", help="file to write (default: stdout)")
+    changes.set_defaults(func=cmd_changes)
+    runs = sub.add_parser("runs", help="list an export's runs, newest first")
+    runs.add_argument("export", help="name of the export")
+    runs.add_argument("--limit", type=int, default=20, help="how many runs (default: 20)")
+    runs.set_defaults(func=cmd_runs)
+    lookup = sub.add_parser(
+        "lookup",
+        help="what the export's runs did to one email address (reads the change logs; writes nothing)",
+    )
+    lookup.add_argument("export", help="name of the export")
+    lookup.add_argument("email", help="the address to look up")
+    lookup.add_argument(
+        "--config", help="configuration JSON naming the export (default: the app's stored configuration)"
+    )
+    lookup.set_defaults(func=cmd_lookup)
     describe = sub.add_parser("describe", help="list a connection's ActiveCampaign lists, fields and tags")
     describe.add_argument("connection", help="name of the connection")
     add_config_source(describe)

@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
-from typing import Literal, TypeVar
+from typing import Literal, NamedTuple, TypeVar
 
 import numpy as np
 from azure.core.exceptions import HttpResponseError, ResourceExistsError
@@ -30,10 +30,12 @@ from shared.activecampaign import (
     ListNotFound,
     client_for,
 )
+from shared.changes import ChangeLog, ChangeLogBlob, ahead_operations, read_rows
 from shared.config import Config, Connection, ExportConfig
 from shared.errors import AccountBusy, GuardTripped, RunFailed, TerminalError
 from shared.hosts import HostError
 from shared.load import MIN_POLL_INTERVAL
+from shared.lookup import write_index
 from shared.mapping import FieldConverter, RowMapper, field_converters, resolve_fields
 from shared.outcomes import REMOVE_FAILED_ROW, SEND_FAILED_ROW, Failure, Outcome
 from shared.ownership import ALREADY_LEASED, Heartbeat
@@ -46,6 +48,7 @@ from shared.send import Pause, RunGuard, SendStage
 from shared.settings import Settings
 from shared.state import Checkpoint, DeliveredState, StateStore, state_target
 from shared.storage import (
+    RUN_CHANGES,
     RUN_REJECTED,
     RUN_REPORT,
     RUN_UNSUBSCRIBED,
@@ -127,23 +130,35 @@ class _Progress:
 # so the benchmark times the product's code path, not a copy of it.
 
 
-def preflight(
-    client: ActiveCampaignClient, export: ExportConfig
-) -> tuple[dict[str, int], dict[int, FieldConverter]]:
+class Preflight(NamedTuple):
+    field_ids: dict[str, int]  # column -> ActiveCampaign field id (what RowMapper wants)
+    converters: dict[int, FieldConverter]  # the typed fields'
+    fields: list[tuple[int, str]]  # (field id, title) of the mapped fields, in mapping order (change log)
+
+
+def _no_sink(data: bytes) -> None:
+    raise RuntimeError("the change log is written through the send stage's checkpoint writer")
+
+
+def preflight(client: ActiveCampaignClient, export: ExportConfig) -> Preflight:
     """The export's list exists on the account and its mapped custom fields resolve.
 
-    Returns column -> ActiveCampaign field id, and the typed fields' converters (what RowMapper
-    wants). Raises ListNotFound or MappingError (both terminal) naming what to fix; nothing has
-    been sent.
+    Raises ListNotFound or MappingError (both terminal) naming what to fix; nothing has been sent.
     """
     client.get_list(export.list_id)
     if not export.mapping.fields:
-        return {}, {}
+        return Preflight({}, {}, [])
     ac_fields = client.list_fields()
     field_ids = resolve_fields(export.mapping.fields, [(f.id, f.perstag) for f in ac_fields])
     # Choice fields' options, where GET /fields did not sideload them (read once per field, here).
     ac_fields = client.with_options(ac_fields, field_ids.values())
-    return field_ids, field_converters(export.mapping, ac_fields, field_ids)
+    titles = {f.id: f.title or f.perstag for f in ac_fields}
+    mapped = [field_ids[column] for column in export.mapping.fields.values()]
+    return Preflight(
+        field_ids,
+        field_converters(export.mapping, ac_fields, field_ids),
+        [(field_id, titles[field_id]) for field_id in mapped],
+    )
 
 
 def collect_contacts(
@@ -350,9 +365,9 @@ class _Run:
             )
         client = self._client()
         try:
-            field_ids, converters = self._with_rotation(client, lambda: preflight(client, self.export))
+            checked = self._with_rotation(client, lambda: preflight(client, self.export))
             with self._account_lease():
-                return self._sync(client, field_ids, converters)
+                return self._sync(client, checked)
         finally:
             self.report.requests = client.request_counts()
             client.close()
@@ -436,9 +451,7 @@ class _Run:
         self.report.first_contact_queued_at = self.record.first_contact_queued_at
 
     # ------------------------------------------------------------------ pass 1
-    def _sync(
-        self, client: ActiveCampaignClient, field_ids: dict[str, int], converters: dict[int, FieldConverter]
-    ) -> Literal["succeeded", "failed"]:
+    def _sync(self, client: ActiveCampaignClient, checked: Preflight) -> Literal["succeeded", "failed"]:
         report, export = self.report, self.export
         reader = SegmentReader(self.ctx.segment_blobs, export.source)
         snapshot = reader.latest_snapshot()
@@ -454,8 +467,8 @@ class _Run:
         mapper = RowMapper(
             export.mapping,
             snapshot.columns,
-            field_ids,
-            converters=converters,
+            checked.field_ids,
+            converters=checked.converters,
             reject_invalid=export.on_invalid_field_value == "reject",
         )
         rejected = RejectedRowsWriter(snapshot.columns)
@@ -477,6 +490,8 @@ class _Run:
             self.progress(report, force=True)
 
             checkpoint = self._checkpoint(plan, snapshot, etag)
+            changes, changes_blob = self._open_changes(checkpoint, plan, contacts, old, checked.fields)
+            self.progress(report, force=True)  # the record names its change log from now on
             t1 = self.ctx.clock()
             stage = SendStage(
                 client,
@@ -491,6 +506,8 @@ class _Run:
                 dry_run=self.record.dry_run,
                 poll_interval=self.ctx.poll_interval,
                 confirm_timeout=self.ctx.confirm_timeout,
+                changes=changes,
+                changes_sink=changes_blob.append,
             )
 
             def duplicate(row: SourceRow) -> None:
@@ -519,6 +536,7 @@ class _Run:
                 )
             if not self.record.dry_run:
                 self._advance(old, etag, contacts, plan, failed, snapshot, full)
+                write_index(self.container, changes_blob.name)  # lookup reads it instead of the log
             if export.mode == "mirror":
                 self._store_unsubscribed(plan, old, failed)
             report.requests = client.request_counts()
@@ -609,6 +627,38 @@ class _Run:
             state_etag=etag,
             started_at=self.report.started_at,
         )
+
+    def _open_changes(
+        self,
+        checkpoint: Checkpoint,
+        plan: Plan,
+        contacts: SnapshotContacts,
+        old: DeliveredState,
+        fields: list[tuple[int, str]],
+    ) -> tuple[ChangeLog, ChangeLogBlob]:
+        """The run's change log, opened for appending (shared/changes.py says how it and the
+        checkpoint agree). A run that adopts a checkpoint reads what the invocation before it logged
+        past that checkpoint, and records in the checkpoint, before logging anything, that those
+        operations are logged and that the log goes on in this run's blob."""
+        name = run_blob(self.export.name, self.record.run_id, RUN_CHANGES)
+        ahead: set[int] = set()
+        before = checkpoint.changes_blob
+        if before is not None and not self.record.dry_run:
+            ahead = set(checkpoint.changes_ahead)
+            tail = read_rows(self.container, before, offset=checkpoint.changes_bytes)
+            ahead |= ahead_operations(tail, plan, contacts, old)
+        changes = ChangeLog(fields, sink=_no_sink, skip=ahead)
+        blob = ChangeLogBlob(self.container, name)
+        changes.logged = blob.open(changes.header_bytes())
+        self.record.changes_blob = self.report.changes_blob = name
+        if self.record.dry_run:
+            return changes, blob  # a dry run leaves the checkpoint alone
+        moved = (before, checkpoint.changes_ahead) != (name, sorted(ahead))
+        checkpoint.changes_blob, checkpoint.changes_bytes = name, changes.logged
+        checkpoint.changes_ahead = sorted(ahead)
+        if before is not None and moved:
+            self.store.save_checkpoint(checkpoint)
+        return changes, blob
 
     def _sent(self, operations: int) -> None:
         """After each batch ActiveCampaign queued (SendStage's progress callback)."""

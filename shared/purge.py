@@ -6,6 +6,9 @@ What an export leaves in the app container (SECURITY.md has the table):
 - `runs/<export>/<runId>/rejected.csv` (the rejected rows themselves) and, for mirror runs,
   `unsubscribed.csv` (the emails of who was unsubscribed): personal data, deleted with the export,
   and by `sweep` once older than `REJECTED_ROWS_RETENTION_DAYS`.
+- `runs/<export>/<runId>/changes.csv` (the change log: who was sent what) and `changes.idx` (its
+  addresses' hashes, for lookup): personal data with the same retention; deleted with the export
+  unless the caller keeps its history, and then by `sweep` once older than the retention.
 - `runs/<export>/<runId>/run.json` and `report.json`: counts, timings and scrubbed error texts (no
   cell values): deleted with the export unless the caller asks to keep its history.
 - the active-run marker, the timer's last decision and the refresh-event claims
@@ -29,6 +32,9 @@ from azure.storage.blob import ContainerClient
 
 from shared.decisions import DecisionStore, SnapshotClaims
 from shared.storage import (
+    RUN_CHANGES,
+    RUN_CHANGES_INDEX,
+    RUN_RECORD,
     RUN_REJECTED,
     active_marker_blob,
     checkpoint_blob,
@@ -50,6 +56,10 @@ _STATE_ROOT = _state_prefix("x").partition("/")[0] + "/"
 # Run files that hold personal data: the rejected rows as read, and (mirror runs) the emails of who
 # was unsubscribed. Deleted with the export whatever the caller asks, and after the retention.
 PERSONAL_RUN_FILES = frozenset({RUN_REJECTED, "unsubscribed.csv"})
+# The change log and its index: personal data too, under the same retention, but part of an
+# export's history: deleting the export with keepHistory keeps them (until the retention ends).
+HISTORY_RUN_FILES = frozenset({RUN_CHANGES, RUN_CHANGES_INDEX})
+RETAINED_RUN_FILES = PERSONAL_RUN_FILES | HISTORY_RUN_FILES
 _RUNS_ROOT = runs_prefix("x").partition("/")[0] + "/"
 
 
@@ -76,8 +86,9 @@ def _delete(container: ContainerClient, name: str) -> bool:
 
 
 def purge_export(container: ContainerClient, export: str, *, keep_history: bool = False) -> Purged:
-    """Delete what the app keeps about `export`. With `keep_history`, its run records and reports
-    (counts, no personal data) stay; its delivered state, checkpoint and rejected rows never do."""
+    """Delete what the app keeps about `export`. With `keep_history`, its run records, reports and
+    change logs stay (the change logs until their retention ends); its delivered state, checkpoint
+    and rejected rows never do."""
     state_names = {state_blob(export), checkpoint_blob(export)}
     state_names |= {b.name for b in container.list_blobs(name_starts_with=_state_prefix(export))}
     state = sum(_delete(container, name) for name in sorted(state_names))
@@ -86,7 +97,7 @@ def purge_export(container: ContainerClient, export: str, *, keep_history: bool 
         parsed = parse_run_blob(blob.name)
         if parsed is None:
             continue  # the active marker, below
-        if parsed[2] in PERSONAL_RUN_FILES:
+        if parsed[2] in PERSONAL_RUN_FILES or (parsed[2] in HISTORY_RUN_FILES and not keep_history):
             rejected += _delete(container, blob.name)
         elif not keep_history:
             runs += _delete(container, blob.name)
@@ -113,18 +124,27 @@ def purge_export(container: ContainerClient, export: str, *, keep_history: bool 
 def sweep(
     container: ContainerClient, *, exports: Collection[str], rejected_retention: timedelta, now: datetime
 ) -> Purged:
-    """Delete rejected-row reports and unsubscribed lists older than `rejected_retention`, and the
-    state and those reports of exports not in `exports` (left by a run that wrote after its export was
-    deleted)."""
+    """Delete rejected-row reports, unsubscribed lists and change logs older than
+    `rejected_retention`, and the state and those files of exports not in `exports` (left by a run
+    that wrote after its export was deleted). A deleted export's change logs whose run record was
+    kept (`keepHistory`) stay until the retention ends."""
     known = set(exports)
     cutoff = now - rejected_retention
     rejected = state = 0
-    for blob in container.list_blobs(name_starts_with=_RUNS_ROOT):
-        parsed = parse_run_blob(blob.name)
-        if parsed is None or parsed[2] not in PERSONAL_RUN_FILES:
+    blobs = [(b.name, b.last_modified) for b in container.list_blobs(name_starts_with=_RUNS_ROOT)]
+    kept_runs = set()
+    for name, _ in blobs:
+        parsed = parse_run_blob(name)
+        if parsed is not None and parsed[2] == RUN_RECORD:
+            kept_runs.add(parsed[:2])
+    for name, modified in blobs:
+        parsed = parse_run_blob(name)
+        if parsed is None or parsed[2] not in RETAINED_RUN_FILES:
             continue
-        if parsed[0] not in known or (blob.last_modified is not None and blob.last_modified < cutoff):
-            rejected += _delete(container, blob.name)
+        expired = modified is not None and modified < cutoff
+        orphan = parsed[0] not in known and not (parsed[2] in HISTORY_RUN_FILES and parsed[:2] in kept_runs)
+        if expired or orphan:
+            rejected += _delete(container, name)
     for blob in container.list_blobs(name_starts_with=_STATE_ROOT):
         if blob.name.split("/")[1] not in known:
             state += _delete(container, blob.name)

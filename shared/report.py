@@ -66,6 +66,7 @@ class RunReport:
     report_blob: str | None = None
     rejected_blob: str | None = None
     unsubscribed_blob: str | None = None  # mirror runs: who left the segment and what became of them
+    changes_blob: str | None = None  # one row per contact acted on (shared/changes.py)
     # Freshness (issue 15): when the snapshot landed, and when ActiveCampaign first queued a batch.
     snapshot_landed_at: str | None = None
     first_contact_queued_at: str | None = None

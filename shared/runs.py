@@ -142,6 +142,8 @@ class RunRecord:
     report_blob: str | None = None
     rejected_blob: str | None = None
     continuations: int = 0
+    # The run's change log (`changes.csv`), named as soon as the run starts writing it.
+    changes_blob: str | None = None
     # Added to the architecture contract: how many times a worker picked the run up (retries
     # included), the error of each failed attempt, and the last write.
     attempts: int = 0

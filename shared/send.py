@@ -24,11 +24,12 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 from shared.activecampaign import ActiveCampaignClient, ActiveCampaignError, Refused
+from shared.changes import ChangeLog
 from shared.config import ExportConfig
 from shared.errors import RunFailed
 from shared.load import MIN_POLL_INTERVAL, BatchSender, Operation, SendOutcome, operation
 from shared.mapping import Contact, RowMapper, contact_payload
-from shared.outcomes import RESUBSCRIBE_FAILED, UNCONFIRMED, Failure
+from shared.outcomes import RESUBSCRIBE_FAILED, UNCONFIRMED, Action, Failure, Outcome
 from shared.ownership import Heartbeat
 from shared.report import RunReport
 from shared.state import Checkpoint, CheckpointWriter, DeliveredState, StateStore
@@ -131,6 +132,10 @@ class SendStage:
     dry_run: bool = False
     poll_interval: float = MIN_POLL_INTERVAL
     confirm_timeout: float = 900.0
+    # The run's change log (rows logged as outcomes become known), and where its chunks go: appended
+    # by the checkpoint writer's thread, each before the checkpoints that count it.
+    changes: ChangeLog | None = None
+    changes_sink: Callable[[bytes], None] | None = None
     # Derived from the checkpoint in __post_init__.
     failed: dict[int, Failure] = field(init=False)
     next_index: int = field(init=False)
@@ -143,6 +148,10 @@ class SendStage:
     sender: BatchSender | None = field(init=False, default=None)
     _started: float = field(init=False, default=0.0)
     writer: CheckpointWriter | None = field(init=False, default=None)
+    # Operations handed to the sender whose outcome is not known yet (for their change log rows),
+    # and rejoiners ActiveCampaign imported that are still to be subscribed again.
+    in_flight: dict[int, Operation] = field(init=False, default_factory=dict)
+    rejoining: dict[int, Operation] = field(init=False, default_factory=dict)
 
     def __post_init__(self) -> None:
         cp, report = self.checkpoint, self.report
@@ -169,7 +178,7 @@ class SendStage:
         # Closed on the way out, whatever happens: the sender's threads first, then the checkpoint
         # writer, which stores the newest checkpoint before the run reports anything.
         with (
-            CheckpointWriter(store) as self.writer,
+            CheckpointWriter(store, log=self.changes_sink) as self.writer,
             BatchSender(
                 self.client,
                 exclude_automations=self.export.exclude_automations,
@@ -179,8 +188,13 @@ class SendStage:
                 guard=self.guard.lease,
             ) as self.sender,
         ):
+            if self.changes is not None:
+                self.changes.sink = self.writer.append
             self._send_planned(rows, mapper)
             if self.dry_run:
+                self._plan_removals()
+                if self.changes is not None:
+                    self.changes.flush()
                 self.report.batches = -(-self.plan.n_send // 250) + -(
                     -int(self.plan.removals.shape[0]) // 250
                 )
@@ -193,19 +207,43 @@ class SendStage:
         return self.failed
 
     def _send_planned(self, rows: Iterable[tuple[int, Sequence[str]]], mapper: RowMapper) -> None:
+        changes, plan = self.changes, self.plan
         if self.dry_run:
-            for _ in rows:  # read all the same: duplicates are reported, a changed snapshot caught
-                pass
+            if changes is None:
+                for _ in rows:  # read all the same: duplicates are reported, a changed snapshot caught
+                    pass
+                return
+            for op in planned_operations(rows, mapper, self.export):
+                changes.log(op.index, op.email, plan.action(op.index), Outcome.PLANNED, "", op.payload)
             return
-        for op in planned_operations(rows, mapper, self.export, skip=self._already_queued):
-            if op.index < self.next_index:
+        # Rejoiners an earlier invocation had imported and not yet subscribed again: their rows are
+        # mapped once more for the change log row written when they are (nothing is sent).
+        todo = plan.resubscribe.tolist()[self.rejoin_next :]
+        waiting = {op for op in todo if op not in self.failed} if changes is not None else set()
+
+        def skip(op_index: int) -> bool:
+            return self._already_queued(op_index) and op_index not in waiting
+
+        for op in planned_operations(rows, mapper, self.export, skip=skip):
+            if self._already_queued(op.index):
+                self.rejoining[op.index] = op
+            elif op.index < self.next_index:
                 self.restored[self.restore_of[op.index]].append(op)
+                self.in_flight[op.index] = op
             else:
                 self._send(op)
 
     def _already_queued(self, op_index: int) -> bool:
         """Queued by an earlier invocation and answered (not among the batches to follow again)."""
         return op_index < self.next_index and op_index not in self.restore_of
+
+    def _plan_removals(self) -> None:
+        """A dry run's change log: the removals it would send."""
+        if self.changes is None:
+            return
+        for j, old_index in enumerate(self.plan.removals.tolist()):
+            index = self.plan.removal_index(j)
+            self.changes.log(index, self.old.email(old_index), Action.REMOVE, Outcome.PLANNED)
 
     def _send_removals(self) -> None:
         list_id = self.export.list_id
@@ -224,6 +262,7 @@ class SendStage:
             op = operation(op_index, email, payload)
             if op_index < self.next_index:
                 self.restored[self.restore_of[op_index]].append(op)
+                self.in_flight[op_index] = op
             else:
                 self._send(op)
         self._restore_batches()
@@ -232,6 +271,8 @@ class SendStage:
         self._stop_if_halted()
         self._restore_batches()
         assert self.sender is not None
+        if self.changes is not None:
+            self.in_flight[op.index] = op
         self.sender.add(op)
 
     def _restore_batches(self) -> None:
@@ -344,11 +385,14 @@ class SendStage:
             self.guard.lease()
             self.client.subscribe(self.export.list_id, contact_id)
         except ActiveCampaignError as exc:
-            self.failed[op_index] = Failure(RESUBSCRIBE_FAILED, str(exc))
+            failure = Failure(RESUBSCRIBE_FAILED, str(exc))
+            self.failed[op_index] = failure
             self.report.accepted -= 1
             self.report.fail(RESUBSCRIBE_FAILED)
+            self._log(op_index, failure.outcome, failure.code, self.rejoining.pop(op_index, None))
         else:
             self.report.resubscribed += 1
+            self._log(op_index, Outcome.ACCEPTED, "", self.rejoining.pop(op_index, None))
 
     def _email(self, op_index: int) -> str:
         return self.plan.email(op_index, self.contacts, self.old)
@@ -369,6 +413,13 @@ class SendStage:
                 self.report.removed += 1
             else:
                 self.report.accepted += 1
+            if self.changes is not None:
+                op = self.in_flight.pop(index, None)
+                if self.plan.action(index) is Action.RESUBSCRIBE:
+                    if op is not None:
+                        self.rejoining[index] = op  # logged once subscribed again (_rejoin_one)
+                else:
+                    self._log(index, Outcome.ACCEPTED, "", op)
         for index, failure in {**outcome.failed, **outcome.unconfirmed}.items():
             self._record_failure(index, failure)
 
@@ -377,6 +428,15 @@ class SendStage:
             return
         self.failed[index] = failure
         self._count_failure(index, failure)
+        if self.changes is not None:
+            self._log(index, failure.outcome, failure.code, self.in_flight.pop(index, None))
+
+    def _log(self, index: int, outcome: Outcome, reason: str, op: Operation | None) -> None:
+        """Operation `index`'s change log row (its values from the operation's payload, if known)."""
+        assert self.changes is not None
+        email = op.email if op is not None else self._email(index)
+        payload = op.payload if op is not None else None
+        self.changes.log(index, email, self.plan.action(index), outcome, reason, payload)
 
     def _count_failure(self, index: int, failure: Failure, *, restoring: bool = False) -> None:
         report, removal = self.report, self.plan.is_removal(index)
@@ -399,6 +459,9 @@ class SendStage:
         cp.pending = self.sender.pending_batches() if pending is None else pending
         cp.failed = self.failed
         cp.rejoin_next = self.rejoin_next
+        if self.changes is not None:  # the rows of every outcome this checkpoint holds, first
+            cp.changes_bytes = self.changes.flush()
+            cp.changes_ahead = sorted(self.changes.skip)
         cp.counts = {
             "accepted": report.accepted,
             "removed": report.removed,

@@ -15,6 +15,8 @@ import io
 import json
 import logging
 import threading
+from collections import deque
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -38,8 +40,9 @@ U64 = npt.NDArray[np.uint64]
 #   checkpoint 1: no `format` key.   checkpoint 2: `format`, `rejoin_next` (re-subscribed rejoiners).
 #   checkpoint 3: `rejoin_after`, `rejoin_paged`, `rejoin_ids` (the walk of the list's unsubscribed).
 #   checkpoint 4: `failed` values are [code, detail] (`outcomes.Failure`), no longer "code: detail".
+#   checkpoint 5: `changes_blob`, `changes_bytes`, `changes_ahead` (how far the change log got).
 STATE_FORMAT = 2
-CHECKPOINT_FORMAT = 4
+CHECKPOINT_FORMAT = 5
 SNAPSHOT_METADATA = "snapshotid"
 RESET_WHATS = frozenset({"checkpoint", "state"})
 # Kept for callers that catch both: a corrupt blob (terminal) and a conflicting write (transient).
@@ -211,6 +214,12 @@ class Checkpoint:
     rejoin_after: int = 0
     rejoin_paged: bool = False
     rejoin_ids: dict[int, int] = field(default_factory=dict)
+    # The run's change log (shared/changes.py): its blob, its size when this checkpoint was taken
+    # (every row of an operation this checkpoint accounts for lies before it), and the operations an
+    # earlier invocation logged beyond that size: a resumed run does not log them again.
+    changes_blob: str | None = None
+    changes_bytes: int = 0
+    changes_ahead: list[int] = field(default_factory=list)
 
     def to_json(self) -> str:
         doc: dict[str, Any] = {"format": CHECKPOINT_FORMAT, **asdict(self)}
@@ -252,9 +261,14 @@ class Checkpoint:
             checkpoint.rejoin_after = int(checkpoint.rejoin_after)
             checkpoint.rejoin_paged = bool(checkpoint.rejoin_paged)
             checkpoint.rejoin_ids = {int(k): int(v) for k, v in dict(checkpoint.rejoin_ids).items()}
+            checkpoint.changes_blob = (
+                None if checkpoint.changes_blob is None else str(checkpoint.changes_blob)
+            )
+            checkpoint.changes_bytes = int(checkpoint.changes_bytes)
+            checkpoint.changes_ahead = [int(i) for i in checkpoint.changes_ahead]
         except (TypeError, ValueError) as exc:
             raise _Unreadable(f"has a malformed value ({exc})") from None
-        if checkpoint.next_index < 0 or checkpoint.rejoin_next < 0:
+        if checkpoint.next_index < 0 or checkpoint.rejoin_next < 0 or checkpoint.changes_bytes < 0:
             raise _Unreadable("has a negative position")
         return checkpoint
 
@@ -378,10 +392,24 @@ class CheckpointWriter:
     lags by at most the batch being written; a run killed in that moment resends that batch too.
     A failed write is raised by the next `submit` or by `close`: a run does not go on without them.
     A checkpoint is handed over serialised, so the caller may go on changing its `Checkpoint`.
+
+    `log`, when given, appends chunks of the run's change log (`append`): every chunk, in order, and
+    each before any checkpoint submitted after it, so a stored checkpoint never claims more of the
+    log than is stored. `append` blocks while more than `max_queued` bytes wait (bounded memory).
     """
 
-    def __init__(self, store: StateStore) -> None:
+    def __init__(
+        self,
+        store: StateStore,
+        *,
+        log: Callable[[bytes], None] | None = None,
+        max_queued: int = 8 * 1024 * 1024,
+    ) -> None:
         self._store = store
+        self._log = log
+        self._max_queued = max_queued
+        self._chunks: deque[bytes] = deque()
+        self._queued = 0
         self._cond = threading.Condition()
         self._next: str | None = None
         self._writing = False
@@ -402,6 +430,19 @@ class CheckpointWriter:
             # The run is already failing for another reason, which is the one to report.
             log.warning("the last checkpoint could not be stored", exc_info=True)
 
+    def append(self, data: bytes) -> None:
+        """Queue a chunk of the change log (written before any checkpoint submitted later)."""
+        if self._log is None:
+            raise RuntimeError("this checkpoint writer has no change log")
+        with self._cond:
+            self._raise_failure()
+            while self._queued >= self._max_queued and self._error is None:
+                self._cond.wait()
+            self._raise_failure()
+            self._chunks.append(data)
+            self._queued += len(data)
+            self._cond.notify_all()
+
     def submit(self, checkpoint: Checkpoint) -> None:
         text = checkpoint.to_json()  # now: the caller goes on changing the checkpoint object
         with self._cond:
@@ -410,9 +451,9 @@ class CheckpointWriter:
             self._cond.notify_all()
 
     def close(self) -> None:
-        """Wait until the newest checkpoint is stored, then stop the thread."""
+        """Wait until the log chunks and the newest checkpoint are stored, then stop the thread."""
         with self._cond:
-            while (self._next is not None or self._writing) and self._error is None:
+            while (self._chunks or self._next is not None or self._writing) and self._error is None:
                 self._cond.wait()
             self._closed = True
             self._cond.notify_all()
@@ -428,14 +469,25 @@ class CheckpointWriter:
 
     def _run(self) -> None:
         while True:
+            chunk: bytes | None = None
+            text: str | None = None
             with self._cond:
-                while self._next is None and not self._closed:
+                while not self._chunks and self._next is None and not self._closed:
                     self._cond.wait()
-                if self._next is None:
+                if self._chunks:  # log chunks first: the checkpoint after them counts them
+                    chunk = self._chunks.popleft()
+                elif self._next is not None:
+                    text, self._next = self._next, None
+                else:
                     return
-                text, self._next, self._writing = self._next, None, True
+                self._writing = True
             try:
-                self._store.save_checkpoint(text)
+                if chunk is not None:
+                    assert self._log is not None
+                    self._log(chunk)
+                else:
+                    assert text is not None
+                    self._store.save_checkpoint(text)
             except Exception as exc:  # handed to the run's thread, which raises it
                 with self._cond:
                     self._error, self._writing = exc, False
@@ -443,4 +495,6 @@ class CheckpointWriter:
                 return
             with self._cond:
                 self._writing = False
+                if chunk is not None:
+                    self._queued -= len(chunk)
                 self._cond.notify_all()

@@ -37,6 +37,8 @@ RUN_RECORD = "run.json"
 RUN_REPORT = "report.json"
 RUN_REJECTED = "rejected.csv"
 RUN_UNSUBSCRIBED = "unsubscribed.csv"  # mirror runs: who left the segment and what became of them
+RUN_CHANGES = "changes.csv"  # one row per contact the run acted on (shared/changes.py)
+RUN_CHANGES_INDEX = "changes.idx"  # hashes of the change log's addresses, for lookup (shared/lookup.py)
 
 
 def state_blob(export: str) -> str:

@@ -62,7 +62,7 @@ def test_deleting_an_export_deletes_its_state_checkpoints_runs_and_reports(deliv
     assert call("export_runs", "GET", "x", route={"name": "vip"}).status == 404
 
 
-def test_keep_history_keeps_counts_but_no_personal_data(delivered: AppEnv):
+def test_keep_history_keeps_counts_and_change_logs_but_no_other_personal_data(delivered: AppEnv):
     (record,) = [n for n in _of(delivered, "vip") if n.endswith("/run.json")]
     # What a mirror run with removals leaves beside its record (emails of who was unsubscribed).
     delivered.app.upload_blob(
@@ -72,11 +72,21 @@ def test_keep_history_keeps_counts_but_no_personal_data(delivered: AppEnv):
     assert resp.status == 204, resp.body
     left = _of(delivered, "vip")
     assert left, "the run records and reports were kept"
-    assert all(n.endswith(("/run.json", "/report.json")) for n in left), left
-    text = _text_of(delivered, "vip")
+    assert all(n.endswith(("/run.json", "/report.json", "/changes.csv", "/changes.idx")) for n in left), left
+    text = "\n".join(delivered.app.download_blob(n).readall().decode() for n in left if n.endswith(".json"))
     assert '"accepted"' in text  # the counts are there
     assert PERSONAL not in text
     assert "First7" not in text
+    # The change log is the history kept: who was sent what, until the retention ends (sweep).
+    (changes,) = [n for n in left if n.endswith("/changes.csv")]
+    assert PERSONAL in delivered.app.download_blob(changes).readall().decode()
+    now = datetime.now(UTC)
+    assert sweep(delivered.app, exports={"other"}, rejected_retention=timedelta(days=30), now=now).total == 0
+    later = sweep(
+        delivered.app, exports={"other"}, rejected_retention=timedelta(days=30), now=now + timedelta(days=31)
+    )
+    assert not any(n.endswith(("/changes.csv", "/changes.idx")) for n in _of(delivered, "vip"))
+    assert later.rejected >= 2
 
 
 def test_deleting_a_connection_with_cascade_purges_every_export_of_it(delivered: AppEnv):
@@ -93,11 +103,13 @@ def test_the_retention_sweep_deletes_old_rejected_rows_and_leftovers_of_deleted_
         sweep(delivered.app, exports={"vip", "other"}, rejected_retention=timedelta(days=30), now=now).total
         == 0
     )
-    # A run that wrote after its export was deleted leaves state and rejected rows: swept at once.
+    # A run that wrote after its export was deleted leaves state, rejected rows and a change log
+    # (no run record kept): swept at once.
     delivered.app.upload_blob("state/gone/delivered.npz", b"x")
     delivered.app.upload_blob("runs/gone/20260101T000000000000Z-aaaaaa/rejected.csv", b"x")
+    delivered.app.upload_blob("runs/gone/20260101T000000000000Z-aaaaaa/changes.csv", b"x")
     swept = sweep(delivered.app, exports={"vip", "other"}, rejected_retention=timedelta(days=30), now=now)
-    assert (swept.state, swept.rejected) == (1, 1)
+    assert (swept.state, swept.rejected) == (1, 2)
     # 31 days later, the rejected rows of existing exports are due; their records and state stay.
     later = sweep(
         delivered.app,
@@ -105,9 +117,12 @@ def test_the_retention_sweep_deletes_old_rejected_rows_and_leftovers_of_deleted_
         rejected_retention=timedelta(days=30),
         now=now + timedelta(days=31),
     )
-    assert later.rejected == 4  # each export's rejected.csv and (mirror runs) unsubscribed.csv
+    # each export's rejected.csv, unsubscribed.csv (mirror runs), changes.csv and changes.idx
+    assert later.rejected == 8
     names = _blobs(delivered)
-    assert not any(n.endswith(("/rejected.csv", "/unsubscribed.csv")) for n in names)
+    assert not any(
+        n.endswith(("/rejected.csv", "/unsubscribed.csv", "/changes.csv", "/changes.idx")) for n in names
+    )
     assert "state/vip/delivered.npz" in names
     assert any(n.endswith("/run.json") for n in names)
 
@@ -115,7 +130,7 @@ def test_the_retention_sweep_deletes_old_rejected_rows_and_leftovers_of_deleted_
 def test_purge_is_idempotent(delivered: AppEnv):
     first = purge_export(delivered.app, "vip")
     assert first.state >= 1
-    assert first.rejected == 2  # rejected.csv and unsubscribed.csv
+    assert first.rejected == 4  # rejected.csv, unsubscribed.csv, changes.csv and changes.idx
     assert purge_export(delivered.app, "vip").total == 0
 
 

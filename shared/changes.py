@@ -1,0 +1,209 @@
+"""A run's change log: one CSV row per contact the run acted on, written as the run goes.
+
+`runs/<export>/<runId>/changes.csv` in the app container (an append blob): `email,action,outcome,
+reason`, then the values sent (`firstName,lastName,phone`, each mapped custom field under its
+ActiveCampaign title, `tags`). Unchanged contacts are counted in the report, not listed. Personal
+data: the customer's own storage only, kept and purged like the rejected rows (shared/purge.py).
+
+How the log and the checkpoint agree (a killed run's log covers what it logged; its resumption
+appends and never logs an operation twice):
+- rows are logged when an operation's outcome is known (or, in a dry run, as `planned`), buffered,
+  and handed to the checkpoint writer's thread, which appends them before it stores any checkpoint
+  submitted after them; each checkpoint records the log's blob and its size at that point
+  (`changes_blob`, `changes_bytes`), so what a stored checkpoint says was logged was logged;
+- what lies beyond that size was logged by an invocation that died before its next checkpoint:
+  the run that adopts the checkpoint reads that tail, finds which operations it holds
+  (`ahead_operations`) and does not log them again (`Checkpoint.changes_ahead`).
+Memory stays bounded: the buffer is handed over every `FLUSH_BYTES`, and the writer blocks the run
+while more than its limit waits to be stored.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import Any
+
+import numpy as np
+from azure.core import MatchConditions
+from azure.core.exceptions import HttpResponseError, ResourceExistsError, ResourceNotFoundError
+from azure.storage.blob import ContainerClient, ContentSettings
+
+from shared.outcomes import Action, Outcome
+from shared.report import FORMULA_TRIGGERS, neutralise_cell
+from shared.state import DeliveredState
+from shared.sync import Plan, SnapshotContacts, email_keys
+
+CHANGE_KEY_COLUMNS = ("email", "action", "outcome", "reason")
+STANDARD_COLUMNS = ("firstName", "lastName", "phone")
+TAGS_COLUMN = "tags"
+TAG_SEPARATOR = ";"
+FLUSH_BYTES = 256 * 1024
+MAX_APPEND_BYTES = 4 * 1024 * 1024  # one append block
+_CSV = ContentSettings(content_type="text/csv; charset=utf-8")
+_PAYLOAD_STANDARD = ("first_name", "last_name", "phone")
+_ACTIONS = frozenset(Action)
+
+
+def change_header(field_titles: Sequence[str]) -> list[str]:
+    return [*CHANGE_KEY_COLUMNS, *STANDARD_COLUMNS, *field_titles, TAGS_COLUMN]
+
+
+def plain_cell(cell: str) -> str:
+    """A stored cell as it was before `neutralise_cell` (the spreadsheet guard)."""
+    if cell.startswith("'") and cell[1:2] and cell[1] in FORMULA_TRIGGERS:
+        return cell[1:]
+    return cell
+
+
+class ChangeLog:
+    """Formats change rows and hands them over in chunks (`sink`), counting the bytes logged.
+
+    `fields`: (ActiveCampaign field id, title) of the export's mapped custom fields, in mapping order.
+    `logged`: bytes the log blob already holds (a continuation appends after them).
+    """
+
+    def __init__(
+        self,
+        fields: Sequence[tuple[int, str]],
+        sink: Callable[[bytes], None],
+        *,
+        logged: int = 0,
+        skip: Iterable[int] = (),
+        flush_bytes: int = FLUSH_BYTES,
+    ) -> None:
+        self.header = change_header([title for _, title in fields])
+        self._slots = {field_id: position for position, (field_id, _) in enumerate(fields)}
+        self._width = len(fields)
+        self.sink = sink
+        self._buffer = io.StringIO()
+        self._writer = csv.writer(self._buffer, lineterminator="\r\n")
+        self._flush_bytes = flush_bytes
+        self.logged = logged
+        self.rows = 0
+        # Operations an earlier invocation logged beyond its last checkpoint: not logged again.
+        self.skip: set[int] = set(skip)
+
+    def header_bytes(self) -> bytes:
+        out = io.StringIO()
+        csv.writer(out, lineterminator="\r\n").writerow([neutralise_cell(c) for c in self.header])
+        return out.getvalue().encode("utf-8")
+
+    def values(self, payload: dict[str, Any] | None) -> list[str]:
+        """The value columns of a bulk-import contact (what was, or would be, sent)."""
+        if payload is None:
+            return ["", "", "", *([""] * self._width), ""]
+        cells = [neutralise_cell(payload.get(key) or "") for key in _PAYLOAD_STANDARD]
+        custom = [""] * self._width
+        for item in payload.get("fields", ()):
+            slot = self._slots.get(item["id"])
+            if slot is not None:
+                custom[slot] = neutralise_cell(str(item["value"]))
+        tags = TAG_SEPARATOR.join(payload.get("tags", ()))
+        return [*cells, *custom, neutralise_cell(tags)]
+
+    def log(
+        self,
+        index: int,
+        email: str,
+        action: Action,
+        outcome: Outcome,
+        reason: str = "",
+        payload: dict[str, Any] | None = None,
+    ) -> None:
+        """One row for operation `index` (unless an earlier invocation logged it already)."""
+        if self.skip and index in self.skip:
+            self.skip.discard(index)
+            return
+        self._writer.writerow([neutralise_cell(email), action, outcome, reason, *self.values(payload)])
+        self.rows += 1
+        if self._buffer.tell() >= self._flush_bytes:
+            self.flush()
+
+    def flush(self) -> int:
+        """Hand what is buffered to the sink; the bytes logged so far (what a checkpoint records)."""
+        text = self._buffer.getvalue()
+        if text:
+            data = text.encode("utf-8")
+            self._buffer.seek(0)
+            self._buffer.truncate()
+            self.sink(data)
+            self.logged += len(data)
+        return self.logged
+
+
+class ChangeLogBlob:
+    """The change log's append blob: created with its header once, then only appended to."""
+
+    def __init__(self, container: ContainerClient, name: str) -> None:
+        self.name = name
+        self._blob = container.get_blob_client(name)
+        self.size = 0
+
+    def open(self, header: bytes) -> int:
+        """Create the blob (with the header) unless it exists; its size, where appends go on."""
+        try:
+            self._blob.create_append_blob(content_settings=_CSV, match_condition=MatchConditions.IfMissing)
+        except ResourceExistsError:
+            pass
+        except HttpResponseError as exc:  # Azurite answers a failed If-None-Match with 409 or 412
+            if exc.status_code not in (409, 412):
+                raise
+        self.size = int(self._blob.get_blob_properties().size)
+        if self.size == 0:  # created, header not yet written (or its writer died before it)
+            self.append(header)
+        return self.size
+
+    def append(self, data: bytes) -> None:
+        """Append `data` exactly once, even when a retried request had already been applied."""
+        view = memoryview(data)
+        for start in range(0, len(view), MAX_APPEND_BYTES):
+            block = bytes(view[start : start + MAX_APPEND_BYTES])
+            try:
+                self._blob.append_block(block, appendpos_condition=self.size)
+            except HttpResponseError as exc:
+                # 412 AppendPositionConditionNotMet: the block is already there if the blob grew by
+                # exactly its size (a retry of an append whose answer was lost); anything else is not ours.
+                size = int(self._blob.get_blob_properties().size)
+                if exc.status_code != 412 or size != self.size + len(block):
+                    raise
+            self.size += len(block)
+
+
+def read_rows(container: ContainerClient, name: str, *, offset: int = 0) -> Iterator[list[str]]:
+    """The rows of a change log from byte `offset` (0: header first); nothing if it does not exist."""
+    try:
+        download = container.get_blob_client(name).download_blob(offset=offset or None)
+    except ResourceNotFoundError:
+        return
+    except HttpResponseError as exc:
+        if exc.status_code == 416:  # nothing beyond `offset`
+            return
+        raise
+    from shared.report_files import csv_rows
+
+    yield from csv_rows(download.chunks())
+
+
+def ahead_operations(
+    rows: Iterable[Sequence[str]], plan: Plan, contacts: SnapshotContacts, old: DeliveredState
+) -> set[int]:
+    """The operations of `plan` that log rows (read beyond a checkpoint's log size) are about."""
+    sends: list[str] = []
+    removals: list[str] = []
+    for row in rows:
+        if len(row) < 2 or row[1] not in _ACTIONS:  # the header, when the log was empty
+            continue
+        email = plain_cell(row[0])
+        (removals if row[1] == Action.REMOVE else sends).append(email)
+    ahead: set[int] = set()
+    if sends:
+        keys = email_keys(sends)
+        positions = np.flatnonzero(np.isin(contacts.keys[plan.send], keys))
+        ahead.update(int(p) for p in positions.tolist())
+    if removals:
+        keys = email_keys(removals)
+        positions = np.flatnonzero(np.isin(old.keys[plan.removals], keys))
+        ahead.update(plan.removal_index(int(p)) for p in positions.tolist())
+    return ahead
