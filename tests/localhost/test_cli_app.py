@@ -71,6 +71,36 @@ def test_apply_then_run_from_the_app_then_report_and_rejected(
     assert rerun.returncode == 0, rerun.stderr
     assert json.loads(rerun.stdout.strip().splitlines()[-1])["to_send"] == 0
 
+    # runs lists both, newest first; changes writes a run's change log; lookup reads them.
+    listed = cli("runs", "vip", env=env)
+    assert listed.returncode == 0, listed.stderr
+    table = listed.stdout.splitlines()
+    assert table[0].split()[:3] == ["RUN", "STATUS", "TRIGGER"]
+    assert len(table) == 3
+    assert table[2].split()[:3] == [doc["run_id"], "succeeded", "cli"]
+    changes = cli("changes", "vip", doc["run_id"], env=env)
+    assert changes.returncode == 0, changes.stderr
+    logged = list(csv.DictReader(io.StringIO(changes.stdout)))
+    assert len(logged) == 29
+    assert {(r["action"], r["outcome"]) for r in logged} == {("add", "accepted")}
+    assert "broken@" not in changes.stdout
+    newest = cli("changes", "vip", "-o", str(tmp_path / "changes.csv"), env=env)
+    assert newest.returncode == 0, newest.stderr
+    assert (tmp_path / "changes.csv").read_text().splitlines()[0].startswith("email,action,outcome,reason,")
+    assert len((tmp_path / "changes.csv").read_text().splitlines()) == 1  # the re-run changed nobody
+    found = cli("lookup", "vip", " Person5@Example.com", env=env)
+    assert found.returncode == 0, found.stderr
+    answer = json.loads(found.stdout)
+    assert [(h["runId"], h["action"], h["outcome"]) for h in answer["history"]] == [
+        (doc["run_id"], "add", "accepted")
+    ]
+    assert (answer["found"], answer["inSnapshot"], answer["inDeliveredState"]) == (True, True, True)
+    nobody = json.loads(cli("lookup", "vip", "nobody@example.com", env=env).stdout)
+    assert (nobody["found"], nobody["history"]) == (False, [])
+    invalid = cli("lookup", "vip", "not an address", env=env)
+    assert invalid.returncode == 2
+    assert "not an address ActiveCampaign accepts" in invalid.stderr
+
     missing = cli("report", "vip", "nope", env=env)
     assert missing.returncode == 1
     assert "has no run 'nope'" in missing.stderr

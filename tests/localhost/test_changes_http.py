@@ -11,6 +11,7 @@ from collections.abc import Callable
 from typing import Any
 
 import httpx
+import pytest
 
 from sandbox import Limits
 from tests.fixtures.sandbox import SANDBOX_API_KEY
@@ -19,6 +20,7 @@ from tests.support.app import AppEnv
 from tests.support.segments import FOLDER, profiles, write_ci_snapshot
 
 POLL_S = 0.2
+pytestmark = pytest.mark.slow  # runs the served host, three runs or a 10,000-contact one
 
 
 def wait_for(check: Callable[[], Any], timeout: float, what: str) -> Any:

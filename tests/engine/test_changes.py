@@ -6,10 +6,13 @@ import csv
 import io
 
 import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from shared.changes import ChangeLog, ahead_operations, plain_cell, read_rows
 from shared.mapping import Contact, contact_payload
 from shared.outcomes import Action, Outcome
+from shared.report import neutralise_cell
 from shared.state import DeliveredState
 from shared.sync import Fingerprinter, SnapshotCollector, SnapshotContacts, advance_state, plan_sync
 from tests.fixtures.world import World
@@ -151,7 +154,7 @@ def test_ahead_operations_finds_the_operations_a_log_tail_holds() -> None:
 
 def test_the_log_skips_operations_logged_ahead_and_hands_chunks_over() -> None:
     chunks: list[bytes] = []
-    log = ChangeLog([(7, "Tier")], chunks.append, logged=10, skip={1}, flush_bytes=1 << 20)
+    log = ChangeLog([(7, "Tier")], chunks.append, logged=10, skip={1}, flush_rows=1_000)
     payload = contact_payload(
         Contact("a@x.com", "-A", None, None, ((7, "gold"),)), list_id=1, tags=("t1", "t2")
     )
@@ -172,3 +175,24 @@ def test_the_log_skips_operations_logged_ahead_and_hands_chunks_over() -> None:
 
 def test_read_rows_of_a_missing_log_is_empty(world: World) -> None:
     assert list(read_rows(world.app, "runs/vip/none/changes.csv")) == []
+
+
+_CELLS = st.text(alphabet=st.sampled_from('ab,"\r\n=+-@\t\x1f\x1e é'), max_size=6)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(_CELLS, _CELLS, _CELLS, st.lists(_CELLS, max_size=2)), min_size=1, max_size=5))
+def test_the_fast_rendering_is_the_csv_module_s_with_the_formula_guard(
+    rows: list[tuple[str, str, str, list[str]]],
+) -> None:
+    chunks: list[bytes] = []
+    log = ChangeLog([(1, "One")], chunks.append, flush_rows=1_000)
+    expected = io.StringIO()
+    writer = csv.writer(expected, lineterminator="\r\n")
+    for i, (email, first, value, tags) in enumerate(rows):
+        payload = {"email": email, "first_name": first, "fields": [{"id": 1, "value": value}], "tags": tags}
+        log.log(i, email, Action.ADD, Outcome.ACCEPTED, "", payload)
+        cells = [email, "add", "accepted", "", first, "", "", value, ";".join(tags)]
+        writer.writerow([neutralise_cell(c) for c in cells])
+    log.flush()
+    assert b"".join(chunks).decode() == expected.getvalue()
