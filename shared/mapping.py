@@ -56,6 +56,25 @@ MAX_STANDARD_FIELD_LENGTH = 255
 # Custom field values: a text column; the cap also keeps one contact far below the 400,000-byte request.
 MAX_CUSTOM_FIELD_LENGTH = 65_535
 
+
+class StandardField(NamedTuple):
+    """One of ActiveCampaign's standard contact fields a profile column can be mapped to."""
+
+    role: str  # the configuration's key (FieldMapping's attribute is `attribute`), and the payload role
+    attribute: str  # FieldMapping's and Contact's attribute
+    payload_key: str  # the key in a `POST /import/bulk_import` contact
+    max_length: int = MAX_STANDARD_FIELD_LENGTH
+
+
+# The standard fields, in the order of Contact's attributes and of a payload's values. The role
+# names seed every export's fingerprint: never rename one (a new field goes at the end, with its
+# attribute on FieldMapping, Contact, and in the configuration schema).
+STANDARD_FIELDS: tuple[StandardField, ...] = (
+    StandardField("firstName", "first_name", "first_name"),
+    StandardField("lastName", "last_name", "last_name"),
+    StandardField("phone", "phone", "phone"),
+)
+
 # Atom characters of RFC 5322 minus the apostrophe, which ActiveCampaign's own import documentation
 # shows failing ("invalid'character@example.com"). Quoted local parts and IP-literal domains are out.
 _ATOM = r"[a-z0-9!#$%&*+/=?^_`{|}~-]++"
@@ -94,10 +113,16 @@ class Contact(NamedTuple):
     run, and a tuple is constructed in C while a frozen dataclass runs Python code per field."""
 
     email: str  # normalised
+    # One attribute per STANDARD_FIELDS entry, in its order (checked below).
     first_name: str | None = None
     last_name: str | None = None
     phone: str | None = None
     fields: tuple[tuple[int, str], ...] = ()  # (custom field id, value), sorted by id
+
+
+if Contact._fields[1:-1] != tuple(f.attribute for f in STANDARD_FIELDS):  # pragma: no cover
+    raise TypeError("Contact's attributes must follow STANDARD_FIELDS")
+_STANDARD_KEYS = tuple(f.payload_key for f in STANDARD_FIELDS)
 
 
 class CheckedBatch(NamedTuple):
@@ -115,7 +140,12 @@ _UNIT = "\x1f"  # the unit separator, between the values of a payload text
 _unit_join = partial(str.join, _UNIT)
 
 
-_LIMIT = MAX_STANDARD_FIELD_LENGTH  # the lowest limit of any mapped column
+_LIMIT = min(
+    MAX_CUSTOM_FIELD_LENGTH, *(f.max_length for f in STANDARD_FIELDS)
+)  # the lowest limit of any mapped column
+# The batch checks compare every standard value with the lowest standard limit; a row over it is
+# looked at column by column (_too_long), with each field's own limit.
+_STANDARD_LIMIT = min(f.max_length for f in STANDARD_FIELDS)
 _lengths = partial(map, len)
 _longest = partial(max, default=0)
 
@@ -633,14 +663,13 @@ class RowMapper:
         "_email",
         "_email_value",
         "_field_cols",
-        "_first",
-        "_last",
         "_payload_values",
-        "_phone",
         "_placeholder",
         "_problems",
         "_reject_invalid",
         "_separators",
+        "_standard",
+        "_standard_limits",
         "_standard_values",
         "_typed",
         "_typed_values",
@@ -661,13 +690,10 @@ class RowMapper:
         `reject_invalid` rejects the row (`invalid_field_value`)."""
         columns = list(columns)
         wanted: list[tuple[str, str]] = [("email", mapping.email)]
+        standard_columns = [getattr(mapping, f.attribute) for f in STANDARD_FIELDS]
         wanted += [
-            (role, column)
-            for role, column in (
-                ("firstName", mapping.first_name),
-                ("lastName", mapping.last_name),
-                ("phone", mapping.phone),
-            )
+            (f.role, column)
+            for f, column in zip(STANDARD_FIELDS, standard_columns, strict=True)
             if column is not None
         ]
         wanted += [(f"fields (id {fid})", column) for column, fid in field_ids.items()]
@@ -688,18 +714,21 @@ class RowMapper:
             )
         self._width = len(columns)
         self._email = indexes[mapping.email]
-        # (index, column) per standard field, or None: unrolled in map_row, which runs for every row.
-        self._first, self._last, self._phone = (
-            None if column is None else (indexes[column], column)
-            for column in (mapping.first_name, mapping.last_name, mapping.phone)
+        # (index, column) per standard field (STANDARD_FIELDS' order), or None when it is not mapped.
+        self._standard: tuple[tuple[int, str] | None, ...] = tuple(
+            None if column is None else (indexes[column], column) for column in standard_columns
+        )
+        self._standard_limits = tuple(
+            ((index, column), f.max_length)
+            for f, slot in zip(STANDARD_FIELDS, self._standard, strict=True)
+            if slot is not None
+            for index, column in (slot,)
         )
         self._field_cols: tuple[tuple[int, int, str], ...] = tuple(
             sorted((fid, indexes[column], column) for column, fid in field_ids.items())
         )
         self._payload_values = values_getter([index for _role, index in self.payload_columns])
-        self._standard_values = values_getter(
-            [slot[0] for slot in (self._first, self._last, self._phone) if slot is not None]
-        )
+        self._standard_values = values_getter([slot[0] for slot in self._standard if slot is not None])
         self._custom_values = values_getter([index for _fid, index, _column in self._field_cols])
         self._email_value = itemgetter(self._email)
         self._placeholder = [""] * self._width  # stands in for rows of another width in check_batch
@@ -717,11 +746,10 @@ class RowMapper:
 
     @property
     def payload_columns(self) -> tuple[tuple[str, int], ...]:
-        """(role, column index) of every mapped column but the email, in a fixed order (firstName,
-        lastName, phone, then custom fields by id): the values a contact's payload is built from."""
-        standard = zip(
-            ("firstName", "lastName", "phone"), (self._first, self._last, self._phone), strict=True
-        )
+        """(role, column index) of every mapped column but the email, in a fixed order (the standard
+        fields in STANDARD_FIELDS' order, then custom fields by id): the values a contact's payload is
+        built from."""
+        standard = zip((f.role for f in STANDARD_FIELDS), self._standard, strict=True)
         return tuple((role, slot[0]) for role, slot in standard if slot is not None) + tuple(
             (f"field:{field_id}", index) for field_id, index, _column in self._field_cols
         )
@@ -780,7 +808,7 @@ class RowMapper:
             return rejection
         # A value within the lowest limit as read is within its own once stripped: only rows with a
         # longer value (hardly any) are looked at column by column.
-        if max(map(len, self._payload_values(values)), default=0) > MAX_STANDARD_FIELD_LENGTH:
+        if max(map(len, self._payload_values(values)), default=0) > _LIMIT:
             too_long = self._too_long(values)
             if too_long is not None:
                 return too_long
@@ -879,7 +907,7 @@ class RowMapper:
         standard = chain.from_iterable(map(self._standard_values, rows))
         custom = chain.from_iterable(map(self._custom_values, rows))
         return (
-            max(map(len, standard), default=0) <= MAX_STANDARD_FIELD_LENGTH
+            max(map(len, standard), default=0) <= _STANDARD_LIMIT
             and max(map(len, custom), default=0) <= MAX_CUSTOM_FIELD_LENGTH
         )
 
@@ -887,22 +915,14 @@ class RowMapper:
         """`_within_limits` row by row (C-level maps)."""
         standard = map(_longest, map(_lengths, map(self._standard_values, rows)))
         custom = map(_longest, map(_lengths, map(self._custom_values, rows)))
-        return map(
-            and_, map(MAX_STANDARD_FIELD_LENGTH.__ge__, standard), map(MAX_CUSTOM_FIELD_LENGTH.__ge__, custom)
-        )
+        return map(and_, map(_STANDARD_LIMIT.__ge__, standard), map(MAX_CUSTOM_FIELD_LENGTH.__ge__, custom))
 
     def map_row(self, values: Sequence[str]) -> Contact | Rejection:
         email = self.email_of(values)
         if email.__class__ is Rejection:  # cheaper than isinstance, and Rejection has no subclasses
             return email
         # `or None`: "" would blank the value on ActiveCampaign's side, so the key is left out instead.
-        first = last = phone = None
-        if self._first is not None:
-            first = values[self._first[0]].strip() or None
-        if self._last is not None:
-            last = values[self._last[0]].strip() or None
-        if self._phone is not None:
-            phone = values[self._phone[0]].strip() or None
+        standard = [None if slot is None else values[slot[0]].strip() or None for slot in self._standard]
         fields: tuple[tuple[int, str], ...] = ()
         if self._field_cols:
             fields = tuple(
@@ -914,7 +934,7 @@ class RowMapper:
             )
             if self._typed:
                 fields = self._converted(fields)
-        return _new_contact(Contact, (email, first, last, phone, fields))
+        return _new_contact(Contact, (email, *standard, fields))
 
     def _converted(self, fields: tuple[tuple[int, str], ...]) -> tuple[tuple[int, str], ...]:
         """Typed fields' values as ActiveCampaign stores them; a refused one is left out (it was
@@ -930,8 +950,7 @@ class RowMapper:
 
     def _too_long(self, values: Sequence[str]) -> Rejection | None:
         """The first mapped column over its limit once stripped (by name and length, never its value)."""
-        standard = (self._first, self._last, self._phone)
-        limits = [(slot, MAX_STANDARD_FIELD_LENGTH) for slot in standard if slot is not None]
+        limits = list(self._standard_limits)
         limits += [((index, column), MAX_CUSTOM_FIELD_LENGTH) for _fid, index, column in self._field_cols]
         for (index, column), limit in limits:
             length = len(values[index].strip())
@@ -958,12 +977,9 @@ def contact_payload(
     `listid` is a string because the documented schema types it so (the API also takes numbers).
     """
     payload: dict[str, Any] = {"email": contact.email}
-    if contact.first_name is not None:
-        payload["first_name"] = contact.first_name
-    if contact.last_name is not None:
-        payload["last_name"] = contact.last_name
-    if contact.phone is not None:
-        payload["phone"] = contact.phone
+    for key, value in zip(_STANDARD_KEYS, contact[1:-1], strict=True):
+        if value is not None:
+            payload[key] = value
     if tags:
         payload["tags"] = list(tags)
     if contact.fields:

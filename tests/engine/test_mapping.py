@@ -20,6 +20,7 @@ from shared.mapping import (
     MISSING_EMAIL,
     RAGGED_ROW,
     REJECTION_REASONS,
+    STANDARD_FIELDS,
     Contact,
     MappingError,
     Rejection,
@@ -499,3 +500,31 @@ def test_a_value_holding_two_addresses_on_two_lines_is_one_invalid_address() -> 
     checked = full_mapper().check_batch(rows)
     assert checked.emails == [b"a@x.com"]
     assert [(index, rejection.reason) for index, rejection in checked.rejected] == [(1, INVALID_EMAIL)]
+
+
+# --- the standard fields' table ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("standard", STANDARD_FIELDS, ids=lambda f: f.role)
+def test_each_standard_field_is_mapped_checked_and_sent_from_its_table_entry(standard) -> None:
+    """Adding one of ActiveCampaign's standard fields is one STANDARD_FIELDS entry: the mapper finds its
+    column, checks its length and puts its value under its payload key, with nothing else to touch."""
+    columns: dict[str, Any] = {standard.attribute: "Col"}
+    mapping = FieldMapping(email="Email", **columns)
+    mapper = RowMapper(mapping, ["Email", "Col"], {})
+    assert mapper.payload_roles == (standard.role,)
+    contact = mapper.map_row(["jane@example.com", "  value  "])
+    assert isinstance(contact, Contact)
+    assert getattr(contact, standard.attribute) == "value"
+    payload = contact_payload(contact, list_id=3)
+    assert payload[standard.payload_key] == "value"
+    assert set(payload) == {"email", standard.payload_key, "subscribe"}
+    at_limit, over = "x" * standard.max_length, "x" * (standard.max_length + 1)
+    assert isinstance(mapper.map_row(["jane@example.com", at_limit]), Contact)
+    rejected = mapper.map_row(["jane@example.com", over])
+    assert isinstance(rejected, Rejection)
+    assert rejected.reason == FIELD_TOO_LONG
+    assert "'Col'" in rejected.detail
+    batch = mapper.check_batch([["jane@example.com", at_limit], ["joe@example.com", over]])
+    assert list(batch.accepted) == [0]
+    assert [index for index, _why in batch.rejected] == [1]
