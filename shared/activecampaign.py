@@ -539,6 +539,53 @@ class ActiveCampaignClient:
             page.append((contact_id, str(item.get("email", "")).strip().lower()))
         return page
 
+    def tag_ids(self, names: Iterable[str]) -> dict[str, int]:
+        """The account's id of each tag name (GET /tags?search=, one paced request per name); a name
+        the account has no tag for is left out. Names match ignoring case (the exact name first)."""
+        found: dict[str, int] = {}
+        for name in names:
+            body = self._call("GET", "/tags", params={"search": name, "limit": FIELDS_PAGE_SIZE})
+            tags = body.get("tags")
+            if not isinstance(tags, list):
+                raise UnexpectedResponse("GET /tags answered without a 'tags' array")
+            named = [
+                (str(item.get("tag", "")), _int_or_none(item.get("id")))
+                for item in tags
+                if isinstance(item, dict)
+            ]
+            exact = [tag_id for tag, tag_id in named if tag == name and tag_id is not None]
+            folded = [
+                tag_id for tag, tag_id in named if tag.casefold() == name.casefold() and tag_id is not None
+            ]
+            if exact or folded:
+                found[name] = (exact or folded)[0]
+        return found
+
+    def contact_tags(self, contact_id: int) -> list[tuple[int, int]]:
+        """GET /contacts/{id}/contactTags: (contactTag id, tag id) of each tag the contact has."""
+        body = self._call("GET", f"/contacts/{int(contact_id)}/contactTags")
+        items = body.get("contactTags")
+        if not isinstance(items, list):
+            raise UnexpectedResponse("GET /contacts/{id}/contactTags answered without a 'contactTags' array")
+        pairs: list[tuple[int, int]] = []
+        for item in items:
+            link_id = _int_or_none(item.get("id")) if isinstance(item, dict) else None
+            tag_id = _int_or_none(item.get("tag")) if isinstance(item, dict) else None
+            if link_id is None or tag_id is None:
+                raise UnexpectedResponse("GET /contacts/{id}/contactTags answered with an entry without ids")
+            pairs.append((link_id, tag_id))
+        return pairs
+
+    def remove_contact_tag(self, contact_tag_id: int) -> bool:
+        """DELETE /contactTags/{id}: takes one tag off one contact; False when it was already gone (404)."""
+        try:
+            self._call("DELETE", f"/contactTags/{int(contact_tag_id)}")
+        except Refused as exc:
+            if exc.status == 404:
+                return False
+            raise
+        return True
+
     def subscribe(self, list_id: int, contact_id: int) -> None:
         """POST /contactLists with status 1: subscribes, also someone who is unsubscribed.
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
@@ -64,6 +64,7 @@ from shared.sync import (
     plan_sync,
     planned_rows,
 )
+from shared.untag import delivered_tags
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -535,7 +536,9 @@ class _Run:
                     "the run's totals do not add up, so it is not marked successful: " + "; ".join(problems)
                 )
             if not self.record.dry_run:
-                self._advance(old, etag, contacts, plan, failed, snapshot, full)
+                self._advance(
+                    old, etag, contacts, plan, failed, snapshot, full, stage.checkpoint.untag_failed
+                )
                 write_index(self.container, changes_blob.name)  # lookup reads it instead of the log
             if export.mode == "mirror":
                 self._store_unsubscribed(plan, old, failed)
@@ -691,10 +694,15 @@ class _Run:
         failed: dict[int, Failure],
         snapshot: Snapshot,
         full: bool,
+        untag_failed: Sequence[int] = (),
     ) -> None:
         send_failed, removal_failed = plan.split(failed)
         done = np.ones(plan.removals.shape[0], dtype=np.bool_)
         done[removal_failed] = False
+        # A leaver who may still carry the export's tags stays in the state: the next run plans the
+        # removal again (unsubscribing twice changes nothing) and takes the tags off then.
+        _, untag_left = plan.split(key for key in untag_failed if key >= 0)
+        done[untag_left] = False
         now = utc_now()
         new_state = replace(
             advance_state(
@@ -707,6 +715,7 @@ class _Run:
                 last_full_sync=now if full or not len(old) else old.last_full_sync,
             ),
             target=state_target(self.connection.hostname, self.export.list_id),
+            tags=delivered_tags(old.tags, self.export, untag_failed=bool(untag_failed)),
         )
         self.store.save(new_state, expected_etag=etag)
         self.store.clear_checkpoint()

@@ -57,6 +57,12 @@ class RunReport:
     remove_failed: int = 0
     remove_unconfirmed: int = 0
     failure_reasons: dict[str, int] = field(default_factory=dict)
+    # Mirror mode: contacts to take the export's tags off (leavers; everyone, for tags the setting
+    # dropped), those done, those still tagged after a failure (tried again next run), tags deleted.
+    to_untag: int = 0
+    untagged: int = 0
+    untag_failed: int = 0
+    tags_removed: int = 0
     resumed_from: int = 0
     timings: dict[str, float] = field(default_factory=dict)
     # Requests the run sent to ActiveCampaign (each attempt), by kind: "GET /import/info": 212.
@@ -101,6 +107,9 @@ class RunReport:
             "removed": self.removed,
             "removeFailed": self.remove_failed,
             "resubscribed": self.resubscribed,
+            "toUntag": self.to_untag,
+            "untagged": self.untagged,
+            "untagFailed": self.untag_failed,
         }
 
     def check_totals(self, *, completed: bool) -> list[str]:
@@ -125,6 +134,10 @@ class RunReport:
             removals = self.removed + self.remove_failed + self.remove_unconfirmed
             if removals != self.to_remove:
                 problems.append(f"removals done ({removals}) != to remove ({self.to_remove})")
+            if self.untagged + self.untag_failed != self.to_untag:
+                problems.append(
+                    f"untagged ({self.untagged}) + untag failed ({self.untag_failed}) != to untag ({self.to_untag})"
+                )
         return problems
 
     def to_dict(self) -> dict[str, Any]:

@@ -34,6 +34,7 @@ from shared.ownership import Heartbeat
 from shared.report import RunReport
 from shared.state import Checkpoint, CheckpointWriter, DeliveredState, StateStore
 from shared.sync import Plan, SnapshotContacts
+from shared.untag import TagRemoval, plan_untag
 
 log = logging.getLogger(__name__)
 UNSUBSCRIBED = 2  # ActiveCampaign's contactList status
@@ -195,6 +196,10 @@ class SendStage:
                 self._plan_removals()
                 if self.changes is not None:
                     self.changes.flush()
+                if self.export.mode == "mirror":
+                    self.report.to_untag = len(
+                        plan_untag(self.plan, self.old, self.export.mapping.tags, failed=())
+                    )
                 self.report.batches = -(-self.plan.n_send // 250) + -(
                     -int(self.plan.removals.shape[0]) // 250
                 )
@@ -202,6 +207,8 @@ class SendStage:
             self._send_removals()
             self._confirm()
             self._rejoin()
+            if self.export.mode == "mirror":
+                self._untag()
         report = self.report
         report.sent = report.accepted + report.failed + report.unconfirmed
         return self.failed
@@ -367,6 +374,20 @@ class SendStage:
                 since_save = 0
                 self._halt_saved()
         self._save()
+
+    def _untag(self) -> None:
+        """Take the export's tags off the people who left (and tags the setting dropped off everyone
+        it delivered to): shared/untag.py. After the rejoiners, so a continuation finds them done."""
+        TagRemoval(
+            self.client,
+            plan_untag(self.plan, self.old, self.export.mapping.tags, failed=self.failed),
+            self.checkpoint,
+            self.report,
+            lease=self.guard.lease,
+            save=self._save,
+            halt_saved=self._halt_saved,
+            should_save=lambda: self.guard.halt(throttle=True) is not None,
+        ).run()
 
     def _halt_saved(self) -> None:
         """Stop here if the guard says so (the checkpoint was just saved)."""

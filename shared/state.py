@@ -41,8 +41,10 @@ U64 = npt.NDArray[np.uint64]
 #   checkpoint 3: `rejoin_after`, `rejoin_paged`, `rejoin_ids` (the walk of the list's unsubscribed).
 #   checkpoint 4: `failed` values are [code, detail] (`outcomes.Failure`), no longer "code: detail".
 #   checkpoint 5: `changes_blob`, `changes_bytes`, `changes_ahead` (how far the change log got).
-STATE_FORMAT = 2
-CHECKPOINT_FORMAT = 5
+#   state 3: meta `tags` (the tags the export may have set on the contacts; absent before: unknown).
+#   checkpoint 6: `untag_next`, `untag_failed`, `untag_counts` (mirror tag removal, shared/untag.py).
+STATE_FORMAT = 3
+CHECKPOINT_FORMAT = 6
 SNAPSHOT_METADATA = "snapshotid"
 RESET_WHATS = frozenset({"checkpoint", "state"})
 # Kept for callers that catch both: a corrupt blob (terminal) and a conflicting write (transient).
@@ -74,6 +76,9 @@ class DeliveredState:
     # Where these contacts were delivered (`state_target`): a state describes one list of one account,
     # and an export pointed somewhere else starts over rather than trusting it (see pipeline).
     target: str | None = None
+    # The tags this export may have set on these contacts (its `tags` setting, plus any it dropped
+    # but could not yet take off everyone): what a changed setting must take off. None: unknown.
+    tags: tuple[str, ...] | None = None
 
     @staticmethod
     def empty() -> DeliveredState:
@@ -111,6 +116,7 @@ class DeliveredState:
                 "snapshot_id": self.snapshot_id,
                 "last_full_sync": self.last_full_sync,
                 "target": self.target,
+                "tags": None if self.tags is None else list(self.tags),
             }
         )
         np.savez(
@@ -146,6 +152,8 @@ class DeliveredState:
                     last_full_sync=meta.get("last_full_sync"),
                     target=meta.get("target"),
                     removed=removed.astype(np.uint64, copy=False),
+                    # Formats 1-2 did not record the tags: unknown, so no tag counts as dropped.
+                    tags=_tags(meta.get("tags")),
                 )
         except (_Unreadable, _TooNew):
             raise
@@ -154,6 +162,14 @@ class DeliveredState:
         if state.email_offsets.shape[0] != len(state) + 1 or state.fingerprints.shape != state.keys.shape:
             raise _Unreadable("has arrays that disagree in length")
         return state
+
+
+def _tags(value: object) -> tuple[str, ...] | None:
+    if value is None:
+        return None
+    if not isinstance(value, list) or not all(isinstance(tag, str) for tag in value):
+        raise _Unreadable(f"has tags that are not a list of texts ({type(value).__name__})")
+    return tuple(value)
 
 
 def state_target(hostname: str, list_id: int) -> str:
@@ -220,6 +236,11 @@ class Checkpoint:
     changes_blob: str | None = None
     changes_bytes: int = 0
     changes_ahead: list[int] = field(default_factory=list)
+    # Mirror tag removal (shared/untag.py): how many contacts of its list were handled, the keys of
+    # those still carrying a tag after a failure, and its counts (untagged, tags_removed).
+    untag_next: int = 0
+    untag_failed: list[int] = field(default_factory=list)
+    untag_counts: dict[str, int] = field(default_factory=dict)
 
     def to_json(self) -> str:
         doc: dict[str, Any] = {"format": CHECKPOINT_FORMAT, **asdict(self)}
@@ -266,9 +287,17 @@ class Checkpoint:
             )
             checkpoint.changes_bytes = int(checkpoint.changes_bytes)
             checkpoint.changes_ahead = [int(i) for i in checkpoint.changes_ahead]
+            checkpoint.untag_next = int(checkpoint.untag_next)
+            checkpoint.untag_failed = [int(k) for k in checkpoint.untag_failed]
+            checkpoint.untag_counts = {str(k): int(v) for k, v in dict(checkpoint.untag_counts).items()}
         except (TypeError, ValueError) as exc:
             raise _Unreadable(f"has a malformed value ({exc})") from None
-        if checkpoint.next_index < 0 or checkpoint.rejoin_next < 0 or checkpoint.changes_bytes < 0:
+        if (
+            min(
+                checkpoint.next_index, checkpoint.rejoin_next, checkpoint.changes_bytes, checkpoint.untag_next
+            )
+            < 0
+        ):
             raise _Unreadable("has a negative position")
         return checkpoint
 
