@@ -156,7 +156,7 @@ export function announce(text) {
 }
 
 // A modal confirmation (native <dialog>: focus is trapped and Escape cancels). Resolves true/false.
-export function confirmDialog(title, lines, confirmLabel, { extra = null } = {}) {
+export function confirmDialog(title, lines, confirmLabel, { extra = null, cancelLabel = "Cancel" } = {}) {
   return new Promise((resolve) => {
     const titleId = uid("dlg");
     const dialog = h(
@@ -171,7 +171,7 @@ export function confirmDialog(title, lines, confirmLabel, { extra = null } = {})
       dialog.remove();
       resolve(answer);
     };
-    const cancel = h("button", { type: "button", class: "secondary", onclick: () => done(false) }, "Cancel");
+    const cancel = h("button", { type: "button", class: "secondary", onclick: () => done(false) }, cancelLabel);
     const ok = h("button", { type: "button", class: "danger", onclick: () => done(true) }, confirmLabel);
     dialog.append(h("div", { class: "actions" }, cancel, ok));
     dialog.addEventListener("cancel", (event) => {

@@ -2,25 +2,14 @@
 // words, its rejected rows, and live progress while a run is going.
 
 import { apiUrl, call, enc, getJson, nextLink, sendJson } from "./api.js";
-import { announce, checkbox, errorBox, h, notice, number, replace, table, when } from "./dom.js";
+import { announce, checkbox, confirmDialog, errorBox, h, notice, number, replace, table, when } from "./dom.js";
 import { runChart } from "./chart.js";
 import { parseCsv } from "./csv.js";
 import { connectionSlot, listSlot } from "./names.js";
+import { REASONS, changesSection, findPerson, reasonCell, unguard } from "./changes.js";
 
 const POLL_MS = 1000;
 const ACTIVE = new Set(["queued", "running"]);
-// Rejection and failure codes (shared/mapping.py, shared/pipeline.py) in words; a code the console
-// does not know yet is shown as it is.
-export const REASONS = {
-  missing_email: "no email address",
-  invalid_email: "an invalid email address",
-  ragged_row: "the wrong number of fields",
-  field_too_long: "a value too long for ActiveCampaign",
-  duplicate: "a duplicate of an earlier row",
-  invalid_field_value: "a value its custom field cannot take",
-  activecampaign_failed: "refused by ActiveCampaign",
-  unsubscribe_failed: "not unsubscribed by ActiveCampaign",
-};
 const ROWS_SHOWN = 200;
 
 // A run that sent nothing because nothing changed since the last delivery.
@@ -79,6 +68,34 @@ function runRow(exportName, run) {
 }
 
 export const RUN_COLUMNS = ["Queued", "Status", "Kind", "Rows read", "Unchanged", "Sent", "Accepted", "Rejected", "Removed", "Duration"];
+
+// Withdraw: a preview first (it says how many it would unsubscribe); its page offers the real one.
+function withdrawCard(ctx, exportName, exp) {
+  const status = h("div", { class: "status-area" });
+  const force = checkbox("Force: go past the removal guard (it stops a withdrawal of more than the export's removal share of its contacts)");
+  return h(
+    "section",
+    { class: "card", "aria-labelledby": "withdraw-h" },
+    h("h2", { id: "withdraw-h" }, "Withdraw from the list"),
+    h(
+      "p",
+      {},
+      `Unsubscribes from list ${exp.listId} everyone this export subscribed, except people who unsubscribed on their own. Contacts stay in ActiveCampaign. `,
+      "Start with a preview: it sends nothing and says how many would be unsubscribed; its page then offers the withdrawal itself.",
+    ),
+    ctx.me.may.forceRuns ? force.el : null,
+    h(
+      "div",
+      { class: "actions" },
+      h(
+        "button",
+        { type: "button", class: "secondary", onclick: () => startRun(ctx, exportName, { withdraw: true, dryRun: true, ...(force.box.checked ? { force: true } : {}) }, status) },
+        "Preview the withdrawal (dry run)",
+      ),
+    ),
+    status,
+  );
+}
 
 // The export's page: what it sends where, starting runs, and its runs (with a chart).
 export async function history(main, ctx, exportName) {
@@ -151,8 +168,10 @@ export async function history(main, ctx, exportName) {
     ),
     status,
     controls,
+    ctx.me.admin ? findPerson(exportName, (runId) => runPath(exportName, runId)) : null,
     h("h2", {}, "Runs"),
     listing,
+    ctx.me.admin ? withdrawCard(ctx, exportName, exp) : null,
   );
   // While a run is going, only the chart and table are redrawn: the controls keep their state and focus.
   let timer = null;
@@ -190,6 +209,7 @@ export function describe(run, report, { rowsListed = false } = {}) {
     const value = pick(r, camel, snake);
     return typeof value === "number" ? value : counts[camel] || 0;
   };
+  if (run.withdraw) return describeWithdrawal(run, get);
   const rejectedByReason = pick(r, "rejected", "rejected");
   const rejected = typeof rejectedByReason === "object" && rejectedByReason ? Object.values(rejectedByReason).reduce((a, b) => a + b, 0) : counts.rejected || 0;
   const lines = [];
@@ -220,6 +240,11 @@ export function describe(run, report, { rowsListed = false } = {}) {
     lines.push("Nothing was sent to ActiveCampaign.");
     return lines;
   }
+  if (run.status === "cancelled") {
+    lines.push(`Cancelled after sending ${plural(get("sent", "sent"), "contact")} of ${number(toSend)} to send; ActiveCampaign accepted ${number(get("accepted", "accepted"))}.`);
+    lines.push("Batches ActiveCampaign had already queued were confirmed and logged: nothing was half-sent. The next run goes on from where this one stopped.");
+    return lines;
+  }
   if (upToDate(run)) {
     lines.push("Up to date: nothing changed since the last delivery, so nothing was sent to ActiveCampaign.");
     return lines;
@@ -229,7 +254,7 @@ export function describe(run, report, { rowsListed = false } = {}) {
   const reasons = pick(r, "failureReasons", "failure_reasons");
   lines.push(
     `ActiveCampaign accepted ${number(get("accepted", "accepted"))}` +
-      (failed ? ` and refused ${number(failed)}${reasons && Object.keys(reasons).length ? ` (${Object.entries(reasons).map(([why, n]) => `${number(n)}: ${why}`).join("; ")})` : ""}` : "") +
+      (failed ? ` and refused ${number(failed)}${reasons && Object.keys(reasons).length ? ` (${Object.entries(reasons).map(([why, n]) => `${number(n)} ${REASONS[why] || why}`).join("; ")})` : ""}` : "") +
       ".",
   );
   const unconfirmed = get("unconfirmed", "unconfirmed");
@@ -238,6 +263,22 @@ export function describe(run, report, { rowsListed = false } = {}) {
   if (toRemove || get("removed", "removed")) {
     lines.push(`Unsubscribed ${number(get("removed", "removed"))} of ${plural(toRemove, "contact")} who left the segment${get("removeFailed", "remove_failed") ? `; ${number(get("removeFailed", "remove_failed"))} could not be unsubscribed` : ""}.`);
   }
+  return lines;
+}
+
+// A withdrawal reads no segment: it unsubscribes who the export's delivered state holds.
+function describeWithdrawal(run, get) {
+  const toRemove = get("toRemove", "to_remove");
+  const removed = get("removed", "removed");
+  const left = get("leftUnsubscribed", "left_unsubscribed");
+  const notFailed = get("removeFailed", "remove_failed");
+  const alone = left ? ` ${plural(left, "person who unsubscribed on their own is", "people who unsubscribed on their own are")} left alone.` : "";
+  if (run.dryRun) {
+    return [`This was a preview of a withdrawal: it would unsubscribe ${plural(toRemove, "contact")} this export subscribed to the list, and sent nothing.${alone}`];
+  }
+  if (run.status === "failed" && !removed) return ["Nobody was unsubscribed."];
+  const lines = [`Unsubscribed ${number(removed)} of ${plural(toRemove, "contact")} this export had subscribed${notFailed ? `; ${number(notFailed)} could not be unsubscribed` : ""}.${alone}`];
+  if (run.status === "cancelled") lines.push("Cancelled before the end: a new withdrawal unsubscribes the rest.");
   return lines;
 }
 
@@ -273,20 +314,6 @@ async function wholeCsv(path) {
   return text;
 }
 
-// rejected.csv guards cells a spreadsheet would run as a formula with a leading quote
-// (shared/report.py neutralise_cell); on screen the value is shown as it was.
-const FORMULA_START = new Set(["=", "+", "-", "@", "\t", "\r"]);
-export function unguard(value) {
-  return value.length > 1 && value[0] === "'" && FORMULA_START.has(value[1]) ? value.slice(1) : value;
-}
-
-// A code in words, with the code beside it (what the CSV and the API say).
-export function reasonCell(code) {
-  const words = REASONS[code];
-  if (!code) return h("td", {}, "–");
-  return h("td", {}, words ? `${words[0].toUpperCase()}${words.slice(1)} ` : null, h("code", {}, code));
-}
-
 function fileName(path) {
   return path.slice(path.lastIndexOf("/") + 1) || path;
 }
@@ -302,22 +329,15 @@ function partitionCell(path) {
   return h("th", { scope: "row" }, h("span", { title: path, class: "file" }, fileName(path)));
 }
 
-async function rejectedRows(exportName, run) {
-  const path = `/api/exports/${enc(exportName)}/runs/${enc(run.runId)}/rejected`;
-  const response = await call("GET", `${path}?limit=${ROWS_SHOWN}`, { accept: "text/csv" });
-  const [rawHeader, ...raw] = parseCsv(await response.text());
-  const header = (rawHeader || []).map(unguard);
-  const data = raw.map((row) => row.map(unguard));
-  const more = Boolean(nextLink(response));
-  const total = c(run, "rejected") + c(run, "duplicates") + c(run, "failed");
-  const filename = `rejected-${exportName}-${run.runId}.csv`;
-  const download = h(
+// A button that saves every page of a CSV route. Fetched with the key; a blob URL saves it
+// without the key ever being in a URL.
+function downloadButton(path, filename, label) {
+  return h(
     "button",
     {
       type: "button",
       class: "secondary",
       onclick: async () => {
-        // Fetched with the key; a blob URL saves it without the key ever being in a URL.
         const text = await wholeCsv(path);
         const url = URL.createObjectURL(new Blob([text], { type: "text/csv" }));
         const link = h("a", { href: url, download: filename });
@@ -327,8 +347,21 @@ async function rejectedRows(exportName, run) {
         window.setTimeout(() => URL.revokeObjectURL(url), 10000);
       },
     },
-    "Download rejected rows (CSV)",
+    label,
   );
+}
+
+async function rejectedRows(exportName, run) {
+  const path = `/api/exports/${enc(exportName)}/runs/${enc(run.runId)}/rejected`;
+  const response = await call("GET", `${path}?limit=${ROWS_SHOWN}`, { accept: "text/csv" });
+  const [rawHeader, ...raw] = parseCsv(await response.text());
+  const header = (rawHeader || []).map(unguard);
+  const data = raw.map((row) => row.map(unguard));
+  const more = Boolean(nextLink(response));
+  const total = c(run, "rejected") + c(run, "duplicates") + c(run, "failed");
+  const download = downloadButton(path, `rejected-${exportName}-${run.runId}.csv`, "Download rejected rows (CSV)");
+  // A withdrawal reads no rows: only unsubscriptions ActiveCampaign refused would be listed.
+  if (run.withdraw && !data.length) return null;
   if (!header.length || !data.length) return h("section", { "aria-labelledby": "rejected-h" }, h("h2", { id: "rejected-h" }, "Rejected rows"), h("p", {}, "No row was rejected."));
   // partition, line, reason, detail, then the segment's own columns (administrators only).
   const values = header.slice(4);
@@ -371,10 +404,84 @@ function afterFailure(ctx, exportName, run) {
       may.startRuns !== "never"
         ? h("button", { type: "button", onclick: () => startRun(ctx, exportName, again, status) }, run.dryRun ? "Retry the preview" : "Retry")
         : null,
+      run.withdraw && run.dryRun && !run.force && may.forceRuns
+        ? h("button", { type: "button", class: "secondary", onclick: () => startRun(ctx, exportName, { ...again, force: true }, status) }, "Preview again with force")
+        : null,
       may.changeExports ? h("a", { class: "button secondary", href: `${exportPath(exportName)}/edit` }, "Edit export") : null,
     ),
     status,
   );
+}
+
+// A queued or running run: Cancel (POST .../cancel). It stops at its next batch boundary; the poll
+// then shows it cancelled.
+function cancelControl(ctx, path, run) {
+  if (ctx.me.may.startRuns === "never") return null;
+  const status = h("div", { class: "status-area" });
+  const what = run.withdraw ? "withdrawal" : run.dryRun ? "preview" : "run";
+  const button = h(
+    "button",
+    {
+      type: "button",
+      class: "danger",
+      onclick: async () => {
+        const yes = await confirmDialog(
+          `Cancel this ${what}?`,
+          [
+            "It stops at its next batch boundary. Batches ActiveCampaign has already queued are still confirmed and logged, so nothing is half-sent.",
+            "Its checkpoint is kept: the next run goes on from where this one stopped.",
+          ],
+          `Cancel the ${what}`,
+          { cancelLabel: "Keep it running" },
+        );
+        if (!yes) return;
+        button.disabled = true;
+        try {
+          const answer = await sendJson("POST", `${path}/cancel`, {});
+          replace(status, notice("info", answer.body.status === "cancelled" ? "Cancelled." : "Cancel requested.", answer.body.status === "cancelled" ? `The ${what} had not started: nothing was sent.` : `The ${what} stops at its next batch boundary.`));
+        } catch (error) {
+          button.disabled = false;
+          replace(status, errorBox(error, { title: `The ${what} was not cancelled` }));
+        }
+      },
+    },
+    `Cancel the ${what}`,
+  );
+  return h("div", { class: "actions" }, button, status);
+}
+
+// A withdrawal preview that succeeded: the withdrawal itself, with the same options.
+function withdrawNow(ctx, exportName, run, report) {
+  if (!ctx.me.admin) return null;
+  const status = h("div", { class: "status-area" });
+  const n = c(run, "toRemove") || (report && report.to_remove) || 0;
+  if (!n) return notice("info", "Nothing to withdraw.", "The export's delivered state holds nobody it subscribed to the list.");
+  const start = async () => {
+    const yes = await confirmDialog(
+      `Withdraw ${plural(n, "contact")} from the list?`,
+      [
+        `This unsubscribes from the list the ${plural(n, "contact")} this preview found${run.force ? ", past the removal guard (force)" : ""}. People who unsubscribed on their own are left alone.`,
+        "Contacts stay in ActiveCampaign. Disable the export first, or a scheduled run sends them again.",
+      ],
+      "Withdraw",
+      { cancelLabel: "Keep them" },
+    );
+    if (!yes) return;
+    startRun(ctx, exportName, run.force ? { withdraw: true, force: true } : { withdraw: true }, status);
+  };
+  return h(
+    "div",
+    { class: "card" },
+    h("h2", {}, "Withdraw"),
+    h("p", {}, `The preview found ${plural(n, "contact")} to unsubscribe. Withdraw them when this is what you expect.`),
+    h("div", { class: "actions" }, h("button", { type: "button", class: "danger", onclick: start }, `Withdraw ${plural(n, "contact")}`)),
+    status,
+  );
+}
+
+function runTitle(run) {
+  if (run.withdraw) return run.dryRun ? "Withdrawal preview" : "Withdrawal";
+  return run.dryRun ? "Preview" : "Run";
 }
 
 export async function detail(main, ctx, exportName, runId) {
@@ -382,7 +489,7 @@ export async function detail(main, ctx, exportName, runId) {
   let run = await getJson(path);
   const head = [
     h("p", { class: "crumbs" }, h("a", { href: "#/exports" }, "Exports"), " / ", h("a", { href: exportPath(exportName) }, exportName), " / ", runId),
-    h("h1", { tabindex: "-1" }, `${run.dryRun ? "Preview" : "Run"} of export ${exportName}`),
+    h("h1", { tabindex: "-1" }, `${runTitle(run)} of export ${exportName}`),
   ];
   const summary = () =>
     h(
@@ -399,8 +506,10 @@ export async function detail(main, ctx, exportName, runId) {
     );
   // Not a live region: a screen reader hears the outcome once (announce), not every poll.
   const live = h("div", {});
-  replace(main, head, summary(), live);
-  const draw = () => replace(main, head, summary(), live);
+  // Drawn once while the run is active, so the poll does not take the focus from it.
+  const controls = ACTIVE.has(run.status) ? cancelControl(ctx, path, run) : null;
+  replace(main, head, summary(), controls, live);
+  const draw = () => replace(main, head, summary(), ACTIVE.has(run.status) ? controls : null, live);
   if (ACTIVE.has(run.status)) {
     replace(live, progress(run));
     await new Promise((resolve) => {
@@ -431,7 +540,7 @@ export async function detail(main, ctx, exportName, runId) {
     });
     if (ACTIVE.has(run.status)) return; // the screen was left
     draw();
-    announce(`The ${run.dryRun ? "preview" : "run"} ${run.status}.`);
+    announce(`The ${runTitle(run).toLowerCase()} ${run.status}.`);
   }
   let report = null;
   let reportProblem = null;
@@ -441,21 +550,26 @@ export async function detail(main, ctx, exportName, runId) {
     reportProblem = error;
   }
   const parts = [];
-  if (run.error) parts.push(errorBox({ message: run.error }, { title: "The run failed" }));
+  if (run.status === "cancelled") parts.push(notice("warning", `The ${runTitle(run).toLowerCase()} was cancelled.`, run.error || "It stopped at a batch boundary."));
+  else if (run.error) parts.push(errorBox({ message: run.error }, { title: "The run failed" }));
   if (run.status === "failed") parts.push(afterFailure(ctx, exportName, run));
+  if (run.withdraw && run.dryRun && run.status === "succeeded") parts.push(withdrawNow(ctx, exportName, run, report));
   if (run.attemptErrors && run.attemptErrors.length) {
     parts.push(h("section", {}, h("h2", {}, "Failed attempts"), h("ol", {}, run.attemptErrors.map((e) => h("li", {}, e)))));
   }
   const rowsListed = run.status === "succeeded" || Boolean(run.rejectedBlob);
   parts.push(h("section", { "aria-labelledby": "report-h", class: "report" }, h("h2", { id: "report-h" }, "What happened"), describe(run, report, { rowsListed }).map((line) => h("p", {}, line))));
-  if (reportProblem && run.status !== "failed") parts.push(errorBox(reportProblem, { title: "The full report could not be read; the summary above uses the run's counts" }));
+  if (reportProblem && run.status === "succeeded") parts.push(errorBox(reportProblem, { title: "The full report could not be read; the summary above uses the run's counts" }));
   replace(live, parts);
   if (rowsListed) {
     try {
-      live.append(await rejectedRows(exportName, run));
+      const rows = await rejectedRows(exportName, run);
+      if (rows) live.append(rows);
     } catch (error) {
       live.append(errorBox(error, { title: "The rejected rows could not be read" }));
     }
   }
+  const changes = run.changesBlob || (run.reports && run.reports.changes);
+  if (changes) live.append(changesSection(exportName, run, { download: downloadButton }));
   live.append(h("p", { class: "hint" }, `The same report through the API: GET ${apiUrl(`${path}/report`)}`));
 }

@@ -309,6 +309,7 @@ resource authSettings 'Microsoft.Web/sites/config@2024-04-01' = if (authMode == 
         '/api/console'
         '/api/console/api.js'
         '/api/console/app.js'
+        '/api/console/changes.js'
         '/api/console/chart.js'
         '/api/console/connections.js'
         '/api/console/csv.js'

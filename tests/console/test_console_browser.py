@@ -444,6 +444,9 @@ def test_a_contributor_sees_only_what_the_api_lets_them_do(
         console.link("Runs").click()
         console.see("Export vip")
         assert console.buttons() == ["Preview (dry run)", "Run now"]  # no Full, no Force
+        # Lookup and withdrawal are for administrators only.
+        assert "Find a person" not in console.main_text()
+        assert "Withdraw from the list" not in console.main_text()
         console.click("Run now")
         assert "allowContributors" in console.alert_text()
         console.shot("contributor-run-refused")
@@ -512,6 +515,16 @@ def test_with_app_service_authentication_the_console_uses_the_session_and_never_
         console.see("Export vip")
         console.click("Run now")
         console.see("Succeeded", timeout=90)
+        # A contributor's change log: who (masked), what and how it went, not the values sent.
+        console.see(f"Changes 1 to {GOOD_ROWS} of {GOOD_ROWS}.")
+        table = console.driver.find_element(By.CSS_SELECTOR, "table.changes")
+        assert [th.text for th in table.find_elements(By.CSS_SELECTOR, "thead th")] == [
+            "Email",
+            "Action",
+            "Outcome",
+            "Reason",
+        ]
+        assert {row[0] for row in shown_rows(console, "table.changes")} == {"p***@example.com"}
         stored = console.driver.execute_script("return [sessionStorage.length, localStorage.length]")
         assert stored == [0, 0]
     assert not [seen for seen in front.seen if "x-functions-key" in seen[3] or "code=" in seen[1]]
@@ -614,3 +627,126 @@ def test_every_screen_is_accessible_by_keyboard_at_200_percent_and_on_a_narrow_s
             console.go(f"#/exports/vip/runs/{run_id}")
             console.see("What happened")
             console.shot("run-report-zoom-200" if zoom == 2.0 else "run-report-320px", full_page=True)
+
+
+# --- who got what: the change log, Find a person, Cancel, Withdraw --------------------------------
+
+
+def run_via_api(api: httpx.Client, ac_sandbox: Any, **options: Any) -> dict[str, Any]:
+    """Start a run through the API and wait (bounded) for its record to end."""
+    resp = api.post("/exports/vip/runs", json=options)
+    assert resp.status_code == 202, resp.text
+    run_id = resp.json()["runId"]
+    for _ in range(900):
+        run: dict[str, Any] = api.get(f"/exports/vip/runs/{run_id}").json()
+        if run["status"] in ("succeeded", "failed", "cancelled"):
+            return run
+        ac_sandbox.wait_until_idle(0.1)
+    raise AssertionError(f"run {run_id} did not end")
+
+
+def shown_rows(console: Console, css: str) -> list[list[str]]:
+    table = console.driver.find_element(By.CSS_SELECTOR, css)
+    return [
+        [cell.text for cell in tr.find_elements(By.CSS_SELECTOR, "th, td")]
+        for tr in table.find_elements(By.CSS_SELECTOR, "tbody tr")
+    ]
+
+
+def test_the_run_page_lists_its_changes_filtered_and_paged_and_find_a_person_shows_their_history(
+    serve: StartServe, app_env: AppEnv, ac_sandbox, segments, shots: Path, downloads: Path
+):
+    # Run 1 adds 60 people (two pages of 50 on screen); run 2 updates 3 of them and adds 2.
+    write_ci_snapshot(segments, "Vip", profiles(60))
+    served = serve(base_env(app_env.azurite))
+    with httpx.Client(base_url=served.api, timeout=30) as api:
+        connect(api, ac_sandbox.hostname)
+        put_export(
+            api,
+            segments.container_name,
+            trigger="manual",
+            mapping={"email": "EmailAddress", "firstName": "FirstName"},
+        )
+        first = run_via_api(api, ac_sandbox)
+        assert first["status"] == "succeeded", first
+        changed = [[*row[:2], "Renamed", *row[3:]] if int(row[0]) < 3 else row for row in profiles(60)]
+        write_ci_snapshot(segments, "Vip", [*changed, *profiles(2, start=60)], time_folder="2026/11/21/0600")
+        second = run_via_api(api, ac_sandbox)
+        assert second["status"] == "succeeded", second
+        assert ac_sandbox.wait_until_idle(10)
+        api_rows = list(csv.reader(io.StringIO(api.get(f"/exports/vip/runs/{first['runId']}/changes").text)))
+        with open_console(served, shots, downloads) as console:
+            console.go(f"#/exports/vip/runs/{second['runId']}")
+            console.type("Function key", "local-function-key")
+            console.click("Sign in")
+            console.see("Changes 1 to 5 of 5.")
+            rows = shown_rows(console, "table.changes")
+            assert sorted((r[0], r[1], r[2], r[4]) for r in rows) == [
+                ("person0@example.com", "Updated update", "Accepted accepted", "Renamed"),
+                ("person1@example.com", "Updated update", "Accepted accepted", "Renamed"),
+                ("person2@example.com", "Updated update", "Accepted accepted", "Renamed"),
+                ("person60@example.com", "Added add", "Accepted accepted", "First60"),
+                ("person61@example.com", "Added add", "Accepted accepted", "First61"),
+            ]
+            # Filtered by the API: only the updates, then only accepted adds.
+            console.choose("Action", "Updated")
+            console.click("Show changes")
+            console.see("Changes 1 to 3 of 3 (filtered).")
+            assert {r[0] for r in shown_rows(console, "table.changes")} == {
+                f"person{i}@example.com" for i in range(3)
+            }
+            console.choose("Action", "Added")
+            console.choose("Outcome", "Accepted")
+            console.click("Show changes")
+            console.see("Changes 1 to 2 of 2 (filtered).")
+            assert {r[0] for r in shown_rows(console, "table.changes")} == {
+                "person60@example.com",
+                "person61@example.com",
+            }
+            console.choose("Outcome", "Failed")
+            console.click("Show changes")
+            console.see("No change matches these filters.")
+            no_serious_violations(console, "run changes")
+
+            # Paged: the first run's 60 adds, 50 at a time, as the API lists them.
+            console.link("vip").click()
+            console.see("Export vip")
+            console.go(f"#/exports/vip/runs/{first['runId']}")
+            console.see("Changes 1 to 50.")
+            page1 = [r[0] for r in shown_rows(console, "table.changes")]
+            console.shot("run-changes", full_page=True)
+            console.click("Next page")
+            console.see("Changes 51 to 60 of 60.")
+            page2 = [r[0] for r in shown_rows(console, "table.changes")]
+            assert [*page1, *page2] == [row[0] for row in api_rows[1:]]
+            assert set(page1 + page2) == {f"person{i}@example.com" for i in range(60)}
+            assert console.button("Next page").get_attribute("disabled") is not None
+            console.click("Previous page")
+            console.see("Changes 1 to 50.")
+
+            # Find a person: what the runs did, newest first; an unknown address is simply not found.
+            console.link("vip").click()
+            console.see("Find a person")
+            console.type("Email address", "Person1@Example.com")
+            console.click("Find")
+            console.see("2 changes for Person1@Example.com, newest first.")
+            history = shown_rows(console, "main .card table")
+            assert [r[1:] for r in history] == [
+                ["Updated update", "Accepted accepted", "–"],
+                ["Added add", "Accepted accepted", "–"],
+            ]
+            assert [r[0].split("\n")[1] for r in history] == [second["runId"], first["runId"]]
+            console.see("In the segment's newest snapshot.")
+            console.see("Delivered: the export holds this person as sent to the list.")
+            no_serious_violations(console, "find a person")
+            console.shot("find-a-person", full_page=True)
+            console.type("Email address", "nobody@example.com")
+            console.click("Find")
+            console.see("No run of this export sent anything about nobody@example.com.")
+            console.see("Not in the segment's newest snapshot.")
+            console.type("Email address", "Person1@Example.com")
+            console.click("Find")
+            console.link(history[0][0].split("\n")[0]).click()
+            console.wait(lambda: console.driver.current_url.endswith(second["runId"]), "the run's page")
+            # The address went in request bodies only: in no URL the page loaded or called.
+            assert not [u for u in console.resources() if "example.com" in u.lower()]
