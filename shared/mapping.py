@@ -8,6 +8,7 @@ handful of index lookups and one compiled regex. Email rules are in docs/configu
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import re
 from collections import deque
@@ -20,6 +21,7 @@ from operator import and_, itemgetter, not_, or_, truth
 from typing import Any, NamedTuple, Protocol
 from zoneinfo import ZoneInfo
 
+from shared.cdm_types import producer_moment, temporal_type
 from shared.config import FieldFormat, FieldMapping
 from shared.errors import TerminalError
 
@@ -477,8 +479,23 @@ class FieldConverter:
         self.signature = hashlib.blake2b(spec.encode(), digest_size=6).hexdigest()
         self._declared = fmt.input_format
         self._iso_only = kind in DATETIME_TYPES and fmt.input_format is None
+        self._source_type: str | None = None  # the column's CDM dataType, see with_source_type
         self._memo: dict[str, str | None] = {}
         self._bad: set[str] = set()  # the memo's keys whose value is None
+
+    def with_source_type(self, declared: object) -> FieldConverter:
+        """This converter for a column the folder declares `date`, `dateTime` or `dateTimeOffset`:
+        without an inputFormat it also takes the forms those producers write (cdm_types). Any other
+        declared type, or a declared inputFormat, leaves it as it is."""
+        source = temporal_type(declared)
+        if source is None or self._declared or self.kind not in DATE_TYPES + DATETIME_TYPES:
+            return self
+        typed = copy.copy(self)
+        typed._source_type, typed._memo, typed._bad = source, {}, set()
+        typed._convert = typed._date if self.kind in DATE_TYPES else typed._datetime  # bound to the copy
+        # What is sent for a cell changes: the fingerprint seed must too, so contacts are sent again once.
+        typed.signature = hashlib.blake2b(f"{self.signature}\x1f{source}".encode(), digest_size=6).hexdigest()
+        return typed
 
     def convert(self, value: str) -> str | None:
         """The value to send for a cell (trimmed here; "" for an empty one, and for a date that means
@@ -540,6 +557,8 @@ class FieldConverter:
         if self.kind in DATE_TYPES + DATETIME_TYPES:
             declared = f" or the declared inputFormat {self._declared!r}" if self._declared else ""
             what = "a date" if self.kind in DATE_TYPES else "a date and time"
+            if self._source_type:
+                declared += f" or the forms producers write for dataType {self._source_type}"
             return f"not {what} in ISO 8601{declared}"
         if self.kind in CHOICE_TYPES + MULTI_TYPES:
             return f"not one of the field's {len(self._exact)} options"
@@ -552,6 +571,8 @@ class FieldConverter:
             found = _from_format(self._pattern, value)
             if found is not None:
                 return found
+        if self._source_type is not None:
+            return producer_moment(value)
         return _iso_datetime(value)
 
     def _date(self, value: str) -> str | None:

@@ -43,7 +43,14 @@ from shared.redact import scrub
 from shared.report import RejectedRowsWriter, RunReport, unsubscribed_csv
 from shared.runs import RunRecord, RunStore, utc_now
 from shared.secrets import SecretNotFound, SecretsProvider
-from shared.segments import RowBatch, SegmentReader, Snapshot, SourceRow
+from shared.segments import (
+    DESCRIBED_BY,
+    LAYOUT_CUSTOMER_INSIGHTS,
+    RowBatch,
+    SegmentReader,
+    Snapshot,
+    SourceRow,
+)
 from shared.send import Pause, RunGuard, SendStage
 from shared.settings import Settings
 from shared.state import Checkpoint, DeliveredState, StateStore, state_target
@@ -224,6 +231,12 @@ def check_guards(
         )
 
 
+def source_typed(converters: dict[int, FieldConverter], snapshot: Snapshot) -> dict[int, FieldConverter]:
+    """The converters with the CDM types the folder declares for their columns (dateTime, ...)."""
+    types = snapshot.column_types
+    return {field_id: c.with_source_type(types.get(c.column)) for field_id, c in converters.items()}
+
+
 def latest_snapshot_id(ctx: RunContext, export: ExportConfig) -> str | None:
     snapshot = SegmentReader(ctx.segment_blobs, export.source).latest_snapshot()
     return snapshot.snapshot_id if snapshot else None
@@ -293,17 +306,27 @@ def usable_problem(report: RunReport, valid: int, snapshot: Snapshot, export: Ex
     A run that reads nothing usable is a configuration or export problem (wrong delimiter, wrong
     email column, an empty snapshot), never a success: the message names the likely cause.
     """
-    rows, rejected = report.rows_read, report.rejected
+    rejected = report.rejected
+    rows = report.rows_read - report.deleted - report.superseded  # records of current members
     nothing = "; nothing was sent"
+    described = DESCRIBED_BY.get(snapshot.layout, "the folder")
     if rows == 0:
-        if not snapshot.partitions:
+        if report.deleted:
             return (
-                f"the snapshot {snapshot.snapshot_id} is empty: model.json lists no partition files and no "
-                "time folder holds CSV files. Check that the export in Customer Insights wrote data" + nothing
+                f"the snapshot {snapshot.snapshot_id} has no current record: all {report.deleted:,} records "
+                "of the table were deleted (IsDelete)" + nothing
+            )
+        if not snapshot.partitions:
+            where = (
+                " and no time folder holds CSV files" if snapshot.layout == LAYOUT_CUSTOMER_INSIGHTS else ""
+            )
+            return (
+                f"the snapshot {snapshot.snapshot_id} is empty: {described} lists no partition files{where}. "
+                "Check that the export that writes the folder wrote data" + nothing
             )
         return (
             f"the snapshot {snapshot.snapshot_id} is empty: its {len(snapshot.partitions)} partition file(s) "
-            "hold no records. Check the export in Customer Insights" + nothing
+            "hold no records. Check the export that writes the folder" + nothing
         )
     if valid == 0:
         width = len(snapshot.columns)
@@ -469,7 +492,7 @@ class _Run:
             export.mapping,
             snapshot.columns,
             checked.field_ids,
-            converters=checked.converters,
+            converters=source_typed(checked.converters, snapshot),
             reject_invalid=export.on_invalid_field_value == "reject",
         )
         rejected = RejectedRowsWriter(snapshot.columns)
@@ -553,7 +576,7 @@ class _Run:
         self, reader: SegmentReader, snapshot: Snapshot, mapper: RowMapper, rejected: RejectedRowsWriter
     ) -> SnapshotContacts:
         report = self.report
-        report.rows_read = 0
+        report.rows_read = report.deleted = report.superseded = 0
         report.rejected = {}
 
         def reject(row: SourceRow, reason: str, detail: str) -> None:
@@ -568,6 +591,9 @@ class _Run:
         contacts, report.rows_read = collect_contacts(
             reader.iter_batches(snapshot), mapper, self.export, on_reject=reject, on_progress=progress
         )
+        # A change table's deleted and older records are read but are no contacts (current_state.py).
+        report.deleted, report.superseded = reader.dropped(snapshot)
+        report.rows_read += report.deleted + report.superseded
         # Pass 2 checks its batches again: the report keeps pass 1's count, over every record read.
         report.field_problems = mapper.field_problems()
         problem = usable_problem(report, int(contacts.keys.shape[0]), snapshot, self.export)

@@ -39,6 +39,10 @@ class RunReport:
     # of the contact (onInvalidFieldValue "omit") or counted in `rejected` too ("reject").
     field_problems: dict[str, dict[str, int]] = field(default_factory=dict)
     duplicates: int = 0
+    # Change tables (Synapse Link append-only): deleted records and older versions, read but not
+    # members (shared/current_state.py). Part of rows_read, neither rejected nor sent.
+    deleted: int = 0
+    superseded: int = 0
     contacts: int = 0
     # sync
     new: int = 0
@@ -94,6 +98,8 @@ class RunReport:
             "rowsRead": self.rows_read,
             "rejected": self.rejected_total,
             "duplicates": self.duplicates,
+            "deleted": self.deleted,
+            "superseded": self.superseded,
             "contacts": self.contacts,
             "new": self.new,
             "changed": self.changed,
@@ -115,10 +121,14 @@ class RunReport:
     def check_totals(self, *, completed: bool) -> list[str]:
         """Every sum that must hold; an empty list means the report adds up."""
         problems = []
-        if self.rows_read != self.rejected_total + self.duplicates + self.contacts:
+        if (
+            self.rows_read
+            != self.rejected_total + self.duplicates + self.deleted + self.superseded + self.contacts
+        ):
             problems.append(
                 f"rows read ({self.rows_read}) != rejected ({self.rejected_total}) + duplicates "
-                f"({self.duplicates}) + contacts ({self.contacts})"
+                f"({self.duplicates}) + deleted ({self.deleted}) + superseded ({self.superseded}) + "
+                f"contacts ({self.contacts})"
             )
         if self.contacts != self.new + self.changed + self.unchanged:
             problems.append(

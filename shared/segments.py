@@ -58,8 +58,8 @@ import hashlib
 import io
 import json
 import re
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from itertools import count, islice
 from typing import Any, NamedTuple, Protocol, TypeVar
@@ -68,7 +68,9 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 from azure.core.exceptions import ResourceModifiedError, ResourceNotFoundError
 from azure.storage.blob import BlobClient, BlobPrefix, BlobProperties, BlobServiceClient, ContainerClient
 
-from shared import boundedjson
+from shared import boundedjson, cdm_manifest
+from shared.cdm_types import temporal_type
+from shared.current_state import ChangeColumns, CurrentState, change_columns, current_state, keep_current
 from shared.errors import TerminalError
 from shared.mapping import normalize_email, ragged_detail
 
@@ -91,8 +93,15 @@ MODEL_JSON_MAX_DEPTH = 64
 # A plain-layout header is read with one ranged download of at most this many bytes.
 HEADER_MAX_BYTES = 1024 * 1024
 
-LAYOUT_CUSTOMER_INSIGHTS = "customer-insights"
+LAYOUT_CUSTOMER_INSIGHTS = "customer-insights"  # a model.json folder, whoever wrote it
+LAYOUT_MANIFEST = "cdm-manifest"
 LAYOUT_CSV = "csv"
+# What describes each layout's files, for messages that must not blame another producer.
+DESCRIBED_BY = {
+    LAYOUT_CUSTOMER_INSIGHTS: "model.json",
+    LAYOUT_MANIFEST: "the manifest",
+    LAYOUT_CSV: "the CSV files' header",
+}
 
 _TIME_LEVELS = (
     re.compile(r"\d{4}"),
@@ -145,6 +154,8 @@ class Partition:
     encoding: str = "utf-8"
     quoting: bool = True
     snapshot: str | None = None
+    # CDM's raggedRight: a record may stop before the last columns, which are then empty.
+    ragged_right: bool = False
 
 
 @dataclass(frozen=True)
@@ -152,13 +163,17 @@ class Snapshot:
     """One complete export of a segment: its id, column order and files in reading order.
 
     `notes` are for the run report: what was read differently from what model.json lists (older
-    refreshes left out)."""
+    refreshes left out). `column_types`: the temporal CDM types the folder declares (column ->
+    date / dateTime / dateTimeOffset). `changes`: set for a change table (Synapse Link's append-only
+    layout, see shared/current_state.py), which is read as its current state."""
 
     snapshot_id: str
     columns: tuple[str, ...]
     partitions: tuple[Partition, ...]
     layout: str
     notes: tuple[str, ...] = ()
+    column_types: Mapping[str, str] = field(default_factory=dict)
+    changes: ChangeColumns | None = None
 
 
 class SourceRow(NamedTuple):
@@ -327,6 +342,7 @@ def read_csv_batches(
     )
     line = 0  # records read so far
     pending: list[list[str]] = []  # a first record that turned out to be data
+    ragged = len(columns) if partition.ragged_right else 0
     try:
         first = next(reader, None)
         if first is None:
@@ -356,12 +372,56 @@ def read_csv_batches(
         except SegmentError as exc:  # invalid UTF-8 or an over-long line, from the byte stream
             failure = exc
         if rows:
+            if ragged:
+                for row in rows:
+                    if 0 < len(row) < ragged:
+                        row.extend([""] * (ragged - len(row)))
             yield RowBatch(name, line + 1, rows)
             line += len(rows)
         if failure is not None:
             raise failure from None
         if not rows:
             return
+
+
+# What a column name never looks like: cell values of a record (an address, a phone, a number, a date).
+_PHONE = re.compile(r"\+?[\d\s().\-/]{7,}")
+_NUMBER_OR_DATE = re.compile(r"[+-]?[\d.,:/\-\sTZ]+(?:[AP]M)?", re.IGNORECASE)
+_STREET = re.compile(r"\d+[A-Za-z]?\s+\S.*")
+_GUID = re.compile(r"\{?[0-9a-fA-F]{8}-(?:[0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}\}?")
+_NO_HEADER_FIX = (
+    "A folder without model.json or a *.manifest.cdm.json manifest must hold CSV files whose first "
+    "row names the columns; files without one (Finance and operations, Synapse Link, Customer "
+    "Insights) are described by their folder's model.json or manifest: point the export's folder at "
+    "the folder that holds it"
+)
+
+
+def data_in_header(names: Sequence[str]) -> str | None:
+    """Why a first record is data rather than column names, by position only; None if it may be a header.
+
+    A header names each column once, with a name: an email address, a phone number, a street address,
+    a number, a date, a GUID, an empty field or a value that repeats is a record's cell."""
+    if not names:
+        return None
+    checks: tuple[tuple[str, Callable[[str], object]], ...] = (
+        ("an email address", lambda v: isinstance(normalize_email(v), str)),
+        ("an empty field", lambda v: not v.strip()),
+        ("a GUID", _GUID.fullmatch),
+        ("a number or date", lambda v: any(c.isdigit() for c in v) and _NUMBER_OR_DATE.fullmatch(v.strip())),
+        ("a phone number", lambda v: sum(c.isdigit() for c in v) >= 7 and _PHONE.fullmatch(v.strip())),
+        ("a street address", lambda v: _STREET.fullmatch(v.strip())),
+    )
+    for i, name in enumerate(names):
+        for what, check in checks:
+            if check(name):
+                return f"{what} in field {i + 1} of {len(names)}"
+    seen: dict[str, int] = {}
+    for i, name in enumerate(names):
+        if name in seen:
+            return f"the same value in fields {seen[name] + 1} and {i + 1} of {len(names)}"
+        seen[name] = i
+    return None
 
 
 def _header_mismatch(name: str, header: Sequence[str], columns: Sequence[str]) -> str:
@@ -532,7 +592,10 @@ class BlobLocations:
 
 
 def _model_error(path: str, problem: str) -> SegmentError:
-    return SegmentError(f"{path}: {problem}; it must be the model.json Customer Insights writes")
+    return SegmentError(
+        f"{path}: {problem}; it must be a CDM folder's model.json (as Customer Insights, Synapse Link or "
+        "Power BI write it)"
+    )
 
 
 def parse_model_json(data: bytes, path: str) -> object:
@@ -578,6 +641,16 @@ def _entity(model: object, path: str, segment: str) -> dict[str, Any]:
     )
 
 
+def _column_types(entity: dict[str, Any]) -> dict[str, str]:
+    """Column -> date / dateTime / dateTimeOffset, for the attributes model.json declares so."""
+    types = {}
+    for attribute in entity.get("attributes") or ():
+        kind = temporal_type(attribute.get("dataType")) if isinstance(attribute, dict) else None
+        if kind is not None:
+            types[attribute["name"]] = kind
+    return types
+
+
 def _attributes(entity: dict[str, Any], path: str) -> tuple[str, ...]:
     attributes = entity.get("attributes")
     if not isinstance(attributes, list) or not attributes:
@@ -607,6 +680,18 @@ class FormatSettings:
     delimiter: str = ","
     encoding: str = "utf-8"
     quoting: bool = True
+    ragged_right: bool = False
+
+
+def _ragged_right(partition: dict[str, Any]) -> bool:
+    """The `raggedRight` argument of a partition's CSV trait (`cdm:traits`, Synapse Link writes it)."""
+    traits = partition.get("cdm:traits")
+    for trait in traits if isinstance(traits, list) else ():
+        if isinstance(trait, dict) and trait.get("traitReference") == "is.partition.format.CSV":
+            for argument in trait.get("arguments") or ():
+                if isinstance(argument, dict) and argument.get("name") == "raggedRight":
+                    return str(argument.get("value")).strip().lower() == "true"
+    return False
 
 
 def format_settings(partition: dict[str, Any], path: str, index: int) -> FormatSettings:
@@ -622,7 +707,7 @@ def format_settings(partition: dict[str, Any], path: str, index: int) -> FormatS
     if settings is None:
         if isinstance(location, str) and urlsplit(location).path.lower().endswith(".parquet"):
             raise _parquet(path, index)
-        return FormatSettings()
+        return FormatSettings(ragged_right=_ragged_right(partition))
     if not isinstance(settings, dict):
         raise _model_error(path, f"{where} is not an object")
     kind = settings.get("$type", "CsvFormatSettings")
@@ -655,7 +740,7 @@ def format_settings(partition: dict[str, Any], path: str, index: int) -> FormatS
             f"{path}: {where}.csvStyle {csv_style!r} is not understood; "
             "use CsvStyle.QuoteAlways or CsvStyle.QuoteAfterDelimiter"
         )
-    return FormatSettings(header, delimiter, encoding, _QUOTE_STYLES[quote_style])
+    return FormatSettings(header, delimiter, encoding, _QUOTE_STYLES[quote_style], _ragged_right(partition))
 
 
 def _parquet(path: str, index: int) -> SegmentError:
@@ -676,6 +761,45 @@ def _refresh_time(partition: dict[str, Any], path: str, index: int) -> datetime 
     except ValueError:
         raise _model_error(path, f"partitions[{index}].refreshTime is not an ISO 8601 time") from None
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def _iso_time(value: str | None) -> datetime | None:
+    if value is None:
+        return None
+    moment = datetime.fromisoformat(value)
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def _trait_settings(traits: cdm_manifest.CsvTraits, where: str) -> FormatSettings:
+    """A manifest partition's CSV trait arguments as FormatSettings, by model.json's rules."""
+    settings = {
+        "$type": "CsvFormatSettings",
+        "columnHeaders": traits.column_headers,
+        "delimiter": traits.delimiter,
+        "encoding": traits.encoding,
+        "quoteStyle": traits.quote_style,
+        "csvStyle": traits.csv_style,
+    }
+    # The CSV trait also names the quote and escape characters; this reader reads '"' quoting with
+    # '""' inside a quoted field (escape '"'), which is what every producer we know writes.
+    if traits.quote != '"' or traits.escape not in ('"', ""):
+        raise SegmentError(
+            f"{where}: the CSV trait's quote {traits.quote!r} / escape {traits.escape!r} is not supported; "
+            "only '\"' quoting with doubled quotes (escape '\"') can be read"
+        )
+    fmt = format_settings({"fileFormatSettings": settings}, where, 0)
+    return replace(fmt, ragged_right=traits.ragged_right.strip().lower() == "true")
+
+
+# Synapse Link's incremental update: <yyyy-MM-ddTHH.mm.ssZ>/ batch folders and Changelog/changelog.info.
+_BATCH_FOLDER = re.compile(r"\d{4}-\d\d-\d\dT\d\d\.\d\d\.\d\dZ")
+_CHANGELOG = "Changelog"
+_INCREMENTAL_FIX = (
+    "This reader does not merge incremental batches (it would need every batch since the initial "
+    "one, and a batch removed by retention cannot be told missing). Add a Synapse Link profile that "
+    "exports the table itself (append-only or in-place, without incremental update) and point the "
+    "export's folder at that profile's container folder, where model.json lists the table"
+)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -702,6 +826,7 @@ class SegmentReader:
         folder = "/".join(self._folder)
         self._folder_prefix = f"{folder}/" if folder else ""
         self._segment_prefix = f"{self._folder_prefix}{self._segment[0]}/"
+        self._state_of: tuple[tuple[str, tuple[Partition, ...]], CurrentState] | None = None
 
     # -- public ------------------------------------------------------------------------------
 
@@ -712,23 +837,72 @@ class SegmentReader:
         """
         model = self._read_model()
         if model is not None:
-            return self._customer_insights_snapshot(*model)
-        return self._plain_snapshot()
+            snapshot: Snapshot | None = self._customer_insights_snapshot(*model)
+        else:
+            files, folders = self._folder_listing()
+            manifest = cdm_manifest.root_manifest(files)
+            if manifest is not None:
+                snapshot = self._manifest_snapshot(manifest)
+            else:
+                self._refuse_incremental_root(folders)
+                snapshot = self._plain_snapshot()
+        if snapshot is None:
+            return None
+        changes = change_columns(snapshot.columns)
+        return replace(snapshot, changes=changes) if changes is not None else snapshot
 
     def iter_rows(self, snapshot: Snapshot) -> Iterator[SourceRow]:
         """Stream every row of `snapshot`, partition by partition (see SourceRow for `line`)."""
+        if snapshot.changes is not None:
+            expected = len(snapshot.columns)
+            for name, first_line, rows in self.iter_batches(snapshot):
+                for line, values in zip(count(first_line), rows, strict=False):
+                    if values:
+                        detail = None if len(values) == expected else ragged_detail(len(values), expected)
+                        yield SourceRow(name, line, values, detail)
+            return
         for partition in snapshot.partitions:
             yield from self._partition(partition, snapshot.columns, read_csv_rows)
 
     def iter_batches(self, snapshot: Snapshot) -> Iterator[RowBatch]:
-        """Stream every record of `snapshot` in batches, partition by partition (see RowBatch)."""
+        """Stream every record of `snapshot` in batches, partition by partition (see RowBatch). A
+        change table yields its current state only (`dropped` counts what was left out)."""
+        if snapshot.changes is not None:
+            state = self._current_state(snapshot)
+            for batch in keep_current(self._all_batches(snapshot), state):
+                yield RowBatch._make(batch)
+            return
+        yield from self._all_batches(snapshot)
+
+    def dropped(self, snapshot: Snapshot) -> tuple[int, int]:
+        """(deleted, superseded): records of a change table left out of its current state."""
+        if snapshot.changes is None:
+            return 0, 0
+        state = self._current_state(snapshot)
+        return state.deleted, state.superseded
+
+    def _all_batches(self, snapshot: Snapshot) -> Iterator[RowBatch]:
         for partition in snapshot.partitions:
             yield from self._partition(partition, snapshot.columns, read_csv_batches)
+
+    def _current_state(self, snapshot: Snapshot) -> CurrentState:
+        # Decided by one extra scan, once per reader: both passes of a run must see the same rows.
+        key = (snapshot.snapshot_id, snapshot.partitions)
+        if self._state_of is None or self._state_of[0] != key:
+            assert snapshot.changes is not None
+            state = current_state(self._all_batches(snapshot), snapshot.changes, len(snapshot.columns))
+            self._state_of = (key, state)
+        return self._state_of[1]
 
     # -- Customer Insights layout ------------------------------------------------------------
 
     def _read_model(self) -> tuple[object, str] | None:
         path = f"{self._folder_prefix}model.json"
+        data = self._bounded_download(path)
+        return None if data is None else (parse_model_json(data, path), path)
+
+    def _bounded_download(self, path: str) -> bytes | None:
+        """A metadata document (model.json, a manifest), None if it does not exist; size-capped."""
         blob = self._container.get_blob_client(path)
         try:
             downloader = blob.download_blob()
@@ -738,12 +912,13 @@ class SegmentReader:
         encoding = downloader.properties.content_settings.content_encoding
         if encoding and encoding.strip().lower() != "identity":
             # The storage SDK would decompress it on download: the stored size says nothing then.
-            raise _model_error(
-                path,
-                f"is stored with Content-Encoding {encoding!r}; store it uncompressed "
-                "(without a content encoding)",
+            raise SegmentError(
+                f"{path}: is stored with Content-Encoding {encoding!r}; store it uncompressed "
+                "(without a content encoding)"
             )
-        too_big = _model_error(path, f"is larger than {MODEL_JSON_MAX_BYTES} bytes")
+        too_big = SegmentError(
+            f"{path}: is larger than {MODEL_JSON_MAX_BYTES} bytes; it is not a CDM document"
+        )
         if downloader.size > MODEL_JSON_MAX_BYTES:
             raise too_big
         data = bytearray()
@@ -751,7 +926,7 @@ class SegmentReader:
             data += chunk
             if len(data) > MODEL_JSON_MAX_BYTES:
                 raise too_big
-        return parse_model_json(bytes(data), path), path
+        return bytes(data)
 
     def _customer_insights_snapshot(self, model: object, path: str) -> Snapshot:
         entity = _entity(model, path, self._segment[0])
@@ -766,21 +941,140 @@ class SegmentReader:
             ref = self._locations.resolve(item["location"])
             fmt = format_settings(item, path, i)
             partition = Partition(
-                ref.blob_name, fmt.has_header, fmt.delimiter, fmt.encoding, fmt.quoting, ref.snapshot
+                ref.blob_name,
+                fmt.has_header,
+                fmt.delimiter,
+                fmt.encoding,
+                fmt.quoting,
+                ref.snapshot,
+                fmt.ragged_right,
             )
             _check_format(partition)
             found.append((partition, _refresh_time(item, path, i)))
+        types = _column_types(entity)
         if found:
-            return self._newest_refresh(found, columns, path)
+            return replace(self._newest_refresh(found, columns, path), column_types=types)
         newest = self._newest_time_folder()
         if newest is None:
-            return Snapshot("empty", columns, (), LAYOUT_CUSTOMER_INSIGHTS)
+            self._refuse_incremental_batch(path)
+            return Snapshot("empty", columns, (), LAYOUT_CUSTOMER_INSIGHTS, column_types=types)
         time_id, blobs = newest
         files = tuple(Partition(b.name, has_header=False) for b in blobs)
-        return Snapshot(time_id, columns, files, LAYOUT_CUSTOMER_INSIGHTS)
+        return Snapshot(time_id, columns, files, LAYOUT_CUSTOMER_INSIGHTS, column_types=types)
+
+    # -- Synapse Link's incremental-update folders ----------------------------------------------
+
+    def _refuse_incremental_batch(self, path: str) -> None:
+        """model.json lists no partitions, and the table's CSV files sit right in <segment>/: one batch
+        folder of Synapse Link's incremental update (or the folder above them: see below)."""
+        csvs = _csv_blobs(self._list(self._segment_prefix))
+        if not csvs:
+            return
+        raise SegmentError(
+            f"{path} lists no partitions and {self._segment_prefix} holds {len(csvs)} CSV file(s) without "
+            f"a time folder: this is one batch folder of Azure Synapse Link's incremental update, which "
+            f"holds only the changes of its time window, not the table. {_INCREMENTAL_FIX}"
+        )
+
+    def _refuse_incremental_root(self, folders: Sequence[str]) -> None:
+        batches = [f for f in folders if _BATCH_FOLDER.fullmatch(f)]
+        if not batches and _CHANGELOG not in folders:
+            return
+        newest = f" (newest {max(batches)})" if batches else ""
+        raise SegmentError(
+            f"{self._folder_prefix or 'the container root'} holds Azure Synapse Link's incremental-update "
+            f"layout: {len(batches)} timestamped batch folder(s){newest} and a {_CHANGELOG} folder, no "
+            f"model.json or manifest of the table. Each batch holds only the changes of its time window. "
+            f"{_INCREMENTAL_FIX}"
+        )
+
+    def _folder_listing(self) -> tuple[list[str], list[str]]:
+        """(file names, sub-folder names) directly in the configured folder."""
+        files, folders = [], []
+        for item in self._list(self._folder_prefix):
+            name = item.name[len(self._folder_prefix) :]
+            if isinstance(item, BlobPrefix):
+                folders.append(name.rstrip("/"))
+            else:
+                files.append(name)
+        return files, folders
+
+    # -- CDM manifest layout -------------------------------------------------------------------
+
+    def _manifest_snapshot(self, manifest: str) -> Snapshot:
+        try:
+            table = cdm_manifest.read_table(self._read_document, manifest, self._segment[0])
+        except cdm_manifest.ManifestError as exc:
+            raise SegmentError(
+                f"manifest folder {self._folder_prefix or '(the container root)'}: {exc}"
+            ) from None
+        where = f"{self._folder_prefix}{table.manifest}"
+        found: list[tuple[Partition, datetime | None]] = []
+        for ref in table.files:
+            found.append(
+                (self._manifest_partition(ref.location, ref.traits, where), _iso_time(ref.refresh_time))
+            )
+        for pattern in table.patterns:
+            root = cdm_manifest.folder_path(pattern.root, where)
+            prefix = f"{self._folder_prefix}{root}/" if root else self._folder_prefix
+            names = [
+                b.name[len(self._folder_prefix) :]
+                for b in self._walk(prefix)
+                if b.name.lower().endswith(".csv")
+            ]
+            for path in cdm_manifest.matching(pattern, names):
+                found.append((self._manifest_partition(f"folder:/{path}", pattern.traits, where), None))
+        if not found:
+            return Snapshot("empty", table.columns, (), LAYOUT_MANIFEST, column_types=table.types)
+        snapshot = self._newest_refresh(found, table.columns, where, LAYOUT_MANIFEST)
+        return replace(snapshot, column_types=table.types)
+
+    def _manifest_partition(self, location: str, traits: cdm_manifest.CsvTraits, where: str) -> Partition:
+        if urlsplit(location).scheme.lower() in _DEFAULT_PORTS:
+            ref = self._locations.resolve(location)
+        else:
+            try:
+                path = cdm_manifest.folder_path(location, where)
+            except cdm_manifest.ManifestError as exc:
+                raise SegmentError(str(exc)) from None
+            ref = BlobRef(f"{self._folder_prefix}{path}")
+        fmt = _trait_settings(traits, where)
+        partition = Partition(
+            ref.blob_name,
+            fmt.has_header,
+            fmt.delimiter,
+            fmt.encoding,
+            fmt.quoting,
+            ref.snapshot,
+            fmt.ragged_right,
+        )
+        _check_format(partition)
+        return partition
+
+    def _read_document(self, path: str) -> bytes:
+        """A CDM document of the folder (manifest, definition), with model.json's limits."""
+        name = f"{self._folder_prefix}{path}"
+        if not name.endswith(".cdm.json"):
+            raise SegmentError(f"{name}: a CDM document's name ends in .cdm.json; this one was not read")
+        data = self._bounded_download(name)
+        if data is None:
+            raise SegmentError(f"{name} is named by the manifest but does not exist")
+        parse_model_json(data, name)  # the same limits as model.json (depth: the object model recurses)
+        return data
+
+    def _walk(self, prefix: str) -> list[BlobProperties]:
+        try:
+            return list(self._container.list_blobs(name_starts_with=prefix))
+        except ResourceNotFoundError as exc:
+            self._raise_if_no_container(exc)
+            raise
 
     def _newest_refresh(
-        self, found: list[tuple[Partition, datetime | None]], columns: tuple[str, ...], path: str
+        self,
+        found: list[tuple[Partition, datetime | None]],
+        columns: tuple[str, ...],
+        path: str,
+        layout: str = LAYOUT_CUSTOMER_INSIGHTS,
     ) -> Snapshot:
         """Only the newest refresh of those model.json lists: its time folder, else its refreshTime."""
         times = [self._time_folder_of(p.blob_name) for p, _ in found]
@@ -802,7 +1096,7 @@ class SegmentReader:
             key, kind = [m for m in refreshes if m], "refreshTime"
         else:
             partitions = sorted((p for p, _ in found), key=lambda p: _natural_partition_key(p.blob_name))
-            return Snapshot(self._files_id(partitions), columns, tuple(partitions), LAYOUT_CUSTOMER_INSIGHTS)
+            return Snapshot(self._files_id(partitions), columns, tuple(partitions), layout)
         newest = max(key)
         chosen = sorted(
             (p for (p, _), k in zip(found, key, strict=True) if k == newest),
@@ -815,7 +1109,7 @@ class SegmentReader:
                 f"{path} lists {len(found)} partitions of {older + 1} refreshes; only the newest "
                 f"({kind} {_refresh_label(newest)}, {len(chosen)} partition(s)) was read",
             )
-        return Snapshot(_refresh_id(newest), columns, tuple(chosen), LAYOUT_CUSTOMER_INSIGHTS, notes)
+        return Snapshot(_refresh_id(newest), columns, tuple(chosen), layout, notes)
 
     def _files_id(self, partitions: Sequence[Partition]) -> str:
         """A snapshot id for files with no time folder or refreshTime: from their names and ETags,
@@ -880,19 +1174,12 @@ class SegmentReader:
                 "a CSV export without model.json must start with a header row"
             )
         names = header.values
-        emails = [i + 1 for i, name in enumerate(names) if isinstance(normalize_email(name), str)]
-        if emails:
-            # Positions only: this "header" is a customer's record, and its values stay out of errors.
+        found = data_in_header(names)
+        if found is not None:
+            # Positions only: this "header" is someone's record, and its values stay out of errors.
             raise SegmentError(
-                f"record 1 of {blob_name} has an email address in field {emails[0]} of {len(names)}, "
-                "so it is data, not a header row: a CSV export without model.json must start with a "
-                "header row naming the columns"
-            )
-        if len(set(names)) != len(names):
-            first = next(i for i, name in enumerate(names) if names.index(name) != i)
-            raise SegmentError(
-                f"{blob_name}: field {first + 1} of its header repeats the name of field "
-                f"{names.index(names[first]) + 1}; make column names unique"
+                f"record 1 of {blob_name} has {found}, so it is data, not a header row: these CSV files "
+                f"have no header. {_NO_HEADER_FIX}"
             )
         return tuple(names)
 

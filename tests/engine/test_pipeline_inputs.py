@@ -75,7 +75,7 @@ def test_a_model_json_without_partitions_fails_as_an_empty_snapshot(world: World
     assert outcome.status == "failed"
     assert outcome.error == (
         "the snapshot empty is empty: model.json lists no partition files and no time folder holds CSV "
-        "files. Check that the export in Customer Insights wrote data; nothing was sent"
+        "files. Check that the export that writes the folder wrote data; nothing was sent"
     )
     assert outcome.report.rows_read == 0
     assert set(world.members().values()) == {1}  # nobody unsubscribed

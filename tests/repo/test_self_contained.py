@@ -23,6 +23,7 @@ READERS = {
     "tests/client/test_sandbox.py": "tests/client/test_sandbox.py",
     "tests/engine/test_mapping.py": "tests/engine/test_mapping.py::test_payloads_validate_against_the_bulk_import_schema",
     "tests/reader/test_real_cdm.py": "tests/reader/test_real_cdm.py",
+    "tests/reader/test_producer_folders.py": "tests/reader/test_producer_folders.py",
 }
 
 # Ways a test could reach outside the repository: a parent of the checkout, the handed material.
