@@ -571,9 +571,10 @@ class FieldConverter:
             found = _from_format(self._pattern, value)
             if found is not None:
                 return found
-        if self._source_type is not None:
-            return producer_moment(value)
-        return _iso_datetime(value)
+        found = _iso_datetime(value)
+        if found is None and self._source_type is not None:
+            return producer_moment(value)  # a declared temporal column: its producers' forms too
+        return found
 
     def _date(self, value: str) -> str | None:
         moment = self._moment(value)

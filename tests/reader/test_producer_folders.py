@@ -527,11 +527,15 @@ DATETIME = type("F", (), {"id": 7, "perstag": "LAST_SEEN", "type": "datetime", "
 @pytest.mark.parametrize(
     ("declared", "value", "sent"),
     [
-        ("dateTime", "6/15/2023 12:03:02 PM", "2023-06-15T12:03:02"),
-        ("dateTime", "6/15/2023 12:03:02 AM", "2023-06-15T00:03:02"),
+        (
+            "dateTime",
+            "6/15/2023 12:03:02 PM",
+            "2023-06-15T12:03:02+00:00",
+        ),  # wall clock: timeZone, UTC by default
+        ("dateTime", "6/15/2023 12:03:02 AM", "2023-06-15T00:03:02+00:00"),
         ("dateTimeOffset", "2023-12-01T08:25:39.0000000+00:00", "2023-12-01T08:25:39+00:00"),
         ("DateTime", "2022-05-05T14:58:50.4855780Z", "2022-05-05T14:58:50+00:00"),
-        ("date", "6/15/2023", "2023-06-15T00:00:00"),
+        ("date", "6/15/2023", "2023-06-15T00:00:00+00:00"),
         ("dateTime", "13/15/2023 1:00:00 PM", None),
         (None, "6/15/2023 12:03:02 PM", None),  # undeclared: ISO 8601 only, as before
         ("string", "6/15/2023 12:03:02 PM", None),
@@ -662,4 +666,4 @@ def test_model_json_datetime_column_feeds_a_datetime_field_without_input_format(
     assert outcome.status == "succeeded", outcome.error
     assert outcome.report.field_problems == {}
     stored = {c.email: c.fields for c in world.sandbox.state.contacts()}
-    assert stored["ann@example.com"] == {LAST_SEEN_FIELD_ID: "2023-06-15T12:03:02"}
+    assert stored["ann@example.com"] == {LAST_SEEN_FIELD_ID: "2023-06-15T12:03:02+00:00"}
