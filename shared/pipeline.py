@@ -40,7 +40,7 @@ from shared.mapping import FieldConverter, RowMapper, field_converters, resolve_
 from shared.outcomes import REMOVE_FAILED_ROW, SEND_FAILED_ROW, Failure, Outcome
 from shared.ownership import ALREADY_LEASED, Heartbeat
 from shared.redact import scrub
-from shared.report import RejectedRowsWriter, RunReport, unsubscribed_csv
+from shared.report import RejectedRowsWriter, RunReport, add_counts, unsubscribed_csv
 from shared.runs import RunRecord, RunStore, utc_now
 from shared.secrets import SecretNotFound, SecretsProvider
 from shared.segments import (
@@ -379,6 +379,8 @@ class _Run:
                 f"export {export.name!r} uses connection {export.connection!r}, which does not exist"
             )
         self.connection: Connection = connection
+        # Requests earlier invocations of this run sent (from its checkpoint, once pass 2 starts).
+        self.requests_before: dict[str, int] = {}
 
     # ------------------------------------------------------------------ setup
     def execute(self) -> Literal["succeeded", "failed"]:
@@ -393,7 +395,7 @@ class _Run:
             with self._account_lease():
                 return self._sync(client, checked)
         finally:
-            self.report.requests = client.request_counts()
+            self.report.requests = add_counts(self.requests_before, client.request_counts())
             client.close()
 
     def _client(self) -> ActiveCampaignClient:
@@ -533,6 +535,7 @@ class _Run:
                 changes=changes,
                 changes_sink=changes_blob.append,
             )
+            self.requests_before = stage.requests_before
 
             def duplicate(row: SourceRow) -> None:
                 rejected.write(
@@ -565,7 +568,7 @@ class _Run:
                 write_index(self.container, changes_blob.name)  # lookup reads it instead of the log
             if export.mode == "mirror":
                 self._store_unsubscribed(plan, old, failed)
-            report.requests = client.request_counts()
+            report.requests = add_counts(self.requests_before, client.request_counts())
             self._store_report(rejected)
         finally:
             rejected.close()

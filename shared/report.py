@@ -15,6 +15,17 @@ from dataclasses import asdict, dataclass, field
 from typing import IO, Any
 
 REJECTED_HEADER = ("partition", "line", "reason", "detail")
+
+
+def add_counts(*counts: dict[str, int]) -> dict[str, int]:
+    """Counts by kind summed (requests of a run's earlier invocations and of this one), sorted."""
+    total: dict[str, int] = {}
+    for part in counts:
+        for kind, n in part.items():
+            total[kind] = total.get(kind, 0) + n
+    return dict(sorted(total.items()))
+
+
 UNSUBSCRIBED_HEADER = ("email", "outcome", "detail")
 
 

@@ -31,7 +31,7 @@ from shared.load import MIN_POLL_INTERVAL, BatchSender, Operation, SendOutcome, 
 from shared.mapping import Contact, RowMapper, contact_payload
 from shared.outcomes import RESUBSCRIBE_FAILED, UNCONFIRMED, Action, Failure, Outcome
 from shared.ownership import Heartbeat
-from shared.report import RunReport
+from shared.report import RunReport, add_counts
 from shared.state import Checkpoint, CheckpointWriter, DeliveredState, StateStore
 from shared.sync import Plan, SnapshotContacts
 from shared.untag import TagRemoval, plan_untag
@@ -148,6 +148,7 @@ class SendStage:
     restore_pending: bool = field(init=False, default=True)
     sender: BatchSender | None = field(init=False, default=None)
     _started: float = field(init=False, default=0.0)
+    requests_before: dict[str, int] = field(init=False, default_factory=dict)
     writer: CheckpointWriter | None = field(init=False, default=None)
     # Operations handed to the sender whose outcome is not known yet (for their change log rows),
     # and rejoiners ActiveCampaign imported that are still to be subscribed again.
@@ -156,6 +157,8 @@ class SendStage:
 
     def __post_init__(self) -> None:
         cp, report = self.checkpoint, self.report
+        # Requests earlier invocations of this run sent (the client counts this one's).
+        self.requests_before = dict(cp.requests)
         self.failed = dict(cp.failed)
         self.next_index = cp.next_index
         self.rejoin_next = cp.rejoin_next
@@ -489,6 +492,7 @@ class SendStage:
             "remove_failed": report.remove_failed,
             "resubscribed": report.resubscribed,
         }
+        cp.requests = add_counts(self.requests_before, self.client.request_counts())
         self.writer.submit(cp)
 
 

@@ -42,7 +42,8 @@ U64 = npt.NDArray[np.uint64]
 #   checkpoint 4: `failed` values are [code, detail] (`outcomes.Failure`), no longer "code: detail".
 #   checkpoint 5: `changes_blob`, `changes_bytes`, `changes_ahead` (how far the change log got).
 #   state 3: meta `tags` (the tags the export may have set on the contacts; absent before: unknown).
-#   checkpoint 6: `untag_next`, `untag_failed`, `untag_counts` (mirror tag removal, shared/untag.py).
+#   checkpoint 6: `untag_next`, `untag_failed`, `untag_counts` (mirror tag removal, shared/untag.py),
+#                 `requests` (by kind, so far).
 STATE_FORMAT = 3
 CHECKPOINT_FORMAT = 6
 SNAPSHOT_METADATA = "snapshotid"
@@ -241,6 +242,9 @@ class Checkpoint:
     untag_next: int = 0
     untag_failed: list[int] = field(default_factory=list)
     untag_counts: dict[str, int] = field(default_factory=dict)
+    # Requests the run sent to ActiveCampaign by kind, up to this checkpoint (the report's `requests`
+    # sums them over the invocations of a run that continued).
+    requests: dict[str, int] = field(default_factory=dict)
 
     def to_json(self) -> str:
         doc: dict[str, Any] = {"format": CHECKPOINT_FORMAT, **asdict(self)}
@@ -290,6 +294,7 @@ class Checkpoint:
             checkpoint.untag_next = int(checkpoint.untag_next)
             checkpoint.untag_failed = [int(k) for k in checkpoint.untag_failed]
             checkpoint.untag_counts = {str(k): int(v) for k, v in dict(checkpoint.untag_counts).items()}
+            checkpoint.requests = {str(k): int(v) for k, v in dict(checkpoint.requests).items()}
         except (TypeError, ValueError) as exc:
             raise _Unreadable(f"has a malformed value ({exc})") from None
         if (

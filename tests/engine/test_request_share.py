@@ -207,3 +207,50 @@ def test_a_sandbox_limit_object_is_not_shared_between_tests() -> None:
     assert fast_limits().processing_delay == 0.0
     assert isinstance(Limits(), Limits)
     assert isinstance(SandboxServer, type)
+
+
+def test_a_continued_run_counts_the_requests_of_every_invocation(world: World) -> None:
+    from shared.pipeline import run_export
+
+    write_ci_snapshot(world.segments, "Vip", profiles(1000))
+    record = world.runs.create("vip", trigger="cli")
+    record.start()
+    world.runs.update(record)
+    first = run_export(world.ctx, record, runs=world.runs, deadline=world.ctx.clock() - 1)
+    assert first.status == "continue"  # out of time after its first batches (two are in flight)
+    assert first.report.requests == served_by(world)
+    assert first.report.requests["POST /import/bulk_import"] < 4
+    record.wait("continues in a new invocation", continuation=1)
+    world.runs.update(record)
+    record.start()
+    world.runs.update(record)
+
+    second = run_export(world.ctx, record, runs=world.runs)
+
+    assert second.status == "succeeded", second.error
+    assert second.report.requests == served_by(world)  # both invocations' requests
+    assert second.report.requests["POST /import/bulk_import"] == 4
+    assert second.report.requests["GET /lists/{id}"] == 2  # each invocation checks the list
+
+
+def served_by(world: World) -> dict[str, int]:
+    served: dict[str, int] = defaultdict(int)
+    for logged in world.sandbox.state.requests("/api/3/"):
+        served[request_kind(logged.method, logged.path.removeprefix("/api/3"))] += 1
+    return dict(served)
+
+
+def test_every_client_of_an_account_shares_one_pacer_at_the_configured_share() -> None:
+    # Runs on one account take turns (the account lease); within a process every client of the
+    # account, console lookups included, draws on the same budget.
+    from shared.activecampaign import client_for
+
+    settings = load_settings({"ACTIVECAMPAIGN_REQUEST_SHARE": "0.5"})
+    first = client_for("share-test.api-us1.com", "a" * 40, settings)
+    second = client_for("SHARE-TEST.api-us1.com", "b" * 40, settings)
+    try:
+        assert first._pacer is second._pacer
+        assert first._pacer.request_share == 0.5
+    finally:
+        first.close()
+        second.close()
