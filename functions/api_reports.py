@@ -158,12 +158,13 @@ def export_run_unsubscribed(req: func.HttpRequest) -> func.HttpResponse:
     start, limit = _page_params(req)
     report = _report(svc, record)
     blob = report.get("unsubscribed_blob")
-    if report.get("mode") != "mirror" or not isinstance(blob, str):
+    # Mirror runs unsubscribe who left the segment; withdraw runs everyone the export had subscribed.
+    if (report.get("mode") != "mirror" and not report.get("withdraw")) or not isinstance(blob, str):
         raise ApiError(
             404,
             "NotAMirrorRun",
             f"run {record.run_id} of export {record.export!r} ran in {report.get('mode')} mode: only mirror "
-            "runs unsubscribe anyone",
+            "and withdraw runs unsubscribe anyone",
         )
     try:
         download = svc.app_container.download_blob(blob)

@@ -1,7 +1,9 @@
-"""HTTP API: start a run on demand and follow runs (status, live counts, timings, reports).
+"""HTTP API: start a run on demand (or a withdraw run), follow runs (status, live counts, timings,
+reports) and cancel them.
 
 Starting only records the run and queues a message: the queue worker does the work, because an
-HTTP request is cut at 230 s and an export can take far longer.
+HTTP request is cut at 230 s and an export can take far longer. Cancelling stores a request the
+worker sees at its next batch boundary (shared/cancel.py).
 """
 
 from __future__ import annotations
@@ -24,16 +26,16 @@ from functions.http import (
 )
 from functions.services import Services, get_services
 from functions.views import run_location, run_view
-from shared.auth import Action, authorize, caller_from_headers, require_a_role
+from shared.auth import Action, AuthError, Caller, authorize, caller_from_headers, require_a_role
 from shared.config import ExportConfig
-from shared.redact import scrub
-from shared.runs import RunActive
+from shared.redact import hash_email, scrub
+from shared.runs import RunActive, RunRecord
 
 log = logging.getLogger(__name__)
 bp = new_blueprint()
 
 RUN_ID = re.compile(r"[0-9A-Za-z-]{1,80}")
-_OPTIONS = ("dryRun", "full", "force")
+_OPTIONS = ("dryRun", "full", "force", "withdraw")
 _EXPORTS_HINT = "list them with GET /api/exports"
 
 
@@ -70,10 +72,18 @@ def _start(svc: Services, req: func.HttpRequest, name: str) -> func.HttpResponse
     connection = snapshot.config.connections[export.connection]
     authorize(caller, Action.START_RUN, allow_contributors=connection.allow_contributors)
     chosen = options(req, _OPTIONS, "a run")
-    dry_run, full, force = (chosen[option] for option in _OPTIONS)
+    dry_run, full, force, withdraw = (chosen[option] for option in _OPTIONS)
+    if withdraw:
+        authorize(caller, Action.WITHDRAW)
+        if full:
+            raise ApiError(
+                400, "ValidationFailed", "a withdraw run sends nothing but unsubscriptions: leave out full"
+            )
     if force or full:
         authorize(caller, Action.START_WIDENED_RUN)
-    if not export.enabled:
+    # A disabled export can still be withdrawn: disabling it first keeps its schedule from adding
+    # everyone back while the withdrawal runs.
+    if not export.enabled and not withdraw:
         raise ApiError(409, "ExportDisabled", f"export {name!r} is disabled: set enabled: true to run it")
     if not dry_run and not connection.data_privacy_consent:
         raise ApiError(
@@ -90,6 +100,8 @@ def _start(svc: Services, req: func.HttpRequest, name: str) -> func.HttpResponse
             full=full,
             force=force,
             started_by=f"api:{scrub(caller.name)}",
+            started_by_hash=hash_email(caller.name),
+            withdraw=withdraw,
         )
     except RunActive as exc:
         active = exc.record
@@ -117,6 +129,46 @@ def export_run(req: func.HttpRequest) -> func.HttpResponse:
     if record is None:
         raise not_found("run", run_id, f"list the runs of export {name!r} with GET /api/exports/{name}/runs")
     return json_response(run_view(record))
+
+
+@bp.function_name("export_run_cancel")
+@bp.route(route="exports/{name}/runs/{runId}/cancel", methods=["POST"])
+@api_handler
+def export_run_cancel(req: func.HttpRequest) -> func.HttpResponse:
+    """Cancel a queued or running run: 202 with its status as stored after the request (a queued run
+    is `cancelled` at once, a running one stops at its next batch boundary), 409 RunNotActive
+    otherwise. Administrators, and the contributor who started the run."""
+    from shared.cancel import cancel_run
+
+    svc = get_services()
+    name, run_id = req.route_params["name"], req.route_params["runId"]
+    caller = caller_from_headers(req.headers, svc.settings.auth_mode)
+    require_a_role(caller)
+    _export(svc, name)
+    body = read_json_object(req, required=False)
+    if body:
+        raise ApiError(400, "ValidationFailed", f"unknown field(s) {', '.join(sorted(body))}; send {{}}")
+    record = svc.runs.get(name, run_id) if RUN_ID.fullmatch(run_id) else None
+    if record is None:
+        raise not_found("run", run_id, f"list the runs of export {name!r} with GET /api/exports/{name}/runs")
+    _may_cancel(caller, record)
+    record = cancel_run(svc.runs, svc.app_container, record, by=f"api:{scrub(caller.name)}")
+    log.info("run %s of export %s: cancel asked by %s (%s)", run_id, name, scrub(caller.name), record.status)
+    location = run_location(name, run_id)
+    return json_response(
+        {"runId": record.run_id, "status": record.status, "cancelRequested": True, "run": run_view(record)},
+        status=202,
+        headers={"Location": location},
+    )
+
+
+def _may_cancel(caller: Caller, record: RunRecord) -> None:
+    if caller.is_admin:
+        return
+    if caller.is_contributor and record.started_by_hash == hash_email(caller.name):
+        return
+    authorize(caller, Action.CANCEL_RUN)  # raises: a contributor who did not start it, or no role
+    raise AuthError(403, "Forbidden", "only administrators may cancel a run someone else started")
 
 
 @bp.function_name("export_reset")

@@ -92,6 +92,8 @@ class Services:
         full: bool = False,
         force: bool = False,
         started_by: str | None = None,
+        started_by_hash: str | None = None,
+        withdraw: bool = False,
     ) -> RunRecord:
         """Create a queued run and put its message on the run queue (shared/triggers.start_run)."""
         from shared.triggers import start_run
@@ -108,6 +110,8 @@ class Services:
             full=full,
             force=force,
             started_by=started_by,
+            started_by_hash=started_by_hash,
+            withdraw=withdraw,
         )
 
     def enqueue(self, message: RunMessage, *, delay_seconds: int = 0) -> None:

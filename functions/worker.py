@@ -189,9 +189,17 @@ def _scrubbed(exc: Exception) -> Exception:
 
 
 def _work(svc: Services, record: RunRecord, message: RunMessage, heartbeat: Heartbeat) -> None:
+    from shared.cancel import KEPT, STOPPED, cancelled_note, read_request
     from shared.pipeline import run_export
     from shared.telemetry import record_run_metrics, run_span
 
+    request = read_request(svc.app_container, record.export, record.run_id)
+    if request is not None:
+        # Cancelled while its message was on its way (the API found it running, then it waited).
+        record.cancel(cancelled_note(request, f"before it went on; {KEPT}"))
+        svc.runs.finish(record, heartbeat)
+        log.info("run %s of export %s was cancelled; its message is dropped", record.run_id, record.export)
+        return
     config = svc.config.read().config
     record.start()
     svc.runs.update(record)
@@ -203,7 +211,9 @@ def _work(svc: Services, record: RunRecord, message: RunMessage, heartbeat: Hear
             run_context(svc, config),
             record,
             runs=svc.runs,
-            should_stop=stop_check(svc, record.export, export.connection if export else None),
+            should_stop=stop_check(
+                svc, record.export, export.connection if export else None, withdraw=record.withdraw
+            ),
             deadline=deadline,
             heartbeat=heartbeat,
         )
@@ -220,14 +230,21 @@ def _work(svc: Services, record: RunRecord, message: RunMessage, heartbeat: Hear
         return
     if outcome.status == "succeeded":
         record.succeed()
+    elif outcome.status == "cancelled":
+        request = read_request(svc.app_container, record.export, record.run_id)
+        record.cancel(cancelled_note(request, f"it stopped at a batch boundary; {STOPPED}; {KEPT}"))
     else:
         record.fail(outcome.error or "failed")
     svc.runs.finish(record, heartbeat)
     log.info("run %s of export %s %s", record.run_id, record.export, record.status)
 
 
-def stop_check(svc: Services, export: str, connection: str | None) -> Callable[[], str | None]:
-    """The pipeline asks this before each batch: a deleted export or connection stops the run."""
+def stop_check(
+    svc: Services, export: str, connection: str | None, *, withdraw: bool = False
+) -> Callable[[], str | None]:
+    """The pipeline asks this before each batch: a deleted export or connection stops the run, and so
+    does disabling the export, except for a withdraw run (disabling first is how one keeps the
+    schedule from adding everyone back)."""
 
     def should_stop() -> str | None:
         try:
@@ -243,7 +260,7 @@ def stop_check(svc: Services, export: str, connection: str | None) -> Callable[[
             return f"connection {connection!r} of export {export!r} was removed"
         if current.connection != connection:
             return f"export {export!r} was moved to connection {current.connection!r}"
-        if not current.enabled:
+        if not current.enabled and not withdraw:
             return f"export {export!r} was disabled"
         return None
 

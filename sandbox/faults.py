@@ -5,7 +5,8 @@ fault first. Batch faults do not touch HTTP: they mark the next queued bulk impo
 import/info ends `failed` or `interrupted` (`batch_failed`, `batch_interrupted`), reports failure
 entries that match no contact of the batch (`stray_failures`), or its answer says fewer contacts
 were queued than were sent (`short_queued`). `batch_unknown` answers import/info with a 404, as
-for a batch ActiveCampaign no longer (or not yet) knows.
+for a batch ActiveCampaign no longer (or not yet) knows. `hold` is a test's hand on the clock: the
+matching request waits until the test releases it, then is answered normally.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ FaultKind = Literal[
     "status",
     "drop",
     "delay",
+    "hold",
     "login_page",
     "batch_failed",
     "batch_interrupted",
@@ -50,6 +52,9 @@ class Fault:
     applied: int | None = None
     # stray_failures: the entries import/info adds to the batch's failures.
     entries: tuple[str, ...] = ()
+    # hold: set when a matching request starts waiting; the request goes on once `gate` is set.
+    arrived: threading.Event | None = None
+    gate: threading.Event | None = None
 
     @classmethod
     def http_status(
@@ -71,6 +76,16 @@ class Fault:
     def slow(cls, seconds: float, *, path: str = "/api/3/", count: int = 1) -> Fault:
         """Hold the answer `seconds` (to trip client timeouts), then process the request normally."""
         return cls("delay", path=path, count=count, delay=seconds)
+
+    @classmethod
+    def hold(cls, *, path: str = "/api/3/", count: int = 1) -> Fault:
+        """Hold matching requests until `release()`, then answer them normally: a test decides when a
+        request is answered (`arrived` says one is waiting), instead of guessing with a delay."""
+        return cls("hold", path=path, count=count, arrived=threading.Event(), gate=threading.Event())
+
+    def release(self) -> None:
+        assert self.gate is not None, "only a hold fault is released"
+        self.gate.set()
 
     @classmethod
     def login_page(cls, *, path: str = "/api/3/", count: int = 1) -> Fault:

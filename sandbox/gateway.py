@@ -58,6 +58,10 @@ class Gateway:
                 self._state.count("delayed")
                 # Waiting on the stop event lets stop() end a held request at once.
                 self._stopping.wait(fault.delay)
+            elif fault.kind == "hold" and fault.gate is not None and fault.arrived is not None:
+                fault.arrived.set()
+                while not fault.gate.wait(0.05) and not self._stopping.is_set():
+                    pass
             else:
                 return _fault_reply(fault)
         if not self._authorised(token):

@@ -51,6 +51,10 @@ class Action(Enum):
     START_WIDENED_RUN = "start a run with force or full"
     # What was sent about one person, across runs: personal data beyond any one run's masked view.
     LOOKUP_PERSON = "look up a person in the change logs"
+    # Unsubscribes everyone the export subscribed: administrators only.
+    WITHDRAW = "withdraw an export's contacts from its list"
+    # Administrators; a contributor may cancel a run they started (functions/api_runs.py checks that).
+    CANCEL_RUN = "cancel a run someone else started"
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,8 @@ Exit codes, decided from the error's class alone (shared.errors):
   0 succeeded; 1 terminal: a person must fix something (the message says what);
   2 usage: bad arguments, configuration file or settings; 3 transient: try again later
   (another run is active, the account is busy, ActiveCampaign unavailable);
-  4 unexpected: a bug or an outage, reported with the exception's type.
+  4 unexpected: a bug or an outage, reported with the exception's type; 5 cancelled: someone cancelled
+  the run (`cancel EXPORT`, or the API) and it stopped at a batch boundary, its checkpoint kept.
 Storage that cannot be reached at all is transient (3), said in one line naming the setting and
 endpoint within seconds (shared/reachability.py), as is an ActiveCampaign that cannot be connected to.
 """
@@ -36,7 +37,7 @@ if TYPE_CHECKING:
     from shared.pipeline import RunContext, RunOutcome
     from shared.runs import RunRecord, RunStore
 
-EXIT_OK, EXIT_TERMINAL, EXIT_USAGE, EXIT_TRANSIENT, EXIT_UNEXPECTED = 0, 1, 2, 3, 4
+EXIT_OK, EXIT_TERMINAL, EXIT_USAGE, EXIT_TRANSIENT, EXIT_UNEXPECTED, EXIT_CANCELLED = 0, 1, 2, 3, 4, 5
 EXIT_RUN_FAILED = EXIT_TERMINAL  # the name before the taxonomy
 _EXIT_OF_KIND = {"terminal": EXIT_TERMINAL, "transient": EXIT_TRANSIENT, "unexpected": EXIT_UNEXPECTED}
 # Waits (rate limit, busy account) the CLI sits out in one run before giving up with EXIT_TRANSIENT.
@@ -121,6 +122,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     config, source = load_config_source(args, settings)
     if _unknown_export(args, config, source):
         return EXIT_USAGE
+    if args.withdraw and args.full:
+        print("error: a withdraw run sends nothing but unsubscriptions: leave out --full", file=sys.stderr)
+        return EXIT_USAGE
     ctx = _context(settings, config)
     runs = RunStore(ctx.app_container(), keep=settings.runs_kept_per_export)
     try:
@@ -140,6 +144,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             full=args.full,
             force=args.force,
             takeover_wait=settings.run_lease_seconds + 5,
+            withdraw=args.withdraw,
         )
         with runs.owning(record, lease_seconds=settings.run_lease_seconds) as heartbeat:
             record.start()
@@ -148,6 +153,11 @@ def cmd_run(args: argparse.Namespace) -> int:
             record.counts = outcome.report.counts()
             if outcome.status == "succeeded":
                 record.succeed()
+            elif outcome.status == "cancelled":
+                from shared.cancel import KEPT, STOPPED, cancelled_note, read_request
+
+                request = read_request(ctx.app_container(), record.export, record.run_id)
+                record.cancel(cancelled_note(request, f"it stopped at a batch boundary; {STOPPED}; {KEPT}"))
             else:
                 record.fail(outcome.error or "failed")
             runs.finish(record, heartbeat)
@@ -158,7 +168,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         return _exit_code(exc)
     if outcome.error:
         print(f"error: {outcome.error}", file=sys.stderr)
+    if outcome.status == "cancelled":
+        print(f"run {record.run_id} was {record.error}", file=sys.stderr)
     print(json.dumps(outcome.report.to_dict(), separators=(",", ":")))
+    if outcome.status == "cancelled":
+        return EXIT_CANCELLED
     return EXIT_OK if outcome.status == "succeeded" else EXIT_TERMINAL
 
 
@@ -234,7 +248,14 @@ def build_parser() -> argparse.ArgumentParser:
     add_config_source(run)
     run.add_argument("--dry-run", action="store_true", help="read, map, validate and report; send nothing")
     run.add_argument("--full", action="store_true", help="send every contact, not only new and changed ones")
-    run.add_argument("--force", action="store_true", help="allow mirror removals above maxRemovalShare")
+    run.add_argument(
+        "--force", action="store_true", help="allow removals above maxRemovalShare (mirror mode, --withdraw)"
+    )
+    run.add_argument(
+        "--withdraw",
+        action="store_true",
+        help="unsubscribe everyone this export subscribed (not those who unsubscribed themselves); try --dry-run first",
+    )
     run.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     run.set_defaults(func=cmd_run)
     reset = sub.add_parser("reset", help="forget an export's checkpoint, or its delivered state too")

@@ -1,5 +1,5 @@
 """CLI commands on what the app keeps in its storage: `runs`, `report`, `rejected`, `changes`,
-`lookup`, `describe`, `apply`.
+`lookup`, `describe`, `apply`, `cancel`.
 
 They read and write the same app storage (`AzureWebJobsStorage`, container `activecampaign-export`)
 as the function app: a run's report and rejected rows, the stored configuration (`--from-app`), and
@@ -30,9 +30,9 @@ FROM_APP = "the app's stored configuration"
 def app_container(settings: Settings) -> ContainerClient:
     from azure.core.exceptions import ResourceExistsError
 
-    from shared.storage import APP_CONTAINER, blob_service
+    from shared.storage import blob_service
 
-    container = blob_service(settings.require_storage()).get_container_client(APP_CONTAINER)
+    container = blob_service(settings.require_storage()).get_container_client(settings.app_container)
     with contextlib.suppress(ResourceExistsError):  # the usual case: the app made it
         container.create_container()
     return container
@@ -295,6 +295,33 @@ def cmd_apply(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_cancel(args: argparse.Namespace) -> int:
+    """Cancel the export's queued or running run (its newest run): shared/cancel.py."""
+    from shared.cancel import RunNotActive, cancel_run
+    from shared.runs import RunStore
+
+    settings = load_settings()
+    container = app_container(settings)
+    runs = RunStore(container, keep=settings.runs_kept_per_export)
+    newest = runs.list(args.export, limit=1)
+    if not newest:
+        _error(f"export {args.export!r} has no runs in app storage (AzureWebJobsStorage): nothing to cancel")
+        return EXIT_TERMINAL
+    try:
+        record = cancel_run(runs, container, newest[0], by="cli")
+    except RunNotActive as exc:
+        _error(str(exc))
+        return EXIT_TERMINAL
+    if record.status == "cancelled":
+        print(f"run {record.run_id} of export {args.export!r} {record.error}")
+    else:
+        print(
+            f"cancel requested: run {record.run_id} of export {args.export!r} stops at its next batch boundary "
+            f"(GET /api/exports/{args.export}/runs/{record.run_id} shows when it has)"
+        )
+    return EXIT_OK
+
+
 def add_commands(sub: Any) -> None:
     report = sub.add_parser("report", help="print the report of an export's run (default: the newest)")
     report.add_argument("export", help="name of the export")
@@ -335,3 +362,8 @@ def add_commands(sub: Any) -> None:
     )
     apply.add_argument("file", help="configuration JSON to apply")
     apply.set_defaults(func=cmd_apply)
+    cancel = sub.add_parser(
+        "cancel", help="cancel the export's queued or running run (it keeps its checkpoint)"
+    )
+    cancel.add_argument("export", help="name of the export")
+    cancel.set_defaults(func=cmd_cancel)

@@ -179,6 +179,7 @@ class BatchSender:
         poll_interval: float = MIN_POLL_INTERVAL,
         max_poll_interval: float = MAX_POLL_INTERVAL,
         guard: Callable[[], None] | None = None,
+        halted: Callable[[], bool] | None = None,
         max_contacts: int = MAX_CONTACTS_PER_REQUEST,
         max_bytes: int = MAX_REQUEST_BYTES,
         in_flight: int = 2,
@@ -193,6 +194,9 @@ class BatchSender:
         # Called before every request (and every wait while draining): raises to stop the run at once
         # (its hold on the account lapsed, its deadline passed).
         self._guard = guard or (lambda: None)
+        # True once the run must stop (cancelled, out of time): a batch that waited for a free
+        # request slot is then not sent, so nothing goes out after the run learnt it must stop.
+        self._halted = halted or (lambda: False)
         self._max_contacts = max_contacts
         self._max_bytes = max_bytes
         self._clock = clock
@@ -234,6 +238,9 @@ class BatchSender:
             self._guard()
             while len(self._requests) >= self._in_flight:
                 self._answer(self._requests.popleft())  # waits for the oldest
+            if self._halted():
+                self._buffer, self._buffer_bytes = ops, _ENVELOPE_BYTES + sum(op.size for op in ops)
+                return
             # In the caller's context (contextvars): the trace a run's requests belong to goes along.
             future = self._pool.submit(
                 contextvars.copy_context().run,
@@ -276,6 +283,10 @@ class BatchSender:
         else:
             self._pending.append(_Batch(queued.batch_id, ops, now, self._schedule.first(now), attempt))
         self._on_queued(queued.batch_id, [op.index for op in ops])
+
+    def discard_buffered(self) -> None:
+        """Forget the operations not sent yet (a stopping run): a resumed run sends them."""
+        self._buffer, self._buffer_bytes = [], _ENVELOPE_BYTES
 
     def restore(self, batch_id: str, ops: list[Operation]) -> None:
         """Follow a batch queued by an earlier invocation of the same run (resume)."""

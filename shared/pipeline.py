@@ -18,18 +18,20 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
-from typing import Literal, NamedTuple, TypeVar
+from typing import Literal, NamedTuple, TypeVar, cast
 
 import numpy as np
 from azure.core.exceptions import HttpResponseError, ResourceExistsError
 from azure.storage.blob import BlobServiceClient, ContainerClient, ContentSettings
 
+from shared import withdraw
 from shared.activecampaign import (
     ActiveCampaignClient,
     InvalidApiKey,
     ListNotFound,
     client_for,
 )
+from shared.cancel import cancel_check
 from shared.changes import ChangeLog, ChangeLogBlob, ahead_operations, read_rows
 from shared.config import Config, Connection, ExportConfig
 from shared.errors import AccountBusy, GuardTripped, RunFailed, TerminalError
@@ -51,7 +53,7 @@ from shared.segments import (
     Snapshot,
     SourceRow,
 )
-from shared.send import Pause, RunGuard, SendStage
+from shared.send import Cancelled, Pause, RunGuard, SendStage
 from shared.settings import Settings
 from shared.state import Checkpoint, DeliveredState, StateStore, state_target
 from shared.storage import (
@@ -106,7 +108,8 @@ class RunContext:
 
 @dataclass
 class RunOutcome:
-    status: Literal["succeeded", "failed", "continue"]
+    # "cancelled": a person cancelled it (shared/cancel.py); it stopped at a batch boundary, its checkpoint kept.
+    status: Literal["succeeded", "failed", "continue", "cancelled"]
     report: RunReport
     error: str | None = None
 
@@ -270,18 +273,25 @@ def run_export(
         started_at=record.started_at or utc_now(),
     )
     started = ctx.clock()
-    status: Literal["succeeded", "failed", "continue"]
+    status: Literal["succeeded", "failed", "continue", "cancelled"]
     try:
         if export is None:
             raise RunFailed(f"export {record.export!r} does not exist in the configuration (was it deleted?)")
         with ExitStack() as own:
             beat = heartbeat or own.enter_context(Heartbeat(ctx.lease_seconds, clock=ctx.clock))
-            guard = RunGuard(ctx.clock, deadline=deadline, should_stop=should_stop, heartbeat=beat)
+            cancelled = cancel_check(
+                ctx.app_blobs.get_container_client(ctx.settings.app_container), record.export, record.run_id
+            )
+            guard = RunGuard(
+                ctx.clock, deadline=deadline, should_stop=should_stop, heartbeat=beat, cancelled=cancelled
+            )
             run = _Run(ctx, export, record, report, _Progress(progress, record, runs, ctx.clock), guard)
             status = run.execute()
         error = None
     except Pause:
         status, error = "continue", None
+    except Cancelled:
+        status, error = "cancelled", None
     except HostError as exc:
         status, error = "failed", scrub(f"connection hostname refused: {exc}")
     except TerminalError as exc:
@@ -391,6 +401,10 @@ class _Run:
             )
         client = self._client()
         try:
+            if self.record.withdraw:
+                self._with_rotation(client, lambda: client.get_list(self.export.list_id))
+                with self._account_lease():
+                    return self._withdraw(client)
             checked = self._with_rotation(client, lambda: preflight(client, self.export))
             with self._account_lease():
                 return self._sync(client, checked)
@@ -574,6 +588,112 @@ class _Run:
             rejected.close()
         self.progress(report, force=True)
         return "succeeded"
+
+    # ------------------------------------------------------------------ withdraw (shared/withdraw.py)
+    def _withdraw(self, client: ActiveCampaignClient) -> Literal["succeeded"]:
+        report, export, dry = self.report, self.export, self.record.dry_run
+        report.withdraw = True
+        old, etag = self.store.load()
+        target = state_target(self.connection.hostname, export.list_id)
+        if old.target is not None and old.target != target:
+            raise RunFailed(
+                f"export {export.name!r} now sends to {target}, but its delivered state is for {old.target}: "
+                "it says nothing about who is on this list, so nobody is withdrawn. Nothing was sent"
+            )
+        checkpoint = self._withdraw_checkpoint(old, etag)
+        t0 = self.ctx.clock()
+        withdraw.walk_unsubscribed(client, export, old, checkpoint, None if dry else self.store, self.guard)
+        plan, themselves = withdraw.plan_withdrawal(old, checkpoint, export, force=self.record.force)
+        report.to_remove, report.left_unsubscribed = int(plan.removals.shape[0]), int(themselves.shape[0])
+        report.timings["plan_s"] = round(self.ctx.clock() - t0, 3)
+        nobody = withdraw.no_contacts()
+        # Each withdrawal is logged like a mirror removal (no values are sent: no field columns).
+        changes, changes_blob = self._open_changes(checkpoint, plan, nobody, old, [])
+        self.progress(report, force=True)
+        stage = SendStage(
+            client,
+            export,
+            plan,
+            nobody,
+            old,
+            checkpoint,
+            report,
+            self.guard,
+            on_progress=self._sent,
+            dry_run=dry,
+            poll_interval=self.ctx.poll_interval,
+            confirm_timeout=self.ctx.confirm_timeout,
+            changes=changes,
+            changes_sink=changes_blob.append,
+        )
+        rejected = RejectedRowsWriter(())
+        try:
+            t1 = self.ctx.clock()
+            try:
+                # No rows: a withdrawal is removals only, so no mapper is ever asked for a payload.
+                failed = stage.run(iter(()), cast(RowMapper, None), self.store)
+            except Cancelled:
+                if not dry:
+                    self._keep_withdrawn(old, etag, plan, checkpoint)
+                raise
+            report.timings["send_s"] = round(self.ctx.clock() - t1, 3)
+            self._write_failures(rejected, failed, nobody, plan, old)
+            problems = report.check_totals(completed=True)
+            if problems:
+                raise RunFailed(
+                    "the run's totals do not add up, so it is not marked successful: " + "; ".join(problems)
+                )
+            if not dry:
+                done = [j for j in range(int(plan.removals.shape[0])) if j not in failed]
+                self._save_withdrawn(old, etag, plan, done)
+                write_index(self.container, changes_blob.name)  # lookup reads it instead of the log
+            self._store_unsubscribed(plan, old, failed)
+            self._store_report(rejected)
+        finally:
+            rejected.close()
+        self.progress(report, force=True)
+        return "succeeded"
+
+    def _withdraw_checkpoint(self, old: DeliveredState, etag: str | None) -> Checkpoint:
+        digest = withdraw.withdraw_digest(old)
+        existing = self.store.load_checkpoint()
+        if existing is not None and (existing.snapshot_id, existing.plan_digest, existing.state_etag) == (
+            withdraw.WITHDRAWAL,
+            digest,
+            etag,
+        ):
+            self.report.resumed_from = existing.next_index
+            return existing
+        if existing is not None and existing.snapshot_id != withdraw.WITHDRAWAL and existing.next_index > 0:
+            # What that run sent is not in the delivered state yet, so a withdrawal would miss it.
+            raise RunFailed(
+                f"run {existing.run_id} of export {self.export.name!r} stopped part-way (cancelled or failed) and "
+                "the contacts it sent are not in the delivered state yet, so a withdrawal would leave them on "
+                "the list: run the export once more to finish it, then withdraw. Nothing was sent"
+            )
+        return Checkpoint(
+            run_id=self.record.run_id,
+            snapshot_id=withdraw.WITHDRAWAL,
+            plan_digest=digest,
+            state_etag=etag,
+            started_at=self.report.started_at,
+        )
+
+    def _keep_withdrawn(
+        self, old: DeliveredState, etag: str | None, plan: Plan, checkpoint: Checkpoint
+    ) -> None:
+        """A cancelled withdrawal whose batches were all confirmed: its removals go into the delivered
+        state now (a normal run before the next withdraw run then re-subscribes them, rather than
+        taking them for delivered). With batches still unreported the checkpoint stays instead."""
+        if checkpoint.pending:
+            return
+        done = [j for j in range(checkpoint.next_index) if j not in checkpoint.failed]
+        self._save_withdrawn(old, etag, plan, done)
+
+    def _save_withdrawn(self, old: DeliveredState, etag: str | None, plan: Plan, done: list[int]) -> None:
+        target = state_target(self.connection.hostname, self.export.list_id)
+        self.store.save(replace(withdraw.state_after(old, plan, done), target=target), expected_etag=etag)
+        self.store.clear_checkpoint()
 
     def _pass1(
         self, reader: SegmentReader, snapshot: Snapshot, mapper: RowMapper, rejected: RejectedRowsWriter

@@ -35,6 +35,10 @@ class RunReport:
     export: str
     mode: str = "upsert"
     dry_run: bool = False
+    # A withdraw run (shared/withdraw.py): `to_remove` are the export's delivered contacts it
+    # unsubscribes, `left_unsubscribed` those it left alone because they had unsubscribed themselves.
+    withdraw: bool = False
+    left_unsubscribed: int = 0
     full: bool = False
     # The export's list or account changed since its last delivery: the state was not used (see pipeline).
     target_changed: bool = False

@@ -41,10 +41,10 @@ from shared.redact import scrub
 from shared.settings import DEFAULT_RUNS_KEPT_PER_EXPORT
 from shared.storage import RUN_RECORD, active_marker_blob, parse_run_blob, run_blob, runs_prefix
 
-RunStatus = Literal["queued", "running", "succeeded", "failed"]
+RunStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 RunTrigger = Literal["schedule", "event", "api", "cli"]
 ACTIVE_STATUSES: frozenset[str] = frozenset({"queued", "running"})
-TERMINAL_STATUSES: frozenset[str] = frozenset({"succeeded", "failed"})
+TERMINAL_STATUSES: frozenset[str] = frozenset({"succeeded", "failed", "cancelled"})
 # A queued run's message is due within minutes (waits re-queue it at most 10 minutes ahead, and
 # update the record each time); one silent for a day lost its message.
 DEFAULT_QUEUED_STALE_AFTER = timedelta(hours=24)
@@ -113,12 +113,15 @@ class IllegalTransition(TerminalError):
 
 # The run state machine. queued -> running when a process takes the run (or takes it over: running
 # -> running after its owner died); running -> queued to wait (busy account, rate limit) or to go on
-# in another invocation; queued | running -> succeeded | failed. Terminal states never change.
+# in another invocation; queued | running -> succeeded | failed; queued | running -> cancelled when a
+# person asked (shared/cancel.py: a queued run at once, a running one at its next batch boundary).
+# Terminal states never change.
 _MOVES: dict[str, frozenset[str]] = {
-    "queued": frozenset({"running", "failed"}),
-    "running": frozenset({"running", "queued", "succeeded", "failed"}),
+    "queued": frozenset({"running", "failed", "cancelled"}),
+    "running": frozenset({"running", "queued", "succeeded", "failed", "cancelled"}),
     "succeeded": frozenset(),
     "failed": frozenset(),
+    "cancelled": frozenset(),
 }
 
 
@@ -151,6 +154,11 @@ class RunRecord:
     updated_at: str | None = None
     # Who started the run: "api:<caller>" (masked like a log line), "schedule" or "cli".
     started_by: str = ""
+    # A keyed hash of the caller who started it through the API (shared.redact.hash_email of the
+    # name, never the name): lets that contributor cancel their own run.
+    started_by_hash: str | None = None
+    # A withdraw run: unsubscribes everyone the export's delivered state says it subscribed.
+    withdraw: bool = False
     # Freshness: when the snapshot the run reads landed (its model.json, or newest CSV, was written)
     # and when ActiveCampaign first queued a batch of it (kept across continuations).
     snapshot_landed_at: str | None = None
@@ -194,6 +202,12 @@ class RunRecord:
     def fail(self, error: str) -> None:
         self._move("failed")
         self.error = error
+        self.finished_at = utc_now()
+
+    def cancel(self, note: str) -> None:
+        """queued | running -> cancelled: stopped on request; `note` says by whom and what is kept."""
+        self._move("cancelled")
+        self.error = note
         self.finished_at = utc_now()
 
     @property
@@ -287,6 +301,8 @@ class RunStore:
         force: bool = False,
         started_by: str | None = None,
         takeover_wait: float = 0.0,
+        withdraw: bool = False,
+        started_by_hash: str | None = None,
     ) -> RunRecord:
         """Create a queued run. Raises RunActive when the export has a live queued or running run.
 
@@ -305,6 +321,8 @@ class RunStore:
             full=full,
             force=force,
             started_by=started_by or trigger,
+            started_by_hash=started_by_hash,
+            withdraw=withdraw,
         )
         self._claim(record, takeover_wait)
         self._prune(export)

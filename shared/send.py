@@ -13,7 +13,9 @@ where the checkpoint stands), so each step is a method rather than a closure sha
 
 Every loop obeys one `RunGuard`: the lease (checked before every request: a run that lost its hold
 stops at once), the stop request and the deadline (checked between units of work; a deadline saves
-the checkpoint and raises `Pause`, a stop request raises RunFailed once the checkpoint is saved).
+the checkpoint and raises `Pause`, a stop request raises RunFailed once the checkpoint is saved, and
+a cancel request (shared/cancel.py) confirms the batches ActiveCampaign already queued, sends nothing
+more, saves the checkpoint and raises `Cancelled`).
 """
 
 from __future__ import annotations
@@ -65,6 +67,11 @@ class Pause(Exception):
     """The invocation's time budget ran out after a checkpoint: continue in a new invocation."""
 
 
+class Cancelled(Exception):
+    """A person cancelled the run: it stopped at a batch boundary, the batches ActiveCampaign had
+    queued confirmed (or left in the checkpoint if it did not report them in time), checkpoint saved."""
+
+
 @dataclass
 class RunGuard:
     """The one deadline, stop request and lease that every long loop of a run obeys."""
@@ -73,6 +80,7 @@ class RunGuard:
     deadline: float | None = None  # clock() value
     should_stop: Callable[[], str | None] | None = None
     heartbeat: Heartbeat | None = None
+    cancelled: Callable[[], bool] | None = None  # a person asked to cancel the run (shared/cancel.py)
     stop_every: float = 2.0  # seconds between stop checks inside tight loops (each reads the config)
     _next_stop_check: float = 0.0
     _halt: Exception | None = None
@@ -82,22 +90,28 @@ class RunGuard:
         if self.heartbeat is not None:
             self.heartbeat.check()
 
-    def halt(self, *, throttle: bool = False) -> Exception | None:
-        """Why to stop before the next unit of work (None: go on). Checks the lease first."""
+    def halt(self, *, throttle: bool = False, deadline: bool = True) -> Exception | None:
+        """Why to stop before the next unit of work (None: go on). Checks the lease first.
+
+        `deadline=False`: only a stop or cancel request (an invocation still makes progress however
+        little of its budget is left)."""
         self.lease()
         if self._halt is None:
             now = self.clock()
-            if self.should_stop is not None and (not throttle or now >= self._next_stop_check):
+            if not throttle or now >= self._next_stop_check:
                 self._next_stop_check = now + self.stop_every
-                reason = self.should_stop()
+                reason = self.should_stop() if self.should_stop is not None else None
                 if reason:
                     self._halt = RunFailed(f"stopped before the next batch: {reason}")
-            if self._halt is None and self.deadline is not None and now >= self.deadline:
+                elif self.cancelled is not None and self.cancelled():
+                    self._halt = Cancelled()
+            if self._halt is None and deadline and self.deadline is not None and now >= self.deadline:
                 self._halt = Pause()
         return self._halt
 
     def during_wait(self) -> None:
-        """For waits (confirmations): the lease, and a stop request, end the wait at once."""
+        """For waits (confirmations): the lease, and a stop request, end the wait at once (a cancel
+        does not: confirming what was queued is what a cancelled run still does)."""
         self.lease()
         halt = self.halt(throttle=True)
         if isinstance(halt, RunFailed):
@@ -190,6 +204,7 @@ class SendStage:
                 on_done=self._on_done,
                 poll_interval=self.poll_interval,
                 guard=self.guard.lease,
+                halted=lambda: self.guard.pending_halt is not None,
             ) as self.sender,
         ):
             if self.changes is not None:
@@ -278,8 +293,11 @@ class SendStage:
         self._restore_batches()
 
     def _send(self, op: Operation) -> None:
-        self._stop_if_halted()
+        if self.restore_pending:
+            # A stop or cancel asked for during pass 1 stops the run before its first batch.
+            self.guard.halt(deadline=False)
         self._restore_batches()
+        self._stop_if_halted()
         assert self.sender is not None
         if self.changes is not None:
             self.in_flight[op.index] = op
@@ -302,8 +320,21 @@ class SendStage:
         if halt is not None:
             assert self.sender is not None
             self.sender.settle()
+            if isinstance(halt, Cancelled):
+                self._confirm_queued()
             self._save()
             raise halt
+
+    def _confirm_queued(self) -> None:
+        """A cancelled run: nothing more is sent, and the batches ActiveCampaign queued are followed
+        until it reports them (within the deadline and confirm timeout); any it has not reported by
+        then stay in the checkpoint, and the next run follows them."""
+        assert self.sender is not None
+        self.sender.discard_buffered()
+        self.sender.drain(
+            timeout=self.guard.remaining(self.confirm_timeout),
+            wait=lambda seconds: _wait(seconds, self.guard),
+        )
 
     def _confirm(self) -> None:
         assert self.sender is not None

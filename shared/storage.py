@@ -39,6 +39,9 @@ RUN_REJECTED = "rejected.csv"
 RUN_UNSUBSCRIBED = "unsubscribed.csv"  # mirror runs: who left the segment and what became of them
 RUN_CHANGES = "changes.csv"  # one row per contact the run acted on (shared/changes.py)
 RUN_CHANGES_INDEX = "changes.idx"  # hashes of the change log's addresses, for lookup (shared/lookup.py)
+# A person asked to cancel the run (shared/cancel.py): written by the API or CLI process, read by the
+# process running it at each batch boundary. Created once, never changed; deleted with the run.
+RUN_CANCEL = "cancel.json"
 
 
 def state_blob(export: str) -> str:

@@ -4,7 +4,9 @@ What "due" means depends on the export's `trigger`:
 
 - `onRefresh`: its segment has a snapshot it has not exported. Normally a refresh event queues the
   run within seconds (functions/events.py); the timer is the catch-up for an event that was lost.
-  A run that failed is retried after FAILED_RUN_RETRY, not on every check.
+  A run that failed is retried after FAILED_RUN_RETRY, not on every check; a run someone cancelled
+  is not a failure and is not restarted here: its snapshot waits for a run started on demand (a
+  newer snapshot's refresh event queues a run as usual).
 - `scheduled`: its own `schedule` (default: EXPORT_SCHEDULE itself) has fired since the firing last
   acted on, and the segment has a snapshot it has not exported.
 - `manual`: never (only on demand: API, CLI, console).
@@ -79,13 +81,22 @@ def start_run(
     full: bool = False,
     force: bool = False,
     started_by: str | None = None,
+    started_by_hash: str | None = None,
+    withdraw: bool = False,
 ) -> RunRecord:
     """Create a queued run of `export` and hand it to `enqueue`; RunActive when one is active already.
 
     When `enqueue` fails, the record is failed (and the export freed) before the error propagates.
     """
     record = runs.create(
-        export, trigger=trigger, dry_run=dry_run, full=full, force=force, started_by=started_by
+        export,
+        trigger=trigger,
+        dry_run=dry_run,
+        full=full,
+        force=force,
+        started_by=started_by,
+        started_by_hash=started_by_hash,
+        withdraw=withdraw,
     )
     try:
         enqueue(record)
@@ -201,6 +212,9 @@ def skip_if_failed_recently(runs: RunStore, name: str, latest: str, now: datetim
 
     listed = runs.list(name, limit=1)
     last = listed[0] if listed else None
+    if last is not None and last.status == "cancelled" and last.snapshot_id in (None, latest):
+        # Someone stopped it on purpose: starting it again on the next check would undo that.
+        raise Skip(f"run {last.run_id} was cancelled; start a run on demand to go on from its checkpoint")
     if last is None or last.status != "failed" or not last.finished_at:
         return
     if last.snapshot_id is not None and last.snapshot_id != latest:
