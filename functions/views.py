@@ -42,6 +42,7 @@ def run_location(export: str, run_id: str) -> str:
 def run_view(record: RunRecord) -> dict[str, Any]:
     """A run record plus where its reports are and how long it took."""
     view = record.to_document()
+    view.pop("startedByHash", None)  # only for the contributor check of a cancel; nobody reads it
     view["durationSeconds"] = _duration(record.started_at, record.finished_at)
     view["reports"] = {
         "container": load_settings().app_container,

@@ -19,6 +19,7 @@ EXPECTED_FUNCTIONS = {
     "export_item",
     "export_runs",
     "export_run",
+    "export_run_cancel",
     "export_run_report",
     "export_run_rejected",
     "export_run_unsubscribed",
