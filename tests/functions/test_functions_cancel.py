@@ -1,6 +1,6 @@
 """Cancelling runs through the function app (real azure.functions objects, Azurite, the sandbox) and the
 CLI: who may, what a queued run becomes, what an ended one answers, and what the timer makes of it.
-A run cancelled mid-send over real HTTP is in tests/test_cancel_withdraw_serve.py.
+A run cancelled mid-send over real HTTP is in tests/localhost/test_serve_cancel_withdraw.py.
 """
 
 from __future__ import annotations
