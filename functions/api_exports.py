@@ -26,7 +26,7 @@ from functions.http import (
     read_json_object,
 )
 from functions.services import Services, get_services
-from functions.views import export_view
+from functions.views import export_view, run_location, run_view
 from shared.auth import Action
 from shared.config import Connection, ExportConfig, export_to_document, parse_export
 from shared.configstore import ConfigSnapshot, check_preconditions, item_etag
@@ -153,6 +153,18 @@ def _check_target(svc: Services, connection: Connection, export: ExportConfig) -
 
 def _delete(svc: Services, req: func.HttpRequest, name: str) -> func.HttpResponse:
     keep_history = options(req, ("keepHistory",), "deleting an export")["keepHistory"]
+    active = svc.runs.active(name)
+    if active is not None:
+        # Deleting forgets who the export put on its list; a run still sending would be cut off half-way.
+        location = run_location(name, active.run_id)
+        raise ApiError(
+            409,
+            "RunActive",
+            f"export {name!r} has run {active.run_id} {active.status}: cancel it (POST {location}/cancel) "
+            "or let it finish, then delete the export. To take the export's contacts off its list first, "
+            f'run a withdraw (POST /api/exports/{name}/runs with {{"withdraw": true}}) before deleting it',
+            extra={"activeRun": run_view(active)},
+        )
 
     def change(snapshot: ConfigSnapshot) -> dict[str, Any]:
         item = snapshot.item("exports", name)

@@ -127,3 +127,16 @@ def test_the_timer_does_not_restart_a_cancelled_run_of_the_same_snapshot(ready: 
     with pytest.raises(Skip, match="was cancelled"):
         skip_if_failed_recently(runs, "vip", "snap-1", now)
     skip_if_failed_recently(runs, "vip", "snap-2", now)  # a newer snapshot is not held back
+
+
+def test_an_export_with_a_live_run_is_not_deleted_until_the_run_is_cancelled(ready: AppEnv):
+    run_id = start().body["runId"]
+    refused = call("export_item", "DELETE", "exports/vip", route={"name": "vip"}, body={})
+    assert refused.status == 409, refused.body
+    assert refused.body["error"]["code"] == "RunActive"
+    assert refused.body["activeRun"]["runId"] == run_id
+    message = refused.body["error"]["message"]
+    assert f"/api/exports/vip/runs/{run_id}/cancel" in message
+    assert '{"withdraw": true}' in message
+    assert cancel(run_id).status == 202
+    assert call("export_item", "DELETE", "exports/vip", route={"name": "vip"}, body={}).status == 204
