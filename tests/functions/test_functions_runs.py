@@ -285,7 +285,12 @@ def test_deleting_the_export_or_its_connection_stops_a_run(ready: AppEnv, ac_san
 
 def test_queued_run_of_a_deleted_export_is_dropped_with_its_record(ready: AppEnv, ac_sandbox):
     location = start().headers["Location"]
-    assert call("export_item", "DELETE", "exports/vip", route={"name": "vip"}).status == 204
+    # DELETE /api/exports/vip refuses while the run is queued; deleting its connection with cascade does not.
+    cascade = {"cascade": True}
+    assert (
+        call("connection_item", "DELETE", "connections/main", route={"name": "main"}, body=cascade).status
+        == 204
+    )
     deliver(ready)  # the purge deleted the run record: the message is dropped, nothing is sent
     assert not ready.app.get_blob_client(f"runs/vip/{location.rsplit('/', 1)[1]}/run.json").exists()
     assert ready.messages() == []
@@ -294,8 +299,9 @@ def test_queued_run_of_a_deleted_export_is_dropped_with_its_record(ready: AppEnv
 
 def test_queued_run_of_an_export_deleted_keeping_history_fails_with_the_reason(ready: AppEnv, ac_sandbox):
     location = start().headers["Location"]
-    deleted = call("export_item", "DELETE", "exports/vip", route={"name": "vip"}, body={"keepHistory": True})
-    assert deleted.status == 204
+    body = {"cascade": True, "keepHistory": True}  # the export's own DELETE waits for the run to end
+    deleted = call("connection_item", "DELETE", "connections/main", route={"name": "main"}, body=body)
+    assert deleted.status == 204, deleted.body
     deliver(ready)
     record = ready.app.download_blob(f"runs/vip/{location.rsplit('/', 1)[1]}/run.json").readall()
     doc = json.loads(record)
