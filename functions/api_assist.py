@@ -15,8 +15,9 @@ from dataclasses import dataclass
 import azure.functions as func
 
 from functions import new_blueprint
-from functions.http import ApiError, api_handler, caller_for, json_response, read_json_object
-from shared.auth import Action, AuthError, authorize, caller_from_headers, require_a_role
+from functions.http import ApiError, api_handler, json_response, read_json_object
+from functions.services import Services, api_route
+from shared.auth import Action, AuthError, Caller, authorize, caller_from_headers, require_a_role
 
 bp = new_blueprint()
 
@@ -63,16 +64,13 @@ def caller_me(req: func.HttpRequest) -> func.HttpResponse:
 
 @bp.function_name("connection_check")
 @bp.route(route="connections/{name}/check", methods=["POST"])
-@api_handler
-def connection_check(req: func.HttpRequest) -> func.HttpResponse:
+@api_route(Action.WRITE_CONNECTIONS)
+def connection_check(req: func.HttpRequest, svc: Services, caller: Caller) -> func.HttpResponse:
     from functions.accounts import account
     from functions.api_connections import default_secret_name, refuse_stored_key_for_another_host
-    from functions.services import get_services
     from shared.config import parse_connection
     from shared.secrets import SecretNotFound
 
-    svc = get_services()
-    caller_for(req, svc.settings.auth_mode, Action.WRITE_CONNECTIONS)
     name = req.route_params["name"]
     body = read_json_object(req)
     api_key = body.pop("apiKey", None)
@@ -119,13 +117,10 @@ class _Source:
 
 @bp.function_name("segment_columns")
 @bp.route(route="segment-columns", methods=["GET"])
-@api_handler
-def segment_columns(req: func.HttpRequest) -> func.HttpResponse:
-    from functions.services import get_services
+@api_route(Action.WRITE_EXPORTS)
+def segment_columns(req: func.HttpRequest, svc: Services, caller: Caller) -> func.HttpResponse:
     from shared.segments import SegmentError, SegmentReader
 
-    svc = get_services()
-    caller_for(req, svc.settings.auth_mode, Action.WRITE_EXPORTS)
     container, segment = req.params.get("container", "").strip(), req.params.get("segment", "").strip()
     folder = req.params.get("folder", "").strip().strip("/")
     if not container or not segment:

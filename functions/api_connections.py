@@ -17,8 +17,6 @@ from functions.accounts import account
 from functions.api_exports import purge_deleted_exports
 from functions.http import (
     ApiError,
-    api_handler,
-    caller_for,
     conditions,
     json_response,
     no_content,
@@ -26,10 +24,10 @@ from functions.http import (
     options,
     read_json_object,
 )
-from functions.services import Services, get_services
+from functions.services import Services, api_route
 from functions.views import connection_view
 from shared.apikey import ApiKeyInvalid, check_api_key
-from shared.auth import Action
+from shared.auth import Action, Caller
 from shared.config import Connection, connection_to_document, parse_connection
 from shared.configstore import ConfigSnapshot, check_preconditions, item_etag
 from shared.redact import scrub
@@ -46,10 +44,8 @@ def default_secret_name(name: str) -> str:
 
 @bp.function_name("connections_list")
 @bp.route(route="connections", methods=["GET"])
-@api_handler
-def connections_list(req: func.HttpRequest) -> func.HttpResponse:
-    svc = get_services()
-    caller_for(req, svc.settings.auth_mode, Action.READ_CONNECTIONS)
+@api_route(Action.READ_CONNECTIONS)
+def connections_list(req: func.HttpRequest, svc: Services, caller: Caller) -> func.HttpResponse:
     snapshot = svc.config.read()
     items = [connection_view(name, item) for name, item in sorted(snapshot.document["connections"].items())]
     return json_response({"connections": items})
@@ -57,17 +53,16 @@ def connections_list(req: func.HttpRequest) -> func.HttpResponse:
 
 @bp.function_name("connection_item")
 @bp.route(route="connections/{name}", methods=["GET", "PUT", "DELETE"])
-@api_handler
-def connection_item(req: func.HttpRequest) -> func.HttpResponse:
-    svc = get_services()
+@api_route(
+    {"GET": Action.READ_CONNECTIONS, "PUT": Action.WRITE_CONNECTIONS, "DELETE": Action.WRITE_CONNECTIONS}
+)
+def connection_item(req: func.HttpRequest, svc: Services, caller: Caller) -> func.HttpResponse:
     name = req.route_params["name"]
     if req.method == "GET":
-        caller_for(req, svc.settings.auth_mode, Action.READ_CONNECTIONS)
         item = svc.config.read().item("connections", name)
         if item is None:
             raise not_found("connection", name, _HINT)
         return json_response(connection_view(name, item), headers={"ETag": item_etag(item)})
-    caller = caller_for(req, svc.settings.auth_mode, Action.WRITE_CONNECTIONS)
     response = _put(svc, req, name) if req.method == "PUT" else _delete(svc, req, name)
     log.info("connection %s: %s by %s", name, req.method, scrub(caller.name))
     return response

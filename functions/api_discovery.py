@@ -11,18 +11,16 @@ import azure.functions as func
 from functions import new_blueprint
 from functions.accounts import account
 from functions.api_connections import _stored_key
-from functions.http import api_handler, caller_for, int_param, json_response, not_found
-from functions.services import get_services
-from shared.auth import Action
+from functions.http import int_param, json_response, not_found
+from functions.services import Services, api_route
+from shared.auth import Action, Caller
 from shared.discovery import PAGE_MAX, page_view, total_of
 
 bp = new_blueprint()
 _HINT = "list them with GET /api/connections"
 
 
-def _discover(req: func.HttpRequest, resource: str) -> func.HttpResponse:
-    svc = get_services()
-    caller_for(req, svc.settings.auth_mode, Action.READ_CONNECTIONS)
+def _discover(req: func.HttpRequest, svc: Services, resource: str) -> func.HttpResponse:
     name = req.route_params["name"]
     connection = svc.config.read().config.connections.get(name)
     if connection is None:
@@ -49,20 +47,20 @@ def _discover(req: func.HttpRequest, resource: str) -> func.HttpResponse:
 
 @bp.function_name("connection_lists")
 @bp.route(route="connections/{name}/lists", methods=["GET"])
-@api_handler
-def connection_lists(req: func.HttpRequest) -> func.HttpResponse:
-    return _discover(req, "lists")
+@api_route(Action.READ_CONNECTIONS)
+def connection_lists(req: func.HttpRequest, svc: Services, caller: Caller) -> func.HttpResponse:
+    return _discover(req, svc, "lists")
 
 
 @bp.function_name("connection_fields")
 @bp.route(route="connections/{name}/fields", methods=["GET"])
-@api_handler
-def connection_fields(req: func.HttpRequest) -> func.HttpResponse:
-    return _discover(req, "fields")
+@api_route(Action.READ_CONNECTIONS)
+def connection_fields(req: func.HttpRequest, svc: Services, caller: Caller) -> func.HttpResponse:
+    return _discover(req, svc, "fields")
 
 
 @bp.function_name("connection_tags")
 @bp.route(route="connections/{name}/tags", methods=["GET"])
-@api_handler
-def connection_tags(req: func.HttpRequest) -> func.HttpResponse:
-    return _discover(req, "tags")
+@api_route(Action.READ_CONNECTIONS)
+def connection_tags(req: func.HttpRequest, svc: Services, caller: Caller) -> func.HttpResponse:
+    return _discover(req, svc, "tags")

@@ -16,8 +16,6 @@ from functions import new_blueprint
 from functions.accounts import account
 from functions.http import (
     ApiError,
-    api_handler,
-    caller_for,
     conditions,
     json_response,
     no_content,
@@ -25,9 +23,9 @@ from functions.http import (
     options,
     read_json_object,
 )
-from functions.services import Services, get_services
+from functions.services import Services, api_route
 from functions.views import export_view, run_location, run_view
-from shared.auth import Action
+from shared.auth import Action, Caller
 from shared.config import Connection, ExportConfig, export_to_document, parse_export
 from shared.configstore import ConfigSnapshot, check_preconditions, item_etag
 from shared.redact import scrub
@@ -40,10 +38,8 @@ HINT = "list them with GET /api/exports"
 
 @bp.function_name("exports_list")
 @bp.route(route="exports", methods=["GET"])
-@api_handler
-def exports_list(req: func.HttpRequest) -> func.HttpResponse:
-    svc = get_services()
-    caller_for(req, svc.settings.auth_mode, Action.READ_EXPORTS)
+@api_route(Action.READ_EXPORTS)
+def exports_list(req: func.HttpRequest, svc: Services, caller: Caller) -> func.HttpResponse:
     snapshot = svc.config.read()
     items = [_view(svc, name, item) for name, item in sorted(snapshot.document["exports"].items())]
     return json_response({"exports": items})
@@ -51,17 +47,14 @@ def exports_list(req: func.HttpRequest) -> func.HttpResponse:
 
 @bp.function_name("export_item")
 @bp.route(route="exports/{name}", methods=["GET", "PUT", "DELETE"])
-@api_handler
-def export_item(req: func.HttpRequest) -> func.HttpResponse:
-    svc = get_services()
+@api_route({"GET": Action.READ_EXPORTS, "PUT": Action.WRITE_EXPORTS, "DELETE": Action.WRITE_EXPORTS})
+def export_item(req: func.HttpRequest, svc: Services, caller: Caller) -> func.HttpResponse:
     name = req.route_params["name"]
     if req.method == "GET":
-        caller_for(req, svc.settings.auth_mode, Action.READ_EXPORTS)
         item = svc.config.read().item("exports", name)
         if item is None:
             raise not_found("export", name, HINT)
         return json_response(_view(svc, name, item), headers={"ETag": item_etag(item)})
-    caller = caller_for(req, svc.settings.auth_mode, Action.WRITE_EXPORTS)
     response = _put(svc, req, name) if req.method == "PUT" else _delete(svc, req, name)
     log.info("export %s: %s by %s", name, req.method, scrub(caller.name))
     return response

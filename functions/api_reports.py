@@ -21,16 +21,14 @@ from functions import new_blueprint
 from functions.api_runs import RUN_ID, _export
 from functions.http import (
     ApiError,
-    api_handler,
-    caller_for,
     int_param,
     json_response,
     not_found,
     read_json_object,
 )
-from functions.services import Services, get_services
+from functions.services import Services, api_route
 from functions.views import run_location
-from shared.auth import Action
+from shared.auth import Action, Caller
 from shared.changes import CHANGE_KEY_COLUMNS, plain_cell
 from shared.mapping import normalize_email
 from shared.outcomes import Action as ChangeAction
@@ -106,21 +104,17 @@ def _choice(req: func.HttpRequest, name: str, allowed: Iterable[str]) -> str:
 
 @bp.function_name("export_run_report")
 @bp.route(route="exports/{name}/runs/{runId}/report", methods=["GET"])
-@api_handler
-def export_run_report(req: func.HttpRequest) -> func.HttpResponse:
-    svc = get_services()
-    caller_for(req, svc.settings.auth_mode, Action.READ_EXPORTS)
+@api_route(Action.READ_EXPORTS)
+def export_run_report(req: func.HttpRequest, svc: Services, caller: Caller) -> func.HttpResponse:
     return json_response(_report(svc, _run(svc, req)))
 
 
 @bp.function_name("export_run_rejected")
 @bp.route(route="exports/{name}/runs/{runId}/rejected", methods=["GET"])
-@api_handler
-def export_run_rejected(req: func.HttpRequest) -> func.HttpResponse:
+@api_route(Action.READ_EXPORTS)
+def export_run_rejected(req: func.HttpRequest, svc: Services, caller: Caller) -> func.HttpResponse:
     from azure.core.exceptions import ResourceNotFoundError
 
-    svc = get_services()
-    caller = caller_for(req, svc.settings.auth_mode, Action.READ_EXPORTS)
     record = _run(svc, req)
     start, limit = _page_params(req)
     if not record.rejected_blob:
@@ -148,12 +142,10 @@ def export_run_rejected(req: func.HttpRequest) -> func.HttpResponse:
 
 @bp.function_name("export_run_unsubscribed")
 @bp.route(route="exports/{name}/runs/{runId}/unsubscribed", methods=["GET"])
-@api_handler
-def export_run_unsubscribed(req: func.HttpRequest) -> func.HttpResponse:
+@api_route(Action.READ_EXPORTS)
+def export_run_unsubscribed(req: func.HttpRequest, svc: Services, caller: Caller) -> func.HttpResponse:
     from azure.core.exceptions import ResourceNotFoundError
 
-    svc = get_services()
-    caller = caller_for(req, svc.settings.auth_mode, Action.READ_EXPORTS)
     record = _run(svc, req)
     start, limit = _page_params(req)
     report = _report(svc, record)
@@ -199,13 +191,11 @@ def export_run_unsubscribed(req: func.HttpRequest) -> func.HttpResponse:
 
 @bp.function_name("export_run_changes")
 @bp.route(route="exports/{name}/runs/{runId}/changes", methods=["GET"])
-@api_handler
-def export_run_changes(req: func.HttpRequest) -> func.HttpResponse:
+@api_route(Action.READ_EXPORTS)
+def export_run_changes(req: func.HttpRequest, svc: Services, caller: Caller) -> func.HttpResponse:
     """The run's change log, a page at a time, optionally only one action and/or outcome."""
     from azure.core.exceptions import ResourceNotFoundError
 
-    svc = get_services()
-    caller = caller_for(req, svc.settings.auth_mode, Action.READ_EXPORTS)
     record = _run(svc, req)
     start, limit = _page_params(req)
     action = _choice(req, "action", (a.value for a in ChangeAction))
@@ -252,14 +242,12 @@ def _no_changes(record: RunRecord) -> ApiError:
 
 @bp.function_name("export_lookup")
 @bp.route(route="exports/{name}/lookup", methods=["POST"])
-@api_handler
-def export_lookup(req: func.HttpRequest) -> func.HttpResponse:
+@api_route(Action.LOOKUP_PERSON)
+def export_lookup(req: func.HttpRequest, svc: Services, caller: Caller) -> func.HttpResponse:
     """What the export's runs did to one person. A POST, so the address is in no URL or access log;
     it is never logged or stored (shared/lookup.py)."""
     from shared.lookup import lookup
 
-    svc = get_services()
-    caller_for(req, svc.settings.auth_mode, Action.LOOKUP_PERSON)
     name = req.route_params["name"]
     export = _export(svc, name)
     body = read_json_object(req)

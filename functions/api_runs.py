@@ -16,17 +16,15 @@ import azure.functions as func
 from functions import new_blueprint
 from functions.http import (
     ApiError,
-    api_handler,
-    caller_for,
     int_param,
     json_response,
     not_found,
     options,
     read_json_object,
 )
-from functions.services import Services, get_services
+from functions.services import Services, api_route
 from functions.views import run_location, run_view
-from shared.auth import Action, AuthError, Caller, authorize, caller_from_headers, require_a_role
+from shared.auth import Action, AuthError, Caller, authorize, require_a_role
 from shared.config import ExportConfig
 from shared.redact import hash_email, scrub
 from shared.runs import RunActive, RunRecord
@@ -48,22 +46,19 @@ def _export(svc: Services, name: str) -> ExportConfig:
 
 @bp.function_name("export_runs")
 @bp.route(route="exports/{name}/runs", methods=["GET", "POST"])
-@api_handler
-def export_runs(req: func.HttpRequest) -> func.HttpResponse:
-    svc = get_services()
+@api_route({"GET": Action.READ_EXPORTS, "POST": None})  # POST: authorized by the export's connection
+def export_runs(req: func.HttpRequest, svc: Services, caller: Caller) -> func.HttpResponse:
     name = req.route_params["name"]
     if req.method == "GET":
-        caller_for(req, svc.settings.auth_mode, Action.READ_EXPORTS)
         _export(svc, name)
         limit = int_param(req.params, "limit", 20, 1, 100)
         return json_response({"runs": [run_view(r) for r in svc.runs.list(name, limit=limit)]})
-    return _start(svc, req, name)
+    return _start(svc, req, caller, name)
 
 
-def _start(svc: Services, req: func.HttpRequest, name: str) -> func.HttpResponse:
+def _start(svc: Services, req: func.HttpRequest, caller: Caller, name: str) -> func.HttpResponse:
     # The caller first, before anything is read: a caller without a role gets the same answer for
     # every export name, existing or not.
-    caller = caller_from_headers(req.headers, svc.settings.auth_mode)
     require_a_role(caller)
     snapshot = svc.config.read()
     export = snapshot.config.exports.get(name)
@@ -119,11 +114,9 @@ def _start(svc: Services, req: func.HttpRequest, name: str) -> func.HttpResponse
 
 @bp.function_name("export_run")
 @bp.route(route="exports/{name}/runs/{runId}", methods=["GET"])
-@api_handler
-def export_run(req: func.HttpRequest) -> func.HttpResponse:
-    svc = get_services()
+@api_route(Action.READ_EXPORTS)
+def export_run(req: func.HttpRequest, svc: Services, caller: Caller) -> func.HttpResponse:
     name, run_id = req.route_params["name"], req.route_params["runId"]
-    caller_for(req, svc.settings.auth_mode, Action.READ_EXPORTS)
     _export(svc, name)
     record = svc.runs.get(name, run_id) if RUN_ID.fullmatch(run_id) else None
     if record is None:
@@ -133,16 +126,14 @@ def export_run(req: func.HttpRequest) -> func.HttpResponse:
 
 @bp.function_name("export_run_cancel")
 @bp.route(route="exports/{name}/runs/{runId}/cancel", methods=["POST"])
-@api_handler
-def export_run_cancel(req: func.HttpRequest) -> func.HttpResponse:
+@api_route(None)  # authorized against the run: administrators, or the contributor who started it
+def export_run_cancel(req: func.HttpRequest, svc: Services, caller: Caller) -> func.HttpResponse:
     """Cancel a queued or running run: 202 with its status as stored after the request (a queued run
     is `cancelled` at once, a running one stops at its next batch boundary), 409 RunNotActive
     otherwise. Administrators, and the contributor who started the run."""
     from shared.cancel import cancel_run
 
-    svc = get_services()
     name, run_id = req.route_params["name"], req.route_params["runId"]
-    caller = caller_from_headers(req.headers, svc.settings.auth_mode)
     require_a_role(caller)
     _export(svc, name)
     body = read_json_object(req, required=False)
@@ -173,15 +164,13 @@ def _may_cancel(caller: Caller, record: RunRecord) -> None:
 
 @bp.function_name("export_reset")
 @bp.route(route="exports/{name}/reset", methods=["POST"])
-@api_handler
-def export_reset(req: func.HttpRequest) -> func.HttpResponse:
+@api_route(Action.WRITE_EXPORTS)
+def export_reset(req: func.HttpRequest, svc: Services, caller: Caller) -> func.HttpResponse:
     """Delete an export's checkpoint, or its delivered state too: the documented way out of a
     StoredStateCorrupt error. Administrators only; refused while the export has a live run."""
     from shared.state import RESET_WHATS, StateStore
 
-    svc = get_services()
     name = req.route_params["name"]
-    caller = caller_for(req, svc.settings.auth_mode, Action.WRITE_EXPORTS)
     _export(svc, name)
     body = read_json_object(req)
     what = body.get("what")

@@ -11,16 +11,19 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import TYPE_CHECKING
 
+import azure.functions as func
 from azure.core.exceptions import ResourceExistsError
 from azure.storage.blob import BlobServiceClient, ContainerClient
 from azure.storage.queue import QueueClient, TextBase64DecodePolicy, TextBase64EncodePolicy
 
+from functions.http import Handler, api_handler, caller_for
 from functions.messages import RunMessage
+from shared.auth import Action, Caller, caller_from_headers
 from shared.configstore import ConfigStore
 from shared.decisions import DecisionStore, SnapshotClaims
 from shared.runs import RunRecord, RunStore, RunTrigger
@@ -120,6 +123,40 @@ class Services:
     def enqueue_event(self, text: str, *, delay_seconds: int = 0) -> None:
         """The app's own message on the refresh-event queue (a delayed check of a CSV folder)."""
         self.event_queue.send_message(text, visibility_timeout=delay_seconds or None)
+
+
+RouteHandler = Callable[[func.HttpRequest, Services, Caller], func.HttpResponse]
+
+
+def api_route(
+    action: Action | Mapping[str, Action | None] | None, *, allow_contributors: bool = False
+) -> Callable[[RouteHandler], Handler]:
+    """Every API route's prologue, written once: errors become JSON answers (`api_handler`), then the
+    handler gets the services and the caller, already authorized for `action`.
+
+    `action` is one Action for every method, or one per HTTP method; None (for a method, or for the
+    route) means the handler decides itself (against the export's connection, or the run's starter),
+    from the caller as the headers name it.
+    """
+
+    def decorate(handler: RouteHandler) -> Handler:
+        def route(req: func.HttpRequest) -> func.HttpResponse:
+            svc = get_services()
+            wanted = action if action is None or isinstance(action, Action) else action[req.method.upper()]
+            if wanted is None:
+                caller = caller_from_headers(req.headers, svc.settings.auth_mode)
+            else:
+                caller = caller_for(
+                    req, svc.settings.auth_mode, wanted, allow_contributors=allow_contributors
+                )
+            return handler(req, svc, caller)
+
+        # The host indexes the function by the signature it sees: (req) only, so no functools.wraps.
+        route.__name__, route.__qualname__ = handler.__name__, handler.__qualname__
+        route.__module__, route.__doc__ = handler.__module__, handler.__doc__
+        return api_handler(route)
+
+    return decorate
 
 
 def get_services() -> Services:
