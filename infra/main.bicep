@@ -58,6 +58,9 @@ param requestsPerSecond string = '5'
 @description('ActiveCampaign bulk imports per minute, per account.')
 param bulkImportsPerMinute string = '100'
 
+@description('Share (above 0, at most 1) of the request rate the app takes; the rest is left to the account\'s other integrations.')
+param requestShare string = '0.8'
+
 @description('Extra ActiveCampaign API host suffixes, comma-separated (e.g. ".api-us2.com"). Empty: the built-in list.')
 param allowedHostSuffixes string = ''
 
@@ -225,6 +228,7 @@ module functionApp 'modules/functionapp.bicep' = {
     entraTenantId: entraTenantId
     requestsPerSecond: requestsPerSecond
     bulkImportsPerMinute: bulkImportsPerMinute
+    requestShare: requestShare
     allowedHostSuffixes: allowedHostSuffixes
     runTimeBudgetSeconds: runTimeBudgetSeconds
     secretCacheSeconds: secretCacheSeconds

@@ -367,7 +367,9 @@ class BatchSender:
             due_in = due.next_poll - self._clock()
             if due_in > 0:
                 # Waiting for ActiveCampaign's asynchronous processing: there is nothing else to do.
-                wait(min(due_in, max(0.0, end - self._clock())))
+                # In steps of a second at most, so a stop request or a lost lease ends the wait soon
+                # even when the next poll is 15 s away.
+                wait(min(due_in, max(0.0, end - self._clock()), MIN_POLL_INTERVAL))
                 continue
             self._pending.remove(due)
             self._poll(due)

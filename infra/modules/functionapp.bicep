@@ -68,6 +68,9 @@ param requestsPerSecond string
 @description('ActiveCampaign bulk imports per minute, per account.')
 param bulkImportsPerMinute string
 
+@description('Share of the request rate the app takes (ACTIVECAMPAIGN_REQUEST_SHARE).')
+param requestShare string
+
 @description('Extra ActiveCampaign host suffixes, comma-separated (empty: the built-in list only).')
 param allowedHostSuffixes string
 
@@ -202,6 +205,10 @@ resource site 'Microsoft.Web/sites@2024-04-01' = {
         {
           name: 'ACTIVECAMPAIGN_BULK_IMPORTS_PER_MINUTE'
           value: bulkImportsPerMinute
+        }
+        {
+          name: 'ACTIVECAMPAIGN_REQUEST_SHARE'
+          value: requestShare
         }
         {
           name: 'ACTIVECAMPAIGN_ALLOWED_HOST_SUFFIXES'

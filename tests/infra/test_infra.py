@@ -654,6 +654,7 @@ def test_defaults_match_the_code_and_the_run_budget_fits_the_timeout(bicep):
     assert params["exportSchedule"]["default"] == app_settings.DEFAULT_EXPORT_SCHEDULE
     assert float(params["requestsPerSecond"]["default"]) == app_settings.DEFAULT_REQUESTS_PER_SECOND
     assert float(params["bulkImportsPerMinute"]["default"]) == app_settings.DEFAULT_BULK_IMPORTS_PER_MINUTE
+    assert float(params["requestShare"]["default"]) == app_settings.DEFAULT_REQUEST_SHARE
     assert float(params["secretCacheSeconds"]["default"]) == app_settings.DEFAULT_SECRET_CACHE_SECONDS
     timeout = _host_function_timeout_seconds()
     budget = params["runTimeBudgetSeconds"]
