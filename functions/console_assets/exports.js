@@ -3,7 +3,7 @@
 import { call, enc, getAllPages, getJson, sendJson } from "./api.js";
 import { checkbox, confirmDialog, errorBox, field, h, notice, number, radios, replace, table, uid, when } from "./dom.js";
 import { connectionSlot, listSlot as listNameSlot } from "./names.js";
-import { exportPath, runPath, startRun, statusBadge } from "./runs.js";
+import { exportPath, runPath, startRun, statusBadge, upToDate } from "./runs.js";
 
 const NAME = /^[a-z0-9][a-z0-9-]{0,62}$/;
 // What a PUT accepts (the export's properties in shared/schemas/config.schema.json; a test keeps
@@ -41,6 +41,13 @@ export function triggerText(exp) {
   return "On refresh: runs as soon as each new snapshot of the segment lands.";
 }
 
+function lastRunWords(run, counts) {
+  if (run.withdraw) return run.dryRun ? `Withdrawal preview: ${number(counts.toRemove || 0)} would be unsubscribed` : `Withdrawal: ${number(counts.removed || 0)} unsubscribed`;
+  if (run.dryRun) return `Preview: ${number(counts.toSend)} would be sent`;
+  if (upToDate(run)) return "Nothing changed since the last delivery";
+  return `${number(counts.accepted)} accepted, ${number(counts.rejected)} rejected, ${number(counts.removed || 0)} removed`;
+}
+
 function lastRunCell(exp) {
   const run = exp.lastRun;
   if (!run) return h("td", {}, "Never run");
@@ -49,7 +56,7 @@ function lastRunCell(exp) {
     "td",
     {},
     h("a", { href: runPath(exp.name, run.runId) }, statusBadge(run), " ", when(run.finishedAt || run.startedAt || run.queuedAt)),
-    h("span", { class: "sub" }, run.dryRun ? `Preview: ${number(counts.toSend)} would be sent` : `${number(counts.accepted)} accepted, ${number(counts.rejected)} rejected, ${number(counts.removed || 0)} removed`),
+    h("span", { class: "sub" }, lastRunWords(run, counts)),
   );
 }
 

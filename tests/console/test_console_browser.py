@@ -26,6 +26,7 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 
 from functions.console import public_paths
+from sandbox import Fault
 from shared.auth import ADMIN_ROLE, CONTRIBUTOR_ROLE, PRINCIPAL_HEADER
 from tests.fixtures.easyauth import easy_auth, principal_headers
 from tests.fixtures.sandbox import SANDBOX_API_KEY
@@ -266,6 +267,7 @@ def test_from_an_empty_app_connect_configure_preview_run_and_read_the_report(
         console.shot("run-history", full_page=True)
         console.link("Exports").click()
         console.see("Up to date")
+        console.see("Nothing changed since the last delivery")
         # Connections and lists by their names, the id beside the list's.
         console.see("ActiveCampaign (marketing)")
         console.see("Newsletter (list id 1)")
@@ -750,3 +752,105 @@ def test_the_run_page_lists_its_changes_filtered_and_paged_and_find_a_person_sho
             console.wait(lambda: console.driver.current_url.endswith(second["runId"]), "the run's page")
             # The address went in request bodies only: in no URL the page loaded or called.
             assert not [u for u in console.resources() if "example.com" in u.lower()]
+
+
+def test_a_running_run_is_cancelled_from_its_page(
+    serve: StartServe, app_env: AppEnv, ac_sandbox, segments, shots: Path, downloads: Path
+):
+    write_ci_snapshot(segments, "Vip", profiles(1000))  # 4 batches of 250
+    hold = Fault.hold(path="/api/3/import/bulk_import")  # the first batch waits for the test
+    ac_sandbox.inject(hold)
+    served = serve(base_env(app_env.azurite))
+    with httpx.Client(base_url=served.api, timeout=30) as api:
+        connect(api, ac_sandbox.hostname)
+        put_export(api, segments.container_name, trigger="manual")
+        with open_console(served, shots, downloads) as console:
+            console.go("#/exports/vip")
+            console.type("Function key", "local-function-key")
+            console.click("Sign in")
+            console.click("Run now")
+            assert hold.arrived is not None
+            assert hold.arrived.wait(60)
+            console.click("Cancel the run")
+            dialog = console.wait(
+                lambda: console.driver.find_element(By.CSS_SELECTOR, "dialog[open]"), "the dialog"
+            )
+            assert "Batches ActiveCampaign has already queued are still confirmed" in dialog.text
+            dialog.find_element(By.XPATH, ".//button[normalize-space()='Keep it running']").click()
+            assert api.get("/exports/vip/runs").json()["runs"][0]["status"] == "running"
+            console.click("Cancel the run")
+            dialog = console.wait(
+                lambda: console.driver.find_element(By.CSS_SELECTOR, "dialog[open]"), "the dialog"
+            )
+            dialog.find_element(By.XPATH, ".//button[normalize-space()='Cancel the run']").click()
+            console.see("Cancel requested.")
+            console.see("The run stops at its next batch boundary.")
+            console.shot("run-cancelling")
+            hold.release()
+            console.see("The run was cancelled.", timeout=90)
+            run = api.get("/exports/vip/runs").json()["runs"][0]
+            assert run["status"] == "cancelled"
+            assert console.driver.find_element(By.CSS_SELECTOR, "dl.facts .badge").text == "Cancelled"
+            console.see(f"Cancelled after sending {run['counts']['sent']} contacts of 1,000 to send")
+            assert run["counts"]["sent"] < 1000
+            console.shot("run-cancelled", full_page=True)
+            no_serious_violations(console, "cancelled run")
+    assert ac_sandbox.wait_until_idle(10)
+    assert len(ac_sandbox.state.list_members(1)) == run["counts"]["accepted"]
+
+
+def test_withdraw_is_previewed_first_and_done_from_the_preview(
+    serve: StartServe, app_env: AppEnv, ac_sandbox, segments, shots: Path, downloads: Path
+):
+    people = [f"person{i}@example.com" for i in range(30)]
+    write_ci_snapshot(segments, "Vip", profiles(30))
+    served = serve(base_env(app_env.azurite))
+    with httpx.Client(base_url=served.api, timeout=30) as api:
+        connect(api, ac_sandbox.hostname)
+        put_export(api, segments.container_name, trigger="manual")
+        assert run_via_api(api, ac_sandbox)["status"] == "succeeded"
+        assert ac_sandbox.wait_until_idle(10)
+        # One person leaves the list on their own: a withdrawal leaves them alone.
+        opt_out = httpx.post(ac_sandbox.root_url + "/__sandbox/opt-out", json={"list": 1, "email": people[0]})
+        assert opt_out.status_code < 300
+        batches = len(ac_sandbox.state.batches())
+        with open_console(served, shots, downloads) as console:
+            console.go("#/exports/vip")
+            console.type("Function key", "local-function-key")
+            console.click("Sign in")
+            console.see("Withdraw from the list")
+            # Over the removal guard, the preview says so; the page offers it again with force.
+            console.click("Preview the withdrawal (dry run)")
+            console.see("Withdrawal preview of export vip")
+            console.see("The run failed", timeout=90)
+            assert "maxRemovalShare" in console.alert_text()
+            console.click("Preview again with force")
+            console.see("This was a preview of a withdrawal: it would unsubscribe 29 contacts", timeout=90)
+            console.see("1 person who unsubscribed on their own is left alone.")
+            assert len(ac_sandbox.state.batches()) == batches  # a preview sends nothing
+            console.shot("withdraw-preview", full_page=True)
+            no_serious_violations(console, "withdrawal preview")
+            preview_url = console.driver.current_url
+
+            console.click("Withdraw 29 contacts")
+            dialog = console.wait(
+                lambda: console.driver.find_element(By.CSS_SELECTOR, "dialog[open]"), "the dialog"
+            )
+            assert "People who unsubscribed on their own are left alone." in dialog.text
+            dialog.find_element(By.XPATH, ".//button[normalize-space()='Withdraw']").click()
+            console.wait(lambda: console.driver.current_url != preview_url, "the withdrawal's page")
+            console.see("Withdrawal of export vip")
+            console.see("Unsubscribed 29 of 29 contacts this export had subscribed.", timeout=90)
+            runs = api.get("/exports/vip/runs").json()["runs"]
+            assert [(r["withdraw"], r["dryRun"], r["status"]) for r in runs[:3]] == [
+                (True, False, "succeeded"),
+                (True, True, "succeeded"),
+                (True, True, "failed"),
+            ]
+            console.link("vip").click()
+            console.see("withdrawal, forced; on demand")
+            console.see("withdrawal, preview, forced; on demand")
+    assert ac_sandbox.wait_until_idle(10)
+    members = ac_sandbox.state.list_members(1)
+    assert {e for e, status in members.items() if status == 1} == set()
+    assert set(members) == set(people)
