@@ -388,8 +388,9 @@ async function rejectedRows(exportName, run) {
   );
 }
 
-// A failed run: start it again as it was, or change the export first.
+// A failed or cancelled run: start it again as it was, or change the export first.
 function afterFailure(ctx, exportName, run) {
+  const cancelled = run.status === "cancelled";
   const status = h("div", { class: "status-area" });
   const again = Object.fromEntries(["dryRun", "full", "force", "withdraw"].filter((k) => run[k]).map((k) => [k, true]));
   const may = ctx.me.may;
@@ -397,12 +398,14 @@ function afterFailure(ctx, exportName, run) {
     "div",
     { class: "card" },
     h("h2", {}, "What next"),
-    h("p", {}, "Fix what the error names (the export, its connection or the segment), then start the run again."),
+    cancelled
+      ? h("p", {}, "A new run goes on from where this one stopped.")
+      : h("p", {}, "Fix what the error names (the export, its connection or the segment), then start the run again."),
     h(
       "div",
       { class: "actions" },
       may.startRuns !== "never"
-        ? h("button", { type: "button", onclick: () => startRun(ctx, exportName, again, status) }, run.dryRun ? "Retry the preview" : "Retry")
+        ? h("button", { type: "button", onclick: () => startRun(ctx, exportName, again, status) }, cancelled ? "Run again" : run.dryRun ? "Retry the preview" : "Retry")
         : null,
       run.withdraw && run.dryRun && !run.force && may.forceRuns
         ? h("button", { type: "button", class: "secondary", onclick: () => startRun(ctx, exportName, { ...again, force: true }, status) }, "Preview again with force")
@@ -552,7 +555,7 @@ export async function detail(main, ctx, exportName, runId) {
   const parts = [];
   if (run.status === "cancelled") parts.push(notice("warning", `The ${runTitle(run).toLowerCase()} was cancelled.`, run.error || "It stopped at a batch boundary."));
   else if (run.error) parts.push(errorBox({ message: run.error }, { title: "The run failed" }));
-  if (run.status === "failed") parts.push(afterFailure(ctx, exportName, run));
+  if (run.status === "failed" || run.status === "cancelled") parts.push(afterFailure(ctx, exportName, run));
   if (run.withdraw && run.dryRun && run.status === "succeeded") parts.push(withdrawNow(ctx, exportName, run, report));
   if (run.attemptErrors && run.attemptErrors.length) {
     parts.push(h("section", {}, h("h2", {}, "Failed attempts"), h("ol", {}, run.attemptErrors.map((e) => h("li", {}, e)))));

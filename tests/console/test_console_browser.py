@@ -795,8 +795,16 @@ def test_a_running_run_is_cancelled_from_its_page(
             assert run["counts"]["sent"] < 1000
             console.shot("run-cancelled", full_page=True)
             no_serious_violations(console, "cancelled run")
+            assert ac_sandbox.wait_until_idle(10)
+            assert len(ac_sandbox.state.list_members(1)) == run["counts"]["accepted"]
+            # Run again: it goes on from where the cancelled run stopped, and the list ends exact.
+            console.click("Run again")
+            console.see("ActiveCampaign accepted", timeout=90)
+            runs = api.get("/exports/vip/runs").json()["runs"]
+            assert [r["status"] for r in runs] == ["succeeded", "cancelled"]
+            assert runs[0]["counts"]["sent"] == 1000 - run["counts"]["sent"]
     assert ac_sandbox.wait_until_idle(10)
-    assert len(ac_sandbox.state.list_members(1)) == run["counts"]["accepted"]
+    assert len(ac_sandbox.state.list_members(1)) == 1000
 
 
 def test_withdraw_is_previewed_first_and_done_from_the_preview(
