@@ -849,6 +849,11 @@ def test_withdraw_is_previewed_first_and_done_from_the_preview(
             console.wait(lambda: console.driver.current_url != preview_url, "the withdrawal's page")
             console.see("Withdrawal of export vip")
             console.see("Unsubscribed 29 of 29 contacts this export had subscribed.", timeout=90)
+            # Its change log lists each unsubscription, not the person who left on their own.
+            console.see("Changes 1 to 29 of 29.")
+            rows = shown_rows(console, "table.changes")
+            assert {(r[1], r[2]) for r in rows} == {("Unsubscribed remove", "Accepted accepted")}
+            assert {r[0] for r in rows} == set(people[1:])
             runs = api.get("/exports/vip/runs").json()["runs"]
             assert [(r["withdraw"], r["dryRun"], r["status"]) for r in runs[:3]] == [
                 (True, False, "succeeded"),
