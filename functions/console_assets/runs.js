@@ -241,7 +241,15 @@ export function describe(run, report, { rowsListed = false } = {}) {
     return lines;
   }
   if (run.status === "cancelled") {
-    lines.push(`Cancelled after sending ${plural(get("sent", "sent"), "contact")} of ${number(toSend)} to send; ActiveCampaign accepted ${number(get("accepted", "accepted"))}.`);
+    // `sent` is totalled when a run ends; a cancelled run's outcomes so far are what it did.
+    const failed = get("failed", "failed");
+    const unconfirmed = get("unconfirmed", "unconfirmed");
+    lines.push(
+      `Cancelled: ActiveCampaign accepted ${number(get("accepted", "accepted"))} of the ${plural(toSend, "contact")} to send` +
+        (failed ? `, refused ${number(failed)}` : "") +
+        (unconfirmed ? `, did not confirm ${number(unconfirmed)} in time` : "") +
+        ".",
+    );
     lines.push("Batches ActiveCampaign had already queued were confirmed and logged: nothing was half-sent. The next run goes on from where this one stopped.");
     return lines;
   }
