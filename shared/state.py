@@ -17,7 +17,7 @@ import logging
 import threading
 from collections import deque
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 import numpy as np
@@ -43,7 +43,7 @@ U64 = npt.NDArray[np.uint64]
 #   checkpoint 5: `changes_blob`, `changes_bytes`, `changes_ahead` (how far the change log got).
 #   state 3: meta `tags` (the tags the export may have set on the contacts; absent before: unknown).
 #   checkpoint 6: `untag_next`, `untag_failed`, `untag_counts` (mirror tag removal, shared/untag.py),
-#                 `requests` (by kind, so far).
+#                 `requests` (by kind, so far); `pending` batches as [first, last] runs of indexes.
 STATE_FORMAT = 3
 CHECKPOINT_FORMAT = 6
 SNAPSHOT_METADATA = "snapshotid"
@@ -165,6 +165,23 @@ class DeliveredState:
         return state
 
 
+def _runs(indexes: list[int]) -> list[list[int]]:
+    """Ascending indexes as [first, last] runs of consecutive ones: [3, 4, 5, 9] -> [[3, 5], [9, 9]]."""
+    runs: list[list[int]] = []
+    for index in indexes:
+        if runs and index == runs[-1][1] + 1:
+            runs[-1][1] = index
+        else:
+            runs.append([index, index])
+    return runs
+
+
+def _from_runs(value: object) -> list[int]:
+    if not isinstance(value, list) or not all(isinstance(run, list) and len(run) == 2 for run in value):
+        raise ValueError("pending batches must be lists of [first, last] runs")
+    return [i for first, last in value for i in range(int(first), int(last) + 1)]
+
+
 def _tags(value: object) -> tuple[str, ...] | None:
     if value is None:
         return None
@@ -247,7 +264,15 @@ class Checkpoint:
     requests: dict[str, int] = field(default_factory=dict)
 
     def to_json(self) -> str:
-        doc: dict[str, Any] = {"format": CHECKPOINT_FORMAT, **asdict(self)}
+        # Shallow: json.dumps reads the values as they are (asdict would deep-copy them first).
+        doc: dict[str, Any] = {
+            "format": CHECKPOINT_FORMAT,
+            **{f.name: getattr(self, f.name) for f in fields(self)},
+        }
+        # Batches hold consecutive operations: stored as [first, last] runs. With ActiveCampaign
+        # processing each batch seconds after it is queued, dozens are pending at 10x its limits, and
+        # a checkpoint listing each of their operations cost the sending thread milliseconds a batch.
+        doc["pending"] = {batch: _runs(indexes) for batch, indexes in self.pending.items()}
         doc["failed"] = {str(k): v.to_json() for k, v in self.failed.items()}
         doc["rejoin_ids"] = {str(k): v for k, v in self.rejoin_ids.items()}
         return json.dumps(doc, separators=(",", ":"))
@@ -277,7 +302,8 @@ class Checkpoint:
             checkpoint = Checkpoint(**doc)
             checkpoint.failed = _failures(dict(checkpoint.failed), version)
             checkpoint.pending = {
-                str(batch): [int(i) for i in indexes] for batch, indexes in dict(checkpoint.pending).items()
+                str(batch): _from_runs(indexes) if version >= 6 else [int(i) for i in indexes]
+                for batch, indexes in dict(checkpoint.pending).items()
             }
             checkpoint.counts = {str(k): int(v) for k, v in dict(checkpoint.counts).items()}
             checkpoint.resent = [int(i) for i in checkpoint.resent]

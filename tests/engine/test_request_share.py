@@ -254,3 +254,18 @@ def test_every_client_of_an_account_shares_one_pacer_at_the_configured_share() -
     finally:
         first.close()
         second.close()
+
+
+def test_pending_batches_are_stored_as_runs_and_older_checkpoints_still_load() -> None:
+    # With batches processed seconds after queuing, dozens are pending at once: each checkpoint (one
+    # a batch, serialised on the sending thread) lists them as [first, last] runs, not every index.
+    from shared.state import Checkpoint
+
+    pending = {f"b{n}": list(range(n * 250, n * 250 + 250)) for n in range(70)}
+    pending["odd"] = [20_000, 20_001, 20_005, 19_999]  # any order survives the round trip
+    checkpoint = Checkpoint("r", "s", "d", None, next_index=20_006, pending=pending)
+    text = checkpoint.to_json()
+    assert len(text) < 4_000
+    assert Checkpoint.from_json(text) == checkpoint
+    older = '{"format":5,"run_id":"r","snapshot_id":"s","plan_digest":"d","state_etag":null,"pending":{"b":[4,5,7]}}'
+    assert Checkpoint.from_json(older).pending == {"b": [4, 5, 7]}
