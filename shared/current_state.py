@@ -17,8 +17,9 @@ current state:
 
 Memory is bounded by arrays, not Python objects: one scan keeps, per row, a 16-byte hash of its
 `Id` (XXH3-128: a collision among a billion ids has odds below 1e-20), its version as an int64 and a
-flag (~33 bytes a row: 33 MB for 1M rows), then one sort picks the winners into a bit per row. The
-rows themselves are streamed twice, never held (docs/benchmarks.md has the measured cost).
+flag (~33 bytes a row), then one sort picks the winners into a flag per row; the sort's index and
+key copies about double that while it runs. The rows themselves are streamed twice, never held
+(measured for 1.11M rows in docs/configuration.md, "Change tables").
 """
 
 from __future__ import annotations
@@ -118,6 +119,8 @@ def current_state(batches: Iterable[Batch], columns: ChangeColumns, width: int) 
     positions = array("q")  # record ordinal of each row with an Id
     ordinal = 0
     id_, delete, version, when = columns
+    if version is not None:
+        when = None  # versionnumber alone orders versions (it only grows); times are parsed only without it
     for batch in batches:
         rows = batch.rows
         usable = [i for i, row in enumerate(rows) if len(row) == width and row[id_]]
@@ -126,7 +129,13 @@ def current_state(batches: Iterable[Batch], columns: ChangeColumns, width: int) 
         if version is not None:
             versions.extend(_version(row[version]) for row in picked)
         if when is not None:
-            modified.extend(_modified(row[when]) for row in picked)
+            times: dict[str, int] = {}  # a batch repeats its sink times: each text is parsed once
+            for row in picked:
+                text = row[when]
+                moment = times.get(text)
+                if moment is None:
+                    moment = times[text] = _modified(text)
+                modified.append(moment)
         deletes += bytes(row[delete].strip().casefold() in _TRUE for row in picked)
         positions.extend(ordinal + i for i in usable)
         ordinal += len(rows)
@@ -134,14 +143,13 @@ def current_state(batches: Iterable[Batch], columns: ChangeColumns, width: int) 
     n = len(positions)
     if not n:
         return CurrentState(keep, 0, 0)
-    key = np.frombuffer(bytes(keys), dtype="<u8").reshape(n, 2)
+    key = np.frombuffer(keys, dtype="<u8").reshape(n, 2)
     order_version = np.frombuffer(versions, dtype=np.int64) if versions else np.zeros(n, dtype=np.int64)
     order_time = np.frombuffer(modified, dtype=np.int64) if modified else np.zeros(n, dtype=np.int64)
-    is_delete = np.frombuffer(bytes(deletes), dtype=np.bool_)
-    at = np.arange(n, dtype=np.int64)
+    is_delete = np.frombuffer(deletes, dtype=np.bool_)
     # Last key sorts first: by Id, then version, then time, then delete (a delete after a version it
-    # ties with), then file order. The last row of each Id's run is the winner.
-    order = np.lexsort((at, is_delete, order_time, order_version, key[:, 1], key[:, 0]))
+    # ties with); lexsort is stable, so file order last. The last row of each Id's run is the winner.
+    order = np.lexsort((is_delete, order_time, order_version, key[:, 1], key[:, 0]))
     k0, k1 = key[order, 0], key[order, 1]
     last = np.ones(n, dtype=np.bool_)
     last[:-1] = (k0[1:] != k0[:-1]) | (k1[1:] != k1[:-1])
