@@ -28,13 +28,13 @@ from array import array
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import NamedTuple, Protocol
-
-import numpy as np
-import numpy.typing as npt
-import xxhash
+from typing import TYPE_CHECKING, NamedTuple, Protocol
 
 from shared.cdm_types import producer_moment
+
+if TYPE_CHECKING:
+    import numpy as np
+    import numpy.typing as npt
 
 ID = "Id"
 IS_DELETE = "IsDelete"
@@ -112,6 +112,10 @@ def current_state(batches: Iterable[Batch], columns: ChangeColumns, width: int) 
     Records with another number of fields than `width`, blank lines and records without an `Id` are
     kept as they are: the reader's usual rules reject or skip them.
     """
+    # Imported here: segments imports this module, and the function app must not load numpy.
+    import numpy as np
+    import xxhash
+
     keys = bytearray()
     versions = array("q")
     modified = array("q")
@@ -166,6 +170,8 @@ def current_state(batches: Iterable[Batch], columns: ChangeColumns, width: int) 
 def keep_current(batches: Iterable[Batch], state: CurrentState) -> Iterator[tuple[str, int, list[list[str]]]]:
     """The batches again with only the records `state` keeps, as (partition, first_line, rows) with
     consecutive lines: a batch is cut where records were left out."""
+    import numpy as np
+
     keep = state.keep
     ordinal = 0
     for batch in batches:
