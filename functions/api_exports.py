@@ -41,7 +41,7 @@ HINT = "list them with GET /api/exports"
 @api_route(Action.READ_EXPORTS)
 def exports_list(req: func.HttpRequest, svc: Services, caller: Caller) -> func.HttpResponse:
     snapshot = svc.config.read()
-    items = [_view(svc, name, item) for name, item in sorted(snapshot.document["exports"].items())]
+    items = [_view(svc, name, item, snapshot) for name, item in sorted(snapshot.document["exports"].items())]
     return json_response({"exports": items})
 
 
@@ -51,21 +51,24 @@ def exports_list(req: func.HttpRequest, svc: Services, caller: Caller) -> func.H
 def export_item(req: func.HttpRequest, svc: Services, caller: Caller) -> func.HttpResponse:
     name = req.route_params["name"]
     if req.method == "GET":
-        item = svc.config.read().item("exports", name)
+        snapshot = svc.config.read()
+        item = snapshot.item("exports", name)
         if item is None:
             raise not_found("export", name, HINT)
-        return json_response(_view(svc, name, item), headers={"ETag": item_etag(item)})
+        return json_response(_view(svc, name, item, snapshot), headers={"ETag": item_etag(item)})
     response = _put(svc, req, name) if req.method == "PUT" else _delete(svc, req, name)
     log.info("export %s: %s by %s", name, req.method, scrub(caller.name))
     return response
 
 
-def _view(svc: Services, name: str, item: dict[str, Any]) -> dict[str, Any]:
+def _view(svc: Services, name: str, item: dict[str, Any], snapshot: ConfigSnapshot) -> dict[str, Any]:
     from functions.timer import next_scheduled_at
 
     runs = svc.runs.list(name, limit=1)
     next_at = next_scheduled_at(item, svc.settings.export_schedule, datetime.now(UTC))
-    return export_view(name, item, runs[0] if runs else None, svc.decisions.get(name), next_at)
+    connection = snapshot.item("connections", str(item.get("connection")))
+    shown = str(connection["displayName"]) if connection and connection.get("displayName") else None
+    return export_view(name, item, runs[0] if runs else None, svc.decisions.get(name), next_at, shown)
 
 
 def _put(svc: Services, req: func.HttpRequest, name: str) -> func.HttpResponse:
@@ -87,8 +90,7 @@ def _put(svc: Services, req: func.HttpRequest, name: str) -> func.HttpResponse:
         doc["exports"][name] = item
         return doc
 
-    svc.config.update(change)
-    view = _view(svc, name, item)
+    view = _view(svc, name, item, svc.config.update(change))
     view["warnings"] = warnings
     return json_response(
         view,

@@ -22,11 +22,14 @@ def export_view(
     last_run: RunRecord | None,
     decision: Decision | None = None,
     next_scheduled_at: str | None = None,
+    connection_display_name: str | None = None,
 ) -> dict[str, Any]:
     return {
         "name": name,
         **item,
         "etag": item_etag(item),
+        # The connection by its name for people: readers who may not read connections see it too.
+        "connectionDisplayName": connection_display_name,
         # When the timer next checks this export (trigger scheduled: its schedule's next firing).
         "nextScheduledAt": next_scheduled_at,
         "lastRun": run_view(last_run) if last_run else None,

@@ -69,7 +69,7 @@ export async function list(main, ctx) {
       "tr",
       {},
       h("th", { scope: "row" }, h("a", { href: exportPath(exp.name) }, exp.name), h("span", { class: "sub" }, exp.mode === "mirror" ? "mirror" : "upsert")),
-      h("td", {}, connectionSlot(ctx, exp.connection)),
+      h("td", {}, connectionSlot(ctx, exp.connection, exp.connectionDisplayName)),
       h("td", {}, listNameSlot(ctx, exp.connection, exp.listId)),
       h("td", {}, exp.source.segment, h("span", { class: "sub" }, [exp.source.container, exp.source.folder].filter(Boolean).join(" / "))),
       lastRunCell(exp),

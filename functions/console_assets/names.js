@@ -1,6 +1,6 @@
-// Connections and lists by their names, not only their ids. Both come from routes only an
-// administrator may read (GET /api/connections, GET /api/connections/{name}/lists); for anyone else,
-// or while the names load, the id stands in. A slot shows the id at once and its name when known,
+// Connections and lists by their names, not only their ids. An export's view names its connection
+// (connectionDisplayName); list names come from a route only an administrator may read
+// (GET /api/connections/{name}/lists): for anyone else, or while they load, the id stands in. A slot shows the id at once and its name when known,
 // so no screen waits on ActiveCampaign.
 
 import { enc, getAllPages, getJson } from "./api.js";
@@ -50,7 +50,9 @@ export function slot(fallback, promise) {
   return el;
 }
 
-export const connectionSlot = (ctx, name) => slot(name, connectionName(ctx, name));
+// `displayName`: what the export's view says (GET /api/exports gives it to every reader).
+export const connectionSlot = (ctx, name, displayName = null) =>
+  displayName ? h("span", {}, connectionLabel({ name, displayName })) : slot(name, connectionName(ctx, name));
 export const listSlot = (ctx, connection, listId) => slot(`list ${listId}`, listName(ctx, connection, listId));
 
 // After a save the names may have changed.

@@ -162,7 +162,7 @@ export async function history(main, ctx, exportName) {
       " to ",
       listSlot(ctx, exp.connection, exp.listId),
       " through connection ",
-      connectionSlot(ctx, exp.connection),
+      connectionSlot(ctx, exp.connection, exp.connectionDisplayName),
       `, mode ${exp.mode}. `,
       may.changeExports ? h("a", { href: `${exportPath(exportName)}/edit`, "aria-label": `Edit export ${exportName}` }, "Edit") : null,
     ),

@@ -441,6 +441,10 @@ def test_a_contributor_sees_only_what_the_api_lets_them_do(
         assert console.buttons() == ["Preview", "Run now"]
         assert "Add export" not in console.main_text()
         assert "Edit" not in console.main_text()
+        # The connection by its name (the export's view gives it); the list by its id (its name
+        # comes from a route only administrators may read).
+        console.see("ActiveCampaign (main)")
+        console.see("list 1")
         console.shot("contributor-exports")
 
         console.link("Runs").click()

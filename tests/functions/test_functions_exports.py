@@ -40,6 +40,13 @@ def test_put_validates_against_the_snapshot_and_saving_never_runs(ac_sandbox, se
     assert [e["name"] for e in listed.body["exports"]] == ["vip"]
     fetched = get("vip")
     assert fetched.headers["ETag"] == resp.headers["ETag"]
+    # The connection by its display name, for readers who may not read connections.
+    assert resp.body["connectionDisplayName"] == "Sandbox main"
+    assert (
+        listed.body["exports"][0]["connectionDisplayName"]
+        == fetched.body["connectionDisplayName"]
+        == "Sandbox main"
+    )
 
 
 def test_put_before_any_snapshot_saves_with_a_warning(ac_sandbox, segments):
