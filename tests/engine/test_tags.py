@@ -6,18 +6,28 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from sandbox import Fault
+import pytest
+
+from sandbox import Fault, SandboxServer
 from shared.config import ExportConfig
 from shared.state import Checkpoint, DeliveredState
 from shared.sync import plan_sync
 from shared.untag import Untag, delivered_tags, dropped_tags, plan_untag
 from tests.engine.test_sync import collect, contact, deliver_all
+from tests.fixtures.sandbox import MakeSandbox
 from tests.fixtures.world import World
 from tests.support.exports import make_config
 from tests.support.segments import profiles, write_ci_snapshot
 
 EXPORT_TAG = "segment-vip"  # make_config's export tags
 OTHER_TAG = "customer"  # set by something else (a form, an automation)
+
+
+@pytest.fixture
+def ac_sandbox(make_sandbox: MakeSandbox) -> SandboxServer:
+    """The `world` of these tests: an account in New York's time zone, without the fieldOptions
+    sideload (the issue's tests run against what the real API does)."""
+    return make_sandbox(time_zone="America/New_York", field_options_sideload=False)
 
 
 def tags_of(world: World, email: str) -> set[str]:
