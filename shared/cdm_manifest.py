@@ -125,6 +125,8 @@ def _adapter_class() -> type[Any]:
         def __init__(self, read: Callable[[str], bytes]) -> None:
             super().__init__()
             self._read = read
+            # Why the last read failed, in our words: the object model logs and returns None instead.
+            self.refused: list[str] = []
 
         def can_read(self) -> bool:
             return True
@@ -133,8 +135,12 @@ def _adapter_class() -> type[Any]:
             return False
 
         async def read_async(self, corpus_path: str) -> str:
-            path = folder_path(f"{_FOLDER}:{corpus_path}", "a manifest")
-            return self._read(path).decode("utf-8-sig")
+            try:
+                path = folder_path(f"{_FOLDER}:{corpus_path}", "a manifest")
+                return self._read(path).decode("utf-8-sig")
+            except TerminalError as exc:
+                self.refused.append(str(exc))
+                raise
 
         def create_adapter_path(self, corpus_path: str) -> str:
             return corpus_path
@@ -172,6 +178,7 @@ async def _read_table(read: Callable[[str], bytes], manifest_path: str, table: s
 
     async def fetch(corpus_path: str, what: str) -> Any:
         problems.clear()
+        adapter.refused.clear()
         try:
             found = await corpus.fetch_object_async(corpus_path)
         except TerminalError:
@@ -180,6 +187,8 @@ async def _read_table(read: Callable[[str], bytes], manifest_path: str, table: s
             raise ManifestError(
                 f"{shown(corpus_path)}: the {what} cannot be read ({type(exc).__name__})"
             ) from None
+        if found is None and adapter.refused:
+            raise ManifestError(f"the {what} {shown(corpus_path)} cannot be read: {adapter.refused[-1]}")
         if found is None:
             detail = f": {_first(problems)}" if problems else ""
             raise ManifestError(f"{shown(corpus_path)}: the {what} cannot be read as a CDM document{detail}")

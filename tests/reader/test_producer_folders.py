@@ -159,6 +159,32 @@ def test_real_fno_table_folder_read_as_plain_csv_is_refused_by_position(service,
     assert_no_cell_value(message, list(csv.reader(io.StringIO(data))))
 
 
+# ------------------------------------------------------------------------- CDM SDK sample (real)
+
+SDK = FOLDERS / "cdm-sdk-read-manifest"
+
+
+def test_real_cdm_sdk_manifest_whose_definitions_are_not_in_the_folder_says_which(service, container) -> None:
+    # The CDM SDK's read-manifest sample data: the manifest names local:/Account.cdm.json, which its
+    # folder does not hold (the sample mounts another folder for it). Named, not guessed.
+    upload_tree(container, SDK, "sdk")
+
+    message = refusal(service, container, "sdk", "Account")
+
+    assert message == (
+        "manifest folder sdk/: the entity definition local:/Account.cdm.json/Account cannot be read: "
+        "sdk/Account.cdm.json is named by the manifest but does not exist"
+    )
+
+
+def test_real_cdm_sdk_manifest_lists_its_tables_when_the_segment_is_not_one(service, container) -> None:
+    upload_tree(container, SDK, "sdk")
+
+    message = refusal(service, container, "sdk", "Customers")
+
+    assert "declare no table named 'Customers' (they declare: Account, Address, CarePlan," in message
+
+
 # ------------------------------------------------------------------ manifests written to the spec
 
 MANIFEST_COLUMNS = ("CustomerId", "EmailAddress", "FirstName", "LastSeen")
