@@ -1,4 +1,5 @@
-"""Checks against ActiveCampaign made while saving configuration (the "Connect" step).
+"""Checks against ActiveCampaign made while saving configuration (the "Connect" step), and the
+connection's stored API key: which secret holds it, and to which hosts it may be sent.
 
 A short-lived client with few retries: these run inside an HTTP request, which the front end cuts
 at 230 s, so a down account must answer "try later" quickly rather than retry for minutes. The
@@ -15,7 +16,10 @@ from functions.http import ApiError
 from shared.settings import Settings
 
 if TYPE_CHECKING:
+    from functions.services import Services
     from shared.activecampaign import ActiveCampaignClient
+    from shared.config import Connection
+    from shared.configstore import ConfigSnapshot
 
 _TIMEOUT_SECONDS = 15.0
 _ATTEMPTS = 2
@@ -79,3 +83,51 @@ def account(
         raise ApiError(502, "ActiveCampaignError", f"ActiveCampaign at {host}: {exc}") from None
     finally:
         client.close()
+
+
+def default_secret_name(name: str) -> str:
+    return f"activecampaign-{name}"
+
+
+def refuse_stored_key_for_another_host(current: ConfigSnapshot, name: str, connection: Connection) -> None:
+    """ApiKeyRequired when no key was sent and the stored one would go to a host it was not given for.
+
+    A stored key was given for the hosts of the connections using its secret. Sending it elsewhere
+    on the strength of a hostname alone (moving a connection, or naming another connection's
+    apiKeySecret beside a new host) would let anyone who can edit connections collect it at an
+    account of their own. A secret no connection uses yet (stored by scripts/deploy.sh) is bound
+    to the host of the first connection that names it.
+    """
+    existing = current.item("connections", name)
+    if existing is not None and existing["hostname"] != connection.hostname:
+        raise ApiError(
+            400,
+            "ApiKeyRequired",
+            f"connection {name!r} moves from {existing['hostname']} to {connection.hostname}: send the API key "
+            "of the new account as apiKey in the same request (the stored key is never sent to another host)",
+        )
+    # Key Vault secret names are case-insensitive.
+    secret = connection.api_key_secret.lower()
+    hosts = {c.hostname for c in current.config.connections.values() if c.api_key_secret.lower() == secret}
+    if hosts and connection.hostname not in hosts:
+        raise ApiError(
+            400,
+            "ApiKeyRequired",
+            f"secret {connection.api_key_secret!r} holds the key of {', '.join(sorted(hosts))}, not of "
+            f"{connection.hostname}: send the API key of that account as apiKey (the stored key is never sent "
+            "to another host)",
+        )
+
+
+def stored_key(svc: Services, secret: str, name: str) -> str:
+    from shared.secrets import SecretNotFound
+
+    try:
+        return svc.secrets.get(secret, refresh=True)
+    except SecretNotFound:
+        raise ApiError(
+            400,
+            "ApiKeyRequired",
+            f"no API key is stored for connection {name!r} (secret {secret!r}): send the ActiveCampaign API key "
+            "as apiKey",
+        ) from None

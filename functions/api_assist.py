@@ -66,8 +66,7 @@ def caller_me(req: func.HttpRequest) -> func.HttpResponse:
 @bp.route(route="connections/{name}/check", methods=["POST"])
 @api_route(Action.WRITE_CONNECTIONS)
 def connection_check(req: func.HttpRequest, svc: Services, caller: Caller) -> func.HttpResponse:
-    from functions.accounts import account
-    from functions.api_connections import default_secret_name, refuse_stored_key_for_another_host
+    from functions.accounts import account, default_secret_name, refuse_stored_key_for_another_host
     from shared.config import parse_connection
     from shared.secrets import SecretNotFound
 

@@ -13,8 +13,7 @@ from typing import Any
 import azure.functions as func
 
 from functions import new_blueprint
-from functions.accounts import account
-from functions.api_exports import purge_deleted_exports
+from functions.accounts import account, default_secret_name, refuse_stored_key_for_another_host, stored_key
 from functions.http import (
     ApiError,
     conditions,
@@ -24,11 +23,12 @@ from functions.http import (
     options,
     read_json_object,
 )
+from functions.resources import purge_deleted_exports
 from functions.services import Services, api_route
 from functions.views import connection_view
 from shared.apikey import ApiKeyInvalid, check_api_key
 from shared.auth import Action, Caller
-from shared.config import Connection, connection_to_document, parse_connection
+from shared.config import connection_to_document, parse_connection
 from shared.configstore import ConfigSnapshot, check_preconditions, item_etag
 from shared.redact import scrub
 
@@ -36,10 +36,6 @@ log = logging.getLogger(__name__)
 bp = new_blueprint()
 
 _HINT = "list them with GET /api/connections"
-
-
-def default_secret_name(name: str) -> str:
-    return f"activecampaign-{name}"
 
 
 @bp.function_name("connections_list")
@@ -102,7 +98,7 @@ def _put(svc: Services, req: func.HttpRequest, name: str) -> func.HttpResponse:
         )
     if api_key is None:
         refuse_stored_key_for_another_host(current, name, connection)
-    key = api_key if api_key else _stored_key(svc, connection.api_key_secret, name)
+    key = api_key if api_key else stored_key(svc, connection.api_key_secret, name)
     with account(settings, connection.hostname, key, connection=name) as client:
         client.check_connection()
     if api_key:
@@ -123,50 +119,6 @@ def _put(svc: Services, req: func.HttpRequest, name: str) -> func.HttpResponse:
         status=200 if existing else 201,
         headers={"ETag": item_etag(item), "Location": f"/api/connections/{name}"},
     )
-
-
-def refuse_stored_key_for_another_host(current: ConfigSnapshot, name: str, connection: Connection) -> None:
-    """ApiKeyRequired when no key was sent and the stored one would go to a host it was not given for.
-
-    A stored key was given for the hosts of the connections using its secret. Sending it elsewhere
-    on the strength of a hostname alone (moving a connection, or naming another connection's
-    apiKeySecret beside a new host) would let anyone who can edit connections collect it at an
-    account of their own. A secret no connection uses yet (stored by scripts/deploy.sh) is bound
-    to the host of the first connection that names it.
-    """
-    existing = current.item("connections", name)
-    if existing is not None and existing["hostname"] != connection.hostname:
-        raise ApiError(
-            400,
-            "ApiKeyRequired",
-            f"connection {name!r} moves from {existing['hostname']} to {connection.hostname}: send the API key "
-            "of the new account as apiKey in the same request (the stored key is never sent to another host)",
-        )
-    # Key Vault secret names are case-insensitive.
-    secret = connection.api_key_secret.lower()
-    hosts = {c.hostname for c in current.config.connections.values() if c.api_key_secret.lower() == secret}
-    if hosts and connection.hostname not in hosts:
-        raise ApiError(
-            400,
-            "ApiKeyRequired",
-            f"secret {connection.api_key_secret!r} holds the key of {', '.join(sorted(hosts))}, not of "
-            f"{connection.hostname}: send the API key of that account as apiKey (the stored key is never sent "
-            "to another host)",
-        )
-
-
-def _stored_key(svc: Services, secret: str, name: str) -> str:
-    from shared.secrets import SecretNotFound
-
-    try:
-        return svc.secrets.get(secret, refresh=True)
-    except SecretNotFound:
-        raise ApiError(
-            400,
-            "ApiKeyRequired",
-            f"no API key is stored for connection {name!r} (secret {secret!r}): send the ActiveCampaign API key "
-            "as apiKey",
-        ) from None
 
 
 def _delete(svc: Services, req: func.HttpRequest, name: str) -> func.HttpResponse:

@@ -9,8 +9,7 @@ from __future__ import annotations
 import azure.functions as func
 
 from functions import new_blueprint
-from functions.accounts import account
-from functions.api_connections import _stored_key
+from functions.accounts import account, stored_key
 from functions.http import int_param, json_response, not_found
 from functions.services import Services, api_route
 from shared.auth import Action, Caller
@@ -27,7 +26,7 @@ def _discover(req: func.HttpRequest, svc: Services, resource: str) -> func.HttpR
         raise not_found("connection", name, _HINT)
     limit = int_param(req.params, "limit", PAGE_MAX, 1, PAGE_MAX)
     offset = int_param(req.params, "offset", 0, 0, 10_000_000)
-    key = _stored_key(svc, connection.api_key_secret, name)
+    key = stored_key(svc, connection.api_key_secret, name)
     with account(svc.settings, connection.hostname, key, connection=name) as client:
         body = client.page(resource, limit=limit, offset=offset)
     items = page_view(resource, body)

@@ -23,8 +23,9 @@ from functions.http import (
     options,
     read_json_object,
 )
+from functions.resources import purge_deleted_exports
 from functions.services import Services, api_route
-from functions.views import export_view, run_location, run_view
+from functions.views import export_view, next_scheduled_at, run_location, run_view
 from shared.auth import Action, Caller
 from shared.config import Connection, ExportConfig, export_to_document, parse_export
 from shared.configstore import ConfigSnapshot, check_preconditions, item_etag
@@ -62,8 +63,6 @@ def export_item(req: func.HttpRequest, svc: Services, caller: Caller) -> func.Ht
 
 
 def _view(svc: Services, name: str, item: dict[str, Any], snapshot: ConfigSnapshot) -> dict[str, Any]:
-    from functions.timer import next_scheduled_at
-
     runs = svc.runs.list(name, limit=1)
     next_at = next_scheduled_at(item, svc.settings.export_schedule, datetime.now(UTC))
     connection = snapshot.item("connections", str(item.get("connection")))
@@ -175,28 +174,3 @@ def _delete(svc: Services, req: func.HttpRequest, name: str) -> func.HttpRespons
     svc.decisions.delete(name)
     purge_deleted_exports(svc, [name], keep_history=keep_history)
     return no_content()
-
-
-def purge_deleted_exports(svc: Services, names: list[str], *, keep_history: bool) -> None:
-    """Delete what the app kept about exports just removed from the configuration (shared/purge.py).
-
-    The configuration change comes first, so their runs stop; if deleting their data fails, the
-    error says so, and the timer's retention sweep deletes the personal data left behind.
-    """
-    from shared.purge import purge_export
-
-    failed = []
-    for export in names:
-        try:
-            purge_export(svc.app_container, export, keep_history=keep_history)
-        except Exception:
-            log.exception("export %s was deleted, but deleting its stored data failed", export)
-            failed.append(export)
-    if failed:
-        raise ApiError(
-            500,
-            "PurgeIncomplete",
-            f"deleted {', '.join(failed)} from the configuration, but not all of its stored data (delivered "
-            "state, run records, reports): the timer's retention sweep deletes the personal data left "
-            "behind; the function logs have the details",
-        )

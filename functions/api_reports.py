@@ -18,14 +18,13 @@ from collections.abc import Iterable
 import azure.functions as func
 
 from functions import new_blueprint
-from functions.api_runs import RUN_ID, _export
 from functions.http import (
     ApiError,
     int_param,
     json_response,
-    not_found,
     read_json_object,
 )
+from functions.resources import export_or_404, run_or_404
 from functions.services import Services, api_route
 from functions.views import run_location
 from shared.auth import Action, Caller
@@ -49,11 +48,8 @@ CONTRIBUTOR_CHANGE_COLUMNS = len(CHANGE_KEY_COLUMNS)
 
 def _run(svc: Services, req: func.HttpRequest) -> RunRecord:
     name, run_id = req.route_params["name"], req.route_params["runId"]
-    _export(svc, name)
-    record = svc.runs.get(name, run_id) if RUN_ID.fullmatch(run_id) else None
-    if record is None:
-        raise not_found("run", run_id, f"list the runs of export {name!r} with GET /api/exports/{name}/runs")
-    return record
+    export_or_404(svc, name)
+    return run_or_404(svc, name, run_id)
 
 
 def _no_report(record: RunRecord, what: str) -> ApiError:
@@ -249,7 +245,7 @@ def export_lookup(req: func.HttpRequest, svc: Services, caller: Caller) -> func.
     from shared.lookup import lookup
 
     name = req.route_params["name"]
-    export = _export(svc, name)
+    export = export_or_404(svc, name)
     body = read_json_object(req)
     unknown = sorted(set(body) - {"email"})
     if unknown:

@@ -9,7 +9,6 @@ worker sees at its next batch boundary (shared/cancel.py).
 from __future__ import annotations
 
 import logging
-import re
 
 import azure.functions as func
 
@@ -22,26 +21,17 @@ from functions.http import (
     options,
     read_json_object,
 )
+from functions.resources import EXPORTS_HINT, export_or_404, run_or_404
 from functions.services import Services, api_route
 from functions.views import run_location, run_view
 from shared.auth import Action, AuthError, Caller, authorize, require_a_role
-from shared.config import ExportConfig
 from shared.redact import hash_email, scrub
 from shared.runs import RunActive, RunRecord
 
 log = logging.getLogger(__name__)
 bp = new_blueprint()
 
-RUN_ID = re.compile(r"[0-9A-Za-z-]{1,80}")
 _OPTIONS = ("dryRun", "full", "force", "withdraw")
-_EXPORTS_HINT = "list them with GET /api/exports"
-
-
-def _export(svc: Services, name: str) -> ExportConfig:
-    export = svc.config.read().config.exports.get(name)
-    if export is None:
-        raise not_found("export", name, _EXPORTS_HINT)
-    return export
 
 
 @bp.function_name("export_runs")
@@ -50,7 +40,7 @@ def _export(svc: Services, name: str) -> ExportConfig:
 def export_runs(req: func.HttpRequest, svc: Services, caller: Caller) -> func.HttpResponse:
     name = req.route_params["name"]
     if req.method == "GET":
-        _export(svc, name)
+        export_or_404(svc, name)
         limit = int_param(req.params, "limit", 20, 1, 100)
         return json_response({"runs": [run_view(r) for r in svc.runs.list(name, limit=limit)]})
     return _start(svc, req, caller, name)
@@ -63,7 +53,7 @@ def _start(svc: Services, req: func.HttpRequest, caller: Caller, name: str) -> f
     snapshot = svc.config.read()
     export = snapshot.config.exports.get(name)
     if export is None:
-        raise not_found("export", name, _EXPORTS_HINT)
+        raise not_found("export", name, EXPORTS_HINT)
     connection = snapshot.config.connections[export.connection]
     authorize(caller, Action.START_RUN, allow_contributors=connection.allow_contributors)
     chosen = options(req, _OPTIONS, "a run")
@@ -117,11 +107,8 @@ def _start(svc: Services, req: func.HttpRequest, caller: Caller, name: str) -> f
 @api_route(Action.READ_EXPORTS)
 def export_run(req: func.HttpRequest, svc: Services, caller: Caller) -> func.HttpResponse:
     name, run_id = req.route_params["name"], req.route_params["runId"]
-    _export(svc, name)
-    record = svc.runs.get(name, run_id) if RUN_ID.fullmatch(run_id) else None
-    if record is None:
-        raise not_found("run", run_id, f"list the runs of export {name!r} with GET /api/exports/{name}/runs")
-    return json_response(run_view(record))
+    export_or_404(svc, name)
+    return json_response(run_view(run_or_404(svc, name, run_id)))
 
 
 @bp.function_name("export_run_cancel")
@@ -135,13 +122,11 @@ def export_run_cancel(req: func.HttpRequest, svc: Services, caller: Caller) -> f
 
     name, run_id = req.route_params["name"], req.route_params["runId"]
     require_a_role(caller)
-    _export(svc, name)
+    export_or_404(svc, name)
     body = read_json_object(req, required=False)
     if body:
         raise ApiError(400, "ValidationFailed", f"unknown field(s) {', '.join(sorted(body))}; send {{}}")
-    record = svc.runs.get(name, run_id) if RUN_ID.fullmatch(run_id) else None
-    if record is None:
-        raise not_found("run", run_id, f"list the runs of export {name!r} with GET /api/exports/{name}/runs")
+    record = run_or_404(svc, name, run_id)
     _may_cancel(caller, record)
     record = cancel_run(svc.runs, svc.app_container, record, by=f"api:{scrub(caller.name)}")
     log.info("run %s of export %s: cancel asked by %s (%s)", run_id, name, scrub(caller.name), record.status)
@@ -171,7 +156,7 @@ def export_reset(req: func.HttpRequest, svc: Services, caller: Caller) -> func.H
     from shared.state import RESET_WHATS, StateStore
 
     name = req.route_params["name"]
-    _export(svc, name)
+    export_or_404(svc, name)
     body = read_json_object(req)
     what = body.get("what")
     if set(body) != {"what"} or what not in RESET_WHATS:

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from functions.services import Services
-from shared.config import Config
-
 if TYPE_CHECKING:
+    from functions.services import Services
+    from shared.config import Config
     from shared.pipeline import RunContext
 
 

@@ -14,7 +14,8 @@ from typing import Any
 
 from shared import boundedjson
 
-_RUN_ID = re.compile(r"[0-9A-Za-z-]{1,80}")
+# What a run id may be: in a message, and in the API's URLs (functions/resources.py).
+RUN_ID = re.compile(r"[0-9A-Za-z-]{1,80}")
 _EXPORT = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")  # the export name rule of the config schema
 _FIELDS = {"runId", "export", "dryRun", "full", "force", "continuation"}
 
@@ -62,7 +63,7 @@ class RunMessage:
         if unknown:
             raise InvalidRunMessage(f"unknown fields {unknown}; expected {sorted(_FIELDS)}")
         run_id, export = doc.get("runId"), doc.get("export")
-        if not isinstance(run_id, str) or not _RUN_ID.fullmatch(run_id):
+        if not isinstance(run_id, str) or not RUN_ID.fullmatch(run_id):
             raise InvalidRunMessage("runId missing or not a run id")
         if not isinstance(export, str) or not _EXPORT.fullmatch(export):
             raise InvalidRunMessage("export missing or not an export name")

@@ -21,14 +21,13 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import azure.functions as func
 
 from functions import new_blueprint
 from functions.context import run_context
 from functions.services import Services, get_services
-from shared.config import DEFAULT_TRIGGER
 from shared.decisions import Decision, Outcome, clip
 from shared.redact import scrub
 from shared.runs import RunActive, utc_now
@@ -43,7 +42,6 @@ __all__ = [
     "FAILED_RUN_RETRY",
     "ScheduleResult",
     "bp",
-    "next_scheduled_at",
     "queue_due_exports",
     "sweep_retention",
 ]
@@ -138,19 +136,3 @@ def queue_due_exports(
         )
         svc.decisions.record(name, decision)
     return result
-
-
-def next_scheduled_at(item: dict[str, Any], default_schedule: str, now: datetime) -> str | None:
-    """When the timer next looks at this export (a stored export document): for `scheduled`, the
-    next firing of its schedule; for `onRefresh`, the next catch-up check; None for `manual` or
-    disabled exports, and for a schedule that no longer parses (the error shows on the next check)."""
-    from shared.schedules import Schedule, ScheduleError, iso
-
-    trigger = item.get("trigger", DEFAULT_TRIGGER)
-    if not item.get("enabled", True) or trigger == "manual":
-        return None
-    expression = (item.get("schedule") if trigger == "scheduled" else None) or default_schedule
-    try:
-        return iso(Schedule.parse(str(expression)).next_after(now))
-    except ScheduleError:
-        return None

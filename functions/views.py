@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+from shared.config import DEFAULT_TRIGGER
 from shared.configstore import item_etag
 from shared.decisions import Decision
 from shared.runs import RunRecord
@@ -61,3 +62,19 @@ def _duration(start: str | None, end: str | None) -> float | None:
     if not start or not end:
         return None
     return round((datetime.fromisoformat(end) - datetime.fromisoformat(start)).total_seconds(), 3)
+
+
+def next_scheduled_at(item: dict[str, Any], default_schedule: str, now: datetime) -> str | None:
+    """When the timer next looks at this export (a stored export document): for `scheduled`, the
+    next firing of its schedule; for `onRefresh`, the next catch-up check; None for `manual` or
+    disabled exports, and for a schedule that no longer parses (the error shows on the next check)."""
+    from shared.schedules import Schedule, ScheduleError, iso
+
+    trigger = item.get("trigger", DEFAULT_TRIGGER)
+    if not item.get("enabled", True) or trigger == "manual":
+        return None
+    expression = (item.get("schedule") if trigger == "scheduled" else None) or default_schedule
+    try:
+        return iso(Schedule.parse(str(expression)).next_after(now))
+    except ScheduleError:
+        return None
