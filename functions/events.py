@@ -48,7 +48,7 @@ from shared.decisions import Decision, Outcome, clip
 from shared.redact import scrub
 from shared.runs import RunActive, utc_now
 from shared.storage import SEGMENT_EVENTS_QUEUE
-from shared.triggers import Skip, unexported_snapshot
+from shared.triggers import Skip, still_due, unexported_snapshot
 
 if TYPE_CHECKING:
     from shared.pipeline import RunContext
@@ -171,7 +171,12 @@ def _queue_snapshot(svc: Services, ctx: RunContext, export: ExportConfig, why: s
         if not svc.claims.claim(name, snapshot, {"why": why, "at": utc_now()}):
             raise Skip(f"snapshot {snapshot} was already queued by an earlier event (duplicate)")
         try:
-            run_id = svc.start_run(name, trigger="event").run_id
+            run_id = svc.start_run(
+                name,
+                trigger="event",
+                snapshot_id=snapshot,
+                recheck=lambda: still_due(ctx, svc.runs, export, snapshot),
+            ).run_id
         except RunActive as active:
             svc.claims.release(name, snapshot)  # nothing was queued for it: let a later event try
             raise Skip(f"run {active.record.run_id} already {active.record.status}") from None

@@ -97,8 +97,10 @@ class Services:
         started_by: str | None = None,
         started_by_hash: str | None = None,
         withdraw: bool = False,
+        snapshot_id: str | None = None,
+        recheck: Callable[[], None] | None = None,
     ) -> RunRecord:
-        """Create a queued run and put its message on the run queue (shared/triggers.start_run)."""
+        """Start a queued run with its message on the run queue (shared/triggers.start_run)."""
         from shared.triggers import start_run
 
         def enqueue(record: RunRecord) -> None:
@@ -115,6 +117,8 @@ class Services:
             started_by=started_by,
             started_by_hash=started_by_hash,
             withdraw=withdraw,
+            snapshot_id=snapshot_id,
+            recheck=recheck,
         )
 
     def enqueue(self, message: RunMessage, *, delay_seconds: int = 0) -> None:
@@ -185,6 +189,9 @@ def _services(settings: Settings) -> Services:
         with contextlib.suppress(ResourceExistsError):
             queues.get_queue_client(name).create_queue()
     _configure_observability(settings)
+    from shared.faults import arm
+
+    arm(settings.test_crash_at)
     return Services(
         settings=settings,
         app_blobs=app_blobs,

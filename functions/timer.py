@@ -31,7 +31,7 @@ from functions.services import Services, get_services
 from shared.decisions import Decision, Outcome, clip
 from shared.redact import scrub
 from shared.runs import RunActive, utc_now
-from shared.triggers import FAILED_RUN_RETRY, DueCheck, Skip, check_due
+from shared.triggers import FAILED_RUN_RETRY, DueCheck, Skip, check_due, still_due
 
 if TYPE_CHECKING:
     from opentelemetry.metrics import MeterProvider
@@ -112,9 +112,14 @@ def queue_due_exports(
         try:
             previous = svc.decisions.get(name)
             check.handled_firing = previous.handled_firing if previous else None
-            check_due(ctx, svc.runs, export, now, check, meter_provider)
+            snapshot = check_due(ctx, svc.runs, export, now, check, meter_provider)
             try:
-                run_id = svc.start_run(name, trigger="schedule").run_id
+                run_id = svc.start_run(
+                    name,
+                    trigger="schedule",
+                    snapshot_id=snapshot,
+                    recheck=lambda: still_due(ctx, svc.runs, export, snapshot, now),  # noqa: B023
+                ).run_id
             except RunActive as active:
                 raise Skip(f"run {active.record.run_id} already {active.record.status}") from None
             check.acted()

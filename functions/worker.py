@@ -38,6 +38,7 @@ bp = new_blueprint()
 # A wait (busy account, rate limit) re-queues the message at most this far ahead; the queue allows 7 days.
 MAX_WAIT_SECONDS = 600.0
 STORAGE_SETTING = "AzureWebJobsStorage"
+STARTING_RETRY_SECONDS = 1
 
 
 def _parse(msg: func.QueueMessage, queue: str) -> RunMessage | None:
@@ -109,6 +110,15 @@ def _current(svc: Services, message: RunMessage) -> RunRecord | None:
 
 
 def process_run(svc: Services, message: RunMessage, *, attempt: int) -> None:
+    if svc.runs.get(message.export, message.run_id) is None and svc.runs.starting(
+        message.export, message.run_id
+    ):
+        # The message came before its record (written right after it was queued): look again shortly.
+        svc.enqueue(message, delay_seconds=STARTING_RETRY_SECONDS)
+        log.info(
+            "run %s of export %s is still being started; message re-queued", message.run_id, message.export
+        )
+        return
     record = _current(svc, message)
     if record is None:
         return
@@ -201,8 +211,18 @@ def _work(svc: Services, record: RunRecord, message: RunMessage, heartbeat: Hear
         log.info("run %s of export %s was cancelled; its message is dropped", record.run_id, record.export)
         return
     config = svc.config.read().config
-    record.start()
+    how = "taken over" if record.status == "running" else "started"
+    record.start(instance=svc.settings.instance_id)
     svc.runs.update(record)
+    log.info(
+        "run %s of export %s %s on instance %s (attempt %d, invocation %d)",
+        record.run_id,
+        record.export,
+        how,
+        record.instance,
+        record.attempts,
+        message.continuation + 1,
+    )
     export = config.exports.get(record.export)
     deadline = time.monotonic() + svc.settings.run_time_budget_seconds
     started = time.monotonic()

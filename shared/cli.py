@@ -116,9 +116,12 @@ def _unknown_export(args: argparse.Namespace, config: Config, source: str) -> bo
 def cmd_run(args: argparse.Namespace) -> int:
     # Imported here so `validate` stays fast and works without storage settings.
     from shared.error_text import describe
+    from shared.faults import arm
+    from shared.ownership import Heartbeat
     from shared.runs import RunStore
 
     settings = load_settings()
+    arm(settings.test_crash_at)
     config, source = load_config_source(args, settings)
     if _unknown_export(args, config, source):
         return EXIT_USAGE
@@ -137,18 +140,25 @@ def cmd_run(args: argparse.Namespace) -> int:
                 f"{settings.run_lease_seconds + 5}s in case its process died, then taking over",
                 file=sys.stderr,
             )
-        record = runs.create(
-            args.export,
-            trigger="cli",
-            dry_run=args.dry_run,
-            full=args.full,
-            force=args.force,
-            takeover_wait=settings.run_lease_seconds + 5,
-            withdraw=args.withdraw,
-        )
-        with runs.owning(record, lease_seconds=settings.run_lease_seconds) as heartbeat:
-            record.start()
+        with Heartbeat(settings.run_lease_seconds) as heartbeat:
+            # The marker stays leased from its claim on: no message is sent, this process is the run.
+            record = runs.create(
+                args.export,
+                trigger="cli",
+                dry_run=args.dry_run,
+                full=args.full,
+                force=args.force,
+                takeover_wait=settings.run_lease_seconds + 5,
+                withdraw=args.withdraw,
+                holder=heartbeat,
+            )
+            runs.own(record, heartbeat)
+            how = "taken over" if record.status == "running" else "started"
+            record.start(instance=settings.instance_id)
             runs.update(record)
+            logging.getLogger(__name__).info(
+                "run %s of export %s %s on instance %s", record.run_id, record.export, how, record.instance
+            )
             outcome = _run_until_done(ctx, record, runs, heartbeat, not args.no_progress)
             record.counts = outcome.report.counts()
             if outcome.status == "succeeded":

@@ -25,6 +25,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 from types import TracebackType
 
 from azure.core import MatchConditions
@@ -46,6 +47,9 @@ ALREADY_LEASED = "LeaseAlreadyPresent"
 # The name under which a run's heartbeat holds its export's active-run marker.
 MARKER_LEASE = "run"
 _JSON = ContentSettings(content_type="application/json")
+# Held on a marker while its run is being started (claimed, checked, queued, recorded: well under a
+# second), so that a run being started is never taken for one whose starter died; the shortest lease.
+START_LEASE_SECONDS = 15
 
 
 @dataclass
@@ -111,6 +115,11 @@ class Heartbeat:
         with self._lock:
             self._held[name] = _Held(lease, self._clock())
         return lease
+
+    def adopt(self, name: str, lease: BlobLeaseClient) -> None:
+        """Renew from now on a lease acquired elsewhere (a run's marker, leased while it was created)."""
+        with self._lock:
+            self._held[name] = _Held(lease, self._clock())
 
     def lease_id(self, name: str) -> str | None:
         with self._lock:
@@ -185,6 +194,7 @@ class MarkerState:
     run_id: str
     etag: str
     snapshot_id: str | None = None
+    written_at: datetime | None = None
 
 
 class ActiveMarker:
@@ -201,18 +211,32 @@ class ActiveMarker:
         self._container = container
         self.blob = container.get_blob_client(self.blob_name)
 
-    def claim(self, run_id: str, *, snapshot_id: str | None = None) -> bool:
-        """Name `run_id` as the export's run; False when another run is named already."""
+    def claim(self, run_id: str, *, snapshot_id: str | None = None) -> str | None:
+        """Name `run_id` as the export's run: the new marker's ETag, or None when another run is named."""
         doc: dict[str, str] = {"runId": run_id}
         if snapshot_id is not None:
             doc["snapshotId"] = snapshot_id
         try:
-            self._container.upload_blob(
-                self.blob_name, json.dumps(doc), overwrite=False, content_settings=_JSON
-            )
+            written = self.blob.upload_blob(json.dumps(doc), overwrite=False, content_settings=_JSON)
         except ResourceExistsError:
-            return False
-        return True
+            return None
+        return str(written.get("etag"))
+
+    def lease_claim(self, etag: str) -> BlobLeaseClient | None:
+        """Lease the marker just claimed (`etag`) while its run is being started, so nobody takes it
+        for abandoned meanwhile; None when it is no longer that marker (someone removed it)."""
+        lease = BlobLeaseClient(self.blob)
+        try:
+            lease.acquire(
+                lease_duration=START_LEASE_SECONDS, etag=etag, match_condition=MatchConditions.IfNotModified
+            )
+        except (ResourceNotFoundError, ResourceModifiedError):
+            return None
+        except HttpResponseError as exc:
+            if getattr(exc, "error_code", None) in (ALREADY_LEASED, "ConditionNotMet"):
+                return None
+            raise
+        return lease
 
     def read(self) -> MarkerState | None:
         try:
@@ -222,7 +246,9 @@ class ActiveMarker:
             return None
         doc = json.loads(data)
         snapshot = doc.get("snapshotId")
-        return MarkerState(str(doc.get("runId")), downloader.properties.etag, snapshot)
+        return MarkerState(
+            str(doc.get("runId")), downloader.properties.etag, snapshot, downloader.properties.last_modified
+        )
 
     def leased(self) -> bool:
         """Whether a live process holds the marker (its heartbeat renews the lease)."""

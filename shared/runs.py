@@ -26,17 +26,25 @@ import contextlib
 import json
 import secrets
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field, fields
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal, get_args
 
 from azure.core import MatchConditions
 from azure.core.exceptions import HttpResponseError, ResourceModifiedError, ResourceNotFoundError
-from azure.storage.blob import ContainerClient, ContentSettings
+from azure.storage.blob import BlobLeaseClient, ContainerClient, ContentSettings
 
 from shared.errors import TerminalError, TransientError
-from shared.ownership import ALREADY_LEASED, MARKER_LEASE, ActiveMarker, Heartbeat
+from shared.faults import fault_point
+from shared.ownership import (
+    ALREADY_LEASED,
+    MARKER_LEASE,
+    START_LEASE_SECONDS,
+    ActiveMarker,
+    Heartbeat,
+    MarkerState,
+)
 from shared.redact import scrub
 from shared.settings import DEFAULT_RUNS_KEPT_PER_EXPORT
 from shared.storage import RUN_RECORD, active_marker_blob, parse_run_blob, run_blob, runs_prefix
@@ -50,6 +58,13 @@ TERMINAL_STATUSES: frozenset[str] = frozenset({"succeeded", "failed", "cancelled
 DEFAULT_QUEUED_STALE_AFTER = timedelta(hours=24)
 # While a caller waits for a run's lease to lapse (`create(takeover_wait=...)`), how often it looks.
 _TAKEOVER_POLL_SECONDS = 1.0
+# A marker whose record is not written yet belongs to a run being started while it is leased, or
+# younger than this (its starter may not have leased it yet); older and unleased, its starter died.
+START_GRACE_SECONDS = 2 * START_LEASE_SECONDS
+# How long a start waits for the record of a run being started to appear before answering RunActive.
+_STARTING_WAIT_SECONDS = 3.0
+_STARTING_POLL_SECONDS = 0.2
+_STARTING_RETRY_SECONDS = 2.0
 _CREATE_ATTEMPTS = 5
 _JSON = ContentSettings(content_type="application/json")
 
@@ -159,6 +174,8 @@ class RunRecord:
     started_by_hash: str | None = None
     # A withdraw run: unsubscribes everyone the export's delivered state says it subscribed.
     withdraw: bool = False
+    # Where the run is: the instance that took it last (Settings.instance_id), set by start().
+    instance: str | None = None
     # Freshness: when the snapshot the run reads landed (its model.json, or newest CSV, was written)
     # and when ActiveCampaign first queued a batch of it (kept across continuations).
     snapshot_landed_at: str | None = None
@@ -181,11 +198,15 @@ class RunRecord:
             )
         self.__dict__["status"] = to
 
-    def start(self) -> None:
-        """A process takes the run: queued -> running, or running -> running (taking over a dead owner)."""
+    def start(self, instance: str | None = None) -> None:
+        """A process takes the run: queued -> running, or running -> running (taking over a dead owner).
+
+        `instance`: which instance takes it (kept in the record, so an operator sees where it is)."""
         self._move("running")
         self.started_at = self.started_at or utc_now()
         self.attempts += 1
+        if instance is not None:
+            self.instance = instance
 
     def wait(self, reason: str, *, continuation: int | None = None) -> None:
         """running -> queued: waiting (busy account, rate limit, retry) or continuing in a new invocation."""
@@ -273,12 +294,14 @@ class RunStore:
         *,
         queued_stale_after: timedelta = DEFAULT_QUEUED_STALE_AFTER,
         keep: int = DEFAULT_RUNS_KEPT_PER_EXPORT,
+        start_grace: timedelta = timedelta(seconds=START_GRACE_SECONDS),
     ) -> None:
         if keep < 1:
             raise ValueError("keep must be at least 1: the run being created is always kept")
         self._container = container
         self._queued_stale_after = queued_stale_after
         self._keep = keep
+        self._start_grace = start_grace
 
     @staticmethod
     def record_blob(export: str, run_id: str) -> str:
@@ -303,11 +326,23 @@ class RunStore:
         takeover_wait: float = 0.0,
         withdraw: bool = False,
         started_by_hash: str | None = None,
+        snapshot_id: str | None = None,
+        prepare: Callable[[RunRecord], None] | None = None,
+        holder: Heartbeat | None = None,
     ) -> RunRecord:
-        """Create a queued run. Raises RunActive when the export has a live queued or running run.
+        """Start a queued run. Raises RunActive when the export has a live queued or running run.
+
+        The export's marker is claimed first (leased while the run is being started), then `prepare`
+        runs (re-check that the run is still due, queue its message: what it raises propagates and
+        leaves nothing behind), then the record is written. So a process that dies at any point leaves
+        no record at all, or the record of a run whose message was sent; a marker without a record is
+        removed by the next start once its lease lapsed.
 
         `takeover_wait`: seconds to wait for a running run's lease to lapse before answering
         RunActive (the CLI waits one lease period, so a rerun right after a crash takes over).
+        `snapshot_id`: the snapshot the run was started for (kept in the marker).
+        `holder`: a heartbeat that keeps the marker's lease from here on (the CLI works on the run
+        itself); without one the lease is released once the record is written.
 
         Then deletes the export's oldest runs beyond `keep`; the new run is the newest, and the only
         live one, so it is never among them.
@@ -324,7 +359,27 @@ class RunStore:
             started_by_hash=started_by_hash,
             withdraw=withdraw,
         )
-        self._claim(record, takeover_wait)
+        marker = self.marker(export)
+        lease, etag = self._claim(record, takeover_wait, snapshot_id)
+        try:
+            fault_point("start:claimed")
+            if prepare is not None:
+                prepare(record)
+            fault_point("start:prepared")
+            written = self._container.get_blob_client(self.record_blob(export, record.run_id)).upload_blob(
+                json.dumps(record.to_document()), overwrite=False, content_settings=_JSON
+            )
+            record.etag = written.get("etag")
+            fault_point("start:recorded")
+        except BaseException:
+            # Nothing was started: free the export for the next start.
+            marker.delete(etag, lease.id)
+            raise
+        if holder is not None:
+            holder.adopt(MARKER_LEASE, lease)
+        else:
+            with contextlib.suppress(HttpResponseError):  # it lapses within START_LEASE_SECONDS anyway
+                lease.release()
         self._prune(export)
         return record
 
@@ -422,11 +477,19 @@ class RunStore:
                 f"run {record.run_id} of export {record.export!r} was taken over by run "
                 f"{state.run_id if state else '(none)'}; this one does not go on"
             )
+        if heartbeat.holds(MARKER_LEASE):
+            return  # leased since the run was created (the CLI's run)
         try:
             marker.hold(heartbeat)
         except HttpResponseError as exc:
             if getattr(exc, "error_code", None) != ALREADY_LEASED:
                 raise
+            if record.status == "queued" and record.attempts == 0:
+                # Its starter still holds the marker for a moment after queueing the message.
+                raise RunOwned(
+                    f"run {record.run_id} of export {record.export!r} is still being started",
+                    retry_after=_STARTING_RETRY_SECONDS,
+                ) from None
             raise RunOwned(
                 f"run {record.run_id} of export {record.export!r} is being worked on by another process; "
                 f"if that process died, its hold lapses within {heartbeat.lease_seconds}s and this one takes over",
@@ -447,38 +510,52 @@ class RunStore:
     def _alive(self, record: RunRecord) -> bool:
         """A queued run is alive until it goes silent for `queued_stale_after`; a running run while
         a process holds its marker's lease (its heartbeat renews it)."""
+        if record.status == "queued" and record.trigger == "cli":
+            return self.marker(record.export).leased()  # no message: alive while its process holds it
         if record.status == "queued":
             last = _parse_time(record.updated_at) or _parse_time(record.queued_at)
             return last is None or datetime.now(UTC) - last <= self._queued_stale_after
         return self.marker(record.export).leased()
 
-    def _claim(self, record: RunRecord, takeover_wait: float = 0.0) -> None:
-        # The record is written before the marker: a marker never points to a run that does
-        # not exist except after a crash between the two writes, which reads as abandoned.
-        written = self._container.get_blob_client(self.record_blob(record.export, record.run_id)).upload_blob(
-            json.dumps(record.to_document()), overwrite=False, content_settings=_JSON
-        )
-        record.etag = written.get("etag")
+    def _claim(
+        self, record: RunRecord, takeover_wait: float, snapshot_id: str | None
+    ) -> tuple[BlobLeaseClient, str]:
+        """Claim the export's marker for `record` (leased, with its ETag), freeing it from an ended
+        or abandoned run first. RunActive when a live run holds it."""
         marker = self.marker(record.export)
         waited_until = time.monotonic() + takeover_wait
+        starting_until = time.monotonic() + _STARTING_WAIT_SECONDS
         attempts = 0
         while attempts < _CREATE_ATTEMPTS:
             attempts += 1
-            if marker.claim(record.run_id):
-                return
+            etag = marker.claim(record.run_id, snapshot_id=snapshot_id)
+            if etag is not None:
+                lease = marker.lease_claim(etag)
+                if lease is not None:
+                    return lease, etag
+                continue  # removed before we could lease it (taken for abandoned): claim again
             state = marker.read()
             if state is None:
                 continue  # released between our write and our read: try again
             holder = self.get(record.export, state.run_id)
-            if holder is not None and holder.active and self._alive(holder):
+            if holder is None:
+                if self._being_started(marker, state):
+                    if time.monotonic() < starting_until:
+                        time.sleep(_STARTING_POLL_SECONDS)  # its record follows within moments
+                        attempts -= 1
+                        continue
+                    raise RunActive(self._placeholder(record.export, state))
+                # A start that died before writing the record: nothing was queued, nothing to keep.
+                marker.delete(state.etag)
+                continue
+            if holder.active and self._alive(holder):
                 if holder.status == "running" and time.monotonic() < waited_until:
                     # Its process may have died: its lease lapses within one period.
                     time.sleep(_TAKEOVER_POLL_SECONDS)
                     attempts -= 1
                     continue
-                self._abandon(record, f"not started: run {holder.run_id} was already {holder.status}")
                 raise RunActive(holder)
-            if holder is not None and holder.active:
+            if holder.active:
                 why = (
                     "its process stopped renewing its hold on the export (it died or lost storage)"
                     if holder.status == "running"
@@ -490,14 +567,29 @@ class RunStore:
                 except RecordChanged:
                     continue  # its process wrote it meanwhile: alive after all, look again
             marker.delete(state.etag)
-        self._abandon(record, "not started: the active-run marker kept changing")
         raise ClaimContended(
             f"could not start a run of export {record.export!r}: other runs were being started and ended "
             "at the same time; try again"
         )
 
-    def _abandon(self, record: RunRecord, reason: str) -> None:
-        # The record of a run that lost the race is deleted so run lists show only real runs.
-        with contextlib.suppress(ResourceNotFoundError):
-            self._container.delete_blob(self.record_blob(record.export, record.run_id))
-        record.fail(reason)
+    def _being_started(self, marker: ActiveMarker, state: MarkerState) -> bool:
+        """A marker without a record: its run is being started (leased, or just written), or its
+        starter died before writing the record."""
+        if marker.leased():
+            return True
+        written = state.written_at
+        return written is not None and datetime.now(UTC) - written < self._start_grace
+
+    @staticmethod
+    def _placeholder(export: str, state: MarkerState) -> RunRecord:
+        """What RunActive shows for a run whose record is not written yet (it is being started)."""
+        return RunRecord(
+            run_id=state.run_id, export=export, status="queued", trigger="schedule", started_by=""
+        )
+
+    def starting(self, export: str, run_id: str) -> bool:
+        """Whether `run_id` has no record yet because it is still being started (its message can
+        arrive before its record is written): the worker tries the message again shortly."""
+        marker = self.marker(export)
+        state = marker.read()
+        return state is not None and state.run_id == run_id and self._being_started(marker, state)

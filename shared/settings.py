@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import os
 import re
+import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal
@@ -66,6 +67,7 @@ SETTINGS_READ: tuple[str, ...] = (
     "APPLICATIONINSIGHTS_CONNECTION_STRING",
     "ALLOWED_ORIGINS",
 )
+# Also read, but not app settings one sets: WEBSITE_INSTANCE_ID (the platform's), TEST_CRASH_AT (tests).
 
 # Set by App Service / Functions on every Azure host, never locally.
 _AZURE_MARKERS = ("WEBSITE_INSTANCE_ID", "WEBSITE_SITE_NAME")
@@ -144,6 +146,11 @@ class Settings:
     easy_auth_enabled: bool = False
     # Origins besides the app's own whose pages may change data (a front end on another host name).
     allowed_origins: tuple[str, ...] = ()
+    # Which instance this process is, for run records and log lines (where a run is): the platform's
+    # WEBSITE_INSTANCE_ID on Azure, "<machine>:<pid>" locally.
+    instance_id: str = ""
+    # Tests only (shared/faults.py): named points where the process stops dead. Refused on Azure.
+    test_crash_at: frozenset[str] = frozenset()
 
     def require_storage(self) -> StorageConnection:
         if self.storage is None:
@@ -387,4 +394,20 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         appinsights_connection_string=env.get("APPLICATIONINSIGHTS_CONNECTION_STRING", "").strip() or None,
         easy_auth_enabled=env.get(EASY_AUTH_MARKER, "").strip().lower() == "true",
         allowed_origins=_origins(env),
+        instance_id=_instance_id(env),
+        test_crash_at=_crash_points(env, running_in_azure),
     )
+
+
+def _instance_id(env: Mapping[str, str]) -> str:
+    platform = env.get("WEBSITE_INSTANCE_ID", "").strip()
+    if platform:
+        return platform[:16]  # a 64-hex-digit id: its first 16 tell instances apart in logs and records
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _crash_points(env: Mapping[str, str], running_in_azure: bool) -> frozenset[str]:
+    points = frozenset(p.strip() for p in env.get("TEST_CRASH_AT", "").split(",") if p.strip())
+    if points and running_in_azure:
+        raise SettingsError("TEST_CRASH_AT is for tests only (it stops the process on purpose): remove it")
+    return points

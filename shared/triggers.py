@@ -11,9 +11,11 @@ What "due" means depends on the export's `trigger`:
   acted on, and the segment has a snapshot it has not exported.
 - `manual`: never (only on demand: API, CLI, console).
 
-Starting a run is: create its record (one active run per export: shared/runs.py), hand it to the
-worker (`enqueue`), and fail the record when that cannot be done, so no record waits for a message
-that was never sent. Nothing here knows about Azure Functions: callers pass what to enqueue with.
+Starting a run is: claim the export (one active run per export: shared/runs.py), check again that
+it is due, hand the run to the worker (`enqueue`), write its record; a failure at any step leaves no
+record, so no record waits for a message that was never sent, and however many timers fire at once
+one run is queued per snapshot. Nothing here knows about Azure Functions: callers pass what to
+enqueue with.
 """
 
 from __future__ import annotations
@@ -37,7 +39,9 @@ __all__ = [
     "DueCheck",
     "Skip",
     "check_due",
+    "skip_if_failed_recently",
     "start_run",
+    "still_due",
     "unexported_snapshot",
 ]
 
@@ -83,12 +87,23 @@ def start_run(
     started_by: str | None = None,
     started_by_hash: str | None = None,
     withdraw: bool = False,
+    snapshot_id: str | None = None,
+    recheck: Callable[[], None] | None = None,
 ) -> RunRecord:
-    """Create a queued run of `export` and hand it to `enqueue`; RunActive when one is active already.
+    """Start a queued run of `export`: RunActive when one is active already.
 
-    When `enqueue` fails, the record is failed (and the export freed) before the error propagates.
+    In this order (RunStore.create): the export's marker is claimed; `recheck` runs (the due
+    decision again, now that no other run can end or start meanwhile: a Skip it raises frees the
+    marker and propagates); `enqueue` hands the run to the worker; the record is written. A failure
+    at any step leaves no record, so nothing waits for a message that was never sent.
     """
-    record = runs.create(
+
+    def prepare(record: RunRecord) -> None:
+        if recheck is not None:
+            recheck()
+        enqueue(record)
+
+    return runs.create(
         export,
         trigger=trigger,
         dry_run=dry_run,
@@ -97,14 +112,27 @@ def start_run(
         started_by=started_by,
         started_by_hash=started_by_hash,
         withdraw=withdraw,
+        snapshot_id=snapshot_id,
+        prepare=prepare,
     )
-    try:
-        enqueue(record)
-    except Exception as exc:
-        record.fail(f"could not queue the run: {type(exc).__name__}")
-        runs.finish(record)
-        raise
-    return record
+
+
+def still_due(
+    ctx: RunContext, runs: RunStore, export: ExportConfig, snapshot_id: str, now: datetime | None = None
+) -> None:
+    """The part of the due decision that another run can change, checked again once the run's marker
+    is claimed: a run that ended between the first check and the claim may have exported the snapshot
+    (its state is saved before it frees the marker), or failed on it."""
+    from shared.pipeline import last_exported_snapshot_id
+
+    if last_exported_snapshot_id(ctx, export.name) == snapshot_id:
+        raise Skip(
+            f"up to date (snapshot {snapshot_id} was exported while this check ran)",
+            snapshot_id=snapshot_id,
+            settled=True,
+        )
+    if export.trigger == "onRefresh" and now is not None:  # the timer's retry guard (not for events)
+        skip_if_failed_recently(runs, export.name, snapshot_id, now)
 
 
 def unexported_snapshot(ctx: RunContext, export: ExportConfig) -> str:
@@ -210,8 +238,8 @@ def _skip_if_csv_folder_busy(ctx: RunContext, export: ExportConfig, now: datetim
 def skip_if_failed_recently(runs: RunStore, name: str, latest: str, now: datetime) -> None:
     from shared.schedules import iso, parse_iso
 
-    listed = runs.list(name, limit=1)
-    last = listed[0] if listed else None
+    # The newest run that ended: a run being started or running does not hide the last failure.
+    last = next((r for r in runs.list(name, limit=5) if not r.active), None)
     if last is not None and last.status == "cancelled" and last.snapshot_id in (None, latest):
         # Someone stopped it on purpose: starting it again on the next check would undo that.
         raise Skip(f"run {last.run_id} was cancelled; start a run on demand to go on from its checkpoint")

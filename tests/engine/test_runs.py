@@ -240,3 +240,75 @@ def test_run_errors_are_scrubbed_whoever_set_them():
     assert "CANARY-runs-0c4f7e2a-key" not in text
     assert "jane.doe" not in text
     assert doc["error"] == "key *** refused for j***@example.com"
+
+
+def _blobs(container: ContainerClient, export: str = "vip") -> list[str]:
+    return sorted(b.name for b in container.list_blobs(name_starts_with=f"runs/{export}/"))
+
+
+def test_a_start_whose_preparation_fails_leaves_nothing_and_frees_the_export(container):
+    store = RunStore(container)
+    seen: list[list[str]] = []
+
+    def prepare(record: RunRecord) -> None:
+        seen.append(_blobs(container))  # claimed: only the marker exists, no record yet
+        raise ConnectionError("the run queue is unreachable")
+
+    with pytest.raises(ConnectionError):
+        store.create("vip", trigger="schedule", prepare=prepare)
+    assert seen == [["runs/vip/active.json"]]
+    assert _blobs(container) == []  # no record, no marker: the next start is not blocked
+    assert store.create("vip", trigger="schedule").status == "queued"
+
+
+def test_a_start_finds_the_export_taken_without_writing_anything(container):
+    store = RunStore(container)
+    first = store.create("vip", trigger="api")
+    before = {b.name: b.etag for b in container.list_blobs()}
+    with pytest.raises(RunActive) as active:
+        store.create("vip", trigger="schedule")
+    assert active.value.record.run_id == first.run_id
+    assert {b.name: b.etag for b in container.list_blobs()} == before  # nothing written or deleted
+
+
+def test_a_marker_whose_starter_died_before_the_record_is_cleared_once_its_lease_lapsed(container):
+    store = RunStore(container)
+    marker = store.marker("vip")
+    etag = marker.claim("20261120T000000000000Z-dead00")
+    assert etag is not None
+    lease = marker.lease_claim(etag)
+    assert lease is not None
+    # While its starter holds it, it is a run being started: another start answers RunActive.
+    with pytest.raises(RunActive):
+        store.create("vip", trigger="schedule")
+    assert store.starting("vip", "20261120T000000000000Z-dead00")
+    # The starter died: its lease lapses (broken here rather than waited for) and the marker is old.
+    BlobLeaseClient(marker.blob).break_lease(lease_break_period=0)
+    later = RunStore(container, start_grace=timedelta(0))  # as if START_GRACE_SECONDS had passed
+    record = later.create("vip", trigger="schedule")
+    assert [r.run_id for r in store.list("vip")] == [record.run_id]  # the dead start left no record
+
+
+def test_a_cli_record_whose_process_died_before_starting_it_is_taken_over(container):
+    store = RunStore(container)
+    with Heartbeat(15) as heartbeat:
+        dead = store.create("vip", trigger="cli", holder=heartbeat)
+        assert heartbeat.holds("run")
+        with pytest.raises(RunActive):  # alive while its process holds the marker
+            store.create("vip", trigger="api")
+        heartbeat.forget("run")  # the process dies: nobody renews or releases
+    BlobLeaseClient(container.get_blob_client(store.marker_blob("vip"))).break_lease(lease_break_period=0)
+    new = store.create("vip", trigger="api")
+    failed = store.get("vip", dead.run_id)
+    assert failed is not None
+    assert failed.status == "failed"
+    assert store.active("vip") == new
+
+
+def test_start_records_the_instance_and_the_attempt():
+    record = RunRecord(run_id="r", export="vip", status="queued", trigger="api")
+    record.start(instance="host-a:101")
+    assert (record.instance, record.attempts) == ("host-a:101", 1)
+    record.start(instance="host-b:202")  # taken over by another instance
+    assert (record.instance, record.attempts) == ("host-b:202", 2)
+    assert record.to_document()["instance"] == "host-b:202"

@@ -307,3 +307,50 @@ def test_an_onrefresh_export_whose_run_failed_is_retried_after_an_hour_or_a_newe
     svc.runs.finish(again)
     write_ci_snapshot(segments, "Vip", profiles(6), time_folder="2026/11/21/0600")  # a refresh
     assert set(queue_due_exports(svc, now + FAILED_RUN_RETRY + timedelta(minutes=6)).queued) == {"flaky"}
+
+
+def test_a_timer_racing_the_end_of_a_run_queues_nothing_for_the_exported_snapshot(
+    app_env: AppEnv, ac_sandbox, segments
+):
+    # The race of issue 24: the timer finds the snapshot unexported, then (before it claims the
+    # export) the running run saves its state and frees the export. Reproduced in order by letting
+    # the run end inside the timer's call to create the run, before the claim.
+    create_connection(ac_sandbox.hostname)
+    write_ci_snapshot(segments, "Vip", profiles(5))
+    create_export(segments.container_name, name="vip")
+    svc = get_services()
+    assert call("export_runs", "POST", "exports/vip/runs", route={"name": "vip"}).status == 202
+    running = app_env.receive()
+    claim = svc.runs.create
+    ended: list[str] = []
+
+    def run_ends_first(*args, **kwargs):
+        handler("export_worker")(running)  # the run delivers the snapshot and frees the export
+        app_env.delete(running)
+        ended.append("run ended")
+        return claim(*args, **kwargs)
+
+    svc.runs.create = run_ends_first  # type: ignore[method-assign]
+    try:
+        result = queue_due_exports(svc)
+    finally:
+        del svc.runs.create
+    assert ended == ["run ended"]
+    assert result.queued == {}
+    assert "was exported while this check ran" in result.skipped["vip"]
+    assert queued_exports(app_env) == Counter()
+    runs = svc.runs.list("vip")
+    assert [r.status for r in runs] == ["succeeded"]  # no second run, not even a deleted one
+    assert svc.runs.marker("vip").read() is None
+
+
+def test_ticks_for_exports_that_are_not_due_write_no_run_blobs(app_env: AppEnv, ac_sandbox, segments):
+    create_connection(ac_sandbox.hostname)
+    write_ci_snapshot(segments, "Vip", profiles(5))
+    create_export(segments.container_name, name="busy")
+    assert call("export_runs", "POST", "exports/busy/runs", route={"name": "busy"}).status == 202
+    svc = get_services()
+    before = {b.name: b.etag for b in svc.app_container.list_blobs(name_starts_with="runs/")}
+    result = queue_due_exports(svc)
+    assert result.skipped["busy"].startswith("run ")
+    assert {b.name: b.etag for b in svc.app_container.list_blobs(name_starts_with="runs/")} == before
