@@ -9,6 +9,10 @@ if TYPE_CHECKING:
     from shared.config import Config
     from shared.pipeline import RunContext
 
+# How long a worker waits in-process for an account whose holder expects to be done by then: longer
+# would keep the instance from work for other accounts; the queue's visibility delay covers the rest.
+ACCOUNT_WAIT_SECONDS = 5.0
+
 
 def run_context(svc: Services, config: Config) -> RunContext:
     # Imported here: the pipeline pulls in numpy and httpx, which cold starts should not pay for.
@@ -21,4 +25,6 @@ def run_context(svc: Services, config: Config) -> RunContext:
         app_blobs=svc.app_blobs,
         segment_blobs=svc.segment_blobs,
         lease_seconds=svc.settings.run_lease_seconds,
+        lease_wait=ACCOUNT_WAIT_SECONDS,
+        run_queue=svc.run_queue,
     )

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 import azure.functions as func
 from azure.core.exceptions import ResourceExistsError
 from azure.storage.blob import BlobServiceClient, ContainerClient
-from azure.storage.queue import QueueClient, TextBase64DecodePolicy, TextBase64EncodePolicy
+from azure.storage.queue import QueueClient, QueueMessage, TextBase64DecodePolicy, TextBase64EncodePolicy
 
 from functions.http import Handler, api_handler, caller_for
 from functions.messages import RunMessage
@@ -121,8 +121,10 @@ class Services:
             recheck=recheck,
         )
 
-    def enqueue(self, message: RunMessage, *, delay_seconds: int = 0) -> None:
-        self.run_queue.send_message(message.to_json(), visibility_timeout=delay_seconds or None)
+    def enqueue(self, message: RunMessage, *, delay_seconds: int = 0) -> QueueMessage:
+        """Put `message` on the run queue (invisible for `delay_seconds`); the sent message's id and
+        pop receipt let it be made visible earlier (shared/handover.py)."""
+        return self.run_queue.send_message(message.to_json(), visibility_timeout=delay_seconds or None)
 
     def enqueue_event(self, text: str, *, delay_seconds: int = 0) -> None:
         """The app's own message on the refresh-event queue (a delayed check of a CSV folder)."""

@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from typing import Any
 
 import azure.functions as func
 
@@ -165,8 +166,12 @@ def _after_error(
         if record.status == "running":
             record.wait(f"waiting: {reason}")
         svc.runs.update(record)
-        svc.enqueue(message, delay_seconds=round(min(retry_after, MAX_WAIT_SECONDS)))
-        log.info("run %s of export %s waits %ss: %s", record.run_id, record.export, retry_after, reason)
+        delay = max(1, round(min(retry_after, MAX_WAIT_SECONDS)))
+        sent = svc.enqueue(message, delay_seconds=delay)
+        account = getattr(exc, "account", None)
+        if account:
+            _wait_in_line(svc, record, sent, account, delay)
+        log.info("run %s of export %s waits %ss: %s", record.run_id, record.export, delay, reason)
         return
     note = f"attempt {attempt} failed: {reason}"
     log.error("run %s of export %s: %s; the message will be retried", record.run_id, record.export, note)
@@ -182,6 +187,19 @@ def _after_error(
     except Exception:
         log.exception("could not record the failed attempt of run %s", record.run_id)
     raise _scrubbed(exc)
+
+
+def _wait_in_line(svc: Services, record: RunRecord, sent: Any, account: str, delay: int) -> None:
+    """Take the run's place in the account's line (shared/handover.py): the holder wakes it on release."""
+    from shared.handover import AccountTurns, Waiting, later, utc_now
+
+    entry = Waiting(record.run_id, record.export, sent.id, sent.pop_receipt, later(utc_now(), delay))
+    try:
+        AccountTurns(svc.app_container, account).wait(entry)
+    except Exception as exc:  # without it the message still comes back after its delay
+        log.warning(
+            "run %s could not take its place in line for %s: %s", record.run_id, account, type(exc).__name__
+        )
 
 
 def _scrubbed(exc: Exception) -> Exception:

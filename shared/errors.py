@@ -105,11 +105,20 @@ class StoredFormatTooNew(StoredStateCorrupt):
 
 
 class AccountBusy(TransientError):
-    """Another run holds this ActiveCampaign account's lease (they share one rate budget)."""
+    """Another run holds this ActiveCampaign account's lease (they share one rate budget).
+
+    `retry_after`: when the holder expects to be done (shared/handover.py); `account`: its hostname,
+    so the waiting run can take its place in the account's line."""
 
     code = "AccountBusy"
     http_status = 409
     retry_after = 60.0
+
+    def __init__(self, message: str, *, account: str | None = None, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.account = account
+        if retry_after is not None:
+            self.retry_after = retry_after
 
 
 class OwnershipLost(TransientError):

@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
-from typing import Literal, NamedTuple, TypeVar, cast
+from typing import Any, Literal, NamedTuple, TypeVar, cast
 
 import numpy as np
 from azure.core.exceptions import HttpResponseError, ResourceExistsError
@@ -35,6 +35,7 @@ from shared.cancel import cancel_check
 from shared.changes import ChangeLog, ChangeLogBlob, ahead_operations, read_rows
 from shared.config import Config, Connection, ExportConfig
 from shared.errors import AccountBusy, GuardTripped, RunFailed, TerminalError
+from shared.handover import AccountTurns, Holder, Waiting
 from shared.hosts import HostError
 from shared.load import MIN_POLL_INTERVAL
 from shared.lookup import write_index
@@ -78,6 +79,10 @@ from shared.untag import delivered_tags
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 ACCOUNT_LEASE = "account"
+# While waiting in-process for an account whose holder is about done, how often its lease is tried.
+_LEASE_POLL_SECONDS = 0.5
+# A run re-queued for a busy account comes back after at least this long (woken earlier on release).
+_MIN_ACCOUNT_WAIT = 2.0
 _JSON = ContentSettings(content_type="application/json")
 _CSV = ContentSettings(content_type="text/csv; charset=utf-8")
 
@@ -98,6 +103,8 @@ class RunContext:
     lease_seconds: int = 60
     lease_wait: float = 0.0
     clock: Callable[[], float] = time.monotonic
+    # The run queue (a QueueClient), to wake the next run waiting for an account; None: not woken.
+    run_queue: Any = None
 
     def app_container(self) -> ContainerClient:
         container = self.app_blobs.get_container_client(self.settings.app_container)
@@ -391,6 +398,7 @@ class _Run:
         self.connection: Connection = connection
         # Requests earlier invocations of this run sent (from its checkpoint, once pass 2 starts).
         self.requests_before: dict[str, int] = {}
+        self.turns: AccountTurns | None = None  # the account's line, once the run takes its turn
 
     # ------------------------------------------------------------------ setup
     def execute(self) -> Literal["succeeded", "failed"]:
@@ -399,6 +407,7 @@ class _Run:
                 f"connection {self.connection.name!r} has no data privacy consent: an admin must set "
                 "dataPrivacyConsent: true (personal data leaves your compliance boundary) before any data is sent"
             )
+        self._check_turn()
         client = self._client()
         try:
             if self.record.withdraw:
@@ -411,6 +420,22 @@ class _Run:
         finally:
             self.report.requests = add_counts(self.requests_before, client.request_counts())
             client.close()
+            if not self.record.dry_run:
+                self._leave_line()
+
+    def _leave_line(self) -> None:
+        """However the attempt ended, the run is no longer in the account's line (a wait puts it back);
+        if it was first in line and ended before taking the account, the next one is woken."""
+        host = self.connection.hostname
+        turns = self.turns or AccountTurns(self.container, host)
+        try:
+            turns.leave(self.record.run_id)
+            if self.ctx.run_queue is not None and turns.holder() is None:
+                turns.wake_first(self.ctx.run_queue, datetime.now(UTC))
+        except Exception as exc:  # the line orders runs; waiting messages come back at their time anyway
+            log.warning(
+                "run %s: could not update the line for %s: %s", self.record.run_id, host, type(exc).__name__
+            )
 
     def _client(self) -> ActiveCampaignClient:
         try:
@@ -448,27 +473,97 @@ class _Run:
         """One run per ActiveCampaign account at a time: they would share (and overrun) one rate budget.
 
         Held by the heartbeat from before pass 1 until the state is saved, however long each step takes.
+        Taken in turn (shared/handover.py): a run queued earlier that waits for the account goes first;
+        a holder expected to be done within `lease_wait` is waited for here, any other raises
+        AccountBusy with when the holder expects to be done. Released, it wakes the next run in line.
         """
         if self.record.dry_run:
             yield
             return
-        blob = self.container.get_blob_client(account_lease_blob(self.connection.hostname))
+
+        host = self.connection.hostname
+        turns = self.turns = AccountTurns(self.container, host)
+        blob = self.container.get_blob_client(account_lease_blob(host))
         end = self.ctx.clock() + self.ctx.lease_wait
         while True:
-            try:
-                self.heartbeat.acquire(ACCOUNT_LEASE, blob)
-                break
-            except HttpResponseError as exc:
-                if getattr(exc, "error_code", None) != ALREADY_LEASED or self.ctx.clock() >= end:
-                    raise AccountBusy(
-                        f"another run is sending to {self.connection.hostname}; runs on one ActiveCampaign account "
-                        "take turns because they share its rate limit; try again when it has finished"
-                    ) from None
-                time.sleep(1.0)
+            now = datetime.now(UTC)
+            ahead = turns.ahead_of(self.record.run_id, now)
+            if ahead is None:
+                try:
+                    lease = self.heartbeat.acquire(ACCOUNT_LEASE, blob)
+                    break
+                except HttpResponseError as exc:
+                    if getattr(exc, "error_code", None) != ALREADY_LEASED:
+                        raise
+            holder = turns.holder()
+            if holder is None and ahead is not None and self.ctx.run_queue is not None:
+                turns.wake_first(self.ctx.run_queue, now)  # free, and an earlier run waits: its turn
+            remaining = holder.remaining(now) if holder is not None else None
+            left = end - self.ctx.clock()
+            if (
+                ahead is None
+                and left > 0
+                and (holder is None or (remaining is not None and remaining <= left))
+            ):
+                time.sleep(min(_LEASE_POLL_SECONDS, left))  # the holder is about done: wait here
+                continue
+            raise self._busy(ahead, holder, remaining)
+        turns.leave(self.record.run_id)
+        turns.announce(lease.id, self.record.run_id, self.export.name, None)
+        log.info(
+            "run %s of export %s took account %s (after %.1fs)",
+            self.record.run_id,
+            self.export.name,
+            host,
+            self.ctx.lease_wait - (end - self.ctx.clock()),
+        )
         try:
             yield
         finally:
-            self.heartbeat.release(ACCOUNT_LEASE)
+            self.heartbeat.release(ACCOUNT_LEASE)  # _leave_line then wakes the next run in line
+            log.info("run %s of export %s released account %s", self.record.run_id, self.export.name, host)
+
+    def _busy(self, ahead: Waiting | None, holder: Holder | None, remaining: float | None) -> AccountBusy:
+        from shared.handover import clamp_wait
+
+        if ahead is not None:
+            why = f"run {ahead.run_id} of export {ahead.export!r} is waiting for it since before this run was queued"
+        elif holder is not None and holder.run_id:
+            why = f"run {holder.run_id} of export {holder.export!r} is sending to it"
+        else:
+            why = "another run is sending to it"
+        host = self.connection.hostname
+        return AccountBusy(
+            f"{host}: {why}; runs on one ActiveCampaign account take turns because they share its rate "
+            "limit, in the order they were queued: this run goes on when it is its turn",
+            account=host,
+            retry_after=clamp_wait(remaining, floor=_MIN_ACCOUNT_WAIT, ceiling=2.0 * self.ctx.lease_seconds),
+        )
+
+    def _check_turn(self) -> None:
+        """Before any ActiveCampaign request: a run whose account is taken by a run that will not be
+        done within the bounded wait gives its instance back at once (AccountBusy)."""
+        if self.record.dry_run:
+            return
+        turns = AccountTurns(self.container, self.connection.hostname)
+        holder = turns.holder()
+        if holder is None or holder.run_id == self.record.run_id:
+            return
+        now = datetime.now(UTC)
+        remaining = holder.remaining(now)
+        if remaining is None or remaining > self.ctx.lease_wait:
+            raise self._busy(turns.ahead_of(self.record.run_id, now), holder, remaining)
+
+    def _announce_plan(self, operations: int) -> None:
+        """Tell runs waiting for the account when this one expects to be done sending."""
+        turns, lease = self.turns, self.heartbeat.lease_id(ACCOUNT_LEASE)
+        if turns is None or lease is None:
+            return
+        from shared.handover import expected_seconds
+
+        seconds = expected_seconds(operations, self.ctx.settings.bulk_imports_per_minute)
+        end = datetime.now(UTC) + timedelta(seconds=seconds)
+        turns.announce(lease, self.record.run_id, self.export.name, end)
 
     def _record_landing(self) -> None:
         """When the snapshot landed, for the run's freshness figures; never a reason to fail."""
@@ -526,6 +621,7 @@ class _Run:
             report.new, report.changed, report.unchanged = plan.new, plan.changed, plan.unchanged
             report.to_send, report.to_remove = int(plan.send.shape[0]), int(plan.removals.shape[0])
             check_guards(plan, old, export, force=self.record.force, snapshot_id=snapshot.snapshot_id)
+            self._announce_plan(report.to_send + report.to_remove)
             report.timings["plan_s"] = round(self.ctx.clock() - t0, 3)
             self.progress(report, force=True)
 

@@ -73,6 +73,15 @@ def account_lease_blob(hostname: str) -> str:
     return "locks/" + hostname.strip().lower().replace(":", "_")
 
 
+def account_waiting_prefix(hostname: str) -> str:
+    """Runs waiting for an ActiveCampaign account's lease, one blob each, named by run id (queued order)."""
+    return "waiting/" + hostname.strip().lower().replace(":", "_") + "/"
+
+
+def account_waiting_blob(hostname: str, run_id: str) -> str:
+    return f"{account_waiting_prefix(hostname)}{run_id}.json"
+
+
 def decision_blob(export: str) -> str:
     """What the timer or a refresh event last decided for the export (shared/decisions.py)."""
     return f"schedule/{export}.json"
