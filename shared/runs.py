@@ -60,7 +60,7 @@ DEFAULT_QUEUED_STALE_AFTER = timedelta(hours=24)
 _TAKEOVER_POLL_SECONDS = 1.0
 # A marker whose record is not written yet belongs to a run being started while it is leased, or
 # younger than this (its starter may not have leased it yet); older and unleased, its starter died.
-START_GRACE_SECONDS = 2 * START_LEASE_SECONDS
+START_GRACE_SECONDS = START_LEASE_SECONDS
 # How long a start waits for the record of a run being started to appear before answering RunActive.
 _STARTING_WAIT_SECONDS = 3.0
 _STARTING_POLL_SECONDS = 0.2
