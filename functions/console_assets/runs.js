@@ -514,6 +514,7 @@ export async function detail(main, ctx, exportName, runId) {
       h("dd", {}, when(run.finishedAt)),
       h("dt", {}, "Run id"),
       h("dd", {}, run.runId),
+      ...(run.instance ? [h("dt", {}, "Instance"), h("dd", {}, `${run.instance} (attempt ${run.attempts})`)] : []),
     );
   // Not a live region: a screen reader hears the outcome once (announce), not every poll.
   const live = h("div", {});
