@@ -27,6 +27,8 @@ from tests.fixtures.serve import Served, StartServe, base_env
 from tests.support.app import AppEnv
 from tests.support.segments import FOLDER, profiles, write_ci_snapshot
 
+pytestmark = pytest.mark.slow  # each test runs two or three app processes for up to a minute
+
 POLL_S = 0.2
 # Every run of these tests sends at most this many contacts a second (sandbox and app agree).
 BULK_PER_MINUTE = 120  # 2 imports/s of 250 contacts
