@@ -166,7 +166,7 @@ def _after_error(
         if record.status == "running":
             record.wait(f"waiting: {reason}")
         svc.runs.update(record)
-        delay = max(1, round(min(retry_after, MAX_WAIT_SECONDS)))
+        delay = round(min(retry_after, MAX_WAIT_SECONDS))
         sent = svc.enqueue(message, delay_seconds=delay)
         account = getattr(exc, "account", None)
         if account:

@@ -20,6 +20,7 @@ import tempfile
 import time
 from contextlib import ExitStack
 from datetime import datetime
+from itertools import pairwise
 from typing import Any
 
 import httpx
@@ -127,19 +128,38 @@ def scaleout_scenario() -> dict[str, float]:
         failed = {name: r.error for name, r in records.items() if r.status != "succeeded"}
         if failed:
             raise RuntimeError(f"runs failed: {failed}")
-        first = min(_at(r.first_contact_queued_at or r.started_at or r.queued_at) for r in records.values())
-        last = max(_at(r.finished_at or r.queued_at) for r in records.values())
+        # Each run: from its first contact queued (it held the account) to its end (account released).
+        spans = {
+            name: (_at(r.first_contact_queued_at or r.queued_at), _at(r.finished_at or r.queued_at))
+            for name, r in records.items()
+        }
+        first = min(start for start, _ in spans.values())
+        last = max(end for _, end in spans.values())
+        gaps: list[float] = []
+        overlap = 1
+        for a in range(ACCOUNTS):
+            own = sorted(spans[f"a{a}-e{e}"] for e in range(EXPORTS_PER_ACCOUNT))
+            for (_, end), (start, _) in pairwise(own):
+                gaps.append(start - end)
+                overlap = max(overlap, 2 if start < end - 1.0 else 1)  # 1 s: record write vs release
         per_account = EXPORTS_PER_ACCOUNT * ROWS_PER_EXPORT
         ideal = expected_seconds(per_account, BULK_PER_MINUTE)
+        paces = sorted(
+            expected_seconds(ROWS_PER_EXPORT, BULK_PER_MINUTE) / max(0.001, end - start)
+            for start, end in spans.values()
+        )
         accepted = sum(r.counts.get("accepted", 0) for r in records.values())
-        instances = {r.instance for r in records.values()}
         return {
             "send_s": last - first,
             "ideal_s": ideal,
             "ratio": (last - first) / ideal,
+            "gap_median_s": sorted(gaps)[len(gaps) // 2],
+            "gap_max_s": max(gaps),
+            "pace_share": paces[len(paces) // 2],
+            "overlap": float(overlap),
             "accepted": float(accepted),
             "expected": float(per_account * ACCOUNTS),
-            "instances": float(len(instances)),
+            "instances": float(len({r.instance for r in records.values()})),
         }
 
 
