@@ -592,6 +592,8 @@ class BlobLocations:
 
 
 def _model_error(path: str, problem: str) -> SegmentError:
+    if not path.endswith("model.json"):  # a manifest (the refresh rules are shared)
+        return SegmentError(f"{path}: {problem}; check the manifest and its partitions")
     return SegmentError(
         f"{path}: {problem}; it must be a CDM folder's model.json (as Customer Insights, Synapse Link or "
         "Power BI write it)"
