@@ -693,3 +693,30 @@ def test_model_json_datetime_column_feeds_a_datetime_field_without_input_format(
     assert outcome.report.field_problems == {}
     stored = {c.email: c.fields for c in world.sandbox.state.contacts()}
     assert stored["ann@example.com"] == {LAST_SEEN_FIELD_ID: "2023-06-15T12:03:02+00:00"}
+
+
+def test_a_manifest_folder_runs_end_to_end_with_its_declared_types(world: World) -> None:
+    write_manifest_folder(
+        world.segments,
+        "lake",
+        extends="Base",
+        dataPartitionPatterns=[
+            {
+                "rootLocation": "Vip",
+                "globPattern": "*.csv",
+                "exhibitsTraits": csv_trait(columnHeaders="false"),
+            }
+        ],
+    )
+    world.segments.upload_blob("lake/crm/Vip/Vip_1.csv", csv_bytes(ROWS))
+    world.reconfigure(
+        source={"container": world.segments.container_name, "folder": "lake", "segment": "Vip"},
+        mapping={"email": "EmailAddress", "firstName": "FirstName", "fields": {"LAST_SEEN": "LastSeen"}},
+    )
+
+    outcome = world.run()
+
+    assert outcome.status == "succeeded", outcome.error
+    assert (outcome.report.rows_read, outcome.report.accepted, outcome.report.field_problems) == (2, 2, {})
+    stored = {c.email: c.fields for c in world.sandbox.state.contacts()}
+    assert stored["ann@example.com"] == {LAST_SEEN_FIELD_ID: "2023-06-15T12:03:02+00:00"}  # dataType dateTime
