@@ -788,7 +788,8 @@ class _Run:
 
     def _save_withdrawn(self, old: DeliveredState, etag: str | None, plan: Plan, done: list[int]) -> None:
         target = state_target(self.connection.hostname, self.export.list_id)
-        self.store.save(replace(withdraw.state_after(old, plan, done), target=target), expected_etag=etag)
+        new = replace(withdraw.state_after(old, plan, done), target=target, tags=old.tags)
+        self.store.save(new, expected_etag=etag)
         self.store.clear_checkpoint()
 
     def _pass1(

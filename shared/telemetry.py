@@ -211,7 +211,8 @@ def record_run_metrics(
 
     `counts` are the run report's counters; the keys `sent`, `rejected` and `failed` are recorded
     (a missing key counts 0), others are ignored. `status` is the run's outcome: `succeeded`,
-    `failed` or `continue`. Telemetry never fails a run: a negative value is logged and skipped.
+    `failed`, `cancelled` (not a failure: the failed-run alert does not count it) or `continue`.
+    Telemetry never fails a run: a negative value is logged and skipped.
     """
     instruments = _instruments(meter_provider or metrics.get_meter_provider())
     attributes = {ATTR_EXPORT: export, ATTR_STATUS: status}

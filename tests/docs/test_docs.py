@@ -8,8 +8,9 @@ app with its sample connection and export). Any command that fails fails the tes
 HTTP error: `curl` is run with `--fail-with-body`.
 
 Only the environment is substituted: the stack's real endpoints where its usual ports were taken
-(`UseDevelopmentStorage=true`, `http://localhost:7071`), and the sandbox for the docs' example
-account host `acme.api-us1.com`. `read -rs AC_KEY` reads the sandbox's key from stdin.
+(`UseDevelopmentStorage=true`, `http://localhost:7071`, the sandbox's `127.0.0.1:8765`); the docs'
+example account host `acme.api-us1.com` is not, so an example naming it must be marked Azure-only.
+`read -rs AC_KEY` reads the sandbox's key from stdin.
 """
 
 from __future__ import annotations
@@ -173,7 +174,8 @@ def substitute(code: str, stack: Stack) -> str:
         code = code.replace(local, base)
     if stack.storage != "UseDevelopmentStorage=true":
         code = code.replace("UseDevelopmentStorage=true", stack.storage)
-    return code.replace("acme.api-us1.com", stack.sandbox)
+    # The sandbox's usual address, as the docs write it for `make serve` (it moves when 8765 is taken).
+    return code.replace("127.0.0.1:8765", stack.sandbox)
 
 
 def script_for(blocks: list[Block], stack: Stack) -> str:
