@@ -140,3 +140,15 @@ def test_an_export_with_a_live_run_is_not_deleted_until_the_run_is_cancelled(rea
     assert '{"withdraw": true}' in message
     assert cancel(run_id).status == 202
     assert call("export_item", "DELETE", "exports/vip", route={"name": "vip"}, body={}).status == 204
+
+
+def test_a_running_run_whose_process_died_is_cancelled_at_once(ready: AppEnv):
+    runs = RunStore(ready.app)
+    record = runs.create("vip", trigger="cli")
+    record.start()  # running, but no process holds the export's marker: its process died
+    runs.update(record)
+    resp = cancel(record.run_id)
+    assert resp.status == 202, resp.body
+    assert resp.body["status"] == "cancelled"
+    assert "after its process had stopped" in resp.body["run"]["error"]
+    assert start().status == 202  # the export is free
