@@ -28,7 +28,6 @@ from functions.resources import export_or_404, run_or_404
 from functions.services import Services, api_route
 from functions.views import run_location
 from shared.auth import Action, Caller
-from shared.changes import CHANGE_KEY_COLUMNS, plain_cell
 from shared.mapping import normalize_email
 from shared.outcomes import Action as ChangeAction
 from shared.outcomes import Outcome
@@ -43,7 +42,9 @@ PAGE_MAX = 100_000
 # What a contributor sees of a rejected row: where it was and why, not what it held.
 CONTRIBUTOR_COLUMNS = 3  # partition, line, reason
 # ... and of a change log row: who (masked), what and how it went, not the values sent.
-CONTRIBUTOR_CHANGE_COLUMNS = len(CHANGE_KEY_COLUMNS)
+# `email,action,outcome,reason` (shared.changes.CHANGE_KEY_COLUMNS): what contributors see of a
+# change log. A literal, because shared.changes loads numpy, which the function app must not import.
+CONTRIBUTOR_CHANGE_COLUMNS = 4
 
 
 def _run(svc: Services, req: func.HttpRequest) -> RunRecord:
@@ -208,6 +209,8 @@ def export_run_changes(req: func.HttpRequest, svc: Services, caller: Caller) -> 
     page = csv_page(itertools.chain([header], wanted), start, limit)
     header, rows_out = page.header, page.rows
     if not caller.is_admin:
+        from shared.changes import plain_cell
+
         n = CONTRIBUTOR_CHANGE_COLUMNS
         header = header[:n]
         rows_out = [[mask_email(plain_cell(row[0])), *row[1:n]] for row in rows_out]

@@ -20,6 +20,8 @@ EXPECTED_FUNCTIONS = {
     "export_runs",
     "export_run",
     "export_run_cancel",
+    "export_run_changes",
+    "export_lookup",
     "export_run_report",
     "export_run_rejected",
     "export_run_unsubscribed",
@@ -117,3 +119,11 @@ def test_the_first_api_request_of_a_process_installs_the_log_redaction():
     assert before is True  # nothing installed it at import
     assert status == 200
     assert "ann@example.com" not in message
+
+
+def test_contributors_see_the_change_logs_key_columns():
+    # functions/api_reports.py writes the number down to keep numpy (shared.changes) out of the app's import.
+    from functions.api_reports import CONTRIBUTOR_CHANGE_COLUMNS
+    from shared.changes import CHANGE_KEY_COLUMNS
+
+    assert len(CHANGE_KEY_COLUMNS) == CONTRIBUTOR_CHANGE_COLUMNS
