@@ -747,7 +747,7 @@ def test_the_run_page_lists_its_changes_filtered_and_paged_and_find_a_person_sho
             no_serious_violations(console, "find a person")
             console.shot("find-a-person", full_page=True)
             console.type("Email address", "nobody@example.com")
-            console.click("Find")
+            console.field("Email address").send_keys(Keys.ENTER)  # by keyboard: Enter finds
             console.see("No run of this export sent anything about nobody@example.com.")
             console.see("Not in the segment's newest snapshot.")
             console.type("Email address", "Person1@Example.com")
@@ -780,7 +780,13 @@ def test_a_running_run_is_cancelled_from_its_page(
                 lambda: console.driver.find_element(By.CSS_SELECTOR, "dialog[open]"), "the dialog"
             )
             assert "Batches ActiveCampaign has already queued are still confirmed" in dialog.text
-            dialog.find_element(By.XPATH, ".//button[normalize-space()='Keep it running']").click()
+            # The safe choice has the focus; Escape keeps the run going.
+            assert console.driver.switch_to.active_element.text == "Keep it running"
+            ActionChains(console.driver).send_keys(Keys.ESCAPE).perform()
+            console.wait(
+                lambda: not console.driver.find_elements(By.CSS_SELECTOR, "dialog[open]"),
+                "the dialog to close",
+            )
             assert api.get("/exports/vip/runs").json()["runs"][0]["status"] == "running"
             console.click("Cancel the run")
             dialog = console.wait(
