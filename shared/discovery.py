@@ -1,7 +1,8 @@
 """What an ActiveCampaign account holds (lists, custom fields, tags), shaped for people and tools.
 
 Pure: one page of ActiveCampaign's answer in, the API's shape out. ActiveCampaign sends ids and
-totals as strings; field options arrive beside the fields (`fieldOptions`, each naming its field).
+totals as strings (read by the client's own rule, shared/activecampaign/wire.py); field options
+arrive beside the fields (`fieldOptions`, each naming its field).
 """
 
 from __future__ import annotations
@@ -9,18 +10,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from shared.activecampaign.wire import int_id
+
 RESOURCES = ("lists", "fields", "tags")
 PAGE_MAX = 100  # ActiveCampaign's largest page
-
-
-def _int(value: object) -> int | None:
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int):
-        return value
-    if isinstance(value, str) and value.strip().isdigit():
-        return int(value.strip())
-    return None
 
 
 def _items(body: Mapping[str, Any], key: str) -> list[Mapping[str, Any]]:
@@ -32,15 +25,19 @@ def _items(body: Mapping[str, Any], key: str) -> list[Mapping[str, Any]]:
 
 def total_of(body: Mapping[str, Any]) -> int | None:
     meta = body.get("meta")
-    return _int(meta.get("total")) if isinstance(meta, Mapping) else None
+    return int_id(meta.get("total")) if isinstance(meta, Mapping) else None
 
 
 def list_view(item: Mapping[str, Any]) -> dict[str, Any]:
-    return {"id": _int(item.get("id")), "name": str(item.get("name") or ""), "stringid": item.get("stringid")}
+    return {
+        "id": int_id(item.get("id")),
+        "name": str(item.get("name") or ""),
+        "stringid": item.get("stringid"),
+    }
 
 
 def tag_view(item: Mapping[str, Any]) -> dict[str, Any]:
-    return {"id": _int(item.get("id")), "name": str(item.get("tag") or ""), "type": item.get("tagType")}
+    return {"id": int_id(item.get("id")), "name": str(item.get("tag") or ""), "type": item.get("tagType")}
 
 
 def field_views(body: Mapping[str, Any]) -> list[dict[str, Any]]:
@@ -49,14 +46,14 @@ def field_views(body: Mapping[str, Any]) -> list[dict[str, Any]]:
     for option in raw_options if isinstance(raw_options, list) else []:
         if not isinstance(option, Mapping):
             continue
-        field_id = _int(option.get("field"))
+        field_id = int_id(option.get("field"))
         if field_id is None:
             continue
         label = str(option.get("label") or option.get("value") or "")
         options.setdefault(field_id, []).append({"label": label, "value": str(option.get("value") or label)})
     views = []
     for item in _items(body, "fields"):
-        field_id = _int(item.get("id"))
+        field_id = int_id(item.get("id"))
         views.append(
             {
                 "id": field_id,

@@ -16,7 +16,7 @@ import re
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
@@ -31,286 +31,63 @@ from tenacity import (
 )
 
 from shared import refusals
+from shared.activecampaign.errors import (
+    BatchNotFound,
+    BulkImportRejected,
+    InvalidApiKey,
+    ListNotFound,
+    PermissionDenied,
+    RateLimited,
+    Refused,
+    RequestNotSent,
+    Unavailable,
+    UnexpectedResponse,
+)
+from shared.activecampaign.pacing import Pacer, shared_pacer
+from shared.activecampaign.wire import (
+    CHOICE_FIELD_TYPES,
+    CONTACTS_PAGE_SIZE,
+    FIELDS_PAGE_SIZE,
+    BulkImportQueued,
+    CustomField,
+    ImportInfo,
+    bulk_import_body,
+    custom_field,
+    int_id,
+    object_in,
+    options_by_field,
+    request_kind,
+)
 from shared.apikey import check_api_key
-from shared.errors import EngineError, TerminalError, TransientError
 from shared.hosts import base_url, validate_hostname
 from shared.redact import MASK, register_secret_value, scrub
 
 if TYPE_CHECKING:
     from shared.settings import Settings
 
+__all__ = [
+    "CONNECT_ATTEMPTS",
+    "CONNECT_TIMEOUT_SECONDS",
+    "DEFAULT_MAX_RETRY_SECONDS",
+    "SETTINGS_HINT",
+    "ActiveCampaignClient",
+    "client_for",
+    "connect_failure",
+]
+
 log = logging.getLogger(__name__)
 
-MAX_BULK_CONTACTS = 250
-MAX_BULK_BODY_BYTES = 400_000  # ActiveCampaign wants the payload strictly under this
-FIELDS_PAGE_SIZE = 100  # the largest page /fields serves
-CONTACTS_PAGE_SIZE = 100  # the largest page /contacts serves
-BULK_WINDOW_SECONDS = 60.0  # ActiveCampaign counts bulk imports over a minute
-DEFAULT_SAFETY_MARGIN = 0.02  # bulk: 1.2 s a minute of slack for jitter, at 2% of throughput
-# Requests/s: below the app's share of the account's rate (ACTIVECAMPAIGN_REQUEST_SHARE), which is
-# what other integrations are promised; 5% keeps a burst-1 bucket's count in any 10 s window within
-# share * limit * 10 (at 4 requests/s: 38 + 1 of 40), and leaves the polls room beside the bulk imports.
-DEFAULT_REQUEST_SAFETY_MARGIN = 0.05
+
 DEFAULT_MAX_RETRY_SECONDS = 180.0
+
+
 SETTINGS_HINT = "Settings > Developer"
-# Custom field types whose values must be among the field's options.
-CHOICE_FIELD_TYPES = ("dropdown", "radio", "checkbox", "listbox", "multiselect")
+
+
 _BULK_RATE_LIMIT_MESSAGE = "rate limit exceeded"
+
+
 _MESSAGE_LIMIT = 300
-
-
-# --------------------------------------------------------------------------------------------- errors
-
-
-class ActiveCampaignError(EngineError):
-    """ActiveCampaign refused or failed a request; `status` is the HTTP status when there was one.
-
-    A family: each concrete error below is terminal or transient (shared.errors).
-    """
-
-    code = "ActiveCampaignError"
-    http_status = 502
-
-    def __init__(self, message: str, *, status: int | None = None) -> None:
-        super().__init__(message)
-        self.status = status
-
-
-class Refused(ActiveCampaignError, TerminalError):
-    """ActiveCampaign refused the request (a 4xx without a more specific meaning)."""
-
-    code = "ActiveCampaignRefused"
-    http_status = 502
-
-
-class RequestNotSent(ActiveCampaignError, TerminalError):
-    """httpx refused to send the request (a header or URL it cannot encode): sending again cannot help."""
-
-    code = "RequestNotSent"
-
-
-class InvalidApiKey(ActiveCampaignError, TerminalError):
-    """The API key is wrong, revoked, or its user was deleted (HTTP 401/403)."""
-
-    code = "InvalidApiKey"
-    http_status = 502
-
-
-class PermissionDenied(ActiveCampaignError, TerminalError):
-    """HTTP 403 for a valid key whose user lacks a permission ("You do not have permission to view
-    lists."): not a wrong key, so re-reading or replacing the key does not help."""
-
-    code = "PermissionDenied"
-    http_status = 502
-
-
-class ListNotFound(ActiveCampaignError, TerminalError):
-    """The list does not exist on the account (HTTP 404 on GET /lists/{id})."""
-
-    code = "ListNotFound"
-    http_status = 422
-
-    def __init__(self, message: str, *, list_id: int, status: int | None = 404) -> None:
-        super().__init__(message, status=status)
-        self.list_id = list_id
-
-
-class Unavailable(ActiveCampaignError, TransientError):
-    """Retries ran out: ActiveCampaign kept rate limiting, failing, or not answering."""
-
-    code = "ActiveCampaignUnavailable"
-    http_status = 503
-
-    def __init__(self, message: str, *, status: int | None, attempts: int) -> None:
-        super().__init__(message, status=status)
-        self.attempts = attempts
-
-
-class RateLimited(Unavailable):
-    """The account's bulk-import budget stayed spent through every retry (another tool importing into
-    the same account): a wait, not a failure. The run checkpoints and continues after `retry_after`."""
-
-    code = "RateLimited"
-
-    def __init__(self, message: str, *, attempts: int, retry_after: float) -> None:
-        super().__init__(message, status=400, attempts=attempts)
-        self.retry_after = retry_after
-
-
-class BatchNotFound(ActiveCampaignError, TransientError):
-    """import/info answered 404 for a batch bulk_import queued: its result is unknown (unconfirmed)."""
-
-    code = "BatchNotFound"
-
-
-class UnexpectedResponse(ActiveCampaignError, TerminalError):
-    """Neither a success nor a documented error: a redirect, a non-JSON body, a body of the wrong shape."""
-
-    code = "UnexpectedResponse"
-
-
-class BulkImportRejected(ActiveCampaignError, TerminalError):
-    """HTTP 400 on bulk_import: one or more contacts are malformed and nothing was queued.
-
-    `failures` holds (index of the contact in the request, reason) pairs.
-    """
-
-    def __init__(self, message: str, *, failures: list[tuple[int, str]]) -> None:
-        super().__init__(message, status=400)
-        self.failures = failures
-
-
-# --------------------------------------------------------------------------------------------- results
-
-
-@dataclass(frozen=True)
-class CustomField:
-    """A custom contact field: `type` as ActiveCampaign names it (text, textarea, date, datetime,
-    dropdown, radio, checkbox, listbox, hidden, ...; "" when not given) and, for choice fields, the
-    option values in ActiveCampaign's order (`fieldOptions` of GET /fields)."""
-
-    id: int
-    perstag: str
-    title: str
-    type: str = ""
-    options: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True)
-class BulkImportQueued:
-    batch_id: str
-    queued: int
-
-
-@dataclass(frozen=True)
-class ImportInfo:
-    status: str | None  # None: ActiveCampaign has not registered the batch yet (it answers `false`)
-    success: list[int]  # contact ids
-    failure: list[str]  # emails: never log them unmasked
-
-
-# --------------------------------------------------------------------------------------------- pacing
-
-
-class _Bucket:
-    """A token bucket kept as the time the next token is due (GCRA), so a caller can reserve a slot
-    under a lock and sleep outside it."""
-
-    def __init__(self, per_second: float, burst: int) -> None:
-        self.interval = 1.0 / per_second
-        self.tolerance = (burst - 1) * self.interval
-        self.due = -math.inf
-
-    def reserve(self, now: float) -> float:
-        """Take the next token; return when it may be used (>= now)."""
-        due = max(self.due, now)
-        start = max(now, due - self.tolerance)
-        self.due = due + self.interval
-        return start
-
-    def hold_until(self, until: float) -> None:
-        self.due = max(self.due, until + self.tolerance)
-
-
-class Pacer:
-    """Thread-safe token buckets for one ActiveCampaign account: all requests, and bulk imports.
-
-    Every bucket stays a margin below the published limit, so network jitter cannot make
-    ActiveCampaign's sliding window count one request too many. Bulk imports are spaced evenly
-    (burst 1) because ActiveCampaign counts them over a whole minute: a burst at the start of one
-    minute followed by steady sending would overrun the next window. Single-contact imports have
-    their own, lower limit at ActiveCampaign and so their own bucket.
-    """
-
-    def __init__(
-        self,
-        requests_per_second: float = 5.0,
-        bulk_imports_per_minute: float = 100.0,
-        *,
-        request_share: float = 1.0,
-        single_imports_per_minute: float = 20.0,
-        safety_margin: float = DEFAULT_SAFETY_MARGIN,
-        request_safety_margin: float = DEFAULT_REQUEST_SAFETY_MARGIN,
-        request_burst: int = 1,
-        bulk_window_seconds: float = BULK_WINDOW_SECONDS,
-        clock: Callable[[], float] = time.monotonic,
-        sleep: Callable[[float], None] = time.sleep,
-    ) -> None:
-        if min(requests_per_second, bulk_imports_per_minute, single_imports_per_minute) <= 0:
-            raise ValueError("requests_per_second and the bulk imports per minute must be positive")
-        if not (0 <= safety_margin < 1 and 0 <= request_safety_margin < 1):
-            raise ValueError("safety margins must be in [0, 1)")
-        if request_burst < 1:
-            raise ValueError("request_burst must be at least 1")
-        if not 0 < request_share <= 1:
-            raise ValueError("request_share must be in (0, 1]")
-        self.requests_per_second = requests_per_second
-        self.bulk_imports_per_minute = bulk_imports_per_minute
-        self.bulk_window_seconds = bulk_window_seconds
-        # The app's share of the account's rate: requests are spaced at least 1/rate apart (burst 1),
-        # so any window of W seconds holds at most rate * W + 1 of them: within share * limit * W for
-        # windows of 10 s and more (the margin pays for the + 1), and within the share rounded up
-        # for a single second.
-        self.request_share = request_share
-        self._requests = _Bucket(
-            requests_per_second * request_share * (1 - request_safety_margin), request_burst
-        )
-        keep = (1 - safety_margin) / bulk_window_seconds
-        self._bulk = _Bucket(bulk_imports_per_minute * keep, 1)
-        self._single = _Bucket(single_imports_per_minute * keep, 1)
-        self._clock = clock
-        self._sleep = sleep
-        self._lock = threading.Lock()
-
-    def acquire(self, bulk: bool = False, *, single: bool = False) -> None:
-        """Block until a request (and, for a bulk import, a bulk slot) may be sent.
-
-        `single`: the bulk import holds one contact (ActiveCampaign limits those separately).
-        """
-        # Bulk slot first: reserving the request slot before a long bulk wait would let the request
-        # be sent late, bunched with later reservations, and overrun the per-second limit.
-        if bulk:
-            self._wait(self._single if single else self._bulk)
-        self._wait(self._requests)
-
-    def hold(self, seconds: float, *, bulk: bool = False) -> None:
-        """Send nothing (or no bulk import) for `seconds`: ActiveCampaign said the budget is spent."""
-        with self._lock:
-            until = self._clock() + seconds
-            for bucket in (self._bulk, self._single) if bulk else (self._requests,):
-                bucket.hold_until(until)
-
-    def _wait(self, bucket: _Bucket) -> None:
-        with self._lock:
-            now = self._clock()
-            start = bucket.reserve(now)
-        if start > now:
-            self._sleep(start - now)
-
-
-_shared_pacers: dict[str, Pacer] = {}
-_shared_pacers_lock = threading.Lock()
-
-
-def shared_pacer(
-    hostname: str, requests_per_second: float, bulk_imports_per_minute: float, request_share: float = 1.0
-) -> Pacer:
-    """The process-wide Pacer of one account: every key of an account shares its budget.
-
-    The first call for a host fixes its rates (they come from settings, fixed for the process). Runs
-    in other processes take turns with this one (the account lease), so one run's pacing is all
-    runs' pacing on the account.
-    """
-    key = hostname.strip().lower()
-    with _shared_pacers_lock:
-        pacer = _shared_pacers.get(key)
-        if pacer is None:
-            pacer = Pacer(requests_per_second, bulk_imports_per_minute, request_share=request_share)
-            _shared_pacers[key] = pacer
-        return pacer
-
-
-# --------------------------------------------------------------------------------------------- retries
 
 
 class _Retryable(Exception):
@@ -336,6 +113,8 @@ class _Retryable(Exception):
 # An account that cannot be connected to at all (refused, no such host, no answer) fails within about
 # ten seconds with the likely cause, instead of the minute of backoff meant for a busy account.
 CONNECT_ATTEMPTS = 2
+
+
 CONNECT_TIMEOUT_SECONDS = 4.0
 
 
@@ -358,9 +137,6 @@ def _retry_after(response: httpx.Response) -> float | None:
     except ValueError:
         return None  # an HTTP date or garbage: fall back to exponential backoff
     return value if math.isfinite(value) and value >= 0 else None
-
-
-# --------------------------------------------------------------------------------------------- client
 
 
 class ActiveCampaignClient:
@@ -445,12 +221,12 @@ class ActiveCampaignClient:
     def check_connection(self) -> dict[str, Any]:
         """GET /users/me: proves host and key work; returns the key's user object."""
         body = self._call("GET", "/users/me")
-        return _object(body, "user", "GET /users/me")
+        return object_in(body, "user", "GET /users/me")
 
     def get_list(self, list_id: int) -> dict[str, Any]:
         """GET /lists/{id}: the list object; ListNotFound when the account has no such list."""
         body = self._call("GET", f"/lists/{int(list_id)}", list_id=int(list_id))
-        return _object(body, "list", f"GET /lists/{int(list_id)}")
+        return object_in(body, "list", f"GET /lists/{int(list_id)}")
 
     def list_fields(self) -> list[CustomField]:
         """GET /fields, every page (ActiveCampaign serves at most 100 per page)."""
@@ -461,11 +237,9 @@ class ActiveCampaignClient:
             page = body.get("fields")
             if not isinstance(page, list):
                 raise UnexpectedResponse("GET /fields answered without a 'fields' array")
-            options = _field_options(body.get("fieldOptions"))
-            fields.extend(_custom_field(item, options) for item in page)
-            total = _int_or_none(
-                body.get("meta", {}).get("total") if isinstance(body.get("meta"), dict) else None
-            )
+            options = options_by_field(body.get("fieldOptions"))
+            fields.extend(custom_field(item, options) for item in page)
+            total = int_id(body.get("meta", {}).get("total") if isinstance(body.get("meta"), dict) else None)
             offset += len(page)
             # An empty page ends the walk even if meta.total disagrees, so a miscount cannot loop forever.
             if not page or total is None or offset >= total:
@@ -480,7 +254,7 @@ class ActiveCampaignClient:
                 f"GET /fields/{int(field_id)}/options answered without a 'fieldOptions' array"
             )
         # Entries name their field; one that does not is taken as this field's (it was asked for it).
-        found = _field_options(
+        found = options_by_field(
             [{"field": field_id, **item} if isinstance(item, dict) else item for item in items]
         )
         return tuple(found.get(int(field_id), ()))
@@ -512,7 +286,7 @@ class ActiveCampaignClient:
             raise UnexpectedResponse("GET /contacts answered without a 'contacts' array")
         for item in contacts:
             if isinstance(item, dict) and str(item.get("email", "")).lower() == email.lower():
-                return _int_or_none(item.get("id"))
+                return int_id(item.get("id"))
         return None
 
     def list_members_page(
@@ -533,7 +307,7 @@ class ActiveCampaignClient:
             raise UnexpectedResponse("GET /contacts answered without a 'contacts' array")
         page: list[tuple[int, str]] = []
         for item in contacts:
-            contact_id = _int_or_none(item.get("id")) if isinstance(item, dict) else None
+            contact_id = int_id(item.get("id")) if isinstance(item, dict) else None
             if contact_id is None:
                 raise UnexpectedResponse("GET /contacts answered with a contact without a numeric id")
             page.append((contact_id, str(item.get("email", "")).strip().lower()))
@@ -549,9 +323,7 @@ class ActiveCampaignClient:
             if not isinstance(tags, list):
                 raise UnexpectedResponse("GET /tags answered without a 'tags' array")
             named = [
-                (str(item.get("tag", "")), _int_or_none(item.get("id")))
-                for item in tags
-                if isinstance(item, dict)
+                (str(item.get("tag", "")), int_id(item.get("id"))) for item in tags if isinstance(item, dict)
             ]
             exact = [tag_id for tag, tag_id in named if tag == name and tag_id is not None]
             folded = [
@@ -569,8 +341,8 @@ class ActiveCampaignClient:
             raise UnexpectedResponse("GET /contacts/{id}/contactTags answered without a 'contactTags' array")
         pairs: list[tuple[int, int]] = []
         for item in items:
-            link_id = _int_or_none(item.get("id")) if isinstance(item, dict) else None
-            tag_id = _int_or_none(item.get("tag")) if isinstance(item, dict) else None
+            link_id = int_id(item.get("id")) if isinstance(item, dict) else None
+            tag_id = int_id(item.get("tag")) if isinstance(item, dict) else None
             if link_id is None or tag_id is None:
                 raise UnexpectedResponse("GET /contacts/{id}/contactTags answered with an entry without ids")
             pairs.append((link_id, tag_id))
@@ -612,7 +384,7 @@ class ActiveCampaignClient:
             raise UnexpectedResponse(
                 "bulk_import answered 200 without a batchId; the import may not be queued"
             )
-        queued = _int_or_none(body.get("queued_contacts"))
+        queued = int_id(body.get("queued_contacts"))
         return BulkImportQueued(batch_id=batch_id, queued=len(contacts) if queued is None else queued)
 
     def import_info(self, batch_id: str) -> ImportInfo:
@@ -791,7 +563,7 @@ class ActiveCampaignClient:
             return
         failures: list[tuple[int, str]] = []
         for item in reasons:
-            if isinstance(item, dict) and _int_or_none(item.get("contact")) is not None:
+            if isinstance(item, dict) and int_id(item.get("contact")) is not None:
                 # The category only: the reason quotes the contact it refuses (shared/refusals.py).
                 failures.append((int(item["contact"]), refusals.reason(item.get("failureReason"))))
         if failures:
@@ -866,54 +638,6 @@ class ActiveCampaignClient:
         )
 
 
-# --------------------------------------------------------------------------------------------- helpers
-
-
-def bulk_import_body(contacts: list[dict[str, Any]], *, exclude_automations: bool = False) -> bytes:
-    """The exact bytes POSTed to /import/bulk_import, checked against ActiveCampaign's limits.
-
-    List ids in subscribe/unsubscribe are sent as strings, as the published schema declares them.
-    """
-    if not contacts:
-        raise ValueError("bulk_import needs at least one contact")
-    if len(contacts) > MAX_BULK_CONTACTS:
-        raise ValueError(
-            f"bulk_import got {len(contacts)} contacts; "
-            f"ActiveCampaign accepts at most {MAX_BULK_CONTACTS} per request"
-        )
-    listed = [_with_string_list_ids(contact) for contact in contacts]
-    if exclude_automations:
-        # The reference's example sets it in each contact, peers at the top level, and which one
-        # ActiveCampaign reads is unverified: both, when true.
-        listed = [
-            c if c.get("exclude_automations") is True else {**c, "exclude_automations": True} for c in listed
-        ]
-    payload = {"contacts": listed, "exclude_automations": exclude_automations}
-    content = json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
-    if len(content) >= MAX_BULK_BODY_BYTES:
-        raise ValueError(
-            f"bulk_import body is {len(content):,} bytes; "
-            f"ActiveCampaign accepts under {MAX_BULK_BODY_BYTES:,}: "
-            "send fewer contacts per request"
-        )
-    return content
-
-
-def _with_string_list_ids(contact: dict[str, Any]) -> dict[str, Any]:
-    if not any(key in contact for key in ("subscribe", "unsubscribe")):
-        return contact
-    out = dict(contact)
-    for key in ("subscribe", "unsubscribe"):
-        if isinstance(out.get(key), list):
-            out[key] = [
-                {**item, "listid": str(item["listid"])}
-                if isinstance(item, dict) and "listid" in item
-                else item
-                for item in out[key]
-            ]
-    return out
-
-
 def client_for(hostname: str, api_key: str, settings: Settings) -> ActiveCampaignClient:
     """A client for an account, paced by the process-wide budget of that account."""
     allow_loopback = not settings.running_in_azure
@@ -931,59 +655,11 @@ def client_for(hostname: str, api_key: str, settings: Settings) -> ActiveCampaig
     )
 
 
-_ID_SEGMENT = re.compile(r"/\d+(?=/|$)")
-
-
-def request_kind(method: str, path: str) -> str:
-    """A request's kind for counting: `GET /fields/{id}/options` for GET /fields/12/options."""
-    return f"{method} {_ID_SEGMENT.sub('/{id}', path)}"
-
-
 def _json_or_none(response: httpx.Response) -> Any:
     try:
         return response.json()
     except (ValueError, UnicodeDecodeError):
         return None
-
-
-def _object(body: dict[str, Any], key: str, what: str) -> dict[str, Any]:
-    value = body.get(key)
-    if not isinstance(value, dict):
-        raise UnexpectedResponse(f"{what} answered without a '{key}' object")
-    return value
-
-
-def _custom_field(item: object, options: Mapping[int, list[str]]) -> CustomField:
-    if not isinstance(item, dict):
-        raise UnexpectedResponse("GET /fields answered with a field that is not an object")
-    field_id = _int_or_none(item.get("id"))
-    if field_id is None:
-        raise UnexpectedResponse("GET /fields answered with a field without a numeric id")
-    return CustomField(
-        id=field_id,
-        perstag=str(item.get("perstag") or ""),
-        title=str(item.get("title") or ""),
-        type=str(item.get("type") or "").strip().lower(),
-        options=tuple(options.get(field_id, ())),
-    )
-
-
-def _field_options(items: object) -> dict[int, list[str]]:
-    """GET /fields' `fieldOptions` (each `{"field": "12", "value": ..., "orderid": ...}`) by field id,
-    option values in `orderid` order. Malformed entries are skipped: options only narrow what is sent."""
-    if not isinstance(items, list):
-        return {}
-    found: list[tuple[int, int, str]] = []
-    for item in items:
-        if not isinstance(item, dict) or not isinstance(item.get("value"), str):
-            continue
-        field_id = _int_or_none(item.get("field"))
-        if field_id is not None:
-            found.append((field_id, _int_or_none(item.get("orderid")) or 0, item["value"]))
-    options: dict[int, list[str]] = {}
-    for field_id, _order, value in sorted(found, key=lambda f: (f[0], f[1])):
-        options.setdefault(field_id, []).append(value)
-    return options
 
 
 # The sentence's lower-case words only: what follows them (a name, a list's title) is not repeated.
@@ -1002,17 +678,6 @@ def _permission_text(response: httpx.Response) -> str | None:
     for text in texts:
         if isinstance(text, str) and (match := _PERMISSION.search(text)):
             return match.group(0).strip()
-    return None
-
-
-def _int_or_none(value: object) -> int | None:
-    # ActiveCampaign sends most ids and counts as strings ("12").
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int):
-        return value
-    if isinstance(value, str) and value.strip().isdigit():
-        return int(value.strip())
     return None
 
 
