@@ -109,6 +109,7 @@ def queue_due_exports(
         outcome: Outcome
         run_id: str | None = None
         check = DueCheck()
+        previous: Decision | None = None
         try:
             previous = svc.decisions.get(name)
             check.handled_firing = previous.handled_firing if previous else None
@@ -139,5 +140,6 @@ def queue_due_exports(
         decision = Decision(
             outcome, clip(reason), utc_now(), "timer", run_id, check.handled_firing, check.snapshot_id
         )
-        svc.decisions.record(name, decision)
+        if not decision.same_as(previous):  # a tick that finds nothing new writes nothing
+            svc.decisions.record(name, decision)
     return result

@@ -48,6 +48,24 @@ class Decision:
     handled_firing: str | None = None
     snapshot_id: str | None = None
 
+    def same_as(self, other: Decision | None) -> bool:
+        """The same decision, whenever it was made (a tick that finds nothing new writes nothing)."""
+        return other is not None and (
+            self.outcome,
+            self.reason,
+            self.source,
+            self.run_id,
+            self.handled_firing,
+            self.snapshot_id,
+        ) == (
+            other.outcome,
+            other.reason,
+            other.source,
+            other.run_id,
+            other.handled_firing,
+            other.snapshot_id,
+        )
+
     def to_document(self) -> dict[str, Any]:
         return {
             "outcome": self.outcome,

@@ -354,3 +354,7 @@ def test_ticks_for_exports_that_are_not_due_write_no_run_blobs(app_env: AppEnv, 
     result = queue_due_exports(svc)
     assert result.skipped["busy"].startswith("run ")
     assert {b.name: b.etag for b in svc.app_container.list_blobs(name_starts_with="runs/")} == before
+    # The next tick finds the same: it writes nothing at all, not even its decision again.
+    everything = {b.name: b.etag for b in svc.app_container.list_blobs()}
+    assert queue_due_exports(svc).skipped == result.skipped
+    assert {b.name: b.etag for b in svc.app_container.list_blobs()} == everything
