@@ -208,3 +208,22 @@ def test_a_format_4_checkpoint_loads_with_no_tag_progress() -> None:
     checkpoint = Checkpoint.from_json(text)
     assert (checkpoint.untag_next, checkpoint.untag_failed, checkpoint.untag_counts) == (0, [], {})
     assert Checkpoint.from_json(checkpoint.to_json()) == checkpoint
+
+
+def test_withdrawing_a_mirror_export_takes_its_tags_off_whom_it_unsubscribes(world: World) -> None:
+    from shared.pipeline import run_export
+
+    world.reconfigure(mode="mirror")
+    snapshot(world, 3, "2026/11/20/0600")
+    assert world.run().status == "succeeded"
+    world.sandbox.state.tag_contact("person0@example.com", OTHER_TAG)
+    record = world.runs.create("vip", trigger="cli", withdraw=True, force=True)
+    record.start()
+    world.runs.update(record)
+
+    outcome = run_export(world.ctx, record, runs=world.runs)
+
+    assert outcome.status == "succeeded", outcome.error
+    assert (outcome.report.removed, outcome.report.to_untag, outcome.report.untagged) == (3, 3, 3)
+    assert tags_of(world, "person0@example.com") == {OTHER_TAG}
+    assert tags_of(world, "person1@example.com") == set()
