@@ -740,7 +740,12 @@ class _Run:
                     "the run's totals do not add up, so it is not marked successful: " + "; ".join(problems)
                 )
             if not dry:
-                done = [j for j in range(int(plan.removals.shape[0])) if j not in failed]
+                # Nobody is sent (operation j is removal j); one who may still carry the export's tags
+                # stays delivered, so withdrawing again takes them off.
+                untag_left = set(stage.checkpoint.untag_failed)
+                done = [
+                    j for j in range(int(plan.removals.shape[0])) if j not in failed and j not in untag_left
+                ]
                 self._save_withdrawn(old, etag, plan, done)
                 write_index(self.container, changes_blob.name)  # lookup reads it instead of the log
             self._store_unsubscribed(plan, old, failed)
