@@ -62,6 +62,7 @@ def _absolute(module: str | None, level: int, here: str, is_package: bool) -> st
 
 def _exports(tree: ast.Module) -> list[str] | None:
     for node in tree.body:
+        value: ast.expr | None
         if isinstance(node, ast.Assign):
             targets, value = node.targets, node.value
         elif isinstance(node, ast.AnnAssign):
