@@ -26,7 +26,6 @@ from shared.sync import Plan
 
 log = logging.getLogger(__name__)
 
-UNTAG_FAILED = "untag_failed"  # stable code: the contact still carries one of the export's tags
 UNTAG_CHECKPOINT_EVERY = 25  # contacts between checkpoints (a continuation redoes at most these)
 
 
