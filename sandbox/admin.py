@@ -69,4 +69,13 @@ def handle_admin(state: SandboxState, request: ApiRequest) -> Reply:
         except (ValueError, KeyError, TypeError) as exc:
             return message(400, f"expected {{'list': <id>, 'email': <address>}} of a known list: {exc}")
         return Reply(200, {"list": list_id, "email": email.lower(), "status": 2})
+    if method == "POST" and path == "/__sandbox/bounce":
+        try:
+            doc = parse_json(request.body)
+            if not isinstance(doc, dict):
+                raise TypeError("body is not a JSON object")
+            record = state.bounce(str(doc["email"]))
+        except (ValueError, KeyError, TypeError) as exc:
+            return message(400, f"expected {{'email': <address of a contact>}}: {exc}")
+        return Reply(200, {"contact": record.id, "bounced_hard": record.bounced_hard})
     return message(404, f"No sandbox admin route {method} {path}")

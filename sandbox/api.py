@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from datetime import date
 from typing import Any
 
 from sandbox import shapes
@@ -18,6 +19,7 @@ from sandbox.validation import is_valid_email
 _LIST = re.compile(r"/api/3/lists/(\d+)")
 _FIELD_OPTIONS = re.compile(r"/api/3/fields/(\d+)/options")
 _CONTACT_TAGS = re.compile(r"/api/3/contacts/(\d+)/contactTags")
+_CONTACT_LISTS = re.compile(r"/api/3/contacts/(\d+)/contactLists")
 _CONTACT_TAG = re.compile(r"/api/3/contactTags/(\d+)")
 PAGE_DEFAULT = 20
 PAGE_MAX = 100
@@ -71,6 +73,8 @@ class Api:
             return self._list(int(match.group(1)))
         if request.method == "GET" and (match := _FIELD_OPTIONS.fullmatch(request.path)):
             return self._field_options(int(match.group(1)))
+        if request.method == "GET" and (match := _CONTACT_LISTS.fullmatch(request.path)):
+            return self._contact_lists_of(int(match.group(1)))
         if request.method == "GET" and (match := _CONTACT_TAGS.fullmatch(request.path)):
             return self._contact_tags(int(match.group(1)))
         if request.method == "DELETE" and (match := _CONTACT_TAG.fullmatch(request.path)):
@@ -124,6 +128,19 @@ class Api:
             return message(404, f"No Result found for Field with id {field_id}", outcome="not_found")
         return Reply(200, {"fieldOptions": shapes.field_options_json(spec, self._base())})
 
+    def _contact_lists_of(self, contact_id: int) -> Reply:
+        """GET /contacts/{id}/contactLists (a contact's `links.contactLists`): status and udate per list."""
+        record = self._state.contact_by_id(contact_id)
+        if record is None:
+            return message(404, f"No Result found for Subscriber with id {contact_id}", outcome="not_found")
+        base = self._base()
+        items = [
+            # This page's example and schema give the status as a string ("3").
+            {**shapes.contact_list_json(record, lid, status, base, udate), "status": str(status)}
+            for lid, status, udate in self._state.contact_lists(contact_id)
+        ]
+        return Reply(200, {"contactLists": items})
+
     def _contact_tags(self, contact_id: int) -> Reply:
         """GET /contacts/{id}/contactTags (a contact's `links.contactTags`)."""
         if self._state.contact_by_id(contact_id) is None:
@@ -146,11 +163,20 @@ class Api:
 
     def _contacts(self, request: ApiRequest) -> Reply:
         status = request.param("status")
+        updated_after = request.param("filters[updated_after]")
+        try:
+            # The reference types it `format: date`; a time or another form is refused here.
+            after = date.fromisoformat(updated_after) if updated_after is not None else None
+        except ValueError:
+            return message(400, "filters[updated_after] must be a date (YYYY-MM-DD).", outcome="invalid")
+        if updated_after is not None and len(updated_after) != 10:
+            return message(400, "filters[updated_after] must be a date (YYYY-MM-DD).", outcome="invalid")
         page, total = self._state.query_contacts(
             email=request.param("email"),
             list_id=_as_int(request.param("listid")),
             status=_as_int(status) if status not in (None, "-1") else None,
             id_greater=_as_int(request.param("id_greater")),
+            updated_after=after,
             descending=(request.param("orders[id]") or "ASC").upper() == "DESC",
             offset=request.int_param("offset", 0),
             limit=request.int_param("limit", PAGE_DEFAULT, maximum=PAGE_MAX) or PAGE_DEFAULT,

@@ -12,6 +12,8 @@ BatchStatus = Literal["waiting", "claimed", "active", "completed", "failed", "in
 BatchOutcome = Literal["completed", "failed", "interrupted"]
 SUBSCRIBED = 1
 UNSUBSCRIBED = 2
+# contactList status 3: the address bounced (the contactLists page's example carries status "3").
+BOUNCED = 3
 
 
 def now_iso() -> str:
@@ -53,6 +55,9 @@ class ContactRecord:
     tags: set[str] = field(default_factory=set)
     cdate: str = field(default_factory=now_iso)
     udate: str = field(default_factory=now_iso)
+    # Bounce fields of the contact object (contacts pages): a count and the day of the last bounce.
+    bounced_hard: int = 0
+    bounced_date: str = "0000-00-00"
 
     def snapshot(self) -> ContactRecord:
         """A copy a test may hold while the worker keeps updating the original."""
@@ -67,6 +72,8 @@ class ContactRecord:
             set(self.tags),
             self.cdate,
             self.udate,
+            self.bounced_hard,
+            self.bounced_date,
         )
 
 

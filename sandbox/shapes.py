@@ -160,9 +160,9 @@ def contact_json(record: ContactRecord, base: str) -> JSON:
         "orgid": "0",
         "orgname": record.customer_acct_name,
         "segmentio_id": "",
-        "bounced_hard": "0",
+        "bounced_hard": str(record.bounced_hard),
         "bounced_soft": "0",
-        "bounced_date": "0000-00-00",
+        "bounced_date": record.bounced_date,
         "ip": "0",
         "ua": "",
         "hash": "",
@@ -205,13 +205,16 @@ def field_values_json(record: ContactRecord, base: str) -> list[JSON]:
     ]
 
 
-def contact_list_json(record: ContactRecord, list_id: int, status: int, base: str) -> JSON:
+def contact_list_json(
+    record: ContactRecord, list_id: int, status: int, base: str, udate: str | None = None
+) -> JSON:
     return {
         "contact": str(record.id),
         "list": str(list_id),
         "form": None,
         "seriesid": "0",
-        "sdate": record.udate,
+        "sdate": record.cdate,
+        "udate": udate or record.udate,
         "status": status,
         "responder": "1",
         "sync": "0",

@@ -10,10 +10,12 @@ import threading
 import uuid
 from collections import Counter, deque
 from collections.abc import Iterable, Mapping, Sequence
+from datetime import UTC, date, datetime
 from zoneinfo import ZoneInfo
 
 from sandbox.limits import max_in_window
 from sandbox.model import (
+    BOUNCED,
     SUBSCRIBED,
     UNSUBSCRIBED,
     Batch,
@@ -49,6 +51,8 @@ class SandboxState:
         self._contacts: dict[str, ContactRecord] = {}
         self._by_id: dict[int, ContactRecord] = {}
         self._members: dict[int, dict[str, int]] = {i: {} for i in self._lists}
+        # (list id, email) -> when that membership's status last changed (a contactList's `udate`).
+        self._member_udate: dict[tuple[int, str], str] = {}
         self._opted_out: dict[int, set[str]] = {i: set() for i in self._lists}
         self._exclusions: set[str] = set()
         self._batches: dict[str, Batch] = {}
@@ -173,6 +177,7 @@ class SandboxState:
         list_id: int | None = None,
         status: int | None = None,
         id_greater: int | None = None,
+        updated_after: date | None = None,
         descending: bool = False,
         offset: int = 0,
         limit: int = 20,
@@ -191,6 +196,10 @@ class SandboxState:
                 matches = [c for c in matches if self._member_matches(c.email, list_id, status)]
             if id_greater is not None:
                 matches = [c for c in matches if c.id > id_greater]
+            if updated_after is not None:
+                # "updated after this date" (a date, no time): strictly after that day in the
+                # account's time zone, so a caller wanting that day's changes must ask for the day before.
+                matches = [c for c in matches if self._local_day(c.udate) > updated_after]
             if descending:
                 matches.reverse()
             return [c.snapshot() for c in matches[offset : offset + limit]], len(matches)
@@ -200,6 +209,44 @@ class SandboxState:
             current = self._members.get(list_id, {}).get(email)
             return current is not None and (status is None or current == status)
         return any(m.get(email) == status for m in self._members.values())
+
+    def _local_day(self, iso: str) -> date:
+        return datetime.fromisoformat(iso).astimezone(self.time_zone).date()
+
+    def contact_lists(self, contact_id: int) -> list[tuple[int, int, str]]:
+        """GET /contacts/{id}/contactLists: (list id, status, udate) of each list the contact is on."""
+        with self._lock:
+            record = self._by_id.get(contact_id)
+            if record is None:
+                return []
+            return [
+                (lid, m[record.email], self._member_udate.get((lid, record.email), record.udate))
+                for lid, m in sorted(self._members.items())
+                if record.email in m
+            ]
+
+    def _set_member(self, list_id: int, record: ContactRecord, status: int) -> None:
+        """A list status as ActiveCampaign keeps it; a change stamps the membership and the contact."""
+        members = self._members[list_id]
+        if members.get(record.email) != status:
+            now = now_iso()
+            self._member_udate[(list_id, record.email)] = now
+            record.udate = now
+        members[record.email] = status
+
+    def bounce(self, email: str) -> ContactRecord:
+        """The address hard-bounces: the contact's bounce fields are set and each list it is subscribed
+        to shows it as bounced (status 3)."""
+        with self._lock:
+            record = self._contacts.get(email.strip().lower())
+            if record is None:
+                raise KeyError("no such contact")
+            record.bounced_hard += 1
+            record.bounced_date = datetime.now(UTC).date().isoformat()
+            for lid, members in self._members.items():
+                if members.get(record.email) == SUBSCRIBED:
+                    self._set_member(lid, record, BOUNCED)
+            return record.snapshot()
 
     def memberships_of(self, email: str) -> dict[int, int]:
         with self._lock:
@@ -218,7 +265,7 @@ class SandboxState:
             if list_id not in self._lists:
                 raise KeyError(f"no list {list_id}")
             record = self._upsert(email.strip().lower())
-            self._members[list_id][record.email] = UNSUBSCRIBED
+            self._set_member(list_id, record, UNSUBSCRIBED)
             self._opted_out[list_id].add(record.email)
 
     def opted_out(self, list_id: int) -> set[str]:
@@ -303,7 +350,7 @@ class SandboxState:
                 self._resubscriptions.append((list_id, record.email))
                 self._resubscribe_sources.append((list_id, record.email, sourceid))
                 self._opted_out[list_id].discard(record.email)
-            members[record.email] = status
+            self._set_member(list_id, record, status)
             return record.snapshot()
 
     @staticmethod
@@ -358,10 +405,10 @@ class SandboxState:
             if members.get(record.email) == UNSUBSCRIBED:
                 # "Contacts may not be subscribed to lists which they have previously unsubscribed from."
                 self._refused.append((list_id, record.email))
-            else:
-                members[record.email] = SUBSCRIBED
+            elif members.get(record.email) != BOUNCED:  # a bounced address stays bounced
+                self._set_member(list_id, record, SUBSCRIBED)
         for list_id in contact.unsubscribe:
-            self._members[list_id][record.email] = UNSUBSCRIBED
+            self._set_member(list_id, record, UNSUBSCRIBED)
         return record
 
     # -- batches --------------------------------------------------------------------------------

@@ -17,6 +17,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import replace
+from datetime import date
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
@@ -51,6 +52,7 @@ from shared.activecampaign.wire import (
     BulkImportQueued,
     CustomField,
     ImportInfo,
+    ListStatus,
     bulk_import_body,
     custom_field,
     int_id,
@@ -311,6 +313,48 @@ class ActiveCampaignClient:
             if contact_id is None:
                 raise UnexpectedResponse("GET /contacts answered with a contact without a numeric id")
             page.append((contact_id, str(item.get("email", "")).strip().lower()))
+        return page
+
+    def list_status_page(
+        self,
+        list_id: int,
+        *,
+        status: int,
+        updated_after: date | None = None,
+        after_id: int = 0,
+        limit: int = CONTACTS_PAGE_SIZE,
+    ) -> list[ListStatus]:
+        """GET /contacts by list, status and (optionally) `filters[updated_after]` (a day: contacts
+        updated on a later day): one page, ids ascending above `after_id` (`orders[id]=ASC` +
+        `id_greater`, stable while statuses change under the walk)."""
+        params: dict[str, str | int] = {
+            "listid": int(list_id),
+            "status": int(status),
+            "orders[id]": "ASC",
+            "id_greater": int(after_id),
+            "limit": int(limit),
+        }
+        if updated_after is not None:
+            params["filters[updated_after]"] = updated_after.isoformat()
+        body = self._call("GET", "/contacts", params=params)
+        contacts = body.get("contacts")
+        if not isinstance(contacts, list):
+            raise UnexpectedResponse("GET /contacts answered without a 'contacts' array")
+        page: list[ListStatus] = []
+        for item in contacts:
+            contact_id = int_id(item.get("id")) if isinstance(item, dict) else None
+            if contact_id is None or not isinstance(item, dict):
+                raise UnexpectedResponse("GET /contacts answered with a contact without a numeric id")
+            udate = item.get("udate")
+            page.append(
+                ListStatus(
+                    contact_id,
+                    str(item.get("email", "")).strip().lower(),
+                    int(status),
+                    udate if isinstance(udate, str) else "",
+                    int_id(item.get("bounced_hard")) or 0,
+                )
+            )
         return page
 
     def tag_ids(self, names: Iterable[str]) -> dict[str, int]:

@@ -75,6 +75,17 @@ class ImportInfo:
     failure: list[str]  # emails: never log them unmasked
 
 
+@dataclass(frozen=True, slots=True)
+class ListStatus:
+    """A contact's status on a list as GET /contacts reports it (status filter + the contact object)."""
+
+    contact_id: int
+    email: str  # lower-case
+    status: int  # the contactList status filtered on: 1 subscribed, 2 unsubscribed, 3 bounced
+    updated: str  # the contact's `udate` (ISO 8601 with offset): at or after the status changed
+    bounced_hard: int
+
+
 def bulk_import_body(contacts: list[dict[str, Any]], *, exclude_automations: bool = False) -> bytes:
     """The exact bytes POSTed to /import/bulk_import, checked against ActiveCampaign's limits.
 
