@@ -119,11 +119,16 @@ def refuse_stored_key_for_another_host(current: ConfigSnapshot, name: str, conne
         )
 
 
-def stored_key(svc: Services, secret: str, name: str) -> str:
-    from shared.secrets import SecretNotFound
+def stored_key(svc: Services, connection: Connection) -> str:
+    """The connection's stored key, for its hostname only (a key bound to another host is refused:
+    shared/secrets.py); ApiKeyRequired when there is none to send there."""
+    from shared.secrets import KeyBoundToAnotherHost, SecretNotFound, connection_key
 
+    name, secret = connection.name, connection.api_key_secret
     try:
-        return svc.secrets.get(secret, refresh=True)
+        return connection_key(svc.secrets, name, secret, connection.hostname, refresh=True)
+    except KeyBoundToAnotherHost as exc:
+        raise ApiError(400, "ApiKeyRequired", str(exc)) from None
     except SecretNotFound:
         raise ApiError(
             400,

@@ -68,7 +68,7 @@ def caller_me(req: func.HttpRequest) -> func.HttpResponse:
 def connection_check(req: func.HttpRequest, svc: Services, caller: Caller) -> func.HttpResponse:
     from functions.accounts import account, default_secret_name, refuse_stored_key_for_another_host
     from shared.config import parse_connection
-    from shared.secrets import SecretNotFound
+    from shared.secrets import KeyBoundToAnotherHost, SecretNotFound, connection_key
 
     name = req.route_params["name"]
     body = read_json_object(req)
@@ -95,7 +95,11 @@ def connection_check(req: func.HttpRequest, svc: Services, caller: Caller) -> fu
         # As PUT: the stored key is only checked against a host it was given for.
         refuse_stored_key_for_another_host(current, name, connection)
         try:
-            key = svc.secrets.get(connection.api_key_secret, refresh=True)
+            key = connection_key(
+                svc.secrets, name, connection.api_key_secret, connection.hostname, refresh=True
+            )
+        except KeyBoundToAnotherHost as exc:
+            raise ApiError(400, "ApiKeyRequired", str(exc)) from None
         except SecretNotFound:
             raise ApiError(
                 400,

@@ -98,11 +98,11 @@ def _put(svc: Services, req: func.HttpRequest, name: str) -> func.HttpResponse:
         )
     if api_key is None:
         refuse_stored_key_for_another_host(current, name, connection)
-    key = api_key if api_key else stored_key(svc, connection.api_key_secret, name)
+    key = api_key if api_key else stored_key(svc, connection)
     with account(settings, connection.hostname, key, connection=name) as client:
         client.check_connection()
     if api_key:
-        svc.secrets.set(connection.api_key_secret, key)
+        svc.secrets.set(connection.api_key_secret, key, host=connection.hostname)
     item = connection_to_document(connection)
 
     def change(snapshot: ConfigSnapshot) -> dict[str, Any]:

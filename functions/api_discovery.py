@@ -26,7 +26,7 @@ def _discover(req: func.HttpRequest, svc: Services, resource: str) -> func.HttpR
         raise not_found("connection", name, _HINT)
     limit = int_param(req.params, "limit", PAGE_MAX, 1, PAGE_MAX)
     offset = int_param(req.params, "offset", 0, 0, 10_000_000)
-    key = stored_key(svc, connection.api_key_secret, name)
+    key = stored_key(svc, connection)
     with account(svc.settings, connection.hostname, key, connection=name) as client:
         body = client.page(resource, limit=limit, offset=offset)
     items = page_view(resource, body)

@@ -106,11 +106,11 @@ def _check_target(svc: Services, connection: Connection, export: ExportConfig) -
     from shared.activecampaign import ListNotFound
     from shared.mapping import MappingError, RowMapper
     from shared.pipeline import preflight
-    from shared.secrets import SecretNotFound
+    from shared.secrets import SecretNotFound, connection_key
     from shared.segments import SegmentError, SegmentReader
 
     try:
-        key = svc.secrets.get(connection.api_key_secret)
+        key = connection_key(svc.secrets, connection.name, connection.api_key_secret, connection.hostname)
     except SecretNotFound:
         raise ApiError(
             409,

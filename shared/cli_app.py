@@ -233,7 +233,7 @@ def cmd_lookup(args: argparse.Namespace) -> int:
 def cmd_describe(args: argparse.Namespace) -> int:
     from shared.activecampaign import client_for
     from shared.discovery import PAGE_MAX, page_view, total_of
-    from shared.secrets import secrets_from_settings
+    from shared.secrets import connection_key, secrets_from_settings
 
     settings = load_settings()
     config, source = load_config_source(args, settings)
@@ -242,7 +242,9 @@ def cmd_describe(args: argparse.Namespace) -> int:
         known = ", ".join(sorted(config.connections)) or "none"
         _error(f"connection {args.connection!r} is not in {source} (connections: {known})")
         return EXIT_USAGE
-    key = secrets_from_settings(settings).get(connection.api_key_secret)
+    key = connection_key(
+        secrets_from_settings(settings), connection.name, connection.api_key_secret, connection.hostname
+    )
     described: dict[str, Any] = {"connection": connection.name, "hostname": connection.hostname}
     with client_for(connection.hostname, key, settings) as client:
         for resource in ("lists", "fields", "tags"):

@@ -45,7 +45,7 @@ from shared.ownership import ALREADY_LEASED, Heartbeat
 from shared.redact import scrub
 from shared.report import RejectedRowsWriter, RunReport, add_counts, unsubscribed_csv
 from shared.runs import RunRecord, RunStore, utc_now
-from shared.secrets import SecretNotFound, SecretsProvider
+from shared.secrets import SecretNotFound, SecretsProvider, connection_key
 from shared.segments import (
     DESCRIBED_BY,
     LAYOUT_CUSTOMER_INSIGHTS,
@@ -437,9 +437,18 @@ class _Run:
                 "run %s: could not update the line for %s: %s", self.record.run_id, host, type(exc).__name__
             )
 
+    def _key(self, *, refresh: bool = False) -> str:
+        """The connection's key, for the connection's host only: a key bound to another host (the
+        connection moved and this instance's cache, or the vault, still holds the old account's key)
+        fails the run as KeyBoundToAnotherHost, naming the connection, before anything is sent."""
+        connection = self.connection
+        return connection_key(
+            self.ctx.secrets, connection.name, connection.api_key_secret, connection.hostname, refresh=refresh
+        )
+
     def _client(self) -> ActiveCampaignClient:
         try:
-            key = self.ctx.secrets.get(self.connection.api_key_secret)
+            key = self._key()
         except SecretNotFound as exc:
             raise RunFailed(
                 f"the API key of connection {self.connection.name!r} is missing: {exc}. "
@@ -448,11 +457,26 @@ class _Run:
         return self.ctx.client_factory(self.connection.hostname, key, self.ctx.settings)
 
     def _with_rotation(self, client: ActiveCampaignClient, call: Callable[[], T]) -> T:
-        """Run `call`; on 403 re-read the key once (it may have been rotated) and try again."""
+        """Run `call`; on 403 re-read the key once (it may have been rotated) and try again.
+
+        The key re-read is bound to the same host as the first (`_key`), so a refusal never leads to
+        another account's key; the retry is logged, and the same key is not tried twice."""
         try:
             return call()
         except InvalidApiKey:
-            fresh = self.ctx.secrets.get(self.connection.api_key_secret, refresh=True)
+            fresh = self._key(refresh=True)
+            if fresh == client.api_key:
+                raise RunFailed(
+                    f"ActiveCampaign refused the API key of connection {self.connection.name!r} (403): the key is "
+                    "wrong or its user was removed. Copy a valid key from ActiveCampaign (Settings > Developer) "
+                    "and update the connection"
+                ) from None
+            log.warning(
+                "connection %s: ActiveCampaign at %s refused the cached API key; retrying once with the key "
+                "now stored for that host (rotated)",
+                self.connection.name,
+                self.connection.hostname,
+            )
             client.set_api_key(fresh)
             try:
                 return call()

@@ -2,6 +2,15 @@
 
 `secrets_from_settings` picks the provider. Every value a provider returns or stores is registered
 with `shared.redact`, so it is scrubbed from logs wherever it shows up.
+
+A key is bound to the ActiveCampaign host it was given for. The host is stored with the value in the
+same write (a Key Vault tag, `activecampaign-host`; beside the value for local secrets), and every
+read names the host the key is about to be sent to: a key bound to another host is refused
+(KeyBoundToAnotherHost), never returned. A cached key is returned only for the host it was cached
+with; for any other host the vault is read again. So an instance whose cache predates a connection's
+move to another host reads the new key instead of sending the old one there. A secret written
+before keys were bound (or by hand without the tag) is bound, on its first read, to the host it is
+read for: the version read is tagged, so a newer value is never mislabelled.
 """
 
 from __future__ import annotations
@@ -36,6 +45,8 @@ _NAME_RE = re.compile(r"[0-9A-Za-z-]{1,127}")
 _DEFAULT_CLIENT_KWARGS: dict[str, Any] = {"connection_timeout": 10, "read_timeout": 30, "retry_total": 3}
 # Generous: recovery of a soft-deleted secret usually takes a few seconds.
 _RECOVER_WAIT_SECONDS = 60.0
+# The Key Vault tag holding the host a key was given for (scripts/deploy.sh writes it too).
+HOST_TAG = "activecampaign-host"
 
 
 class SecretNotFound(TerminalError):
@@ -53,14 +64,55 @@ class SecretsError(TerminalError):
     code = "SecretsUnavailable"
 
 
+class KeyBoundToAnotherHost(TerminalError):
+    """The secret holds a key given for another host than the one it would be sent to. Names the
+    secret and both hosts, never the key; `for_connection` adds the connection."""
+
+    code = "ApiKeyBoundToAnotherHost"
+    http_status = 409
+
+    def __init__(self, name: str, bound: str, wanted: str, connection: str | None = None) -> None:
+        self.name, self.bound, self.wanted, self.connection = name, bound, wanted, connection
+        whose = f"connection {connection!r} (secret {name!r})" if connection else f"secret {name!r}"
+        super().__init__(
+            f"the API key stored for {whose} was given for {bound}, not for {wanted}, so it is not sent "
+            f"there: save the connection with the API key of the account at {wanted} "
+            "(PUT /api/connections/{name} with apiKey, or the console's Save)"
+        )
+
+    def for_connection(self, connection: str) -> KeyBoundToAnotherHost:
+        return KeyBoundToAnotherHost(self.name, self.bound, self.wanted, connection)
+
+
 class SecretsProvider(Protocol):
-    def get(self, name: str, *, refresh: bool = False) -> str:
-        """The secret's value. `refresh=True` skips any cache (after a 403, to see a rotated key)."""
+    def get(self, name: str, *, host: str, refresh: bool = False) -> str:
+        """The value of secret `name`, which is about to be sent to `host`; KeyBoundToAnotherHost if it
+        was given for another host. `refresh=True` skips any cache (after a 403, to see a rotated key)."""
         ...
 
-    def set(self, name: str, value: str) -> None: ...
+    def set(self, name: str, value: str, *, host: str) -> None:
+        """Store `value`, bound to `host`, in one write."""
+        ...
 
     def delete(self, name: str) -> None: ...
+
+
+def connection_key(
+    secrets: SecretsProvider, connection: str, secret: str, host: str, *, refresh: bool = False
+) -> str:
+    """The key of `connection` for `host`; a key bound to another host is refused naming the connection."""
+    try:
+        return secrets.get(secret, host=host, refresh=refresh)
+    except KeyBoundToAnotherHost as exc:
+        raise exc.for_connection(connection) from None
+
+
+def _host(host: str) -> str:
+    # Hostnames are validated (shared/hosts.py) before they get here; case never makes two hosts.
+    bound = host.strip().lower()
+    if not bound:
+        raise SecretsError("an API key is bound to a host: name the host it is read or stored for")
+    return bound
 
 
 def _check_name(name: str) -> None:
@@ -99,7 +151,8 @@ class KeyVaultSecrets:
         self._client = SecretClient(self.vault_url, credential, **{**_DEFAULT_CLIENT_KWARGS, **client_kwargs})
         self._cache_seconds = cache_seconds
         self._clock = clock
-        self._cache: dict[str, tuple[str, float]] = {}
+        # name -> (value, the host it is bound to, when read)
+        self._cache: dict[str, tuple[str, str, float]] = {}
         self._lock = threading.Lock()
         self._name_locks: dict[str, threading.Lock] = {}
 
@@ -110,25 +163,30 @@ class KeyVaultSecrets:
         with self._lock:
             return self._name_locks.setdefault(name, threading.Lock())
 
-    def _cached(self, name: str) -> str | None:
+    def _cached(self, name: str, host: str) -> str | None:
+        """The cached value if it is fresh and was cached for `host`; for another host, None (read
+        the vault: the key may have moved with its connection)."""
         with self._lock:
             entry = self._cache.get(name)
         if entry is None:
             return None
-        value, fetched_at = entry
-        return value if self._clock() - fetched_at < self._cache_seconds else None
+        value, bound, fetched_at = entry
+        if bound != host or self._clock() - fetched_at >= self._cache_seconds:
+            return None
+        return value
 
-    def _remember(self, name: str, value: str) -> None:
+    def _remember(self, name: str, value: str, host: str) -> None:
         with self._lock:
-            self._cache[name] = (value, self._clock())
+            self._cache[name] = (value, host, self._clock())
 
-    def get(self, name: str, *, refresh: bool = False) -> str:
+    def get(self, name: str, *, host: str, refresh: bool = False) -> str:
         _check_name(name)
-        if not refresh and (value := self._cached(name)) is not None:
+        host = _host(host)
+        if not refresh and (value := self._cached(name, host)) is not None:
             return value
         with self._name_lock(name):
             # Another thread may have read it while this one waited.
-            if not refresh and (value := self._cached(name)) is not None:
+            if not refresh and (value := self._cached(name, host)) is not None:
                 return value
             try:
                 secret = self._client.get_secret(name)
@@ -147,26 +205,45 @@ class KeyVaultSecrets:
             if secret.value is None:
                 raise SecretsError(f"secret {name!r} in Key Vault {self.vault_url} has no value: set one")
             register_secret_value(secret.value)
-            self._remember(name, secret.value)
+            tags = dict(secret.properties.tags or {})
+            bound = tags.get(HOST_TAG)
+            if bound is None:
+                self._bind(name, secret.properties.version, {**tags, HOST_TAG: host})
+                bound = host
+            bound = _host(bound)
+            self._remember(name, secret.value, bound)
+            if bound != host:
+                raise KeyBoundToAnotherHost(name, bound, host)
             return secret.value
 
-    def set(self, name: str, value: str) -> None:
+    def _bind(self, name: str, version: str | None, tags: dict[str, str]) -> None:
+        """Bind a secret stored without a host (before keys were bound, or by hand) to the host of its
+        first use: the version read is tagged, so a value written meanwhile is never mislabelled."""
+        try:
+            self._client.update_secret_properties(name, version, tags=tags)
+        except Exception as exc:
+            raise self._error("bind", name, exc) from None
+
+    def set(self, name: str, value: str, *, host: str) -> None:
         _check_name(name)
+        host = _host(host)
         if not value:
             raise SecretsError(f"refusing to store an empty value in secret {name!r}")
         register_secret_value(value)
+        # The host goes in the same write as the value: no reader ever sees one without the other.
+        tags = {HOST_TAG: host}
         with self._name_lock(name):
             try:
                 try:
-                    self._client.set_secret(name, value)
+                    self._client.set_secret(name, value, tags=tags)
                 except ResourceExistsError:
                     # With soft-delete a deleted name can't be reused until it is recovered or purged;
                     # recovering needs less permission than purging and purge protection can't block it.
                     self._client.begin_recover_deleted_secret(name).wait(timeout=_RECOVER_WAIT_SECONDS)
-                    self._client.set_secret(name, value)
+                    self._client.set_secret(name, value, tags=tags)
             except Exception as exc:
                 raise self._error("write", name, exc) from None
-            self._remember(name, value)
+            self._remember(name, value, host)
 
     def delete(self, name: str) -> None:
         """Delete the secret (soft-delete where the vault has it); a missing secret is not an error."""
@@ -195,6 +272,13 @@ class KeyVaultSecrets:
             )
         if isinstance(exc, HttpResponseError) and exc.status_code == 403:
             role = "Key Vault Secrets User" if action == "read" else "Key Vault Secrets Officer"
+            if action == "bind":
+                return SecretsError(
+                    f"secret {name!r} has no {HOST_TAG} tag and {where} denied adding it ({_describe(exc)}): "
+                    f"grant the app's identity the {role} role, or set the tag to the host of the key "
+                    f"(az keyvault secret set-attributes --vault-name <vault> --name {name} "
+                    f"--tags {HOST_TAG}=<host>)"
+                )
             return SecretsError(
                 f"could not {action} secret {name!r}: {where} denied access ({_describe(exc)}); "
                 f"grant the app's identity the {role} role on the vault"
@@ -227,12 +311,14 @@ class EnvSecrets:
     """Local development only: secret `activecampaign-prod` is read from env var `ACTIVECAMPAIGN_PROD`.
 
     `set` and `delete` change process memory only: nothing persists, and a restart reads the
-    environment again.
+    environment again. A value is bound to a host as in Key Vault: by `set`, or for a value from the
+    environment by its first read (for the life of the process).
     """
 
     def __init__(self, env: Mapping[str, str]) -> None:
         self._env = env
-        self._overrides: dict[str, str | None] = {}  # None: deleted in this process
+        # var -> (value, host it is bound to); None: deleted in this process
+        self._overrides: dict[str, tuple[str, str] | None] = {}
         self._lock = threading.Lock()
 
     def __repr__(self) -> str:
@@ -242,26 +328,35 @@ class EnvSecrets:
     def env_var(name: str) -> str:
         return name.upper().replace("-", "_")
 
-    def get(self, name: str, *, refresh: bool = False) -> str:
+    def get(self, name: str, *, host: str, refresh: bool = False) -> str:
         var = self._checked_var(name)
+        host = _host(host)
         with self._lock:
-            value = self._overrides[var] if var in self._overrides else self._env.get(var) or None
-        if value is None:
+            if var in self._overrides:
+                entry = self._overrides[var]
+            else:
+                value = self._env.get(var) or None
+                entry = None if value is None else self._overrides.setdefault(var, (value, host))
+        if entry is None:
             raise SecretNotFound(
                 name,
                 f"environment variable {var}",
                 f"set {var} (e.g. in local.settings.json Values), or set KEY_VAULT_URL to use Key Vault",
             )
+        value, bound = entry
         register_secret_value(value)
+        if bound != host:
+            raise KeyBoundToAnotherHost(name, bound, host)
         return value
 
-    def set(self, name: str, value: str) -> None:
+    def set(self, name: str, value: str, *, host: str) -> None:
         var = self._checked_var(name)
+        host = _host(host)
         if not value:
             raise SecretsError(f"refusing to store an empty value in secret {name!r}")
         register_secret_value(value)
         with self._lock:
-            self._overrides[var] = value
+            self._overrides[var] = (value, host)
 
     def delete(self, name: str) -> None:
         var = self._checked_var(name)

@@ -108,6 +108,8 @@ class KeyVaultStandIn:
         self.forbidden_token = forbidden_token
         self.state = VaultState()
         self.requests: list[RecordedRequest] = []
+        # (name, version, tags) of every property update, in order
+        self.patches: list[tuple[str, str, dict[str, str]]] = []
         self._lock = threading.Lock()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
         self._server.daemon_threads = True
@@ -137,10 +139,17 @@ class KeyVaultStandIn:
         self._server.server_close()
         self._thread.join(timeout=5)
 
-    def rotate(self, name: str, value: str) -> None:
-        """Give `name` a new current version, as `az keyvault secret set` would."""
+    def rotate(self, name: str, value: str, *, tags: dict[str, str] | None = None) -> None:
+        """Give `name` a new current version, as `az keyvault secret set [--tags]` would."""
         with self._lock:
             self.state.secrets[name] = value
+            if tags is not None:
+                self._current(name, tags=tags)
+
+    def tags(self, name: str) -> dict[str, str] | None:
+        """The tags of the current version of `name`."""
+        with self._lock:
+            return self._current(name).tags
 
     def requests_for(self, method: str, path_prefix: str) -> list[RecordedRequest]:
         return [r for r in self.requests if r.method == method and r.path.startswith(path_prefix)]
@@ -217,6 +226,21 @@ class KeyVaultStandIn:
                 return 400, {}, _error("BadParameter", "Property value must be a string.")
             state.secrets[name] = value
             stored = self._current(name, content_type=document.get("contentType"), tags=document.get("tags"))
+            return 200, {}, self._bundle(name, stored)
+        if method == "PATCH" and version:
+            # Update a version's properties (tags, content type), its value untouched.
+            stored = state.versions.get((name, version))
+            if name not in state.secrets or stored is None:
+                return 404, {}, _not_found(f"{name}/{version}")
+            try:
+                document = json.loads(body)
+            except ValueError:
+                return 400, {}, _error("BadParameter", "The request body is not valid JSON.")
+            if "tags" in document:
+                stored.tags = document["tags"]
+            if "contentType" in document:
+                stored.content_type = document["contentType"]
+            self.patches.append((name, version, dict(document.get("tags") or {})))
             return 200, {}, self._bundle(name, stored)
         if method == "DELETE" and not version:
             if name not in state.secrets:
@@ -314,7 +338,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(data)
 
-    do_GET = do_PUT = do_DELETE = do_POST = _serve
+    do_GET = do_PUT = do_DELETE = do_POST = do_PATCH = _serve
 
     def log_message(self, format: str, *args: Any) -> None:
         # Quiet: pytest shows `requests` on failure, and stderr noise would bury it.

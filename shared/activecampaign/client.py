@@ -192,6 +192,11 @@ class ActiveCampaignClient:
         # Never the key: a client in a log line or a traceback's locals shows its host only.
         return f"ActiveCampaignClient(hostname={self.hostname!r})"
 
+    @property
+    def api_key(self) -> str:
+        """The key in use (compared after a refusal, never shown)."""
+        return self._api_key
+
     # -- lifecycle
 
     def set_api_key(self, key: str) -> None:

@@ -15,6 +15,7 @@ from tests.fixtures.keyvault import CACHE_SECONDS, FORBIDDEN_TOKEN, KeyVaultHand
 from tests.keyvault_standin import SCOPE, TENANT_ID, StaticTokenCredential
 
 KEY_V1 = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef01234567"
+HOST = "acme.api-us1.com"
 KEY_V2 = "fedcba9876543210fedcba9876543210fedcba9876543210fedcba9876543210fedcba98"
 
 
@@ -23,9 +24,9 @@ def test_get_follows_key_vault_challenge_auth(
 ) -> None:
     keyvault.secrets["activecampaign-key-prod"] = KEY_V1
 
-    assert keyvault_secrets.get("activecampaign-key-prod") == KEY_V1
+    assert keyvault_secrets.get("activecampaign-key-prod", host=HOST) == KEY_V1
 
-    first, second = keyvault.requests
+    first, second = keyvault.requests[:2]  # then the PATCH binding the untagged secret to HOST
     # The client first probes without credentials, learns the authority/resource from the 401, then
     # retries with a token for that resource; the token never goes out before the vault asks.
     assert (first.status, first.authorization) == (401, None)
@@ -39,11 +40,11 @@ def test_value_is_cached_within_cache_seconds(
     keyvault: KeyVaultHandle, keyvault_secrets: KeyVaultSecrets, keyvault_clock: ManualClock
 ) -> None:
     keyvault.secrets["activecampaign-key"] = KEY_V1
-    assert keyvault_secrets.get("activecampaign-key") == KEY_V1
+    assert keyvault_secrets.get("activecampaign-key", host=HOST) == KEY_V1
     keyvault.rotate("activecampaign-key", KEY_V2)
     keyvault_clock.advance(CACHE_SECONDS - 1)
 
-    assert keyvault_secrets.get("activecampaign-key") == KEY_V1
+    assert keyvault_secrets.get("activecampaign-key", host=HOST) == KEY_V1
     assert len(keyvault.secret_reads("activecampaign-key")) == 1
 
 
@@ -51,11 +52,11 @@ def test_rotated_value_is_read_after_the_cache_expires(
     keyvault: KeyVaultHandle, keyvault_secrets: KeyVaultSecrets, keyvault_clock: ManualClock
 ) -> None:
     keyvault.secrets["activecampaign-key"] = KEY_V1
-    keyvault_secrets.get("activecampaign-key")
+    keyvault_secrets.get("activecampaign-key", host=HOST)
     keyvault.rotate("activecampaign-key", KEY_V2)
     keyvault_clock.advance(CACHE_SECONDS)
 
-    assert keyvault_secrets.get("activecampaign-key") == KEY_V2
+    assert keyvault_secrets.get("activecampaign-key", host=HOST) == KEY_V2
     assert len(keyvault.secret_reads("activecampaign-key")) == 2
 
 
@@ -63,12 +64,12 @@ def test_refresh_bypasses_the_cache_and_sees_a_rotated_key(
     keyvault: KeyVaultHandle, keyvault_secrets: KeyVaultSecrets
 ) -> None:
     keyvault.secrets["activecampaign-key"] = KEY_V1
-    keyvault_secrets.get("activecampaign-key")
+    keyvault_secrets.get("activecampaign-key", host=HOST)
     keyvault.rotate("activecampaign-key", KEY_V2)
 
-    assert keyvault_secrets.get("activecampaign-key", refresh=True) == KEY_V2
+    assert keyvault_secrets.get("activecampaign-key", refresh=True, host=HOST) == KEY_V2
     # The refreshed value is what later callers get from the cache.
-    assert keyvault_secrets.get("activecampaign-key") == KEY_V2
+    assert keyvault_secrets.get("activecampaign-key", host=HOST) == KEY_V2
     assert len(keyvault.secret_reads("activecampaign-key")) == 2
 
 
@@ -76,7 +77,7 @@ def test_missing_secret_names_the_secret_and_the_vault(
     keyvault: KeyVaultHandle, keyvault_secrets: KeyVaultSecrets
 ) -> None:
     with pytest.raises(SecretNotFound) as caught:
-        keyvault_secrets.get("activecampaign-key-missing")
+        keyvault_secrets.get("activecampaign-key-missing", host=HOST)
 
     assert caught.value.name == "activecampaign-key-missing"
     message = str(caught.value)
@@ -88,21 +89,21 @@ def test_missing_secret_names_the_secret_and_the_vault(
 def test_set_get_delete_round_trip_including_reuse_of_a_soft_deleted_name(
     keyvault: KeyVaultHandle, keyvault_secrets: KeyVaultSecrets
 ) -> None:
-    keyvault_secrets.set("activecampaign-key-new", KEY_V1)
+    keyvault_secrets.set("activecampaign-key-new", KEY_V1, host=HOST)
     assert keyvault.secrets["activecampaign-key-new"] == KEY_V1
-    assert keyvault_secrets.get("activecampaign-key-new") == KEY_V1
+    assert keyvault_secrets.get("activecampaign-key-new", host=HOST) == KEY_V1
 
     keyvault_secrets.delete("activecampaign-key-new")
     assert "activecampaign-key-new" not in keyvault.secrets
     assert "activecampaign-key-new" in keyvault.deleted  # soft-deleted, as in a real vault
     with pytest.raises(SecretNotFound):
-        keyvault_secrets.get("activecampaign-key-new")
+        keyvault_secrets.get("activecampaign-key-new", host=HOST)
 
     # A soft-deleted name answers 409 to a plain PUT; set() recovers it and writes the new value.
-    keyvault_secrets.set("activecampaign-key-new", KEY_V2)
+    keyvault_secrets.set("activecampaign-key-new", KEY_V2, host=HOST)
     assert keyvault.secrets["activecampaign-key-new"] == KEY_V2
     assert keyvault.deleted == {}
-    assert keyvault_secrets.get("activecampaign-key-new", refresh=True) == KEY_V2
+    assert keyvault_secrets.get("activecampaign-key-new", refresh=True, host=HOST) == KEY_V2
 
     keyvault_secrets.delete("activecampaign-key-never-existed")  # deleting what is not there is not an error
 
@@ -114,7 +115,7 @@ def test_denied_identity_is_a_secrets_error_naming_the_role(keyvault: KeyVaultHa
     )
 
     with pytest.raises(SecretsError) as caught:
-        provider.get("activecampaign-key")
+        provider.get("activecampaign-key", host=HOST)
 
     message = str(caught.value)
     assert "403" in message
@@ -133,7 +134,7 @@ def test_rejected_token_is_a_secrets_error_about_the_identity(keyvault: KeyVault
     )
 
     with pytest.raises(SecretsError, match="AZURE_CLIENT_ID") as caught:
-        provider.get("activecampaign-key")
+        provider.get("activecampaign-key", host=HOST)
     assert "not-a-valid-token" not in str(caught.value)
 
 
@@ -147,7 +148,7 @@ def test_by_default_a_challenge_for_another_domain_is_refused_before_any_token_i
     provider = KeyVaultSecrets(keyvault.vault_url, keyvault.credential, cache_seconds=60, **kwargs)
 
     with pytest.raises(SecretsError, match="KEY_VAULT_URL"):
-        provider.get("activecampaign-key")
+        provider.get("activecampaign-key", host=HOST)
     assert keyvault.credential.scopes_requested == []
     assert all(r.authorization is None for r in keyvault.requests)
 
@@ -167,7 +168,7 @@ def test_unreachable_vault_is_a_secrets_error_naming_the_url() -> None:
     )
 
     with pytest.raises(SecretsError, match="unreachable") as caught:
-        provider.get("activecampaign-key")
+        provider.get("activecampaign-key", host=HOST)
     assert vault_url in str(caught.value)
 
 
@@ -180,7 +181,7 @@ def test_concurrent_first_reads_share_one_key_vault_request(
 
     def read() -> str:
         start.wait()
-        return keyvault_secrets.get("activecampaign-key")
+        return keyvault_secrets.get("activecampaign-key", host=HOST)
 
     with ThreadPoolExecutor(workers) as pool:
         values = list(pool.map(lambda _: read(), range(workers)))
@@ -195,7 +196,7 @@ def test_values_read_from_the_vault_are_scrubbed_from_logs(
     value = "kv-canary-" + "7" * 30
     keyvault.secrets["activecampaign-key"] = value
 
-    keyvault_secrets.get("activecampaign-key")
+    keyvault_secrets.get("activecampaign-key", host=HOST)
 
     assert value not in scrub(f"sending key {value} to ActiveCampaign")
 
@@ -204,7 +205,7 @@ def test_invalid_name_fails_before_calling_the_vault(
     keyvault: KeyVaultHandle, keyvault_secrets: KeyVaultSecrets
 ) -> None:
     with pytest.raises(SecretsError, match="letters, digits and '-'"):
-        keyvault_secrets.get("ac_key/../x")
+        keyvault_secrets.get("ac_key/../x", host=HOST)
     assert keyvault.requests == []
 
 
@@ -215,12 +216,12 @@ def test_env_secrets_reads_the_upper_cased_underscored_variable() -> None:
     provider = EnvSecrets({"ACTIVECAMPAIGN_KEY_PROD": KEY_V1})
 
     assert EnvSecrets.env_var("activecampaign-key-prod") == "ACTIVECAMPAIGN_KEY_PROD"
-    assert provider.get("activecampaign-key-prod") == KEY_V1
+    assert provider.get("activecampaign-key-prod", host=HOST) == KEY_V1
 
 
 def test_env_secrets_missing_names_the_variable() -> None:
     with pytest.raises(SecretNotFound) as caught:
-        EnvSecrets({}).get("activecampaign-key-prod")
+        EnvSecrets({}).get("activecampaign-key-prod", host=HOST)
 
     assert caught.value.where == "environment variable ACTIVECAMPAIGN_KEY_PROD"
     assert "set ACTIVECAMPAIGN_KEY_PROD" in str(caught.value)
@@ -230,21 +231,23 @@ def test_env_secrets_set_and_delete_stay_in_process_memory() -> None:
     env = {"ACTIVECAMPAIGN_KEY": KEY_V1}
     provider = EnvSecrets(env)
 
-    provider.set("activecampaign-key", KEY_V2)
-    assert provider.get("activecampaign-key") == KEY_V2
+    provider.set("activecampaign-key", KEY_V2, host=HOST)
+    assert provider.get("activecampaign-key", host=HOST) == KEY_V2
     assert env == {"ACTIVECAMPAIGN_KEY": KEY_V1}  # the environment is not written
 
     provider.delete("activecampaign-key")
     with pytest.raises(SecretNotFound):
-        provider.get("activecampaign-key")
-    assert EnvSecrets(env).get("activecampaign-key") == KEY_V1  # a new process would see the env again
+        provider.get("activecampaign-key", host=HOST)
+    assert (
+        EnvSecrets(env).get("activecampaign-key", host=HOST) == KEY_V1
+    )  # a new process would see the env again
 
 
 def test_env_secrets_refuses_names_of_app_settings() -> None:
     provider = EnvSecrets({"ACTIVECAMPAIGN_REQUESTS_PER_SECOND": "5"})
 
     with pytest.raises(SecretsError, match="app setting"):
-        provider.get("activecampaign-requests-per-second")
+        provider.get("activecampaign-requests-per-second", host=HOST)
 
 
 @pytest.mark.parametrize(
@@ -259,9 +262,9 @@ def test_secrets_outside_the_app_prefix_are_never_touched(
     env = EnvSecrets({EnvSecrets.env_var(name): KEY_V1})
     for provider in (keyvault_secrets, env):
         with pytest.raises(SecretsError, match="activecampaign-"):
-            provider.get(name)
+            provider.get(name, host=HOST)
         with pytest.raises(SecretsError, match="activecampaign-"):
-            provider.set(name, KEY_V2)
+            provider.set(name, KEY_V2, host=HOST)
         with pytest.raises(SecretsError, match="activecampaign-"):
             provider.delete(name)
     assert keyvault.secrets[name] == KEY_V1
@@ -276,7 +279,7 @@ def test_local_without_key_vault_uses_env_secrets() -> None:
     provider = secrets_from_settings(settings, env={"ACTIVECAMPAIGN_KEY": KEY_V1})
 
     assert isinstance(provider, EnvSecrets)
-    assert provider.get("activecampaign-key") == KEY_V1
+    assert provider.get("activecampaign-key", host=HOST) == KEY_V1
 
 
 def test_in_azure_without_key_vault_is_a_settings_error_naming_key_vault_url() -> None:
@@ -298,7 +301,7 @@ def test_key_vault_url_selects_key_vault(keyvault: KeyVaultHandle) -> None:
     )
 
     assert isinstance(provider, KeyVaultSecrets)
-    assert provider.get("activecampaign-key") == KEY_V1
+    assert provider.get("activecampaign-key", host=HOST) == KEY_V1
 
 
 def test_in_azure_with_client_id_uses_that_managed_identity() -> None:

@@ -79,7 +79,7 @@ def test_check_refuses_a_wrong_key_accepts_the_right_one_and_saves_nothing(ac_sa
     check_schema(right.body, "ConnectionCheck")
     assert call("connections_list", "GET", "connections").body["connections"] == []
     with pytest.raises(SecretNotFound):
-        services.get_services().secrets.get("activecampaign-main")
+        services.get_services().secrets.get("activecampaign-main", host=ac_sandbox.hostname)
 
 
 def test_check_uses_the_stored_key_when_none_is_sent(ac_sandbox, app_env: AppEnv):

@@ -61,7 +61,7 @@ def test_names_and_secret_names_with_a_trailing_newline_are_refused() -> None:
     with pytest.raises(ConfigError):
         parse_export("vip\n", _export(), ["main"])
     with pytest.raises(SecretsError):
-        EnvSecrets({"X": "y"}).get("activecampaign-main\n")
+        EnvSecrets({"X": "y"}).get("activecampaign-main\n", host="acme.api-us1.com")
     bad_field = _export()
     bad_field["mapping"]["fields"] = {"TIER\n": "Tier"}
     with pytest.raises(ConfigError):
