@@ -17,16 +17,10 @@ from functools import lru_cache
 from typing import TYPE_CHECKING
 
 import azure.functions as func
-from azure.core.exceptions import ResourceExistsError
-from azure.storage.blob import BlobServiceClient, ContainerClient
-from azure.storage.queue import QueueClient, QueueMessage, TextBase64DecodePolicy, TextBase64EncodePolicy
 
 from functions.http import Handler, api_handler, caller_for
 from functions.messages import RunMessage
 from shared.auth import Action, Caller, caller_from_headers
-from shared.configstore import ConfigStore
-from shared.decisions import DecisionStore, SnapshotClaims
-from shared.runs import RunRecord, RunStore, RunTrigger
 from shared.settings import Settings, load_settings
 from shared.storage import (
     SEGMENT_EVENTS_QUEUE,
@@ -36,6 +30,14 @@ from shared.storage import (
 )
 
 if TYPE_CHECKING:
+    # The storage SDK and the stores built on it are imported when the services are first built (in
+    # a handler), not when function_app.py imports this module to register the functions.
+    from azure.storage.blob import BlobServiceClient, ContainerClient
+    from azure.storage.queue import QueueClient, QueueMessage
+
+    from shared.configstore import ConfigStore
+    from shared.decisions import DecisionStore, SnapshotClaims
+    from shared.runs import RunRecord, RunStore, RunTrigger
     from shared.secrets import SecretsProvider
 
 log = logging.getLogger(__name__)
@@ -172,6 +174,13 @@ def get_services() -> Services:
 
 @lru_cache(maxsize=4)
 def _services(settings: Settings) -> Services:
+    from azure.core.exceptions import ResourceExistsError
+    from azure.storage.queue import TextBase64DecodePolicy, TextBase64EncodePolicy
+
+    from shared.configstore import ConfigStore
+    from shared.decisions import DecisionStore, SnapshotClaims
+    from shared.runs import RunStore
+
     storage = settings.require_storage()
     app_blobs = blob_service(storage)
     container = app_blobs.get_container_client(settings.app_container)

@@ -23,6 +23,9 @@ Scenarios:
 4. the same at ActiveCampaign's real limits (5 requests/s, 100 bulk imports/min) with 50,000
    profiles, about 2 minutes: the real-limit throughput measured rather than extrapolated
    (`--skip-real` leaves it out).
+0. cold start: `import function_app` in a fresh interpreter (what the Functions host does before the
+   first invocation of a new instance), median of 7, next to `import azure.functions` alone, the
+   floor no change here can go under (`--cold-start` runs only this scenario).
 5. freshness (scripts/bench_freshness.py): the local host `scripts.serve`, an onRefresh export and a
    real-schema BlobCreated event put on the queue as a 10,000-profile snapshot's model.json is
    uploaded; seconds from the upload to the first contact queued at ActiveCampaign
@@ -103,6 +106,8 @@ TARGET_PEAK_MB = 400.0
 TARGET_RERUN_S = 30.0
 TARGET_SHARE = 0.95
 PEAK_WINDOW_S = 10.0  # the app's busiest window, as a share of the account's requests in it
+TARGET_IMPORT_S = 0.3
+IMPORT_REPEATS = 7
 
 
 # ------------------------------------------------------------------------------ data
@@ -505,6 +510,31 @@ class Row:
     verdict: str  # PASS, MISS, or "" for information
 
 
+def _import_seconds(module: str) -> float:
+    """Seconds `import module` takes in a fresh interpreter without app settings (median of runs)."""
+    code = (
+        f"import time\nstarted = time.perf_counter()\nimport {module}\nprint(time.perf_counter() - started)"
+    )
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin")}
+    times = sorted(
+        float(subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True,
+                             check=True).stdout)
+        for _ in range(IMPORT_REPEATS)
+    )  # fmt: skip
+    return times[len(times) // 2]
+
+
+def cold_start_rows() -> list[Row]:
+    app = _import_seconds("function_app")
+    floor = _import_seconds("azure.functions")
+    s0 = "0 cold start"
+    return [
+        Row(s0, f"import function_app, median of {IMPORT_REPEATS} fresh interpreters", f"{app:.3f} s",
+            f"<= {TARGET_IMPORT_S} s", verdict(app <= TARGET_IMPORT_S)),
+        Row(s0, "  of which import azure.functions (the floor)", f"{floor:.3f} s", "", ""),
+    ]  # fmt: skip
+
+
 def verdict(ok: bool) -> str:
     return "PASS" if ok else "MISS"
 
@@ -629,6 +659,9 @@ def main() -> int:
         "--only-send", action="store_true", help="run scenario 3 alone (the send phase at 10x the limits)"
     )
     parser.add_argument(
+        "--cold-start", action="store_true", help="run only scenario 0 (import function_app), a few seconds"
+    )
+    parser.add_argument(
         "--skip-freshness",
         action="store_true",
         help="skip scenario 5 (refresh event to first contact queued)",
@@ -661,6 +694,13 @@ def main() -> int:
         print()
         print_table(rows)
         print(f"\nbench took {time.perf_counter() - started:.0f} s; load average at the end {_loadavg()}")
+        return 0
+
+    print("[0] cold start: import function_app in fresh interpreters ...", flush=True)
+    rows += cold_start_rows()
+    if args.cold_start:
+        print()
+        print_table(rows)
         return 0
 
     print("[1/4] local pipeline, 1,000,000 rows (fresh subprocess, one core) ...", flush=True)

@@ -17,14 +17,17 @@ from datetime import date
 from functools import cache
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal, cast
-
-import jsonschema
-from jsonschema.exceptions import ValidationError
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 from shared import boundedjson
 from shared.errors import TerminalError
 from shared.hosts import HostError, validate_hostname
+
+if TYPE_CHECKING:
+    # jsonschema (with referencing and rpds) is imported on the first validation, not with this
+    # module: the function app imports it to register routes, and a cold start pays for every import.
+    import jsonschema
+    from jsonschema.exceptions import ValidationError
 
 # onRefresh: run once per new snapshot, as soon as it lands (Event Grid), the timer catching up on a
 # lost event; scheduled: at the export's own `schedule` (default EXPORT_SCHEDULE) when there is a
@@ -144,10 +147,14 @@ def _is_strict_integer(_checker: object, instance: object) -> bool:
     return isinstance(instance, int) and not isinstance(instance, bool)
 
 
-_Validator = jsonschema.validators.extend(  # type: ignore[no-untyped-call]  # untyped in the stubs
-    jsonschema.Draft202012Validator,
-    type_checker=jsonschema.Draft202012Validator.TYPE_CHECKER.redefine("integer", _is_strict_integer),
-)
+@cache
+def _validator_class() -> Any:
+    import jsonschema
+
+    return jsonschema.validators.extend(  # type: ignore[no-untyped-call]  # untyped in the stubs
+        jsonschema.Draft202012Validator,
+        type_checker=jsonschema.Draft202012Validator.TYPE_CHECKER.redefine("integer", _is_strict_integer),
+    )
 
 
 @cache
@@ -156,7 +163,7 @@ def _validator(definition: str | None) -> jsonschema.protocols.Validator:
     if definition is not None:
         # Validate one item (an HTTP API body) against its definition, reusing the same $defs.
         schema = {"$schema": schema["$schema"], "$defs": schema["$defs"], "$ref": f"#/$defs/{definition}"}
-    return cast(jsonschema.protocols.Validator, _Validator(schema))
+    return cast("jsonschema.protocols.Validator", _validator_class()(schema))
 
 
 # --- error messages -----------------------------------------------------------------------------

@@ -16,20 +16,19 @@ import hashlib
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal
-
-from azure.core import MatchConditions
-from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
-from azure.storage.blob import ContainerClient, ContentSettings
+from typing import TYPE_CHECKING, Any, Literal
 
 from shared import boundedjson
 from shared.config import Config, ConfigError, config_to_document, parse_config
 from shared.errors import TerminalError, TransientError
 from shared.storage import CONFIG_BLOB as CONFIG_BLOB
+from shared.storage import json_settings
+
+if TYPE_CHECKING:
+    from azure.storage.blob import ContainerClient
 
 ItemKind = Literal["connections", "exports"]
 _WRITE_ATTEMPTS = 8
-_JSON = ContentSettings(content_type="application/json")
 
 
 class PreconditionFailed(TransientError):
@@ -100,6 +99,8 @@ class ConfigStore:
         self._trust: dict[str, Any] = {"allowed_suffixes": allowed_suffixes, "allow_loopback": allow_loopback}
 
     def read(self) -> ConfigSnapshot:
+        from azure.core.exceptions import ResourceNotFoundError
+
         try:
             downloader = self._container.download_blob(CONFIG_BLOB)
             raw = downloader.readall()
@@ -130,6 +131,9 @@ class ConfigStore:
         called again on a fresh snapshot when another writer got in first, so it must be a pure
         function of its argument. The new document must pass `parse_config` (ConfigError otherwise).
         """
+        from azure.core import MatchConditions
+        from azure.core.exceptions import ResourceExistsError, ResourceModifiedError
+
         for _ in range(_WRITE_ATTEMPTS):
             current = self.read()
             new_doc = change(current)
@@ -139,12 +143,12 @@ class ConfigStore:
             blob = self._container.get_blob_client(CONFIG_BLOB)
             try:
                 if current.blob_etag is None:
-                    result = blob.upload_blob(body, overwrite=False, content_settings=_JSON)
+                    result = blob.upload_blob(body, overwrite=False, content_settings=json_settings())
                 else:
                     result = blob.upload_blob(
                         body,
                         overwrite=True,
-                        content_settings=_JSON,
+                        content_settings=json_settings(),
                         etag=current.blob_etag,
                         match_condition=MatchConditions.IfNotModified,
                     )

@@ -19,16 +19,15 @@ import contextlib
 import json
 import logging
 from dataclasses import dataclass
-from typing import Any, Literal, cast, get_args
+from typing import TYPE_CHECKING, Any, Literal, cast, get_args
 
-from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
-from azure.storage.blob import ContainerClient, ContentSettings
+from shared.storage import decision_blob, event_claim_blob, event_claims_prefix, json_settings
 
-from shared.storage import decision_blob, event_claim_blob, event_claims_prefix
+if TYPE_CHECKING:
+    from azure.storage.blob import ContainerClient
 
 Outcome = Literal["queued", "skipped", "error"]
 DecisionSource = Literal["timer", "event"]
-_JSON = ContentSettings(content_type="application/json")
 # A reason is shown in an API response and a log line: long enough for any message the app writes,
 # short enough that a hostile input echoed in an exception cannot bloat either.
 MAX_REASON_CHARS = 500
@@ -114,7 +113,7 @@ class DecisionStore:
             self.blob_name(export),
             json.dumps(decision.to_document()).encode(),
             overwrite=True,
-            content_settings=_JSON,
+            content_settings=json_settings(),
         )
 
     def record(self, export: str, decision: Decision) -> None:
@@ -132,6 +131,8 @@ class DecisionStore:
             )
 
     def get(self, export: str) -> Decision | None:
+        from azure.core.exceptions import ResourceNotFoundError
+
         try:
             data = self._container.download_blob(self.blob_name(export)).readall()
         except ResourceNotFoundError:
@@ -143,6 +144,8 @@ class DecisionStore:
             return None  # a damaged decision is only a display: the next check rewrites it
 
     def delete(self, export: str) -> None:
+        from azure.core.exceptions import ResourceNotFoundError
+
         with contextlib.suppress(ResourceNotFoundError):
             self._container.delete_blob(self.blob_name(export))
 
@@ -160,23 +163,29 @@ class SnapshotClaims:
         return event_claim_blob(export, snapshot_id)
 
     def claim(self, export: str, snapshot_id: str, detail: dict[str, Any]) -> bool:
+        from azure.core.exceptions import ResourceExistsError
+
         try:
             self._container.upload_blob(
                 self.blob_name(export, snapshot_id),
                 json.dumps({"snapshotId": snapshot_id, **detail}).encode(),
                 overwrite=False,
-                content_settings=_JSON,
+                content_settings=json_settings(),
             )
         except ResourceExistsError:
             return False
         return True
 
     def release(self, export: str, snapshot_id: str) -> None:
+        from azure.core.exceptions import ResourceNotFoundError
+
         with contextlib.suppress(ResourceNotFoundError):
             self._container.delete_blob(self.blob_name(export, snapshot_id))
 
     def delete_all(self, export: str) -> None:
         """With the export: a new export of the same name must not find its claims."""
+        from azure.core.exceptions import ResourceNotFoundError
+
         for blob in self._container.list_blobs(name_starts_with=event_claims_prefix(export)):
             with contextlib.suppress(ResourceNotFoundError):
                 self._container.delete_blob(blob.name)

@@ -27,18 +27,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from types import TracebackType
-
-from azure.core import MatchConditions
-from azure.core.exceptions import (
-    HttpResponseError,
-    ResourceExistsError,
-    ResourceModifiedError,
-    ResourceNotFoundError,
-)
-from azure.storage.blob import BlobClient, BlobLeaseClient, ContainerClient, ContentSettings
+from typing import TYPE_CHECKING
 
 from shared.errors import OwnershipLost
-from shared.storage import active_marker_blob
+from shared.storage import active_marker_blob, json_settings
+
+if TYPE_CHECKING:
+    from azure.storage.blob import BlobClient, BlobLeaseClient, ContainerClient
 
 log = logging.getLogger(__name__)
 # Codes storage answers when a lease is no longer ours: renewing again cannot help.
@@ -46,7 +41,6 @@ _GONE = frozenset({"LeaseIdMismatchWithLeaseOperation", "LeaseNotPresentWithLeas
 ALREADY_LEASED = "LeaseAlreadyPresent"
 # The name under which a run's heartbeat holds its export's active-run marker.
 MARKER_LEASE = "run"
-_JSON = ContentSettings(content_type="application/json")
 # Held on a marker while its run is being started (claimed, checked, queued, recorded: well under a
 # second), so that a run being started is never taken for one whose starter died; the shortest lease.
 START_LEASE_SECONDS = 15
@@ -107,6 +101,9 @@ class Heartbeat:
         Raises the storage error unchanged; `LeaseAlreadyPresent` (its `error_code`) means someone
         else holds it. The caller turns that into its own error.
         """
+        from azure.core.exceptions import ResourceExistsError
+        from azure.storage.blob import BlobLeaseClient
+
         if create:
             with contextlib.suppress(ResourceExistsError):
                 blob.upload_blob(b"", overwrite=False)
@@ -137,6 +134,8 @@ class Heartbeat:
 
     def release(self, name: str) -> None:
         """Give up one lease now (a lapsed or lost one is simply forgotten)."""
+        from azure.core.exceptions import HttpResponseError
+
         with self._lock:
             held = self._held.pop(name, None)
         if held is None:
@@ -213,11 +212,15 @@ class ActiveMarker:
 
     def claim(self, run_id: str, *, snapshot_id: str | None = None) -> str | None:
         """Name `run_id` as the export's run: the new marker's ETag, or None when another run is named."""
+        from azure.core.exceptions import ResourceExistsError
+
         doc: dict[str, str] = {"runId": run_id}
         if snapshot_id is not None:
             doc["snapshotId"] = snapshot_id
         try:
-            written = self.blob.upload_blob(json.dumps(doc), overwrite=False, content_settings=_JSON)
+            written = self.blob.upload_blob(
+                json.dumps(doc), overwrite=False, content_settings=json_settings()
+            )
         except ResourceExistsError:
             return None
         return str(written.get("etag"))
@@ -225,6 +228,10 @@ class ActiveMarker:
     def lease_claim(self, etag: str) -> BlobLeaseClient | None:
         """Lease the marker just claimed (`etag`) while its run is being started, so nobody takes it
         for abandoned meanwhile; None when it is no longer that marker (someone removed it)."""
+        from azure.core import MatchConditions
+        from azure.core.exceptions import HttpResponseError, ResourceModifiedError, ResourceNotFoundError
+        from azure.storage.blob import BlobLeaseClient
+
         lease = BlobLeaseClient(self.blob)
         try:
             lease.acquire(
@@ -239,6 +246,8 @@ class ActiveMarker:
         return lease
 
     def read(self) -> MarkerState | None:
+        from azure.core.exceptions import ResourceNotFoundError
+
         try:
             downloader = self._container.download_blob(self.blob_name)
             data = downloader.readall()
@@ -252,6 +261,8 @@ class ActiveMarker:
 
     def leased(self) -> bool:
         """Whether a live process holds the marker (its heartbeat renews the lease)."""
+        from azure.core.exceptions import ResourceNotFoundError
+
         try:
             return lease_is_held(self.blob)
         except ResourceNotFoundError:
@@ -267,6 +278,9 @@ class ActiveMarker:
 
         A marker leased by a live run (not ours) refuses the delete: it stays, as it should.
         """
+        from azure.core import MatchConditions
+        from azure.core.exceptions import HttpResponseError, ResourceModifiedError, ResourceNotFoundError
+
         try:
             self._container.delete_blob(
                 self.blob_name, etag=etag, match_condition=MatchConditions.IfNotModified, lease=lease

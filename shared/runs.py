@@ -29,11 +29,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field, fields
 from datetime import UTC, datetime, timedelta
-from typing import Any, Literal, get_args
-
-from azure.core import MatchConditions
-from azure.core.exceptions import HttpResponseError, ResourceModifiedError, ResourceNotFoundError
-from azure.storage.blob import BlobLeaseClient, ContainerClient, ContentSettings
+from typing import TYPE_CHECKING, Any, Literal, get_args
 
 from shared.errors import TerminalError, TransientError
 from shared.faults import fault_point
@@ -47,7 +43,17 @@ from shared.ownership import (
 )
 from shared.redact import scrub
 from shared.settings import DEFAULT_RUNS_KEPT_PER_EXPORT
-from shared.storage import RUN_RECORD, active_marker_blob, parse_run_blob, run_blob, runs_prefix
+from shared.storage import (
+    RUN_RECORD,
+    active_marker_blob,
+    json_settings,
+    parse_run_blob,
+    run_blob,
+    runs_prefix,
+)
+
+if TYPE_CHECKING:
+    from azure.storage.blob import BlobLeaseClient, ContainerClient
 
 RunStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 RunTrigger = Literal["schedule", "event", "api", "cli"]
@@ -66,7 +72,6 @@ _STARTING_WAIT_SECONDS = 3.0
 _STARTING_POLL_SECONDS = 0.2
 _STARTING_RETRY_SECONDS = 2.0
 _CREATE_ATTEMPTS = 5
-_JSON = ContentSettings(content_type="application/json")
 
 
 def utc_now() -> str:
@@ -347,6 +352,8 @@ class RunStore:
         Then deletes the export's oldest runs beyond `keep`; the new run is the newest, and the only
         live one, so it is never among them.
         """
+        from azure.core.exceptions import HttpResponseError
+
         record = RunRecord(
             run_id=new_run_id(),
             export=export,
@@ -367,7 +374,7 @@ class RunStore:
                 prepare(record)
             fault_point("start:prepared")
             written = self._container.get_blob_client(self.record_blob(export, record.run_id)).upload_blob(
-                json.dumps(record.to_document()), overwrite=False, content_settings=_JSON
+                json.dumps(record.to_document()), overwrite=False, content_settings=json_settings()
             )
             record.etag = written.get("etag")
             fault_point("start:recorded")
@@ -384,6 +391,8 @@ class RunStore:
         return record
 
     def _prune(self, export: str) -> None:
+        from azure.core.exceptions import ResourceNotFoundError
+
         blobs_of_run: dict[str, list[str]] = {}
         for blob in self._container.list_blobs(name_starts_with=runs_prefix(export)):
             parsed = parse_run_blob(blob.name)
@@ -395,6 +404,8 @@ class RunStore:
                     self._container.delete_blob(name)
 
     def get(self, export: str, run_id: str) -> RunRecord | None:
+        from azure.core.exceptions import ResourceNotFoundError
+
         try:
             downloader = self._container.download_blob(self.record_blob(export, run_id))
             data = downloader.readall()
@@ -433,6 +444,9 @@ class RunStore:
 
     def update(self, record: RunRecord) -> None:
         """Save `record` (only if the stored one is the copy it was read as: RecordChanged otherwise)."""
+        from azure.core import MatchConditions
+        from azure.core.exceptions import ResourceModifiedError
+
         record.updated_at = utc_now()
         guard: dict[str, Any] = {}
         if record.etag is not None:
@@ -441,7 +455,9 @@ class RunStore:
             # The blob client's upload answers with the new ETag (the container's, with a client).
             written = self._container.get_blob_client(
                 self.record_blob(record.export, record.run_id)
-            ).upload_blob(json.dumps(record.to_document()), overwrite=True, content_settings=_JSON, **guard)
+            ).upload_blob(
+                json.dumps(record.to_document()), overwrite=True, content_settings=json_settings(), **guard
+            )
         except ResourceModifiedError:
             raise RecordChanged(
                 f"run {record.run_id} of export {record.export!r} was changed by another process since "
@@ -465,6 +481,8 @@ class RunStore:
 
         RunOwned when a live process holds it; RunSuperseded when another run took the export over.
         """
+        from azure.core.exceptions import HttpResponseError
+
         marker = self.marker(record.export)
         state = marker.read()
         if state is None:

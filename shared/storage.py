@@ -6,13 +6,17 @@ connections (`<NAME>__blobServiceUri` + managed identity), so no account key exi
 
 from __future__ import annotations
 
-from typing import Any
-
-from azure.core.credentials import TokenCredential
-from azure.storage.blob import BlobServiceClient
-from azure.storage.queue import QueueServiceClient
+from functools import cache
+from typing import TYPE_CHECKING, Any
 
 from shared.settings import DEFAULT_APP_CONTAINER, DEFAULT_RUNS_QUEUE, SettingsError, StorageConnection
+
+if TYPE_CHECKING:
+    # The storage SDK is imported when a client is made, not with the names and paths below, which
+    # the function app needs when it registers its triggers (cold start).
+    from azure.core.credentials import TokenCredential
+    from azure.storage.blob import BlobServiceClient, ContentSettings
+    from azure.storage.queue import QueueServiceClient
 
 # Everything the app keeps (configuration, delivered state, checkpoints, run reports) lives in this
 # container of the AzureWebJobsStorage account. Blob layout: docs/architecture.md.
@@ -23,6 +27,14 @@ RUNS_POISON_QUEUE = RUNS_QUEUE + "-poison"
 # Refresh events: Event Grid writes BlobCreated events of the segment account here (infra/), and the
 # app adds its own delayed checks of plain CSV folders (functions/events.py).
 SEGMENT_EVENTS_QUEUE = "segment-events"
+
+
+@cache
+def json_settings() -> ContentSettings:
+    """The content settings of a JSON blob (made on first use: the SDK is not imported before)."""
+    from azure.storage.blob import ContentSettings
+
+    return ContentSettings(content_type="application/json")
 
 
 def poison_queue(queue: str) -> str:
@@ -134,7 +146,7 @@ def _fail_fast(options: dict[str, Any], retry: Any) -> dict[str, Any]:
 
 def blob_service(conn: StorageConnection, **options: Any) -> BlobServiceClient:
     """`options` go to the client (e.g. `retry_total`); see `_fail_fast` for the defaults."""
-    from azure.storage.blob import ExponentialRetry
+    from azure.storage.blob import BlobServiceClient, ExponentialRetry
 
     options = _fail_fast(options, ExponentialRetry)
     if conn.connection_string is not None:
@@ -145,7 +157,7 @@ def blob_service(conn: StorageConnection, **options: Any) -> BlobServiceClient:
 
 
 def queue_service(conn: StorageConnection, **options: Any) -> QueueServiceClient:
-    from azure.storage.queue import ExponentialRetry
+    from azure.storage.queue import ExponentialRetry, QueueServiceClient
 
     options = _fail_fast(options, ExponentialRetry)
     if conn.connection_string is not None:

@@ -41,7 +41,35 @@ EXPECTED_FUNCTIONS = {
 }
 # Served to a browser's address bar, which cannot send a function key: static files, no data.
 ANONYMOUS_FUNCTIONS = {"console_page", "console_asset"}
-HEAVY_MODULES = ("azure.identity", "numpy", "httpx", "shared.pipeline", "azure.monitor.opentelemetry")
+HEAVY_MODULES = (
+    "azure.identity",
+    "numpy",
+    "httpx",
+    "shared.pipeline",
+    "azure.monitor.opentelemetry",
+    # issue 23: no storage SDK (nor azure-core's HTTP pipeline under it), no JSON Schema validator, no
+    # HTTP client at all
+    "azure.storage.blob",
+    "azure.storage.queue",
+    "azure.core",
+    "jsonschema",
+    "requests",
+    "urllib3",
+)
+# Everything `import function_app` may load besides the standard library: the Functions library
+# (with the werkzeug and markupsafe it imports) and the app's own packages (`_distutils_hack` is
+# setuptools' site hook). A handler imports the rest when it needs it. Adding to this list costs every
+# cold start: measure it (scripts/bench.py --cold-start) first.
+MAY_LOAD = {
+    "azure",
+    "azure.functions",
+    "werkzeug",
+    "markupsafe",
+    "function_app",
+    "functions",
+    "shared",
+    "_distutils_hack",
+}
 
 
 def test_app_indexes_every_function_with_an_empty_environment():
@@ -57,6 +85,65 @@ def test_importing_the_app_loads_no_heavy_module():
         f"print(json.dumps([m for m in {list(HEAVY_MODULES)!r} if m in sys.modules]))"
     )
     assert json.loads(out.splitlines()[-1]) == []
+
+
+def test_importing_the_app_loads_only_the_modules_on_its_list():
+    out = run_isolated(
+        "import json, sys, function_app\n"
+        "print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] not in sys.stdlib_module_names)))"
+    )
+    loaded = json.loads(out.splitlines()[-1])
+    packages = {".".join(m.split(".")[:2]) if m.startswith("azure.") else m.split(".")[0] for m in loaded}
+    assert sorted(packages - MAY_LOAD - {"__main__"}) == []
+
+
+def test_the_first_call_of_every_function_in_a_fresh_process_imports_what_it_needs(azurite, unique_name):
+    # Imports moved into handlers must resolve on the first call: any NameError or ImportError would
+    # answer 500 (HTTP) or raise (queue, timer). Each function is called once, in a fresh interpreter.
+    code = """
+import json, sys, function_app
+import azure.functions as func
+from azure.functions.queue import QueueMessage
+from azure.functions.timer import TimerRequest
+results = {}
+for fn in function_app.app.get_functions():
+    name, user = str(fn.get_function_name()), fn.get_user_function()
+    trigger = fn.get_bindings_dict()["bindings"][0]
+    if trigger["type"] == "httpTrigger":
+        route = trigger["route"]
+        params = {p.strip("{}*"): "vip" for p in route.split("/") if p.startswith("{")}
+        method = str(trigger["methods"][0].value)
+        req = func.HttpRequest(method=method, url="http://localhost/api/" + route,
+            headers={"Content-Type": "application/json"}, route_params=params, body=b"{}")
+        results[name] = user(req).status_code
+    elif trigger["type"] == "timerTrigger":
+        user(TimerRequest(past_due=False))
+        results[name] = "ran"
+    else:
+        try:
+            user(QueueMessage(id="m-1", body=b"{}", dequeue_count=1))
+            results[name] = "ran"
+        except Exception as exc:
+            results[name] = f"{type(exc).__name__}: {exc}"
+print(json.dumps(results))
+"""
+    out = run_isolated(
+        code,
+        AzureWebJobsStorage=azurite,
+        APP_CONTAINER=unique_name,
+        RUNS_QUEUE=unique_name,
+        EXPORT_SCHEDULE="0 */5 * * * *",
+    )
+    results = json.loads(out.splitlines()[-1])
+    assert set(results) == EXPECTED_FUNCTIONS
+    failed = {name: status for name, status in results.items() if isinstance(status, int) and status >= 500}
+    assert failed == {}
+    assert {name: r for name, r in results.items() if not isinstance(r, int)} == {
+        "export_schedule": "ran",
+        "export_worker": "ran",  # an invalid message is logged and dropped
+        "export_worker_poison": "ran",
+        "segment_events": "ran",
+    }
 
 
 def test_bindings_are_what_the_host_needs():
