@@ -425,6 +425,39 @@ def _real_date(text: str) -> bool:
     return len(text) == 10
 
 
+# Unicode's control characters (category Cc). No name, label, column, tag or path holds one; a NUL or
+# an escape sequence in a display name reaches logs, CSV files and terminals that read it otherwise.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def _with_control_errors(errors: list[str], doc: object) -> list[str]:
+    """`errors` and the control characters of `doc` at paths no error names yet (the schema's own
+    patterns already refuse them in some fields, with their own message)."""
+    named = {error.split(": ", 1)[0] for error in errors}
+    return errors + [e for e in _control_errors(doc, ()) if e.split(": ", 1)[0] not in named]
+
+
+def _control_errors(doc: object, path: Sequence[_PathPart]) -> list[str]:
+    """Every text (keys included) of `doc` holding a control character, by path."""
+    if isinstance(doc, str):
+        found = _CONTROL.search(doc)
+        return (
+            [f"{format_path(path)}: holds the control character U+{ord(found.group()):04X}"] if found else []
+        )
+    errors: list[str] = []
+    if isinstance(doc, dict):
+        for key, value in doc.items():
+            if isinstance(key, str) and (found := _CONTROL.search(key)):
+                errors.append(
+                    f"{format_path(path)}: a key holds the control character U+{ord(found.group()):04X}"
+                )
+            errors += _control_errors(value, [*path, str(key)])
+    elif isinstance(doc, list):
+        for i, value in enumerate(doc):
+            errors += _control_errors(value, [*path, i])
+    return errors
+
+
 def _secret_name_errors(doc: object, path: Sequence[_PathPart]) -> list[str]:
     if not isinstance(doc, dict) or not isinstance(doc.get("apiKeySecret"), str):
         return []
@@ -449,7 +482,7 @@ def _secret_name_errors(doc: object, path: Sequence[_PathPart]) -> list[str]:
 def parse_config(doc: object, *, allowed_suffixes: tuple[str, ...], allow_loopback: bool) -> Config:
     """Validate a whole document (already JSON-decoded) and return it typed. Raises ConfigError."""
     trust: dict[str, Any] = {"allowed_suffixes": allowed_suffixes, "allow_loopback": allow_loopback}
-    errors = _schema_errors(doc, None, ())
+    errors = _with_control_errors(_schema_errors(doc, None, ()), doc)
     if not isinstance(doc, dict):
         raise ConfigError(errors)
     connections = doc.get("connections", {})
@@ -479,7 +512,7 @@ def parse_connection(
     a bad `name` (from the URL) is reported as `name: ...`."""
     trust: dict[str, Any] = {"allowed_suffixes": allowed_suffixes, "allow_loopback": allow_loopback}
     errors = _name_errors("connection", name)
-    errors += _schema_errors(doc, "connection", ())
+    errors += _with_control_errors(_schema_errors(doc, "connection", ()), doc)
     errors += _hostname_errors(doc, (), **trust)
     errors += _secret_name_errors(doc, ())
     if errors:
@@ -493,7 +526,7 @@ def parse_export(name: str, doc: object, connections: Collection[str]) -> Export
     Error paths start at the item: `mapping.email: required: ...`.
     """
     errors = _name_errors("export", name)
-    errors += _schema_errors(doc, "export", ())
+    errors += _with_control_errors(_schema_errors(doc, "export", ()), doc)
     errors += _connection_ref_errors(doc, (), connections)
     errors += _schedule_errors(doc, ())
     errors += _field_format_errors(doc, ())

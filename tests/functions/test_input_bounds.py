@@ -154,3 +154,16 @@ def test_api_errors_never_echo_an_email_or_a_key() -> None:
     assert "displayName" in text
     assert "jane.doe" not in text
     assert "CANARY-apierror-91c2-key" not in text
+
+
+@pytest.mark.parametrize("char", ["\x00", "\x1b", "\u0085"])
+def test_a_control_character_in_a_configuration_text_is_refused(char: str) -> None:
+    # The HTTP layer refuses them in any body (tests/test_functions_cross_site.py); configuration
+    # files (the CLI's) and stored documents go through the same checks here.
+    doc = {"connections": {"main": _connection(displayName=f"Main{char}")}, "exports": {}}
+    with pytest.raises(ConfigError, match=r"connections\.main\.displayName: holds the control character"):
+        parse_config(doc, **TRUST)
+    bad_tag = _export()
+    bad_tag["mapping"]["tags"] = [f"vip{char}"]
+    with pytest.raises(ConfigError, match=r"mapping\.tags\[0\]: "):  # the schema or this check
+        parse_export("vip", bad_tag, ["main"])
