@@ -30,6 +30,7 @@ import azure.functions as func
 
 from functions import new_blueprint
 from functions.context import run_context
+from functions.messages import queue_text
 from functions.services import Services, get_services
 from shared.blobevents import (
     BlobCreated,
@@ -47,7 +48,7 @@ from shared.config import Config, ExportConfig
 from shared.decisions import Decision, Outcome, clip
 from shared.redact import scrub
 from shared.runs import RunActive, utc_now
-from shared.storage import SEGMENT_EVENTS_QUEUE
+from shared.storage import SEGMENT_EVENTS_POISON_QUEUE, SEGMENT_EVENTS_QUEUE
 from shared.triggers import Skip, still_due, unexported_snapshot
 
 if TYPE_CHECKING:
@@ -64,10 +65,10 @@ MAX_DEQUEUE_COUNT = 5
 @bp.queue_trigger(arg_name="msg", queue_name=SEGMENT_EVENTS_QUEUE, connection=STORAGE_SETTING)
 def segment_events(msg: func.QueueMessage) -> None:
     try:
-        handle_message(get_services(), msg.get_body(), message_id=msg.id or "?")
+        handle_message(get_services(), queue_text(msg.get_body()), message_id=msg.id or "?")
     except Exception:
         # Retried by the host like any queue message, but the last delivery ends here instead of in
-        # `segment-events-poison`, which nothing reads: the timer's next check catches up.
+        # `segment-events-poison`: the timer's next check catches up.
         if (msg.dequeue_count or 1) < MAX_DEQUEUE_COUNT:
             raise
         log.exception(
@@ -77,6 +78,23 @@ def segment_events(msg: func.QueueMessage) -> None:
             SEGMENT_EVENTS_QUEUE,
             msg.dequeue_count,
         )
+
+
+@bp.function_name("segment_events_poison")
+@bp.queue_trigger(arg_name="msg", queue_name=SEGMENT_EVENTS_POISON_QUEUE, connection=STORAGE_SETTING)
+def segment_events_poison(msg: func.QueueMessage) -> None:
+    """A message the host gave up on (one that failed in a way `segment_events` could not catch, or
+    one written there by hand). Its invocation is what the poison alert counts (infra/modules/
+    alerts.bicep); it is logged, never its text (an event names blobs), and dropped: the timer's
+    catch-up queues what it was about."""
+    log.error(
+        "message %s (%d bytes) reached queue %s after %d deliveries and is dropped; the timer's catch-up "
+        "queues what it was about. Look for the errors of function segment_events before it",
+        msg.id,
+        len(msg.get_body()),
+        SEGMENT_EVENTS_POISON_QUEUE,
+        msg.dequeue_count or 0,
+    )
 
 
 def handle_message(svc: Services, body: bytes, *, message_id: str, now: datetime | None = None) -> None:

@@ -7,6 +7,8 @@ handed on after its time budget ran out.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 import re
 from dataclasses import dataclass
@@ -18,6 +20,25 @@ from shared import boundedjson
 RUN_ID = re.compile(r"[0-9A-Za-z-]{1,80}")
 _EXPORT = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")  # the export name rule of the config schema
 _FIELDS = {"runId", "export", "dryRun", "full", "force", "continuation"}
+
+
+def queue_text(body: bytes) -> bytes:
+    """A queue message's text, whichever way it was written: plain JSON, or base64-encoded JSON.
+
+    host.json sets `messageEncoding: none`, so the host hands the function the bytes as they are in
+    the queue. Microsoft's pages disagree on whether Event Grid writes events to a storage queue
+    base64-encoded or as plain JSON, and the app writes its own messages base64-encoded (the
+    storage SDK's encode policy): every queue function reads both. JSON starts with `{` or `[`,
+    which base64's alphabet does not hold, so the two never mix up. Anything else is returned as it
+    is, for the parser to say what is wrong with it.
+    """
+    text = body.strip()
+    if text[:1] in (b"{", b"["):
+        return text
+    try:
+        return base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        return body
 
 
 class InvalidRunMessage(ValueError):

@@ -26,7 +26,7 @@ import azure.functions as func
 
 from functions import new_blueprint
 from functions.context import run_context
-from functions.messages import InvalidRunMessage, RunMessage
+from functions.messages import InvalidRunMessage, RunMessage, queue_text
 from functions.services import Services, get_services
 from shared.error_text import describe
 from shared.errors import UNEXPECTED_ATTEMPTS, classify
@@ -44,7 +44,7 @@ STARTING_RETRY_SECONDS = 1
 
 def _parse(msg: func.QueueMessage, queue: str) -> RunMessage | None:
     try:
-        return RunMessage.parse(msg.get_body())
+        return RunMessage.parse(queue_text(msg.get_body()))
     except InvalidRunMessage as exc:
         log.error(
             "dropped message %s from queue %s: not a valid run message (%s); it is not retried. Expected JSON "

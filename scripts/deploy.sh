@@ -57,6 +57,9 @@ log() {
 }
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+# Waits while a new role assignment propagates (tests set it to 0).
+RETRY_SECONDS="${DEPLOY_RETRY_SECONDS:-30}"
+ZIP_ATTEMPTS=10
 RESOURCE_GROUP=""
 LOCATION="${AZURE_LOCATION:-swedencentral}"
 LOCATION_GIVEN=0
@@ -302,8 +305,27 @@ with zipfile.ZipFile(target, "w", zipfile.ZIP_DEFLATED) as zf:
 print(f"{target}: {len(zf.namelist())} files", file=sys.stderr)
 PY
   log "Publishing the code to $APP_NAME (remote build installs requirements.txt)"
-  az functionapp deployment source config-zip --resource-group "$RESOURCE_GROUP" --name "$APP_NAME" \
-    --src "$PACKAGE" --build-remote true --output none
+  # The template has just given the app's identity its role on the deployment storage. A new role
+  # assignment takes minutes to propagate, and a Flex Consumption zip deploy made meanwhile is
+  # refused with 403: retry that refusal (only that one), for up to about five minutes.
+  for attempt in $(seq 1 "$ZIP_ATTEMPTS"); do
+    if az functionapp deployment source config-zip --resource-group "$RESOURCE_GROUP" --name "$APP_NAME" \
+      --src "$PACKAGE" --build-remote true --output none 2>"$WORK_DIR/publish.err"; then
+      break
+    fi
+    if ! grep -qiE '403|forbidden|AuthorizationPermissionMismatch|AuthorizationFailure' "$WORK_DIR/publish.err"; then
+      cat "$WORK_DIR/publish.err" >&2
+      die "publishing the code failed (above); fix that and run the script again with the same arguments"
+    fi
+    if [[ "$attempt" -ge "$ZIP_ATTEMPTS" ]]; then
+      cat "$WORK_DIR/publish.err" >&2
+      die "the deployment storage still refuses the code (HTTP 403) after $ZIP_ATTEMPTS attempts: check that the \
+app's identity has Storage Blob Data Owner on the deployment storage account, then run the script again"
+    fi
+    log "The deployment storage refused the code (HTTP 403): the app's new role assignment on it is still \
+propagating; retrying in ${RETRY_SECONDS} s (attempt $attempt of $ZIP_ATTEMPTS)"
+    sleep "$RETRY_SECONDS"
+  done
 fi
 
 cat >&2 <<EOF

@@ -27,6 +27,7 @@ RUNS_POISON_QUEUE = RUNS_QUEUE + "-poison"
 # Refresh events: Event Grid writes BlobCreated events of the segment account here (infra/), and the
 # app adds its own delayed checks of plain CSV folders (functions/events.py).
 SEGMENT_EVENTS_QUEUE = "segment-events"
+SEGMENT_EVENTS_POISON_QUEUE = SEGMENT_EVENTS_QUEUE + "-poison"
 
 
 @cache

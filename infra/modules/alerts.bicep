@@ -7,7 +7,10 @@
 //    (`run_rejected_share`) or of its sent contacts refused by ActiveCampaign (`run_failed_share`),
 //    even though it succeeded;
 //  - stale export: an enabled export whose segment has a snapshot it has not exported, and that has
-//    not succeeded for more than staleAfterHours (`export_hours_since_success`, from the timer).
+//    not succeeded for more than staleAfterHours (`export_hours_since_success`, from the timer);
+//  - poison messages: any message in export-runs-poison or segment-events-poison. A function reads
+//    each of those queues (export_worker_poison, segment_events_poison), so every message there is
+//    one invocation of it in `requests`.
 // With emails or a webhook in `notify`, an action group is created and every rule notifies it.
 
 @description('Prefix of the rule names.')
@@ -55,6 +58,7 @@ var webhookReceiver = [
 
 var failedRunsQuery = 'let runs = customMetrics | where name == "run_duration_seconds" and tostring(customDimensions["status"]) == "failed" | summarize failures = sum(valueCount); let invocations = requests | where success == false | summarize failures = count(); union runs, invocations | summarize failures = sum(failures)'
 var badShareQuery = 'customMetrics | where name in ("run_rejected_share", "run_failed_share") | summarize worst = max(valueMax) by export = tostring(customDimensions["export"]), name | where worst * 100 > ${maxBadSharePercent}'
+var poisonQuery = 'requests | where name in ("export_worker_poison", "segment_events_poison") | summarize messages = count()'
 var staleQuery = 'customMetrics | where name == "export_hours_since_success" | summarize hours = max(valueMax) by export = tostring(customDimensions["export"]), trigger = tostring(customDimensions["trigger"]) | where hours > ${staleAfterHours}'
 
 var rules = [
@@ -81,6 +85,14 @@ var rules = [
     severity: 2
     query: staleQuery
     measure: ''
+  }
+  {
+    name: '${namePrefix}-poison-messages'
+    displayName: 'ActiveCampaign export: messages in a poison queue'
+    description: 'A message reached export-runs-poison (a run failed all its deliveries: its run record says why) or segment-events-poison (a refresh event the host gave up on; the timer catches up). The traces of the functions export_worker_poison and segment_events_poison name the message.'
+    severity: 2
+    query: poisonQuery
+    measure: 'messages'
   }
 ]
 

@@ -2,8 +2,9 @@
 // blobs, delivered with the topic's identity to the app's refresh-event queue (Event Grid event
 // schema; functions/events.py reads it). The filters drop everything else before it is delivered:
 // other containers, other files, and blob writes that are not complete yet (only PutBlob,
-// PutBlockList, CopyBlob and, on Data Lake accounts, FlushWithClose create a whole blob). String
-// filters are case-insensitive, so '.csv' also matches '.CSV'.
+// PutBlockList, CopyBlob, on Data Lake accounts FlushWithClose, and SftpCommit for a file uploaded
+// over SFTP, as plain CSV folders often are, create a whole blob). String filters are
+// case-insensitive, so '.csv' also matches '.CSV'.
 
 @description('Name of the system topic on the segment storage account (in this deployment scope).')
 param topicName string
@@ -67,6 +68,7 @@ resource subscriptions 'Microsoft.EventGrid/systemTopics/eventSubscriptions@2022
               'PutBlockList'
               'CopyBlob'
               'FlushWithClose'
+              'SftpCommit'
             ]
           }
         ]

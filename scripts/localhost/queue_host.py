@@ -5,8 +5,9 @@
 - Success deletes it. Failure makes it visible again after `visibilityTimeout`; when it has been
   dequeued `maxDequeueCount` times it is copied to `<queue>-poison` and deleted. A message already
   dequeued more often than that (a host that died mid-run) goes to the poison queue unprocessed.
-- Bodies are base64 (`messageEncoding`, the host's default); one that does not decode fails its
-  invocation like any other binding error.
+- Bodies are decoded as `messageEncoding` says: `base64` (the host's default; one that does not
+  decode fails its invocation like any other binding error) or `none` (handed over as they are,
+  what this app's host.json sets).
 - One message at a time per queue (host.json here says batchSize 1, newBatchThreshold 0).
 - Empty polls back off from 100 ms to `maxPollingInterval`, as the host does.
 """

@@ -80,9 +80,9 @@ def test_a_cloudevents_message_is_malformed_and_says_which_schema_is_expected():
         parse_message(json.dumps(cloud_event))
 
 
-def test_a_message_still_in_base64_is_malformed():
-    # Event Grid base64-encodes what it writes to a queue and the Functions host decodes it (host.json
-    # keeps the default messageEncoding); text that reaches the function still encoded is refused.
+def test_the_parser_takes_decoded_text_only():
+    # The function decodes a base64 message first (functions/messages.queue_text); the parser itself
+    # refuses text still encoded.
     import base64
 
     event = adls_flush_event(

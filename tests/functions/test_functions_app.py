@@ -38,6 +38,7 @@ EXPECTED_FUNCTIONS = {
     "console_page",
     "console_asset",
     "segment_events",
+    "segment_events_poison",
 }
 # Served to a browser's address bar, which cannot send a function key: static files, no data.
 ANONYMOUS_FUNCTIONS = {"console_page", "console_asset"}
@@ -143,6 +144,7 @@ print(json.dumps(results))
         "export_worker": "ran",  # an invalid message is logged and dropped
         "export_worker_poison": "ran",
         "segment_events": "ran",
+        "segment_events_poison": "ran",
     }
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -288,3 +289,109 @@ def test_a_deleted_and_recreated_export_is_queued_again_by_the_same_snapshot(
     create_export(refresh.container_name, name="vip-a")
     deliver_event(app_env, event)
     assert queued(app_env) == Counter({"vip-a": 1})  # vip-b's claim still stands
+
+
+# --- issue 23: either message encoding, and SFTP uploads ----------------------------------------
+
+
+@pytest.mark.parametrize("encoding", ["base64", "plain JSON"])
+def test_an_event_queues_the_run_whichever_way_event_grid_encodes_it(
+    app_env: AppEnv, refresh: ContainerClient, encoding: str
+):
+    # Microsoft's pages disagree on how Event Grid writes to a storage queue: both must work.
+    from azure.storage.queue import QueueClient
+
+    from shared.storage import SEGMENT_EVENTS_QUEUE
+
+    write_ci_snapshot(refresh, "Vip", profiles(4), time_folder="2026/11/21/0600")
+    text = event_message(blob_created_event(refresh, f"{FOLDER}/model.json", api="PutBlockList"))
+    if encoding == "base64":
+        app_env.events.send_message(text)  # its client base64-encodes
+    else:
+        QueueClient.from_connection_string(app_env.azurite, SEGMENT_EVENTS_QUEUE).send_message(text)
+    raw = QueueClient.from_connection_string(app_env.azurite, SEGMENT_EVENTS_QUEUE).peek_messages()[0].content
+    assert raw.startswith("{") == (encoding == "plain JSON")  # what the host hands the function
+    deliver_next(app_env)
+    assert queued(app_env) == Counter({"vip-a": 1, "vip-b": 1})
+    assert app_env.messages(app_env.poison) == []
+
+
+def sftp_commit_event(account: str, container: str, blob: str, url: str) -> dict[str, Any]:
+    """A BlobCreated event of a file uploaded over SFTP, shaped as Microsoft documents it (Event Grid
+    schema, "SFTP events" of "Azure Blob Storage as an Event Grid source"): `data.api` is SftpCommit
+    and `data.identity` the SFTP local user."""
+    return {
+        "topic": f"/subscriptions/0/resourceGroups/Storage/providers/Microsoft.Storage/storageAccounts/{account}",
+        "subject": f"/blobServices/default/containers/{container}/blobs/{blob}",
+        "eventType": "Microsoft.Storage.BlobCreated",
+        "eventTime": "2026-11-21T06:00:00.1522383Z",
+        "id": "831e1650-001e-001b-66ab-eeb76e069631",
+        "data": {
+            "api": "SftpCommit",
+            "clientRequestId": "b934bda2-c573-4a7e-8cda-33d86c6c3df1",
+            "requestId": "831e1650-001e-001b-66ab-eeb76e000000",
+            "eTag": "0x8DA27FC0B2C8EA2",
+            "contentType": "application/octet-stream",
+            "contentLength": 48,
+            "blobType": "BlockBlob",
+            "url": url,
+            "sequencer": "00000000000000000000000000001B7500000000000EA5BD",
+            "identity": "localuser",
+            "storageDiagnostics": {"batchId": "b4be6baa-5a0a-41bb-95a1-71cbd6ecb64a"},
+        },
+        "dataVersion": "",
+        "metadataVersion": "1",
+    }
+
+
+def _passes_subscription_filter(event: dict[str, Any], container: str) -> bool:
+    """The refresh subscription's filter (infra/modules/events-subscriptions.bicep) applied to an event
+    as Event Grid applies it: string filters are case-insensitive."""
+    from tests.support.app import ROOT
+
+    bicep = (ROOT / "infra" / "modules" / "events-subscriptions.bicep").read_text()
+    apis = re.search(r"key: 'data\.api'\s*values: \[(.*?)\]", bicep, re.DOTALL)
+    assert apis is not None
+    allowed = {v.lower() for v in re.findall(r"'([^']+)'", apis.group(1))}
+    subject = event["subject"].lower()
+    return (
+        event["eventType"] == "Microsoft.Storage.BlobCreated"
+        and subject.startswith(f"/blobservices/default/containers/{container}/blobs/".lower())
+        and subject.endswith(("/model.json", ".csv"))
+        and event["data"]["api"].lower() in allowed
+    )
+
+
+def test_a_csv_uploaded_over_sftp_starts_the_quiet_time_of_a_plain_csv_folder(
+    app_env: AppEnv, ac_sandbox, segments: ContainerClient
+):
+    app_env.set("CSV_QUIET_SECONDS", "120")
+    create_connection(ac_sandbox.hostname)
+    folder, header = "sftp/plain", b"EmailAddress,FirstName,LastName,LoyaltyTier\r\n"
+    segments.upload_blob(f"{folder}/Vip/part-1.csv", header + b"a@example.com,A,B,gold\r\n")
+    source = {"container": segments.container_name, "folder": folder, "segment": "Vip"}
+    create_export(segments.container_name, name="plain", source=source)
+    blob = f"{folder}/Vip/part-2.csv"
+    segments.upload_blob(blob, header + b"b@example.com,C,D,gold\r\n")
+    account = segments.account_name or "devstoreaccount1"
+    event = sftp_commit_event(account, segments.container_name, blob, f"{segments.url}/{blob}")
+    assert _passes_subscription_filter(event, segments.container_name)
+
+    deliver_event(app_env, event_message(event))
+    assert decision("plain")["reason"].startswith(
+        "plain CSV folder: waiting until no file is added for 120 s"
+    )
+    assert app_env.events.get_queue_properties().approximate_message_count == 1  # the quiet check
+
+
+def test_a_message_in_the_poison_queue_is_logged_without_its_text_and_dropped(caplog):
+    from azure.functions.queue import QueueMessage as HostQueueMessage
+
+    body = b'{"subject": "/blobServices/default/containers/c/blobs/person@example.com.csv"}'
+    caplog.set_level(logging.ERROR, logger="functions.events")
+    message = HostQueueMessage(id="m-9", body=body, dequeue_count=5)  # type: ignore[no-untyped-call]
+    handler("segment_events_poison")(message)  # never raises: the host would poison it again
+    (record,) = caplog.records
+    assert "m-9" in record.getMessage()
+    assert "segment-events-poison" in record.getMessage()
+    assert "person" not in record.getMessage()

@@ -239,12 +239,18 @@ def test_host_logs_successful_invocations_to_the_requests_table():
     assert levels["Host.Results"] in ("Information", "Debug", "Trace")
 
 
-def test_the_host_decodes_queue_messages_as_event_grid_encodes_them():
-    # Event Grid writes each event to the storage queue base64-encoded, and the app's own queue
-    # messages are base64 too (functions/services.py): the host must keep its default base64
-    # decoding. With "none" the functions would receive base64 text and drop every event.
+def test_the_host_hands_queue_messages_over_undecoded_and_polls_at_least_every_10_s():
+    # Microsoft's pages disagree on whether Event Grid writes storage-queue messages base64-encoded
+    # or as plain JSON. With the host's default base64 decoding, plain JSON would fail to decode and
+    # go to the poison queue before the function saw it; with "none" the function gets the text as it
+    # is and reads both (functions/messages.queue_text).
     queues = json.loads((ROOT / "host.json").read_text())["extensions"]["queues"]
-    assert queues.get("messageEncoding", "base64") == "base64"
+    assert queues["messageEncoding"] == "none"
+    # An idle queue is polled at most this far apart (the default backs off to a minute): an event,
+    # then the run message it queues, are each picked up within 10 s, so a refresh starts its run
+    # within 30 s on Azure (docs/deploy.md says what the 2 s of host.json cost).
+    hours, minutes, seconds = (int(x) for x in queues["maxPollingInterval"].split(":"))
+    assert hours * 3600 + minutes * 60 + seconds <= 10
 
 
 # --- parsing and checkov ---------------------------------------------------------------------
@@ -582,7 +588,13 @@ def test_refresh_events_reach_the_queue_with_an_identity_and_only_for_segment_bl
     assert filters["subject"]["operatorType"] == "StringEndsWith"
     assert set(filters["subject"]["values"]) == {"/model.json", ".csv"}
     assert filters["data.api"]["operatorType"] == "StringIn"
-    assert "FlushWithClose" in filters["data.api"]["values"]
+    assert set(filters["data.api"]["values"]) == {
+        "PutBlob",
+        "PutBlockList",
+        "CopyBlob",
+        "FlushWithClose",
+        "SftpCommit",
+    }
 
     main = _main(bicep)["modules"]
     for name in ("eventsTopic", "eventsRbac", "eventsSubscriptions"):
@@ -696,7 +708,7 @@ def test_outputs(bicep):
 
 _QUERY_TABLES = {"customMetrics", "requests"}
 # Fields of the host's `requests` table the rules read (Host.Results at Information fills it).
-_REQUEST_FIELDS = {"success"}
+_REQUEST_FIELDS = {"success", "name"}
 
 
 def _alert_queries(bicep: dict[str, dict[str, Any]]) -> dict[str, str]:
@@ -711,6 +723,8 @@ def _fields_read(query: str) -> tuple[set[str], dict[str, set[str]], set[str]]:
     tables = set(re.findall(r"(?:^|[;(|]\s*|union\s+|let\s+\w+\s*=\s*)([A-Za-z]+)\s*\|", query))
     dims_by_metric: dict[str, set[str]] = {}
     for part in re.split(r";", query):
+        if "customMetrics" not in part:
+            continue
         names = set(re.findall(r'name\s*==\s*"([^"]+)"', part))
         for group in re.findall(r"name\s+in\s*\(([^)]*)\)", part):
             names |= set(re.findall(r'"([^"]+)"', group))
@@ -730,6 +744,7 @@ def test_every_field_an_alert_reads_is_emitted_by_the_code(bicep):
         "${namePrefix}-failed-runs",
         "${namePrefix}-bad-share",
         "${namePrefix}-stale-export",
+        "${namePrefix}-poison-messages",
     }
     read_anything: set[str] = set()
     for rule, query in queries.items():
@@ -752,6 +767,25 @@ def test_every_field_an_alert_reads_is_emitted_by_the_code(bicep):
         telemetry.FAILED_SHARE_HISTOGRAM,
         telemetry.HOURS_SINCE_SUCCESS_HISTOGRAM,
     } <= read_anything
+
+
+def test_the_poison_alert_counts_the_functions_that_read_the_poison_queues(bicep):
+    # Any message in export-runs-poison or segment-events-poison is one invocation of the function
+    # reading that queue: the rule must name exactly those functions, as the app registers them.
+    from shared.storage import RUNS_POISON_QUEUE, SEGMENT_EVENTS_POISON_QUEUE
+    from tests.support.app import built_functions
+
+    query = _alert_queries(bicep)["${namePrefix}-poison-messages"]
+    named = set(re.findall(r'"([a-z_]+)"', re.search(r"name in \(([^)]*)\)", query).group(1)))  # type: ignore[union-attr]
+    readers = {
+        str(name): fn.get_bindings_dict()["bindings"][0]["queueName"]
+        for name, fn in built_functions().items()
+        if fn.get_bindings_dict()["bindings"][0]["type"] == "queueTrigger"
+        and fn.get_bindings_dict()["bindings"][0]["queueName"].endswith("-poison")
+    }
+    assert set(readers.values()) == {RUNS_POISON_QUEUE, SEGMENT_EVENTS_POISON_QUEUE}
+    assert named == set(readers)
+    assert query.endswith("| summarize messages = count()")
 
 
 def test_the_field_extraction_sees_what_a_query_reads():
@@ -858,6 +892,19 @@ elif joined.startswith("group show"):
         sys.exit(3)
     query = args[args.index("--query") + 1]
     print(location if query == "location" else "/subscriptions/s/resourceGroups/" + args[args.index("--name") + 1])
+elif joined.startswith("functionapp deployment source config-zip"):
+    # Refused with 403 the first FAKE_AZ_ZIP_403 times, as while the app's new role on the deployment
+    # storage propagates (or always with another error when FAKE_AZ_ZIP_FAILS is set).
+    counter = log.parent / "zip-attempts"
+    seen = int(counter.read_text()) if counter.exists() else 0
+    counter.write_text(str(seen + 1))
+    if os.environ.get("FAKE_AZ_ZIP_FAILS"):
+        print("ERROR: Deployment failed: the remote build could not install requirements.txt", file=sys.stderr)
+        sys.exit(1)
+    if seen < int(os.environ.get("FAKE_AZ_ZIP_403", "0")):
+        print("ERROR: Status Code: 403, Details: This request is not authorized to perform this operation "
+              "using this permission. (AuthorizationPermissionMismatch)", file=sys.stderr)
+        sys.exit(1)
 elif joined.startswith("keyvault secret show-deleted"):
     # A soft-deleted secret of that name when FAKE_AZ_DELETED_SECRET is set; otherwise not found.
     if not os.environ.get("FAKE_AZ_DELETED_SECRET"):
@@ -948,6 +995,39 @@ def test_deploy_script_runs_the_steps_in_order_and_keeps_the_key_off_command_lin
     } <= names
     assert any(n.startswith("functions/") for n in names)
     assert not [n for n in names if n.startswith(("tests/", ".venv", "node_modules/")) or "__pycache__" in n]
+
+
+def test_deploy_script_retries_a_zip_deploy_refused_while_the_new_role_propagates(fake_az):
+    env, log = fake_az
+    env["PATH"] += f":{_python3_dir()}"
+    env |= {"FAKE_AZ_ZIP_403": "2", "DEPLOY_RETRY_SECONDS": "0"}
+    result = _deploy(env, "-g", "rg-test")
+    assert result.returncode == 0, result.stderr
+    publishes = [
+        c for c in _az_calls(log) if c["args"][:4] == ["functionapp", "deployment", "source", "config-zip"]
+    ]
+    assert len(publishes) == 3  # two 403s, then the deploy went through
+    assert result.stderr.count("role assignment on it is still propagating") == 2
+    assert "attempt 1 of 10" in result.stderr
+    assert "Deployed." in result.stderr
+
+
+def test_deploy_script_gives_up_on_403_after_its_attempts_and_never_retries_another_failure(fake_az):
+    env, log = fake_az
+    env["PATH"] += f":{_python3_dir()}"
+    env |= {"FAKE_AZ_ZIP_403": "99", "DEPLOY_RETRY_SECONDS": "0"}
+    refused = _deploy(env, "-g", "rg-test")
+    assert refused.returncode != 0
+    assert "after 10 attempts" in refused.stderr
+    assert "Storage Blob Data Owner" in refused.stderr
+    (log.parent / "zip-attempts").unlink()
+    log.unlink()
+    env |= {"FAKE_AZ_ZIP_403": "0", "FAKE_AZ_ZIP_FAILS": "1"}
+    failed = _deploy(env, "-g", "rg-test")
+    assert failed.returncode != 0
+    assert "could not install requirements.txt" in failed.stderr
+    publishes = [c for c in _az_calls(log) if c["args"][:2] == ["functionapp", "deployment"]]
+    assert len(publishes) == 1
 
 
 def test_deploy_script_reads_the_key_from_stdin(fake_az):

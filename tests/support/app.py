@@ -96,9 +96,11 @@ class AppEnv:
         return [json.loads(m.content) for m in (queue or self.queue).peek_messages(max_messages=32)]
 
     def receive(self, queue: QueueClient | None = None) -> HostQueueMessage:
-        """Take one message as the host does and wrap it in the worker's message type."""
+        """Take one message as the host does and wrap it in the worker's message type: its text as it
+        is in the queue, undecoded (host.json messageEncoding none)."""
         q = queue or self.queue
-        received = q.receive_message(visibility_timeout=60)
+        raw = QueueClient.from_connection_string(self.azurite, q.queue_name)
+        received = raw.receive_message(visibility_timeout=60)
         assert received is not None, f"no message on queue {q.queue_name}"
         return HostQueueMessage(  # type: ignore[no-untyped-call]
             id=received.id,
@@ -198,7 +200,9 @@ def deliver(env: AppEnv) -> None:
     except Exception:
         assert message.id is not None
         if (message.dequeue_count or 0) >= MAX_DEQUEUE_COUNT:
-            env.poison.send_message(message.get_body().decode())
+            # The host moves the message's text as it is (already encoded as it was written).
+            raw = QueueClient.from_connection_string(env.azurite, env.poison.queue_name)
+            raw.send_message(message.get_body().decode())
             env.delete(message)
         else:  # visible again at once: the retry needs no waiting here
             env.queue.update_message(message.id, message.pop_receipt, visibility_timeout=0)
