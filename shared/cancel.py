@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 from collections.abc import Callable
 from typing import Any
 
@@ -28,6 +29,7 @@ from shared.errors import TerminalError
 from shared.runs import RecordChanged, RunRecord, RunStore, utc_now
 from shared.storage import RUN_CANCEL, run_blob
 
+log = logging.getLogger(__name__)
 _JSON = ContentSettings(content_type="application/json")
 # A record another process keeps rewriting (live counts) is read again at most this many times.
 _ATTEMPTS = 5
@@ -74,7 +76,12 @@ def cancel_check(container: ContainerClient, export: str, run_id: str) -> Callab
 
     def requested() -> bool:
         nonlocal seen
-        seen = seen or bool(blob.exists())
+        if not seen:
+            try:
+                seen = bool(blob.exists())
+            except Exception as exc:
+                # Not a reason to stop, nor to fail, a run half-way: the next batch boundary asks again.
+                log.warning("could not read whether run %s was cancelled: %s", run_id, type(exc).__name__)
         return seen
 
     return requested
