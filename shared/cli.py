@@ -93,7 +93,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
 def _context(settings: Settings, config: Config) -> RunContext:
     from shared.pipeline import RunContext
     from shared.secrets import secrets_from_settings
-    from shared.storage import blob_service
+    from shared.storage import blob_service, queue_service
 
     return RunContext(
         settings=settings,
@@ -102,6 +102,8 @@ def _context(settings: Settings, config: Config) -> RunContext:
         app_blobs=blob_service(settings.require_storage()),
         segment_blobs=blob_service(settings.require_segments_storage()),
         lease_seconds=settings.run_lease_seconds,
+        # A CLI run that releases an account wakes the queued run waiting for it (shared/handover.py).
+        run_queue=queue_service(settings.require_storage()).get_queue_client(settings.runs_queue),
     )
 
 
