@@ -195,7 +195,12 @@ def _wait_in_line(svc: Services, record: RunRecord, sent: Any, account: str, del
 
     entry = Waiting(record.run_id, record.export, sent.id, sent.pop_receipt, later(utc_now(), delay))
     try:
-        AccountTurns(svc.app_container, account).wait(entry)
+        turns = AccountTurns(svc.app_container, account)
+        turns.wait(entry)
+        if turns.holder() is None:
+            # Released while this run was getting in line (its holder found nobody to wake): the
+            # first in line, perhaps this run, goes now rather than when its message is due.
+            turns.wake_first(svc.run_queue, utc_now())
     except Exception as exc:  # without it the message still comes back after its delay
         log.warning(
             "run %s could not take its place in line for %s: %s", record.run_id, account, type(exc).__name__

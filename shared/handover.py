@@ -78,7 +78,8 @@ class Holder:
 
 @dataclass(frozen=True)
 class Waiting:
-    """A run whose message waits on the queue for the account."""
+    """A run waiting for the account: its message on the queue (or, without a message id, a run
+    waiting in-process for a holder that is about done)."""
 
     run_id: str
     export: str
@@ -201,8 +202,8 @@ class AccountTurns:
         if not entries:
             return None
         first = entries[0]
-        if first.woken:
-            return first
+        if first.woken or not first.message_id:
+            return first  # on its way, or waiting in-process (it polls the lease itself)
         try:
             queue.update_message(first.message_id, first.pop_receipt, visibility_timeout=0)
         except HttpResponseError as exc:

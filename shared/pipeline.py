@@ -409,6 +409,7 @@ class _Run:
             )
         self._check_turn()
         client = self._client()
+        in_line = False
         try:
             if self.record.withdraw:
                 self._with_rotation(client, lambda: client.get_list(self.export.list_id))
@@ -417,10 +418,13 @@ class _Run:
             checked = self._with_rotation(client, lambda: preflight(client, self.export))
             with self._account_lease():
                 return self._sync(client, checked)
+        except AccountBusy:
+            in_line = True  # it keeps its place: the worker re-queues it and writes its message in
+            raise
         finally:
             self.report.requests = add_counts(self.requests_before, client.request_counts())
             client.close()
-            if not self.record.dry_run:
+            if not self.record.dry_run and not in_line:
                 self._leave_line()
 
     def _leave_line(self) -> None:
@@ -509,6 +513,7 @@ class _Run:
         turns = self.turns = AccountTurns(self.container, host)
         blob = self.container.get_blob_client(account_lease_blob(host))
         end = self.ctx.clock() + self.ctx.lease_wait
+        placed = False
         while True:
             now = datetime.now(UTC)
             ahead = turns.ahead_of(self.record.run_id, now)
@@ -529,6 +534,11 @@ class _Run:
                 and left > 0
                 and (holder is None or (remaining is not None and remaining <= left))
             ):
+                if not placed:  # in line while waiting here too, so later runs do not go first
+                    turns.wait(
+                        Waiting(self.record.run_id, self.export.name, "", "", now + timedelta(seconds=left))
+                    )
+                    placed = True
                 time.sleep(min(_LEASE_POLL_SECONDS, left))  # the holder is about done: wait here
                 continue
             raise self._busy(ahead, holder, remaining)
