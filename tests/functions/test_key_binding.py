@@ -175,3 +175,30 @@ def test_a_configuration_moved_behind_the_apis_back_fails_the_run_naming_the_con
     assert f"given for {a.hostname}, not for {b.hostname}" in error
     assert KEY_A not in str(run)
     assert len(b.state.requests()) == before == 0  # nothing was sent to host B at all
+
+
+def test_a_refused_key_is_re_read_for_the_same_host_once_and_the_retry_is_logged(
+    app_env: AppEnv, two_accounts, instances, caplog
+):
+    a, _ = two_accounts
+    api, _worker = instances
+    rotated = "cccc3333cccc3333cccc3333cccc3333cccc3333cccc3333cccc3333cccc3333cccc3333"
+    a.set_api_key(rotated)  # rotated in ActiveCampaign...
+    _as_instance(api)
+    api.set(SECRET, rotated, host=a.hostname)  # ...and in the vault, for the same host
+    _as_instance(instances[1])  # the worker still caches the old key
+    caplog.set_level("WARNING", logger="shared.pipeline")
+    forbidden = _forbidden(a)
+    assert _run(app_env)["status"] == "succeeded"
+    assert _forbidden(a) == forbidden + 1  # the cached key once, then the rotated one
+    assert any(
+        "retrying once with the key now stored for that host" in r.getMessage() for r in caplog.records
+    )
+    assert all(rotated not in r.getMessage() and KEY_A not in r.getMessage() for r in caplog.records)
+
+    a.set_api_key("dddd4444dddd4444dddd4444dddd4444")  # rotated in ActiveCampaign only
+    forbidden = _forbidden(a)
+    failed = _run(app_env)
+    assert failed["status"] == "failed"
+    assert "refused the API key of connection 'main'" in str(failed["error"])
+    assert _forbidden(a) == forbidden + 1  # the same key is not sent twice
