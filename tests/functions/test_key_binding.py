@@ -51,6 +51,8 @@ def test_the_host_is_written_with_the_value_in_one_set_secret(keyvault: KeyVault
     assert keyvault.tags(SECRET) == {HOST_TAG: HOST_A}
     assert [r.method for r in keyvault.requests if r.status != 401] == ["PUT"]
     assert keyvault.server.patches == []
+    assert KEY_A not in repr(api)  # a provider prints its vault, never what it caches
+    assert KEY_A not in str(api)
 
 
 def test_a_key_is_never_returned_for_another_host(instances):
