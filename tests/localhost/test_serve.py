@@ -280,6 +280,39 @@ def test_entra_mode_says_the_principal_header_is_taken_as_sent(serve: StartServe
     assert served.stop() == 0
 
 
+def test_over_real_http_a_cross_site_write_with_an_admin_session_is_refused_and_a_same_origin_one_passes(
+    serve: StartServe, app_env: AppEnv
+):
+    # The finding of issue 23 as a browser would send it: a form on evil.example posting text/plain
+    # with the admin's session (here the principal header App Service Authentication would add).
+    served = serve(base_env(app_env.azurite, AUTH_MODE="entra", WEBSITE_AUTH_ENABLED="True"))
+    principal = {"auth_typ": "aad", "claims": [{"typ": "roles", "val": "Exports.Admin"}]}
+    admin = {"X-MS-CLIENT-PRINCIPAL": base64.b64encode(json.dumps(principal).encode()).decode()}
+    url = served.api + "/exports/vip/runs"
+    form = {
+        **admin,
+        "Content-Type": "text/plain",
+        "Origin": "https://evil.example",
+        "Sec-Fetch-Site": "cross-site",
+    }
+    refused = httpx.post(url, headers=form, content=b'{"force": true, "full": true}', timeout=30)
+    assert refused.status_code == 403, refused.text
+    assert refused.json()["error"]["code"] == "CrossSiteRequest"
+    assert refused.headers["X-Content-Type-Options"] == "nosniff"
+    plain = httpx.post(url, headers={**admin, "Content-Type": "text/plain"}, content=b"{}", timeout=30)
+    assert plain.status_code == 415
+    own = served.url.rstrip("/")
+    same_origin = {
+        **admin,
+        "Content-Type": "application/json",
+        "Origin": own,
+        "Sec-Fetch-Site": "same-origin",
+    }
+    passed = httpx.post(url, headers=same_origin, content=b"{}", timeout=30)
+    assert passed.status_code == 404, passed.text  # past the cross-site rules: no export of that name
+    assert served.stop() == 0
+
+
 def test_with_a_function_key_set_the_local_host_checks_it_as_the_functions_host_does(
     serve: StartServe, app_env: AppEnv
 ):
