@@ -106,6 +106,14 @@ class FieldMapping:
 
 
 @dataclass(frozen=True)
+class FeedbackTarget:
+    """Where an export's feedback CDM folder goes: a container and folder of the segments' account."""
+
+    container: str
+    folder: str
+
+
+@dataclass(frozen=True)
 class ExportConfig:
     name: str
     connection: str
@@ -124,6 +132,8 @@ class ExportConfig:
     max_rejected_share: float = DEFAULT_MAX_REJECTED_SHARE
     # A custom field value that its field type cannot take: leave the field out (and count it), or reject the row.
     on_invalid_field_value: InvalidFieldValue = "omit"
+    # List statuses read back from ActiveCampaign, written as a CDM folder (shared/feedback.py); None: off.
+    feedback: FeedbackTarget | None = None
 
 
 @dataclass(frozen=True)
@@ -362,6 +372,11 @@ def _build_export(name: str, doc: Mapping[str, Any]) -> ExportConfig:
         max_contacts=doc.get("maxContacts"),
         max_rejected_share=float(doc.get("maxRejectedShare", DEFAULT_MAX_REJECTED_SHARE)),
         on_invalid_field_value=doc.get("onInvalidFieldValue", "omit"),
+        feedback=(
+            FeedbackTarget(doc["feedback"]["container"], doc["feedback"]["folder"])
+            if doc.get("feedback") is not None
+            else None
+        ),
     )
 
 
@@ -625,6 +640,11 @@ def export_to_document(export: ExportConfig) -> dict[str, Any]:
         "maxContacts": export.max_contacts,
         "maxRejectedShare": export.max_rejected_share,
         "onInvalidFieldValue": export.on_invalid_field_value,
+        "feedback": (
+            {"container": export.feedback.container, "folder": export.feedback.folder}
+            if export.feedback is not None
+            else None
+        ),
     }
 
 

@@ -19,6 +19,7 @@ STATUS_NAMES = {SUBSCRIBED: "subscribed", UNSUBSCRIBED: "unsubscribed", BOUNCED:
 # `filters[updated_after]` is a date in the account's time zone (UTC-12 .. UTC+14): asking from two
 # days before the last read cannot miss a change, at the price of re-reading a day or two of them.
 UPDATED_AFTER_MARGIN = timedelta(days=2)
+UDATE_RESOLUTION = timedelta(seconds=1)
 
 
 def updated_at(item: ListStatus) -> datetime | None:
@@ -36,6 +37,9 @@ def walk(
     """Contacts of the list with this status; with `since`, only those updated at or after it (one
     with no readable `udate` is kept: a change is never dropped for want of its time)."""
     day = (since - UPDATED_AFTER_MARGIN).date() if since is not None else None
+    # `udate` has whole seconds: a change in the second the last read started must not be lost (the
+    # caller drops what it reported already, so reading a second twice costs nothing).
+    since = since.replace(microsecond=0) - UDATE_RESOLUTION if since is not None else None
     after = 0
     while True:
         page = client.list_status_page(list_id, status=status, updated_after=day, after_id=after)

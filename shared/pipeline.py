@@ -34,6 +34,7 @@ from shared.activecampaign import (
 from shared.cancel import cancel_check
 from shared.changes import ChangeLog, ChangeLogBlob, ahead_operations, read_rows
 from shared.config import Config, Connection, ExportConfig
+from shared.error_text import describe
 from shared.errors import AccountBusy, GuardTripped, RunFailed, TerminalError
 from shared.handover import AccountTurns, Holder, Waiting
 from shared.hosts import HostError
@@ -307,6 +308,11 @@ def run_export(
         # Scrubbed here, where a run's error is made: it is stored in the run record and the report,
         # returned by the API and logged.
         status, error = "failed", scrub(str(exc))
+    wants_feedback = export is not None and export.feedback is not None and not record.dry_run
+    if export is not None and wants_feedback and status in ("succeeded", "failed"):
+        # After the run's outcome is decided, and never changing it (issue 26).
+        report.feedback = feedback_after_run(ctx, export)
+        _restore_report(ctx, report)
     report.timings["total_s"] = round(report.timings.get("total_s", 0.0) + ctx.clock() - started, 3)
     report.status = "running" if status == "continue" else status
     report.error = error
@@ -315,6 +321,41 @@ def run_export(
     if error:
         log.error("run %s of export %s failed: %s", record.run_id, record.export, error)
     return RunOutcome(status, report, error)
+
+
+def feedback_after_run(ctx: RunContext, export: ExportConfig, *, full: bool = False) -> dict[str, Any]:
+    """Write the export's feedback folder; a failure is logged, kept for the next try and returned as
+    `{"error": ...}`, never raised (the run's own result stands)."""
+    from shared import feedback
+
+    app = ctx.app_container()
+    try:
+        feedback.check_target(export, ctx.segment_blobs, ctx.app_blobs, ctx.settings.app_container)
+        connection = ctx.config.connections[export.connection]
+        key = ctx.secrets.get(connection.api_key_secret)
+        with ctx.client_factory(connection.hostname, key, ctx.settings) as client:
+            result = feedback.write_feedback(
+                export=export, client=client, customer=ctx.segment_blobs, app=app, full=full
+            )
+        return result.to_dict()
+    except Exception as exc:  # any failure: reported, tried again next time
+        error = describe(exc)
+        log.warning("feedback of export %s not written (tried again next time): %s", export.name, error)
+        feedback.record_failure(app, export.name, error)
+        return {"error": error}
+
+
+def _restore_report(ctx: RunContext, report: RunReport) -> None:
+    """The stored report gains the feedback outcome (it was written before the feedback ran)."""
+    if report.report_blob is None:
+        return
+    try:
+        body = json.dumps(report.to_dict(), indent=2)
+        ctx.app_container().upload_blob(report.report_blob, body, overwrite=True, content_settings=_JSON)
+    except Exception as exc:  # the run's result stands; the record has the counts
+        log.warning(
+            "run %s: could not add the feedback outcome to its report: %s", report.run_id, type(exc).__name__
+        )
 
 
 def usable_problem(report: RunReport, valid: int, snapshot: Snapshot, export: ExportConfig) -> str | None:

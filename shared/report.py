@@ -95,6 +95,9 @@ class RunReport:
     # Freshness (issue 15): when the snapshot landed, and when ActiveCampaign first queued a batch.
     snapshot_landed_at: str | None = None
     first_contact_queued_at: str | None = None
+    # The feedback folder written after the run (shared/feedback.py): kind, folder, counts, or the
+    # error of a write that failed (the run's own status does not depend on it). Counts only.
+    feedback: dict[str, Any] | None = None
 
     @property
     def rejected_total(self) -> int:
@@ -131,6 +134,21 @@ class RunReport:
             "toUntag": self.to_untag,
             "untagged": self.untagged,
             "untagFailed": self.untag_failed,
+            **self._feedback_counts(),
+        }
+
+    def _feedback_counts(self) -> dict[str, int]:
+        if self.feedback is None:
+            return {}
+        if "error" in self.feedback:
+            return {"feedbackFailed": 1}
+        counts = self.feedback.get("counts", {})
+        return {
+            "feedbackRows": int(self.feedback.get("rows", 0)),
+            "feedbackUnsubscribed": int(counts.get("unsubscribed", 0)),
+            "feedbackBounced": int(counts.get("bounced", 0)),
+            "feedbackSubscribed": int(counts.get("subscribed", 0)),
+            "feedbackFailed": 0,
         }
 
     def check_totals(self, *, completed: bool) -> list[str]:

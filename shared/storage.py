@@ -62,6 +62,11 @@ def state_blob(export: str) -> str:
     return f"state/{export}/delivered.npz"
 
 
+def feedback_state_blob(export: str) -> str:
+    """What the export's feedback folder holds and when ActiveCampaign was last read (shared/feedback.py)."""
+    return f"feedback/{export}/state.json"
+
+
 def checkpoint_blob(export: str) -> str:
     """The checkpoint of the export's run in progress."""
     return f"state/{export}/checkpoint.json"

@@ -24,6 +24,7 @@ export const EXPORT_FIELDS = [
   "maxRejectedShare",
   "maxContacts",
   "onInvalidFieldValue",
+  "feedback",
 ];
 const STANDARD = [
   ["firstName", "First name"],

@@ -52,7 +52,7 @@ def clear_export(app: ContainerClient, export: str = EXPORT) -> None:
     """Tests share Azurite's one app container: forget this export's state and runs."""
     if not app.exists():
         return
-    for prefix in (f"state/{export}/", f"runs/{export}/"):
+    for prefix in (f"state/{export}/", f"runs/{export}/", f"feedback/{export}/"):
         for blob in app.list_blobs(name_starts_with=prefix):
             app.delete_blob(blob.name)
 
