@@ -332,7 +332,7 @@ def feedback_after_run(ctx: RunContext, export: ExportConfig, *, full: bool = Fa
     try:
         feedback.check_target(export, ctx.segment_blobs, ctx.app_blobs, ctx.settings.app_container)
         connection = ctx.config.connections[export.connection]
-        key = ctx.secrets.get(connection.api_key_secret)
+        key = ctx.secrets.get(connection.api_key_secret, host=connection.hostname)
         with ctx.client_factory(connection.hostname, key, ctx.settings) as client:
             result = feedback.write_feedback(
                 export=export, client=client, customer=ctx.segment_blobs, app=app, full=full

@@ -222,6 +222,7 @@ def test_a_failed_feedback_write_never_fails_the_run_and_is_retried_next_time(
     assert failed.report.feedback is not None
     assert "app's own container" in failed.report.feedback["error"]
     assert failed.report.counts()["feedbackFailed"] == 1
+    assert failed.report.report_blob is not None
     stored = json.loads(world.app.download_blob(failed.report.report_blob).readall())
     assert "app's own container" in stored["feedback"]["error"]
     assert not list(world.app.list_blobs(name_starts_with=FOLDER))
