@@ -80,6 +80,12 @@ class _Batch:
     next_poll: float
     attempt: int = 1
     polls: int = 0
+    # The plan indexes it carries, listed once: every checkpoint names every pending batch's, and
+    # dozens are pending when ActiveCampaign takes seconds to process each.
+    indexes: list[int] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.indexes = [op.index for op in self.ops]
 
 
 class PollSchedule:
@@ -376,4 +382,5 @@ class BatchSender:
         return True
 
     def pending_batches(self) -> dict[str, list[int]]:
-        return {b.batch_id: [op.index for op in b.ops] for b in self._pending}
+        """Batch id -> the plan indexes it carries (shared lists: read them, do not change them)."""
+        return {b.batch_id: b.indexes for b in self._pending}

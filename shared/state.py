@@ -167,6 +167,8 @@ class DeliveredState:
 
 def _runs(indexes: list[int]) -> list[list[int]]:
     """Ascending indexes as [first, last] runs of consecutive ones: [3, 4, 5, 9] -> [[3, 5], [9, 9]]."""
+    if indexes and indexes == list(range(indexes[0], indexes[0] + len(indexes))):
+        return [[indexes[0], indexes[-1]]]  # a batch's usual shape, checked in C
     runs: list[list[int]] = []
     for index in indexes:
         if runs and index == runs[-1][1] + 1:
