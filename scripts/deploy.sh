@@ -36,6 +36,9 @@ Options:
                                 secret "activecampaign-NAME" (the HTTP API's default secret name).
                                 The key is read from the AC_API_KEY environment variable or, if that
                                 is unset, from standard input; never from an argument.
+      --ac-host HOST            the account's REST endpoint host (acme.api-us1.com) the key is
+                                bound to (Key Vault tag activecampaign-host, written with the
+                                key); without it the key is bound to the host of its first use
       --no-code                 deploy the infrastructure only (skip publishing the code)
       --what-if-only            stop after validate and what-if (change nothing)
   -h, --help                    show this help
@@ -73,6 +76,7 @@ ALERT_EMAILS=""
 SEGMENT_CONTAINERS="customer-insights"
 REFRESH_EVENTS=true
 AC_CONNECTION=""
+AC_HOST=""
 DEPLOY_CODE=1
 WHAT_IF_ONLY=0
 
@@ -93,6 +97,7 @@ while [[ $# -gt 0 ]]; do
     --segment-containers) need_value "$@"; SEGMENT_CONTAINERS="$2"; shift 2 ;;
     --no-refresh-events) REFRESH_EVENTS=false; shift ;;
     --ac-connection) need_value "$@"; AC_CONNECTION="$2"; shift 2 ;;
+    --ac-host) need_value "$@"; AC_HOST="$2"; shift 2 ;;
     --ac-key | --api-key) die "$1: never pass the API key as an argument (it lands in shell history); set AC_API_KEY or pipe it on stdin" ;;
     --no-code) DEPLOY_CODE=0; shift ;;
     --what-if-only) WHAT_IF_ONLY=1; shift ;;
@@ -125,6 +130,13 @@ if [[ -n "$ALERT_WEBHOOK" && ! "$ALERT_WEBHOOK" =~ ^https://[^[:space:]\"]+$ ]];
 fi
 if [[ -n "$AC_CONNECTION" ]]; then
   [[ "$AC_CONNECTION" =~ ^[a-z0-9][a-z0-9-]{0,62}$ ]] || die "--ac-connection: 1-63 lowercase letters, digits and '-', got '$AC_CONNECTION'"
+fi
+if [[ -n "$AC_HOST" ]]; then
+  [[ -n "$AC_CONNECTION" ]] || die "--ac-host goes with --ac-connection (the host the stored key is for)"
+  # A bare host name, as the connection's hostname is (the app checks its domain when it is saved).
+  [[ "$AC_HOST" =~ ^[A-Za-z0-9]([A-Za-z0-9.-]{0,251}[A-Za-z0-9])?$ && "$AC_HOST" == *.* ]] \
+    || die "--ac-host: the bare host name of the account's REST endpoint (acme.api-us1.com), no scheme or path, got '$AC_HOST'"
+  AC_HOST="$(printf '%s' "$AC_HOST" | tr '[:upper:]' '[:lower:]')"
 fi
 command -v az >/dev/null || die "the Azure CLI (az) is not installed: docs/deploy.md, Prerequisites"
 command -v python3 >/dev/null || die "python3 is needed to build the code package"
@@ -271,8 +283,10 @@ if [[ -n "$AC_CONNECTION" ]]; then
   # printf is a shell builtin and the value goes through a pipe: it never appears on a command
   # line (ps) or in shell history. A fresh role assignment can take minutes to apply: retry.
   for attempt in 1 2 3 4 5 6 7 8 9 10; do
+    # The host goes in the same write as the key (shared/secrets.py reads the tag at every use).
     if printf '%s' "$AC_KEY" | az keyvault secret set --vault-name "$VAULT_NAME" --name "$SECRET" \
-      --file /dev/stdin --encoding utf-8 --content-type "ActiveCampaign API key" --output none; then
+      --file /dev/stdin --encoding utf-8 --content-type "ActiveCampaign API key" \
+      ${AC_HOST:+--tags "activecampaign-host=$AC_HOST"} --output none; then
       break
     fi
     [[ "$attempt" -lt 10 ]] || die "could not store the secret (do you have Key Vault Secrets Officer on $VAULT_NAME?)"

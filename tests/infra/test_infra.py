@@ -1030,6 +1030,29 @@ def test_deploy_script_gives_up_on_403_after_its_attempts_and_never_retries_anot
     assert len(publishes) == 1
 
 
+def test_deploy_script_binds_the_stored_key_to_its_host_in_the_same_write(fake_az):
+    env, log = fake_az
+    env["PATH"] += f":{_python3_dir()}"
+    args = ("-g", "rg-test", "--ac-connection", "acme", "--no-code")
+    result = _deploy(env, *args, "--ac-host", "Acme.api-us1.com", stdin=FAKE_KEY + "\n")
+    assert result.returncode == 0, result.stderr
+    (secret,) = [c for c in _az_calls(log) if c["args"][:3] == ["keyvault", "secret", "set"]]
+    tags = secret["args"][secret["args"].index("--tags") + 1]
+    assert tags == "activecampaign-host=acme.api-us1.com"  # shared/secrets.py HOST_TAG
+    log.unlink()
+    unbound = _deploy(env, *args, stdin=FAKE_KEY + "\n")  # bound to the host of its first use
+    assert unbound.returncode == 0, unbound.stderr
+    (secret,) = [c for c in _az_calls(log) if c["args"][:3] == ["keyvault", "secret", "set"]]
+    assert "--tags" not in secret["args"]
+    for bad in (["--ac-host", "https://acme.api-us1.com"], ["--ac-host", "acme.api-us1.com/x"]):
+        refused = _deploy(env, *args, *bad, stdin=FAKE_KEY + "\n")
+        assert refused.returncode != 0
+        assert "--ac-host" in refused.stderr
+    alone = _deploy(env, "-g", "rg-test", "--no-code", "--ac-host", "acme.api-us1.com")
+    assert alone.returncode != 0
+    assert "--ac-host goes with --ac-connection" in alone.stderr
+
+
 def test_deploy_script_reads_the_key_from_stdin(fake_az):
     env, log = fake_az
     env["PATH"] += f":{_python3_dir()}"
