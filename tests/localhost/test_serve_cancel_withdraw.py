@@ -5,6 +5,8 @@ happened is read from the run records and the sandbox's own record of imports, n
 
 from __future__ import annotations
 
+import csv
+import io
 import time
 from collections.abc import Callable
 from typing import Any
@@ -78,6 +80,14 @@ def ended(client: httpx.Client, run_id: str, timeout: float = 90) -> dict[str, A
     return result
 
 
+def changes(client: httpx.Client, run_id: str) -> list[dict[str, str]]:
+    """Every row of a run's change log (GET .../changes, as CSV)."""
+    resp = client.get(f"/exports/vip/runs/{run_id}/changes", params={"limit": 10000})
+    assert resp.status_code == 200, resp.text
+    assert "Link" not in resp.headers  # one page holds them all
+    return list(csv.DictReader(io.StringIO(resp.text)))
+
+
 def sent_emails(sandbox: SandboxServer, *, unsubscribe: bool) -> list[str]:
     """Every contact of every bulk import the sandbox queued, in order (subscribes or unsubscribes)."""
     return [
@@ -119,6 +129,10 @@ def test_a_run_cancelled_mid_send_stops_after_the_queued_batches_and_the_next_ru
         assert ac_sandbox.wait_until_idle(10)
         assert set(ac_sandbox.state.list_members(1)) == set(first)
         assert run["counts"]["accepted"] == 500
+        # The batches confirmed after the cancel are in the run's change log, each contact once.
+        logged = changes(client, run_id)
+        assert sorted(row["email"] for row in logged) == sorted(first)
+        assert {(row["action"], row["outcome"]) for row in logged} == {("add", "accepted")}
         again = client.post(f"/exports/vip/runs/{run_id}/cancel", json={})
         assert again.status_code == 409
         assert again.json()["error"]["code"] == "RunNotActive"
@@ -182,6 +196,9 @@ def test_withdraw_unsubscribes_exactly_the_exports_own_subscribers_and_a_later_r
         listed = client.get(f"/exports/vip/runs/{withdrawn['runId']}/unsubscribed").json()
         assert {item["outcome"] for item in listed["unsubscribed"]} == {"unsubscribed"}
         assert len(listed["unsubscribed"]) == 298
+        removals = changes(client, withdrawn["runId"])
+        assert sorted(row["email"] for row in removals) == sorted(people[2:])
+        assert {(row["action"], row["outcome"]) for row in removals} == {("remove", "accepted")}
 
         # The delivered state says nobody is subscribed by the export: a normal run brings back
         # everyone it withdrew (explicitly: bulk import cannot), never those who left on their own.
