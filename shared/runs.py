@@ -466,7 +466,7 @@ class RunStore:
         record.etag = written.get("etag")
 
     def finish(self, record: RunRecord, heartbeat: Heartbeat | None = None) -> None:
-        """Save a run that ended (succeeded or failed), then free its export for the next run.
+        """Save a run that ended (succeeded, failed or cancelled), then free its export for the next run.
 
         `heartbeat`: the one holding the marker's lease, if this process holds it.
         """
