@@ -62,6 +62,28 @@ def export_item(req: func.HttpRequest, svc: Services, caller: Caller) -> func.Ht
     return response
 
 
+@bp.function_name("export_feedback")
+@bp.route(route="exports/{name}/feedback", methods=["GET"])
+@api_route(Action.READ_EXPORTS)
+def export_feedback(req: func.HttpRequest, svc: Services, caller: Caller) -> func.HttpResponse:
+    """The export's feedback folder: when it was last written, what it holds, and where (issue 26)."""
+    from shared import feedback  # numpy and the CDM writer: not loaded with function_app.py
+    from shared.config import FeedbackTarget
+
+    name = req.route_params["name"]
+    item = svc.config.read().item("exports", name)
+    if item is None:
+        raise not_found("export", name, HINT)
+    configured = item.get("feedback")
+    target = (
+        FeedbackTarget(str(configured["container"]), str(configured["folder"]))
+        if isinstance(configured, dict)
+        else None
+    )
+    customer_url = svc.segment_blobs.url if target is not None else None
+    return json_response(feedback.summary(svc.app_container, name, target, customer_url))
+
+
 def _view(svc: Services, name: str, item: dict[str, Any], snapshot: ConfigSnapshot) -> dict[str, Any]:
     runs = svc.runs.list(name, limit=1)
     next_at = next_scheduled_at(item, svc.settings.export_schedule, datetime.now(UTC))

@@ -225,6 +225,30 @@ def _run_until_done(
         bars.close()
 
 
+def cmd_feedback(args: argparse.Namespace) -> int:
+    """Write the export's feedback folder now: the changes since its last refresh, or `--full`."""
+    from shared.pipeline import feedback_after_run
+
+    settings = load_settings()
+    config, source = load_config_source(args, settings)
+    if _unknown_export(args, config, source):
+        return EXIT_USAGE
+    export = config.exports[args.export]
+    if export.feedback is None:
+        print(
+            f"error: export {args.export!r} has no feedback folder: set its 'feedback' to "
+            '{"container": ..., "folder": ...} (README, Feedback folder)',
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
+    result = feedback_after_run(_context(settings, config), export, full=args.full)
+    print(json.dumps(result, indent=2))
+    if "error" in result:
+        print(f"error: feedback of export {args.export!r} not written: {result['error']}", file=sys.stderr)
+        return EXIT_TERMINAL
+    return EXIT_OK
+
+
 def cmd_reset(args: argparse.Namespace) -> int:
     """Delete the export's checkpoint (or its delivered state too): the way out of StoredStateCorrupt."""
     from shared.runs import RunStore
@@ -270,6 +294,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     run.set_defaults(func=cmd_run)
+    feedback = sub.add_parser(
+        "feedback", help="write the export's feedback folder now (list statuses changed in ActiveCampaign)"
+    )
+    feedback.add_argument("export", help="name of the export")
+    feedback.add_argument("--full", action="store_true", help="a Full refresh: every sent contact's status")
+    add_config_source(feedback)
+    feedback.set_defaults(func=cmd_feedback)
     reset = sub.add_parser("reset", help="forget an export's checkpoint, or its delivered state too")
     reset.add_argument("export", help="name of the export in the configuration")
     add_config_source(reset)

@@ -36,7 +36,7 @@ from shared.sync import email_keys
 
 if TYPE_CHECKING:
     from shared.activecampaign import ActiveCampaignClient, ListStatus
-    from shared.config import ExportConfig
+    from shared.config import ExportConfig, FeedbackTarget
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +61,8 @@ class FeedbackState:
     last_written_at: str | None = None
     last_error: str | None = None
     last_error_at: str | None = None
+    # Rows of the refreshes model.json lists, by status and by who changed it.
+    counts: dict[str, int] = field(default_factory=dict)
 
     def to_bytes(self) -> bytes:
         return json.dumps(
@@ -75,6 +77,7 @@ class FeedbackState:
                 "lastWrittenAt": self.last_written_at,
                 "lastError": self.last_error,
                 "lastErrorAt": self.last_error_at,
+                "counts": self.counts,
             }
         ).encode()
 
@@ -98,6 +101,7 @@ class FeedbackState:
             last_written_at=doc.get("lastWrittenAt"),
             last_error=doc.get("lastError"),
             last_error_at=doc.get("lastErrorAt"),
+            counts={str(k): int(v) for k, v in doc.get("counts", {}).items()},
         )
 
 
@@ -307,16 +311,18 @@ def write_feedback(
         )
         history = listed
     written = datetime.now(UTC).isoformat()
+    counts = counts_of(rows)
+    held = counts if full else {k: state.counts.get(k, 0) + v for k, v in counts.items()}
     store.save(
         FeedbackState(
             last_read_at=started.astimezone(UTC).isoformat(),
             history=history,
             reported=reported,
             last_written_at=written if folder else state.last_written_at,
+            counts=held,
         ),
         etag,
     )
-    counts = counts_of(rows)
     requests = sum(client.request_counts().values()) - before
     log.info(
         "feedback of export %s: %s refresh, %d row(s) (%s), %d request(s)",
@@ -340,10 +346,11 @@ def record_failure(app: ContainerClient, export: str, error: str) -> None:
         log.warning("feedback of export %s: could not record the failure: %s", export, type(exc).__name__)
 
 
-def summary(app: ContainerClient, export: ExportConfig, customer_url: str | None) -> dict[str, Any]:
+def summary(
+    app: ContainerClient, export: str, target: FeedbackTarget | None, customer_url: str | None
+) -> dict[str, Any]:
     """GET /api/exports/{name}/feedback: when the folder was last written, its counts, where it is."""
-    state, _ = FeedbackStateStore(app, export.name).load()
-    target = export.feedback
+    state, _ = FeedbackStateStore(app, export).load()
     where = None
     if target is not None:
         base = (customer_url or "").rstrip("/")
@@ -353,24 +360,15 @@ def summary(app: ContainerClient, export: ExportConfig, customer_url: str | None
             "modelJson": f"{base}/{target.container}/{cdm.model_blob(target.folder)}" if base else None,
         }
     return {
-        "export": export.name,
+        "export": export,
         "configured": target is not None,
         "where": where,
         "lastWrittenAt": state.last_written_at,
         "lastReadAt": state.last_read_at,
         "refreshes": [{"name": p.name, "kind": p.kind, "refreshTime": p.refresh_time} for p in state.history],
-        "counts": _reported_counts(state),
+        "counts": state.counts or dict.fromkeys((*KINDS, "app", "person"), 0),
         "lastError": state.last_error,
         "lastErrorAt": state.last_error_at,
-    }
-
-
-def _reported_counts(state: FeedbackState) -> dict[str, int]:
-    """Contacts whose last reported status is unsubscribed or bounced (what the folder holds for them)."""
-    values = list(state.reported.values())
-    return {
-        "unsubscribed": values.count(liststatus.UNSUBSCRIBED),
-        "bounced": values.count(liststatus.BOUNCED),
     }
 
 
