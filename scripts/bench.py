@@ -30,6 +30,14 @@ Scenarios:
    real-schema BlobCreated event put on the queue as a 10,000-profile snapshot's model.json is
    uploaded; seconds from the upload to the first contact queued at ActiveCampaign
    (`--skip-freshness` leaves it out).
+7. change log (`--only-changes` runs it alone, `--skip-changes` leaves it out): the 1,000,000-profile
+   first run's local work (pass 1, plan, pass 2 up to the sender) in a fresh subprocess pinned to one
+   core, without and with a change log row for every contact (shared/changes.py's
+   ChangeLog.log_ops, streamed as a dry run logs its planned operations; its chunks written to a
+   local file: in a run the checkpoint writer's thread appends them to storage). Pass 2 alternates
+   without / with, twice, the faster of each counted, in CPU time of the subprocess. The rows/s
+   with the log must stay within 10% of those without, and the subprocess's peak RSS within the 1M
+   target.
 
 Exit code 0 unless something errors or contacts are lost; a missed target prints MISS, nothing more.
 """
@@ -47,14 +55,17 @@ import time
 import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 from azure.storage.blob import BlobServiceClient
 
 from scripts.demo import DEMO_API_KEY, PROCESSING_DELAY_S, ROOT, azurite, sandbox
+from shared.changes import ChangeLog
 from shared.config import FieldFormat, FieldMapping
+from shared.load import Operation
 from shared.mapping import RowMapper, field_converters
+from shared.outcomes import Outcome
 from shared.pipeline import RunContext, collect_contacts, plan_run, run_export
 from shared.runs import RunStore
 from shared.secrets import EnvSecrets
@@ -105,6 +116,7 @@ TARGET_ROWS_PER_S = 200_000
 TARGET_PEAK_MB = 400.0
 TARGET_RERUN_S = 30.0
 TARGET_SHARE = 0.95
+TARGET_CHANGES_COST = 0.10  # writing the change log costs at most this share of the local rows/s
 PEAK_WINDOW_S = 10.0  # the app's busiest window, as a share of the account's requests in it
 TARGET_IMPORT_S = 0.3
 IMPORT_REPEATS = 7
@@ -121,7 +133,15 @@ class TimedChunks:
     `invalid_every`: every n-th row (row index % n == 1) gets an address with two '@'.
     """
 
-    def __init__(self, rows: int, *, changed_every: int = 0, invalid_every: int = 0) -> None:
+    def __init__(
+        self,
+        rows: int,
+        *,
+        changed_every: int = 0,
+        invalid_every: int = 0,
+        clock: Callable[[], float] = time.perf_counter,
+    ) -> None:
+        self._clock = clock
         self._rows = rows
         self._changed_every = changed_every
         self._invalid_every = invalid_every
@@ -134,7 +154,7 @@ class TimedChunks:
     def __next__(self) -> bytes:
         if self._next >= self._rows:
             raise StopIteration
-        t0 = time.perf_counter()
+        t0 = self._clock()
         start, stop = self._next, min(self._next + ROWS_PER_CHUNK, self._rows)
         every, invalid = self._changed_every, self._invalid_every
         lines = [
@@ -145,7 +165,7 @@ class TimedChunks:
         ]
         self._next = stop
         chunk = "".join(lines).encode("utf-8")
-        self.seconds += time.perf_counter() - t0
+        self.seconds += self._clock() - t0
         return chunk
 
 
@@ -157,10 +177,16 @@ class Pass1:
     generation_s: float
 
 
-def pass1(rows: int, *, changed_every: int = 0, invalid_every: int = 0) -> Pass1:
+def pass1(
+    rows: int,
+    *,
+    changed_every: int = 0,
+    invalid_every: int = 0,
+    clock: Callable[[], float] = time.perf_counter,
+) -> Pass1:
     """The pipeline's pass 1 (`pipeline.collect_contacts`) over generated chunks; only the rows made
     invalid by `invalid_every` may be rejected."""
-    chunks = TimedChunks(rows, changed_every=changed_every, invalid_every=invalid_every)
+    chunks = TimedChunks(rows, changed_every=changed_every, invalid_every=invalid_every, clock=clock)
     mapper = RowMapper(MAPPING, COLUMNS, FIELD_IDS)
     rejected = 0
 
@@ -168,24 +194,44 @@ def pass1(rows: int, *, changed_every: int = 0, invalid_every: int = 0) -> Pass1
         nonlocal rejected
         rejected += 1
 
-    t0 = time.perf_counter()
+    t0 = clock()
     contacts, read = collect_contacts(
         read_csv_batches(chunks, PARTITION, COLUMNS), mapper, EXPORT, on_reject=reject
     )
-    elapsed = time.perf_counter() - t0
+    elapsed = clock() - t0
     expected_rejections = len(range(1, rows, invalid_every)) if invalid_every else 0
     if read != rows or rejected != expected_rejections:
         raise RuntimeError(f"pass 1 read {read:,} rows of {rows:,} and rejected {rejected:,}")
     return Pass1(contacts, read, elapsed - chunks.seconds, chunks.seconds)
 
 
+class _Counted:
+    """Counts what passes through an iterator."""
+
+    def __init__(self, items: Iterator[Operation]) -> None:
+        self._items = items
+        self.n = 0
+
+    def __iter__(self) -> Iterator[Operation]:
+        for item in self._items:
+            self.n += 1
+            yield item
+
+
 def pass2(
-    rows: int, plan: Plan, contacts: SnapshotContacts, *, changed_every: int = 0
+    rows: int,
+    plan: Plan,
+    contacts: SnapshotContacts,
+    *,
+    changed_every: int = 0,
+    changes: ChangeLog | None = None,
+    clock: Callable[[], float] = time.perf_counter,
 ) -> tuple[float, float]:
     """The pipeline's pass 2 up to the sender: `planned_rows` over the same rows and
     `send.planned_operations` building each bulk-import operation, as `SendStage` hands them to the
-    sender; (seconds with generation excluded, generation)."""
-    chunks = TimedChunks(rows, changed_every=changed_every)
+    sender, and with `changes` each one's change log row as SendStage logs an accepted operation;
+    (seconds with generation excluded, generation)."""
+    chunks = TimedChunks(rows, changed_every=changed_every, clock=clock)
     mapper = RowMapper(MAPPING, COLUMNS, FIELD_IDS)
     duplicates = 0
 
@@ -193,13 +239,22 @@ def pass2(
         nonlocal duplicates
         duplicates += 1
 
-    t0 = time.perf_counter()
+    t0 = clock()
     batches = read_csv_batches(chunks, PARTITION, COLUMNS)
     planned = planned_rows(
         batches, mapper.check_batch, plan, contacts=len(contacts.keys), on_duplicate=duplicate
     )
-    built = sum(1 for _ in planned_operations(planned, mapper, EXPORT))
-    elapsed = time.perf_counter() - t0 - chunks.seconds
+    built = 0
+    if changes is None:
+        built = sum(1 for _ in planned_operations(planned, mapper, EXPORT))
+    else:
+        # As a dry run logs its planned operations (SendStage: ChangeLog.log_ops, streamed). In a
+        # sending run the same rows are logged batch by batch as ActiveCampaign reports them.
+        counted = _Counted(planned_operations(planned, mapper, EXPORT))
+        changes.log_ops(counted, plan.actions, Outcome.PLANNED)
+        built = counted.n
+        changes.flush()
+    elapsed = clock() - t0 - chunks.seconds
     if built != len(plan.send) or duplicates:
         raise RuntimeError(
             f"pass 2 built {built:,} payloads for {len(plan.send):,} sends, {duplicates:,} duplicates"
@@ -394,7 +449,53 @@ def worker_incremental() -> dict[str, float]:
     }
 
 
+def _writer_of(sink: IO[bytes]) -> Callable[[bytes], None]:
+    def write(data: bytes) -> None:
+        sink.write(data)
+
+    return write
+
+
+def worker_changes() -> dict[str, float]:
+    """Scenario 7: a 1M-profile first run's local work without and with its change log, in CPU time
+    of this process (pinned to one core): on a shared host the wall time of the same work varies by
+    more than the 10% measured, the CPU time by a few percent."""
+    cpu = _pin_one_core()
+    clock = time.process_time
+    first = pass1(LOCAL_ROWS, clock=clock)
+    t0 = clock()
+    result, _ = plan(first.contacts, DeliveredState.empty(), "bench-1")
+    plan_s = clock() - t0
+    without: list[float] = []
+    with_log: list[float] = []
+    logged = 0
+    with tempfile.TemporaryFile() as sink:
+        for _ in range(2):
+            without.append(pass2(LOCAL_ROWS, result, first.contacts, clock=clock)[0])
+            sink.seek(0)
+            sink.truncate()
+            changes = ChangeLog([(1, "Loyalty tier")], _writer_of(sink))
+            with_log.append(pass2(LOCAL_ROWS, result, first.contacts, changes=changes, clock=clock)[0])
+            if changes.rows != LOCAL_ROWS:
+                raise RuntimeError(f"the change log has {changes.rows:,} rows, expected {LOCAL_ROWS:,}")
+            logged = changes.logged
+    local_s = first.seconds + plan_s
+    base_s, log_s = min(without), min(with_log)
+    return {
+        "cpu": cpu,
+        "local_s": local_s,
+        "pass2_s": base_s,
+        "pass2_log_s": log_s,
+        "rows_per_s": LOCAL_ROWS / (local_s + base_s),
+        "rows_per_s_log": LOCAL_ROWS / (local_s + log_s),
+        "log_us_per_row": (log_s - base_s) / LOCAL_ROWS * 1e6,
+        "log_bytes": logged,
+        "peak_rss_mb": _peak_rss_mb(),
+    }
+
+
 WORKERS: dict[str, Callable[[], dict[str, float]]] = {
+    "changes": worker_changes,
     "baseline": worker_baseline,
     "local": worker_local,
     "diagnostics": worker_diagnostics,
@@ -403,7 +504,7 @@ WORKERS: dict[str, Callable[[], dict[str, float]]] = {
 }
 
 
-def run_worker(name: str, env: dict[str, str] | None = None) -> dict[str, float]:
+def run_worker(name: str, env: dict[str, str] | None = None, *, timeout: float = 300) -> dict[str, float]:
     proc = subprocess.run(
         [sys.executable, "-m", "scripts.bench", "--worker", name],
         cwd=ROOT,
@@ -411,7 +512,7 @@ def run_worker(name: str, env: dict[str, str] | None = None) -> dict[str, float]
         stdout=subprocess.PIPE,
         text=True,
         check=False,
-        timeout=300,
+        timeout=timeout,
     )
     if proc.returncode:
         raise RuntimeError(f"worker {name!r} exited {proc.returncode}")
@@ -643,6 +744,29 @@ def scaleout_rows() -> list[Row]:
     ]  # fmt: skip
 
 
+def changes_rows() -> list[Row]:
+    print("[7] change log: the 1,000,000-profile first run's local work, without and with it ...", flush=True)
+    c = run_worker("changes", timeout=1200)  # pass 1 and four passes 2 over 1M rows
+    cost = 1 - c["rows_per_s_log"] / c["rows_per_s"]
+    s7 = "7 change log 1M"
+    return [
+        Row(s7, "rows/s (CPU time), local work (pass 1+plan+pass 2) with / without the log",
+            f"{c['rows_per_s_log']:,.0f} / {c['rows_per_s']:,.0f}", "", ""),
+        Row(s7, "cost of writing the change log (1M rows, every contact logged)", f"{cost:.1%}",
+            f"<= {TARGET_CHANGES_COST:.0%}", verdict(cost <= TARGET_CHANGES_COST)),
+        Row(s7, "  per row / pass 2 without, with", f"{c['log_us_per_row']:.2f} us / "
+            f"{c['pass2_s']:.2f} s, {c['pass2_log_s']:.2f} s", "", ""),
+        Row(s7, "  per row, next to a contact's time in the send phase at the real ceiling / at 10x",
+            f"{c['log_us_per_row'] / (60e6 / REAL_CEILING_PER_MIN):.2%} / {c['log_us_per_row'] / (60e6 / CEILING_PER_MIN):.2%}",
+            "", ""),
+        Row(s7, "  the log's time next to pass 1 + plan alone",
+            f"{c['log_us_per_row'] * LOCAL_ROWS / 1e6 / c['local_s']:.1%}", "", ""),
+        Row(s7, "  change log size", f"{c['log_bytes'] / 1e6:.0f} MB", "", ""),
+        Row(s7, "peak RSS, 1M first run with the change log", f"{c['peak_rss_mb']:.0f} MB",
+            f"<= {TARGET_PEAK_MB:.0f} MB", verdict(c["peak_rss_mb"] <= TARGET_PEAK_MB)),
+    ]  # fmt: skip
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m scripts.bench", description=__doc__.split("\n")[0])
     parser.add_argument("--worker", choices=sorted(WORKERS), help=argparse.SUPPRESS)
@@ -657,6 +781,12 @@ def main() -> int:
     )
     parser.add_argument(
         "--only-send", action="store_true", help="run scenario 3 alone (the send phase at 10x the limits)"
+    )
+    parser.add_argument("--skip-changes", action="store_true", help="skip scenario 7 (the change log's cost)")
+    parser.add_argument(
+        "--only-changes",
+        action="store_true",
+        help="run scenario 7 alone (the change log's cost on the 1M first run's local work, and its memory)",
     )
     parser.add_argument(
         "--cold-start", action="store_true", help="run only scenario 0 (import function_app), a few seconds"
@@ -689,8 +819,8 @@ def main() -> int:
 
     if args.only_real or args.only_send:
         return only_send(started, real_limits=args.only_real)
-    if args.only_scaleout:
-        rows = scaleout_rows()
+    if args.only_scaleout or args.only_changes:
+        rows = scaleout_rows() if args.only_scaleout else changes_rows()
         print()
         print_table(rows)
         print(f"\nbench took {time.perf_counter() - started:.0f} s; load average at the end {_loadavg()}")
@@ -808,6 +938,8 @@ def main() -> int:
     if not args.skip_scaleout:
         rows += scaleout_rows()
 
+    if not args.skip_changes:
+        rows += changes_rows()
     print()
     print_table(rows)
     print(f"\nbench took {time.perf_counter() - started:.0f} s; load average at the end {_loadavg()}")

@@ -30,6 +30,7 @@ from azure.core import MatchConditions
 from azure.core.exceptions import HttpResponseError, ResourceExistsError, ResourceNotFoundError
 from azure.storage.blob import ContainerClient, ContentSettings
 
+from shared.load import Operation
 from shared.outcomes import Action, Outcome
 from shared.report import FORMULA_TRIGGERS, neutralise_cell
 from shared.state import DeliveredState
@@ -43,8 +44,10 @@ FLUSH_ROWS = 2_000  # rows rendered and handed over at a time (about 200 KB)
 # Separators of the fast rendering: characters a CSV from a segment export holds no reason to
 # carry; a chunk holding either in a cell is rendered the exact way (csv module).
 _CELL, _ROW = "\x1f", "\x1e"
-_SEPARATORS = (_CELL, _ROW)
 _NEEDS_QUOTES = ('"', ",", "\r", "\n")
+_NEEDS_QUOTES_OR_ROW = (*_NEEDS_QUOTES, _ROW)
+# The formula triggers a cell that needs no quoting can start with (CR needs quoting).
+_PLAIN_TRIGGERS = tuple(t for t in FORMULA_TRIGGERS if t not in _NEEDS_QUOTES)
 MAX_APPEND_BYTES = 4 * 1024 * 1024  # one append block
 _CSV = ContentSettings(content_type="text/csv; charset=utf-8")
 _PAYLOAD_STANDARD = ("first_name", "last_name", "phone")
@@ -65,13 +68,16 @@ def plain_cell(cell: str) -> str:
 class ChangeLog:
     """Formats change rows and hands them over in chunks (`sink`), counting the bytes logged.
 
-    `fields`: (ActiveCampaign field id, title) of the export's mapped custom fields, in mapping order.
+    `fields`: (ActiveCampaign field id, title) of the export's mapped custom fields; their columns
+    follow in field id order.
     `logged`: bytes the log blob already holds (a continuation appends after them).
 
-    A first run logs every contact of the segment, so this is on the per-row path: `log` only keeps
-    the row's parts, and `flush` renders `FLUSH_ROWS` at a time with C-level passes over the whole
-    chunk (cells joined with a separator, the formula guard and the CSV separators as `str.replace`),
-    falling back to the csv module for a chunk whose cells need quoting or hold a separator.
+    A first run logs every contact of the segment, so this is on the per-row path. `log` joins a
+    row's cells with a separator into one string (strings are not tracked by the cyclic garbage
+    collector, which thousands of kept rows of lists and dicts would keep busy), and `flush` renders
+    the rows with C-level passes over the whole chunk: the formula guard and the CSV separators as
+    `str.replace`. A row whose cells need quoting goes through the csv module, as does one holding
+    a separator character itself.
     """
 
     def __init__(
@@ -83,11 +89,15 @@ class ChangeLog:
         skip: Iterable[int] = (),
         flush_rows: int = FLUSH_ROWS,
     ) -> None:
+        fields = sorted(fields)  # by field id, the order of a payload's fields
         self.header = change_header([title for _, title in fields])
         self._slots = {field_id: position for position, (field_id, _) in enumerate(fields)}
         self._width = len(fields)
+        self._separators = len(self.header) - 1
+        self._empty = [""] * (len(STANDARD_COLUMNS) + self._width + 1)
         self.sink = sink
-        self._pending: list[tuple[str, str, str, str, dict[str, Any] | None]] = []
+        self._lines: list[str] = []  # rows as cells joined with _CELL, not yet rendered (counted then)
+        self._rendered: list[str] = []  # CSV text ready to hand over
         self._flush_rows = flush_rows
         self.logged = logged
         self.rows = 0
@@ -100,18 +110,20 @@ class ChangeLog:
         return out.getvalue().encode("utf-8")
 
     def values(self, payload: dict[str, Any] | None) -> list[str]:
-        """The value columns of a bulk-import contact (what was, or would be, sent), as read."""
+        """The value columns of a bulk-import contact (what was, or would be, sent)."""
         if payload is None:
-            return [""] * (len(STANDARD_COLUMNS) + self._width + 1)
+            return self._empty
         get = payload.get
-        custom = [""] * self._width
         fields = get("fields")
         if fields:
+            custom = [""] * self._width
             slots = self._slots
             for item in fields:
                 slot = slots.get(item["id"])
                 if slot is not None:
                     custom[slot] = str(item["value"])
+        else:
+            custom = self._empty[: self._width]
         tags = get("tags")
         return [
             get("first_name") or "",
@@ -134,40 +146,118 @@ class ChangeLog:
         if self.skip and index in self.skip:
             self.skip.discard(index)
             return
-        self._pending.append((email, action, outcome, reason, payload))
-        if len(self._pending) >= self._flush_rows:
+        self._row([email, action, outcome, reason, *self.values(payload)])
+        if len(self._lines) >= self._flush_rows:
             self.flush()
+
+    def log_ops(
+        self,
+        ops: Iterable[Operation],
+        actions: Sequence[Action],
+        outcome: Outcome,
+        reason: str = "",
+    ) -> None:
+        """A row for each of `ops` (their payloads are what was sent; `actions`: by operation index,
+        `Plan.actions`), with one outcome, taken one at a time from an iterable (a dry run streams
+        its planned operations through, holding none: kept objects make the garbage collector's
+        passes longer, which cost more than the rows themselves): a batch
+        ActiveCampaign accepted, or a dry run's planned operations. The per-row work is inlined here:
+        this runs for every contact of a first run."""
+        join, skip, lines = _CELL.join, self.skip, self._lines
+        width, separators, flush_rows = self._width, self._separators, self._flush_rows
+        for op in ops:
+            index, payload = op.index, op.payload
+            if skip and index in skip:
+                skip.discard(index)
+                continue
+            get = payload.get
+            fields, tags = get("fields"), get("tags")
+            # Payload fields are sorted by id and hold only mapped fields, as the columns are: all
+            # of them present means one per column, in order.
+            if fields and len(fields) == width:
+                custom = fields[0]["value"] if width == 1 else join([item["value"] for item in fields])
+            else:
+                custom = join(self.values(payload)[3 : 3 + width])
+            line = join(
+                (
+                    op.email,
+                    actions[index],
+                    outcome,
+                    reason,
+                    get("first_name") or "",
+                    get("last_name") or "",
+                    get("phone") or "",
+                    *((custom,) if width else ()),
+                    TAG_SEPARATOR.join(tags) if tags else "",
+                )
+            )
+            if line.count(_CELL) == separators:
+                lines.append(line)
+            else:
+                self._row([op.email, actions[index], outcome, reason, *self.values(payload)])
+            if len(lines) >= flush_rows:
+                self.flush()
+                lines = self._lines
+
+    def _row(self, cells: list[str]) -> None:
+        line = _CELL.join(cells)
+        if line.count(_CELL) != self._separators:
+            # A cell holds the separator itself (a control character no export has reason to carry):
+            # it is written as a space, which keeps the row's cells apart.
+            line = _CELL.join(cell.replace(_CELL, " ") for cell in cells)
+        self._lines.append(line)  # no flush here: log_ops holds the list while it appends
 
     def flush(self) -> int:
         """Hand what is buffered to the sink; the bytes logged so far (what a checkpoint records)."""
-        if self._pending:
-            entries, self._pending = self._pending, []
-            data = self._render(entries).encode("utf-8")
-            self.rows += len(entries)
+        self._render_lines()
+        if self._rendered:
+            data = "".join(self._rendered).encode("utf-8")
+            self._rendered = []
             self.sink(data)
             self.logged += len(data)
         return self.logged
 
-    def _cells(self, entry: tuple[str, str, str, str, dict[str, Any] | None]) -> list[str]:
-        email, action, outcome, reason, payload = entry
-        return [email, action, outcome, reason, *self.values(payload)]
+    def _render_lines(self) -> None:
+        lines, self._lines = self._lines, []
+        if not lines:
+            return
+        self.rows += len(lines)
+        text = _ROW.join(lines)
+        clean = text.count(_ROW) == len(lines) - 1
+        if clean and not any(char in text for char in _NEEDS_QUOTES):
+            self._rendered.append(_plain(text))
+            return
+        # Some row needs quoting, or a cell holds a separator character: row by row.
+        plain: list[str] = []
+        for line in lines:
+            if any(char in line for char in _NEEDS_QUOTES_OR_ROW):
+                self._rendered.append(_plain(_ROW.join(plain)))
+                plain = []
+                self._rendered.append(_exact(line))
+            else:
+                plain.append(line)
+        self._rendered.append(_plain(_ROW.join(plain)))
 
-    def _render(self, entries: list[tuple[str, str, str, str, dict[str, Any] | None]]) -> str:
-        text = _ROW.join(map(_CELL.join, map(self._cells, entries)))
-        columns = len(self.header)
-        exact = text.count(_CELL) == len(entries) * (columns - 1) and text.count(_ROW) == len(entries) - 1
-        if exact and not any(char in text for char in _NEEDS_QUOTES):
-            # Every cell is plain: guard formula triggers at cell starts, then the CSV separators.
-            text = _ROW + text
-            for trigger in FORMULA_TRIGGERS:
-                if trigger in text:
-                    for sep in _SEPARATORS:
-                        text = text.replace(sep + trigger, sep + "'" + trigger)
-            return text[1:].replace(_CELL, ",").replace(_ROW, "\r\n") + "\r\n"
-        out = io.StringIO()
-        writer = csv.writer(out, lineterminator="\r\n")
-        writer.writerows([neutralise_cell(cell) for cell in self._cells(entry)] for entry in entries)
-        return out.getvalue()
+
+def _plain(text: str) -> str:
+    """Rows of cells that need no quoting (cells joined with _CELL, rows with _ROW) as CSV, formula
+    triggers at the start of a cell guarded. Each step is one pass of `str.replace` over the chunk:
+    rows first become "\\n" + _CELL (no cell holds a line break here), so that every cell, a row's
+    first included, follows _CELL and one pass per trigger present guards them all."""
+    if not text:
+        return ""
+    text = (_ROW + text).replace(_ROW, "\n" + _CELL)
+    for trigger in _PLAIN_TRIGGERS:
+        if trigger in text:
+            text = text.replace(_CELL + trigger, _CELL + "'" + trigger)
+    return text.replace("\n" + _CELL, "\r\n").replace(_CELL, ",")[2:] + "\r\n"
+
+
+def _exact(line: str) -> str:
+    """One row (cells joined with _CELL) the csv module's way."""
+    out = io.StringIO()
+    csv.writer(out, lineterminator="\r\n").writerow([neutralise_cell(cell) for cell in line.split(_CELL)])
+    return out.getvalue()
 
 
 class ChangeLogBlob:

@@ -238,8 +238,7 @@ class SendStage:
                 for _ in rows:  # read all the same: duplicates are reported, a changed snapshot caught
                     pass
                 return
-            for op in planned_operations(rows, mapper, self.export):
-                changes.log(op.index, op.email, plan.action(op.index), Outcome.PLANNED, "", op.payload)
+            changes.log_ops(planned_operations(rows, mapper, self.export), plan.actions, Outcome.PLANNED)
             return
         # Rejoiners an earlier invocation had imported and not yet subscribed again: their rows are
         # mapped once more for the change log row written when they are (nothing is sent).
@@ -463,6 +462,7 @@ class SendStage:
         self.guard.halt()
 
     def _on_done(self, outcome: SendOutcome) -> None:
+        logged: list[Operation] = []
         for index in outcome.accepted:
             if self.plan.is_removal(index):
                 self.report.removed += 1
@@ -473,8 +473,13 @@ class SendStage:
                 if self.plan.action(index) is Action.RESUBSCRIBE:
                     if op is not None:
                         self.rejoining[index] = op  # logged once subscribed again (_rejoin_one)
+                elif op is not None:
+                    logged.append(op)
                 else:
-                    self._log(index, Outcome.ACCEPTED, "", op)
+                    self._log(index, Outcome.ACCEPTED, "", None)
+        if logged:
+            assert self.changes is not None
+            self.changes.log_ops(logged, self.plan.actions, Outcome.ACCEPTED)
         for index, failure in {**outcome.failed, **outcome.unconfirmed}.items():
             self._record_failure(index, failure)
 

@@ -225,10 +225,12 @@ class Plan:
         return int(self.send.shape[0])
 
     @cached_property
-    def _rejoiner(self) -> npt.NDArray[np.bool_]:
-        mask = np.zeros(self.n_send, dtype=np.bool_)
-        mask[self.resubscribe] = True
-        return mask
+    def _send_actions(self) -> list[Action]:
+        # One reference per send (8 bytes): `action` runs for every operation a run logs.
+        codes = np.where(self.added, 0, 1).astype(np.int8)
+        codes[self.resubscribe] = 2
+        kinds = (Action.ADD, Action.UPDATE, Action.RESUBSCRIBE)
+        return [kinds[code] for code in codes.tolist()]
 
     def is_removal(self, index: int) -> bool:
         return index >= self.n_send
@@ -238,13 +240,13 @@ class Plan:
         return self.n_send + position
 
     def action(self, index: int) -> Action:
-        if index >= self.n_send:
-            return Action.REMOVE
-        if self._rejoiner[index]:
-            return Action.RESUBSCRIBE
-        if self.added[index]:
-            return Action.ADD
-        return Action.UPDATE
+        actions = self._send_actions
+        return actions[index] if index < len(actions) else Action.REMOVE
+
+    @cached_property
+    def actions(self) -> list[Action]:
+        """The action of every operation, by index (for loops over many: `action` one at a time)."""
+        return self._send_actions + [Action.REMOVE] * int(self.removals.shape[0])
 
     def operation(self, index: int) -> PlannedOperation:
         if not 0 <= index < self.operations:

@@ -445,6 +445,7 @@ def test_the_plan_says_what_each_operation_is():
         (Action.REMOVE, "d@x.com"),
     ]
     assert [op.is_removal for op in ops] == [False, False, False, True]
+    assert plan.actions == [op.action for op in ops]
     assert (plan.removal_index(0), plan.is_removal(3), plan.is_removal(2)) == (3, True, False)
     sends, removals = plan.split({3, 0, 2})
     assert (sends.tolist(), removals.tolist()) == ([0, 2], [0])
