@@ -92,20 +92,30 @@ def _defined(tree: ast.Module) -> set[str]:
     return names
 
 
+def imports_of(
+    path: Path, tree: ast.Module | None = None, *, runtime_only: bool = True
+) -> list[tuple[str, str | None]]:
+    """(module imported, name imported or None for `import x`) for every import of the file."""
+    tree = tree or ast.parse(path.read_text(encoding="utf-8"))
+    here = module_name(path)
+    nodes = _runtime_nodes(tree) if runtime_only else ast.walk(tree)
+    found: list[tuple[str, str | None]] = []
+    for node in nodes:
+        if isinstance(node, ast.Import):
+            found += [(alias.name, None) for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            source = _absolute(node.module, node.level, here, path.name == "__init__.py")
+            found += [(source, alias.name) for alias in node.names]
+    return found
+
+
 @cache
 def modules(package: str) -> dict[str, Module]:
     found: dict[str, Module] = {}
     for path in sorted((ROOT / package).rglob("*.py")):
-        name = module_name(path)
         tree = ast.parse(path.read_text(encoding="utf-8"))
-        module = Module(name, path, tree, _exports(tree), _defined(tree))
-        for node in _runtime_nodes(tree):
-            if isinstance(node, ast.Import):
-                module.imports += [(alias.name, None) for alias in node.names]
-            elif isinstance(node, ast.ImportFrom):
-                source = _absolute(node.module, node.level, name, path.name == "__init__.py")
-                module.imports += [(source, alias.name) for alias in node.names]
-        found[name] = module
+        name = module_name(path)
+        found[name] = Module(name, path, tree, _exports(tree), _defined(tree), imports_of(path, tree))
     return found
 
 
