@@ -169,36 +169,40 @@ class AccountTurns:
         with contextlib.suppress(ResourceNotFoundError):
             self._container.delete_blob(account_waiting_blob(self.hostname, run_id))
 
-    def waiting(self, now: datetime) -> list[Waiting]:
-        """The live waiting runs, first queued first; entries past their grace are removed."""
+    def waiting(self, now: datetime, *, before: str | None = None, first: bool = False) -> list[Waiting]:
+        """The live waiting runs, first queued first (`before`: only runs queued before that run id;
+        `first`: only the first); entries past their grace are removed on the way."""
         entries: list[Waiting] = []
-        for blob in self._container.list_blobs(name_starts_with=account_waiting_prefix(self.hostname)):
+        prefix = account_waiting_prefix(self.hostname)
+        # Blob names are run ids, which sort by creation: the listing is already in queued order.
+        for name in sorted(b.name for b in self._container.list_blobs(name_starts_with=prefix)):
+            if before is not None and name[len(prefix) :].removesuffix(".json") >= before:
+                break
             try:
-                data = self._container.download_blob(blob.name).readall()
+                data = self._container.download_blob(name).readall()
             except ResourceNotFoundError:
                 continue
             entry = Waiting.from_json(data)
             if entry is None or not entry.live(now):
                 with contextlib.suppress(ResourceNotFoundError):
-                    self._container.delete_blob(blob.name)
+                    self._container.delete_blob(name)
                 continue
             entries.append(entry)
-        return sorted(entries, key=lambda e: e.run_id)
+            if first:
+                break
+        return entries
 
     def ahead_of(self, run_id: str, now: datetime) -> Waiting | None:
         """The first live waiting run queued before `run_id`, if any: it goes first."""
-        for entry in self.waiting(now):
-            if entry.run_id < run_id:
-                return entry
-            break
-        return None
+        found = self.waiting(now, before=run_id, first=True)
+        return found[0] if found else None
 
     def wake_first(self, queue: Any, now: datetime) -> Waiting | None:
         """Make the first waiting run's message visible now (the account was released, or is free).
 
         `queue`: the run queue's QueueClient. An entry already woken is on its way: nothing to do.
         """
-        entries = self.waiting(now)
+        entries = self.waiting(now, first=True)
         if not entries:
             return None
         first = entries[0]
