@@ -32,6 +32,9 @@ pytestmark = pytest.mark.slow  # each test runs two or three app processes for u
 POLL_S = 0.2
 # Every run of these tests sends at most this many contacts a second (sandbox and app agree).
 BULK_PER_MINUTE = 120  # 2 imports/s of 250 contacts
+# The most an account may sit idle between two runs that wait for it ("within a few seconds"; the
+# machine the suite runs on may be busy with other work).
+HANDOVER_S = 8.0
 
 
 def wait_for(check: Callable[[], Any], timeout: float, what: str) -> Any:
@@ -177,10 +180,12 @@ def test_runs_of_one_account_hand_over_within_seconds_in_queue_order(
             sent.setdefault(names[number // 1000], []).append(batch.posted_at)
     spans = {name: (min(times), max(times)) for name, times in sent.items()}
     order = sorted(names, key=lambda n: spans[n][0])
-    # One run after another (never two at once), each starting within seconds of the previous one.
+    # One run after another (never two at once), each starting within seconds of the previous one:
+    # the gap spans the previous run's last confirmations and state save, the hand-over, and the
+    # next run's pass 1 and first request (2-4 s here; a minute before issue 24).
     gaps = [spans[after][0] - spans[before][1] for before, after in pairwise(order)]
     assert min(gaps) > 0, (order, gaps)
-    assert max(gaps) <= 5.0, (order, gaps)
+    assert max(gaps) <= HANDOVER_S, (order, gaps)
     # The runs that waited took the account in the order they were queued.
     waited = order[1:]
     assert waited == sorted(waited, key=lambda n: queued[n]), (order, queued)
