@@ -173,6 +173,10 @@ class ListenerLock:
                 )
             with self._lock:
                 self._lease = None
+        except Exception as exc:
+            # Storage unreachable for a moment: keep trying (a renewal missed for a whole lock period
+            # lets another process take the timer, as on the host).
+            log.warning("timer listener lock: storage did not answer (%s); trying again", type(exc).__name__)
 
 
 class TimerHost:
