@@ -63,7 +63,6 @@ from azure.storage.blob import BlobServiceClient
 from scripts.demo import DEMO_API_KEY, PROCESSING_DELAY_S, ROOT, azurite, sandbox
 from shared.changes import ChangeLog
 from shared.config import FieldFormat, FieldMapping
-from shared.load import Operation
 from shared.mapping import RowMapper, field_converters
 from shared.outcomes import Outcome
 from shared.pipeline import RunContext, collect_contacts, plan_run, run_export
@@ -205,19 +204,6 @@ def pass1(
     return Pass1(contacts, read, elapsed - chunks.seconds, chunks.seconds)
 
 
-class _Counted:
-    """Counts what passes through an iterator."""
-
-    def __init__(self, items: Iterator[Operation]) -> None:
-        self._items = items
-        self.n = 0
-
-    def __iter__(self) -> Iterator[Operation]:
-        for item in self._items:
-            self.n += 1
-            yield item
-
-
 def pass2(
     rows: int,
     plan: Plan,
@@ -250,10 +236,9 @@ def pass2(
     else:
         # As a dry run logs its planned operations (SendStage: ChangeLog.log_ops, streamed). In a
         # sending run the same rows are logged batch by batch as ActiveCampaign reports them.
-        counted = _Counted(planned_operations(planned, mapper, EXPORT))
-        changes.log_ops(counted, plan.actions, Outcome.PLANNED)
-        built = counted.n
+        changes.log_ops(planned_operations(planned, mapper, EXPORT), plan.actions, Outcome.PLANNED)
         changes.flush()
+        built = changes.rows  # one row per operation built
     elapsed = clock() - t0 - chunks.seconds
     if built != len(plan.send) or duplicates:
         raise RuntimeError(

@@ -41,11 +41,12 @@ STANDARD_COLUMNS = ("firstName", "lastName", "phone")
 TAGS_COLUMN = "tags"
 TAG_SEPARATOR = ";"
 FLUSH_ROWS = 2_000  # rows rendered and handed over at a time (about 200 KB)
-# Separators of the fast rendering: characters a CSV from a segment export holds no reason to
-# carry; a chunk holding either in a cell is rendered the exact way (csv module).
-_CELL, _ROW = "\x1f", "\x1e"
+# The fast rendering's cell separator (rows are joined with a line break, which a cell needing no
+# quotes never holds): a control character no segment export has reason to carry; written as a
+# space should a cell hold it.
+_CELL = "\x1f"
 _NEEDS_QUOTES = ('"', ",", "\r", "\n")
-_NEEDS_QUOTES_OR_ROW = (*_NEEDS_QUOTES, _ROW)
+_QUOTES_NOT_LF = ('"', ",", "\r")
 # The formula triggers a cell that needs no quoting can start with (CR needs quoting).
 _PLAIN_TRIGGERS = tuple(t for t in FORMULA_TRIGGERS if t not in _NEEDS_QUOTES)
 MAX_APPEND_BYTES = 4 * 1024 * 1024  # one append block
@@ -93,10 +94,10 @@ class ChangeLog:
         self.header = change_header([title for _, title in fields])
         self._slots = {field_id: position for position, (field_id, _) in enumerate(fields)}
         self._width = len(fields)
-        self._separators = len(self.header) - 1
+        self._separators = len(self.header)  # a line's _CELLs: one before each cell
         self._empty = [""] * (len(STANDARD_COLUMNS) + self._width + 1)
         self.sink = sink
-        self._lines: list[str] = []  # rows as cells joined with _CELL, not yet rendered (counted then)
+        self._lines: list[str] = []  # rows, each cell led by _CELL, not yet rendered (counted then)
         self._rendered: list[str] = []  # CSV text ready to hand over
         self._flush_rows = flush_rows
         self.logged = logged
@@ -165,6 +166,9 @@ class ChangeLog:
         this runs for every contact of a first run."""
         join, skip, lines = _CELL.join, self.skip, self._lines
         width, separators, flush_rows = self._width, self._separators, self._flush_rows
+        # Every contact of an export carries the same tags: joined once, compared after.
+        last_tags: list[str] | None = None
+        tags_text = ""
         for op in ops:
             index, payload = op.index, op.payload
             if skip and index in skip:
@@ -172,25 +176,44 @@ class ChangeLog:
                 continue
             get = payload.get
             fields, tags = get("fields"), get("tags")
+            if tags != last_tags:
+                last_tags, tags_text = tags, TAG_SEPARATOR.join(tags) if tags else ""
             # Payload fields are sorted by id and hold only mapped fields, as the columns are: all
             # of them present means one per column, in order.
             if fields and len(fields) == width:
                 custom = fields[0]["value"] if width == 1 else join([item["value"] for item in fields])
             else:
                 custom = join(self.values(payload)[3 : 3 + width])
-            line = join(
-                (
-                    op.email,
-                    actions[index],
-                    outcome,
-                    reason,
-                    get("first_name") or "",
-                    get("last_name") or "",
-                    get("phone") or "",
-                    *((custom,) if width else ()),
-                    TAG_SEPARATOR.join(tags) if tags else "",
+            # Each line starts with _CELL: every cell, the first included, follows one (_plain).
+            if width:
+                line = join(
+                    (
+                        "",
+                        op.email,
+                        actions[index],
+                        outcome,
+                        reason,
+                        get("first_name") or "",
+                        get("last_name") or "",
+                        get("phone") or "",
+                        custom,
+                        tags_text,
+                    )
                 )
-            )
+            else:
+                line = join(
+                    (
+                        "",
+                        op.email,
+                        actions[index],
+                        outcome,
+                        reason,
+                        get("first_name") or "",
+                        get("last_name") or "",
+                        get("phone") or "",
+                        tags_text,
+                    )
+                )
             if line.count(_CELL) == separators:
                 lines.append(line)
             else:
@@ -200,11 +223,11 @@ class ChangeLog:
                 lines = self._lines
 
     def _row(self, cells: list[str]) -> None:
-        line = _CELL.join(cells)
+        line = _CELL + _CELL.join(cells)
         if line.count(_CELL) != self._separators:
             # A cell holds the separator itself (a control character no export has reason to carry):
             # it is written as a space, which keeps the row's cells apart.
-            line = _CELL.join(cell.replace(_CELL, " ") for cell in cells)
+            line = _CELL + _CELL.join(cell.replace(_CELL, " ") for cell in cells)
         self._lines.append(line)  # no flush here: log_ops holds the list while it appends
 
     def flush(self) -> int:
@@ -222,41 +245,40 @@ class ChangeLog:
         if not lines:
             return
         self.rows += len(lines)
-        text = _ROW.join(lines)
-        clean = text.count(_ROW) == len(lines) - 1
-        if clean and not any(char in text for char in _NEEDS_QUOTES):
+        text = "\n".join(lines)
+        # No line break but the rows' own, and no quote, comma or CR: the whole chunk at once.
+        if text.count("\n") == len(lines) - 1 and not any(char in text for char in _QUOTES_NOT_LF):
             self._rendered.append(_plain(text))
             return
-        # Some row needs quoting, or a cell holds a separator character: row by row.
+        # Some row needs quoting (a cell holds a quote, comma or line break): row by row.
         plain: list[str] = []
         for line in lines:
-            if any(char in line for char in _NEEDS_QUOTES_OR_ROW):
-                self._rendered.append(_plain(_ROW.join(plain)))
+            if any(char in line for char in _NEEDS_QUOTES):
+                self._rendered.append(_plain("\n".join(plain)))
                 plain = []
                 self._rendered.append(_exact(line))
             else:
                 plain.append(line)
-        self._rendered.append(_plain(_ROW.join(plain)))
+        self._rendered.append(_plain("\n".join(plain)))
 
 
 def _plain(text: str) -> str:
-    """Rows of cells that need no quoting (cells joined with _CELL, rows with _ROW) as CSV, formula
-    triggers at the start of a cell guarded. Each step is one pass of `str.replace` over the chunk:
-    rows first become "\\n" + _CELL (no cell holds a line break here), so that every cell, a row's
-    first included, follows _CELL and one pass per trigger present guards them all."""
+    """Rows of cells that need no quoting (each row's cells led by _CELL, rows joined with "\\n") as
+    CSV, formula triggers at the start of a cell guarded: one pass of `str.replace` per trigger
+    present, then the separators."""
     if not text:
         return ""
-    text = (_ROW + text).replace(_ROW, "\n" + _CELL)
     for trigger in _PLAIN_TRIGGERS:
         if trigger in text:
             text = text.replace(_CELL + trigger, _CELL + "'" + trigger)
-    return text.replace("\n" + _CELL, "\r\n").replace(_CELL, ",")[2:] + "\r\n"
+    return text.replace("\n" + _CELL, "\r\n").replace(_CELL, ",")[1:] + "\r\n"
 
 
 def _exact(line: str) -> str:
-    """One row (cells joined with _CELL) the csv module's way."""
+    """One row (its cells led by _CELL) the csv module's way."""
     out = io.StringIO()
-    csv.writer(out, lineterminator="\r\n").writerow([neutralise_cell(cell) for cell in line.split(_CELL)])
+    cells = line.split(_CELL)[1:]
+    csv.writer(out, lineterminator="\r\n").writerow([neutralise_cell(cell) for cell in cells])
     return out.getvalue()
 
 
