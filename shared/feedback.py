@@ -231,6 +231,8 @@ def collect(
         )
 
     for status in (liststatus.UNSUBSCRIBED, liststatus.BOUNCED, liststatus.SUBSCRIBED):
+        if status == liststatus.SUBSCRIBED and not full and not state.reported:
+            break  # nobody reported unsubscribed or bounced before: nobody to find re-subscribed
         for chunk in _chunks(liststatus.walk(client, export.list_id, status, since=since), 1000):
             for item, removed_by_app in keep(chunk):
                 if status == liststatus.SUBSCRIBED:
