@@ -38,6 +38,10 @@ Scenarios:
    without / with, twice, the faster of each counted, in CPU time of the subprocess. The rows/s
    with the log must stay within 10% of those without, and the subprocess's peak RSS within the 1M
    target.
+8. feedback (scripts/bench_feedback.py): the feedback folder of a list of 100,000 contacts with 1%
+   changed: the Full refresh's requests (and its time at real limits, implied), then the change
+   refresh at ActiveCampaign's real limits, requests and seconds measured (`--only-feedback` runs it
+   alone, `--skip-feedback` leaves it out).
 
 Exit code 0 unless something errors or contacts are lost; a missed target prints MISS, nothing more.
 """
@@ -752,6 +756,27 @@ def changes_rows() -> list[Row]:
     ]  # fmt: skip
 
 
+def feedback_rows() -> list[Row]:
+    """Scenario 8 (scripts/bench_feedback.py): the feedback read and write, 100,000 contacts, 1% changed."""
+    from scripts.bench_feedback import FEEDBACK_CONTACTS, feedback_scenario
+
+    print(f"[8] feedback: {FEEDBACK_CONTACTS:,} contacts on the list, 1% changed ...", flush=True)
+    out = feedback_scenario()
+    s8 = "8 feedback 100k"
+    exact = out["changes_rows"] == out["changed"]
+    return [
+        Row(s8, "change refresh, real limits: requests", f"{int(out['changes_requests'])}", "", ""),
+        Row(s8, "change refresh, real limits: seconds (read + write)", f"{out['changes_s']:.1f} s", "", ""),
+        Row(s8, "  rows (unsubscribed / bounced)",
+            f"{int(out['changes_rows']):,} ({int(out['changes_unsubscribed'])} / {int(out['changes_bounced'])})",
+            f"{int(out['changed']):,}", verdict(exact)),
+        Row(s8, "Full refresh: requests", f"{int(out['full_requests']):,}", "", ""),
+        Row(s8, "  Full refresh at real limits (implied: requests / paced rate)",
+            f"{out['full_s_real_implied']:.0f} s", "", ""),
+        Row(s8, "  429s during the change refresh", f"{int(out['over_limit'])}", "0", verdict(out["over_limit"] == 0)),
+    ]  # fmt: skip
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m scripts.bench", description=__doc__.split("\n")[0])
     parser.add_argument("--worker", choices=sorted(WORKERS), help=argparse.SUPPRESS)
@@ -786,6 +811,10 @@ def main() -> int:
         action="store_true",
         help="skip scenario 6 (several hosts and accounts, ~2 minutes)",
     )
+    parser.add_argument("--skip-feedback", action="store_true", help="skip scenario 8 (the feedback folder)")
+    parser.add_argument(
+        "--only-feedback", action="store_true", help="run scenario 8 alone (feedback folder, 100k contacts)"
+    )
     parser.add_argument(
         "--only-scaleout", action="store_true", help="run scenario 6 alone (several hosts, accounts, exports)"
     )
@@ -804,8 +833,14 @@ def main() -> int:
 
     if args.only_real or args.only_send:
         return only_send(started, real_limits=args.only_real)
-    if args.only_scaleout or args.only_changes:
-        rows = scaleout_rows() if args.only_scaleout else changes_rows()
+    if args.only_scaleout or args.only_changes or args.only_feedback:
+        rows = (
+            scaleout_rows()
+            if args.only_scaleout
+            else changes_rows()
+            if args.only_changes
+            else feedback_rows()
+        )
         print()
         print_table(rows)
         print(f"\nbench took {time.perf_counter() - started:.0f} s; load average at the end {_loadavg()}")
@@ -925,6 +960,8 @@ def main() -> int:
 
     if not args.skip_changes:
         rows += changes_rows()
+    if not args.skip_feedback:
+        rows += feedback_rows()
     print()
     print_table(rows)
     print(f"\nbench took {time.perf_counter() - started:.0f} s; load average at the end {_loadavg()}")
