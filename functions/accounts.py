@@ -21,6 +21,8 @@ if TYPE_CHECKING:
     from shared.config import Connection
     from shared.configstore import ConfigSnapshot
 
+__all__ = ["account", "default_secret_name", "refuse_stored_key_for_another_host", "stored_key"]
+
 _TIMEOUT_SECONDS = 15.0
 _ATTEMPTS = 2
 

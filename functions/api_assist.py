@@ -19,6 +19,8 @@ from functions.http import ApiError, api_handler, json_response, read_json_objec
 from functions.services import Services, api_route
 from shared.auth import Action, AuthError, Caller, authorize, caller_from_headers, require_a_role
 
+__all__ = ["bp", "caller_me", "connection_check", "segment_columns"]
+
 bp = new_blueprint()
 
 

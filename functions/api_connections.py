@@ -32,6 +32,8 @@ from shared.config import connection_to_document, parse_connection
 from shared.configstore import ConfigSnapshot, check_preconditions, item_etag
 from shared.redact import scrub
 
+__all__ = ["bp", "connection_item", "connections_list"]
+
 log = logging.getLogger(__name__)
 bp = new_blueprint()
 

@@ -15,6 +15,8 @@ from functions.services import Services, api_route
 from shared.auth import Action, Caller
 from shared.discovery import PAGE_MAX, page_view, total_of
 
+__all__ = ["bp", "connection_fields", "connection_lists", "connection_tags"]
+
 bp = new_blueprint()
 _HINT = "list them with GET /api/connections"
 

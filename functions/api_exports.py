@@ -31,6 +31,8 @@ from shared.config import Connection, ExportConfig, export_to_document, parse_ex
 from shared.configstore import ConfigSnapshot, check_preconditions, item_etag
 from shared.redact import scrub
 
+__all__ = ["HINT", "bp", "export_feedback", "export_item", "exports_list"]
+
 log = logging.getLogger(__name__)
 bp = new_blueprint()
 

@@ -36,6 +36,19 @@ from shared.report import FORMULA_TRIGGERS
 from shared.report_files import csv_page, csv_rows, to_csv
 from shared.runs import RunRecord
 
+__all__ = [
+    "CONTRIBUTOR_CHANGE_COLUMNS",
+    "CONTRIBUTOR_COLUMNS",
+    "PAGE_DEFAULT",
+    "PAGE_MAX",
+    "bp",
+    "export_lookup",
+    "export_run_changes",
+    "export_run_rejected",
+    "export_run_report",
+    "export_run_unsubscribed",
+]
+
 bp = new_blueprint()
 PAGE_DEFAULT = 10_000
 PAGE_MAX = 100_000

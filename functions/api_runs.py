@@ -28,6 +28,8 @@ from shared.auth import Action, AuthError, Caller, authorize, require_a_role
 from shared.redact import hash_email, scrub
 from shared.runs import RunActive, RunRecord
 
+__all__ = ["bp", "export_reset", "export_run", "export_run_cancel", "export_runs"]
+
 log = logging.getLogger(__name__)
 bp = new_blueprint()
 

@@ -26,6 +26,17 @@ from functions import new_blueprint
 if TYPE_CHECKING:
     from shared.settings import Settings
 
+__all__ = [
+    "ASSETS",
+    "CONTENT_SECURITY_POLICY",
+    "PAGE",
+    "bp",
+    "console_asset",
+    "console_page",
+    "page_html",
+    "public_paths",
+]
+
 bp = new_blueprint()
 
 ASSETS = Path(__file__).resolve().parent / "console_assets"

@@ -9,6 +9,8 @@ if TYPE_CHECKING:
     from shared.config import Config
     from shared.pipeline import RunContext
 
+__all__ = ["ACCOUNT_WAIT_SECONDS", "run_context"]
+
 # How long a worker waits in-process for an account whose holder expects to be done by then: longer
 # would keep the instance from work for other accounts; the queue's visibility delay covers the rest.
 ACCOUNT_WAIT_SECONDS = 5.0

@@ -54,6 +54,15 @@ from shared.triggers import Skip, still_due, unexported_snapshot
 if TYPE_CHECKING:
     from shared.pipeline import RunContext
 
+__all__ = [
+    "MAX_DEQUEUE_COUNT",
+    "STORAGE_SETTING",
+    "bp",
+    "handle_message",
+    "segment_events",
+    "segment_events_poison",
+]
+
 log = logging.getLogger(__name__)
 bp = new_blueprint()
 STORAGE_SETTING = "AzureWebJobsStorage"

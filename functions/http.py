@@ -47,6 +47,28 @@ from shared.errors import EngineError, classify
 from shared.redact import install_redaction, scrub
 from shared.settings import Settings, SettingsError, load_settings, normalise_origin
 
+__all__ = [
+    "API_AUTH_LEVEL",
+    "MAX_BODY_BYTES",
+    "SAFE_METHODS",
+    "ApiError",
+    "DuplicateKey",
+    "Handler",
+    "api_auth_level",
+    "api_handler",
+    "caller_for",
+    "conditions",
+    "error_response",
+    "flag",
+    "int_param",
+    "json_response",
+    "no_content",
+    "not_found",
+    "options",
+    "read_json_object",
+    "refuse_unsafe_request",
+]
+
 log = logging.getLogger(__name__)
 # The largest body any route takes: an export with hundreds of mapped fields is a few tens of KB.
 MAX_BODY_BYTES = 1024 * 1024

@@ -16,6 +16,8 @@ from typing import Any
 
 from shared import boundedjson
 
+__all__ = ["RUN_ID", "InvalidRunMessage", "RunMessage", "queue_text"]
+
 # What a run id may be: in a message, and in the API's URLs (functions/resources.py).
 RUN_ID = re.compile(r"[0-9A-Za-z-]{1,80}")
 _EXPORT = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")  # the export name rule of the config schema

@@ -14,6 +14,8 @@ if TYPE_CHECKING:
     from shared.config import ExportConfig
     from shared.runs import RunRecord
 
+__all__ = ["EXPORTS_HINT", "export_or_404", "purge_deleted_exports", "run_or_404"]
+
 log = logging.getLogger(__name__)
 
 EXPORTS_HINT = "list them with GET /api/exports"

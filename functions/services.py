@@ -40,6 +40,8 @@ if TYPE_CHECKING:
     from shared.runs import RunRecord, RunStore, RunTrigger
     from shared.secrets import SecretsProvider
 
+__all__ = ["RouteHandler", "SecretsFactory", "Services", "api_route", "get_services", "set_secrets_factory"]
+
 log = logging.getLogger(__name__)
 
 SecretsFactory = Callable[[Settings], "SecretsProvider"]

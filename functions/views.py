@@ -11,6 +11,8 @@ from shared.decisions import Decision
 from shared.runs import RunRecord
 from shared.settings import load_settings
 
+__all__ = ["connection_view", "export_view", "next_scheduled_at", "run_location", "run_view"]
+
 
 def connection_view(name: str, item: dict[str, Any]) -> dict[str, Any]:
     """A connection as stored (no API key ever exists in it), with its name and ETag."""

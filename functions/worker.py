@@ -34,6 +34,18 @@ from shared.ownership import Heartbeat
 from shared.runs import RunOwned, RunRecord, RunSuperseded
 from shared.storage import RUNS_POISON_QUEUE, RUNS_QUEUE
 
+__all__ = [
+    "MAX_WAIT_SECONDS",
+    "STARTING_RETRY_SECONDS",
+    "STORAGE_SETTING",
+    "bp",
+    "export_worker",
+    "export_worker_poison",
+    "give_up",
+    "process_run",
+    "stop_check",
+]
+
 log = logging.getLogger(__name__)
 bp = new_blueprint()
 # A wait (busy account, rate limit) re-queues the message at most this far ahead; the queue allows 7 days.

@@ -13,6 +13,8 @@ import re
 from shared.errors import TerminalError
 from shared.redact import MIN_SECRET_LENGTH
 
+__all__ = ["MAX_LENGTH", "MIN_LENGTH", "RULE", "ApiKeyInvalid", "check_api_key"]
+
 MIN_LENGTH = MIN_SECRET_LENGTH
 MAX_LENGTH = 256
 RULE = f"{MIN_LENGTH}-{MAX_LENGTH} printable ASCII characters without spaces"

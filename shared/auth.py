@@ -26,6 +26,24 @@ from typing import Literal
 
 from shared import boundedjson
 
+__all__ = [
+    "ADMIN_ROLE",
+    "CONTRIBUTOR_ROLE",
+    "ENTRA_AUTH_TYPE",
+    "KEY_HOLDER",
+    "PRINCIPAL_HEADER",
+    "Action",
+    "AuthError",
+    "AuthMode",
+    "Caller",
+    "authorize",
+    "caller_from_headers",
+    "easy_auth_refusal",
+    "has_a_role",
+    "parse_auth_mode",
+    "require_a_role",
+]
+
 ADMIN_ROLE = "Exports.Admin"
 CONTRIBUTOR_ROLE = "Exports.Contributor"
 PRINCIPAL_HEADER = "X-MS-CLIENT-PRINCIPAL"

@@ -32,6 +32,24 @@ from urllib.parse import unquote, urlsplit
 from shared import boundedjson
 from shared.config import ExportConfig
 
+__all__ = [
+    "BLOB_CREATED",
+    "MAX_MESSAGE_BYTES",
+    "MODEL_JSON",
+    "QUIET_CHECK",
+    "BlobCreated",
+    "Kind",
+    "MalformedEvent",
+    "Match",
+    "QuietCheck",
+    "matches",
+    "model_blob",
+    "parse_message",
+    "parse_quiet_check",
+    "same_account",
+    "segment_prefix",
+]
+
 BLOB_CREATED = "Microsoft.Storage.BlobCreated"
 MODEL_JSON = "model.json"
 # Event Grid's own limit for one event is 1 MB; a storage queue message is at most 64 KB.

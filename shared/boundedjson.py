@@ -13,6 +13,8 @@ from collections.abc import Callable
 from itertools import accumulate
 from typing import Any
 
+__all__ = ["MAX_DEPTH", "TooDeep", "loads", "nesting_depth"]
+
 MAX_DEPTH = 32
 # A JSON string literal (the only place a bracket does not nest): linear, no nested quantifiers.
 _STRING = re.compile(r'"(?:[^"\\]|\\.)*"', re.DOTALL)

@@ -29,6 +29,17 @@ from shared.errors import TerminalError
 from shared.runs import RecordChanged, RunRecord, RunStore, utc_now
 from shared.storage import RUN_CANCEL, run_blob
 
+__all__ = [
+    "KEPT",
+    "STOPPED",
+    "RunNotActive",
+    "cancel_check",
+    "cancel_run",
+    "cancelled_note",
+    "read_request",
+    "request_blob",
+]
+
 log = logging.getLogger(__name__)
 _JSON = ContentSettings(content_type="application/json")
 # A record another process keeps rewriting (live counts) is read again at most this many times.

@@ -24,6 +24,22 @@ from typing import Any
 from shared.cdm_types import temporal_type
 from shared.errors import TerminalError
 
+__all__ = [
+    "FOLDER_NAMESPACES",
+    "MANIFEST_SUFFIX",
+    "ROOT_MANIFEST",
+    "CsvTraits",
+    "FileRef",
+    "ManifestError",
+    "ManifestTable",
+    "PatternRef",
+    "folder_path",
+    "matching",
+    "read_table",
+    "root_manifest",
+    "shown",
+]
+
 MANIFEST_SUFFIX = ".manifest.cdm.json"
 ROOT_MANIFEST = "default.manifest.cdm.json"
 # Namespaces a manifest may use for documents and files of its own folder. "cdm" is the object

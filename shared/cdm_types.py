@@ -17,6 +17,8 @@ from __future__ import annotations
 import re
 from datetime import datetime
 
+__all__ = ["DATE", "DATE_TIME", "DATE_TIME_OFFSET", "TEMPORAL_TYPES", "producer_moment", "temporal_type"]
+
 DATE = "date"
 DATE_TIME = "dateTime"
 DATE_TIME_OFFSET = "dateTimeOffset"

@@ -36,6 +36,21 @@ from shared.report import FORMULA_TRIGGERS, neutralise_cell
 from shared.state import DeliveredState
 from shared.sync import Plan, SnapshotContacts, email_keys
 
+__all__ = [
+    "CHANGE_KEY_COLUMNS",
+    "FLUSH_ROWS",
+    "MAX_APPEND_BYTES",
+    "STANDARD_COLUMNS",
+    "TAGS_COLUMN",
+    "TAG_SEPARATOR",
+    "ChangeLog",
+    "ChangeLogBlob",
+    "ahead_operations",
+    "change_header",
+    "plain_cell",
+    "read_rows",
+]
+
 CHANGE_KEY_COLUMNS = ("email", "action", "outcome", "reason")
 STANDARD_COLUMNS = ("firstName", "lastName", "phone")
 TAGS_COLUMN = "tags"

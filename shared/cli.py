@@ -37,6 +37,23 @@ if TYPE_CHECKING:
     from shared.pipeline import RunContext, RunOutcome
     from shared.runs import RunRecord, RunStore
 
+__all__ = [
+    "EXIT_CANCELLED",
+    "EXIT_OK",
+    "EXIT_RUN_FAILED",
+    "EXIT_TERMINAL",
+    "EXIT_TRANSIENT",
+    "EXIT_UNEXPECTED",
+    "EXIT_USAGE",
+    "MAX_WAITS",
+    "build_parser",
+    "cmd_feedback",
+    "cmd_reset",
+    "cmd_run",
+    "cmd_validate",
+    "main",
+]
+
 EXIT_OK, EXIT_TERMINAL, EXIT_USAGE, EXIT_TRANSIENT, EXIT_UNEXPECTED, EXIT_CANCELLED = 0, 1, 2, 3, 4, 5
 EXIT_RUN_FAILED = EXIT_TERMINAL  # the name before the taxonomy
 _EXIT_OF_KIND = {"terminal": EXIT_TERMINAL, "transient": EXIT_TRANSIENT, "unexpected": EXIT_UNEXPECTED}

@@ -23,6 +23,27 @@ if TYPE_CHECKING:
 
     from shared.runs import RunRecord
 
+__all__ = [
+    "EXIT_OK",
+    "EXIT_TERMINAL",
+    "EXIT_TRANSIENT",
+    "EXIT_USAGE",
+    "FROM_APP",
+    "add_commands",
+    "add_config_source",
+    "app_container",
+    "cmd_apply",
+    "cmd_cancel",
+    "cmd_changes",
+    "cmd_describe",
+    "cmd_lookup",
+    "cmd_rejected",
+    "cmd_report",
+    "cmd_runs",
+    "config_store",
+    "load_config_source",
+]
+
 EXIT_OK, EXIT_TERMINAL, EXIT_USAGE, EXIT_TRANSIENT = 0, 1, 2, 3
 FROM_APP = "the app's stored configuration"
 

@@ -29,6 +29,35 @@ if TYPE_CHECKING:
     import jsonschema
     from jsonschema.exceptions import ValidationError
 
+__all__ = [
+    "DEFAULT_MAX_REJECTED_SHARE",
+    "DEFAULT_MAX_REMOVAL_SHARE",
+    "DEFAULT_TRIGGER",
+    "NAME_RULE",
+    "SECRET_PREFIX",
+    "Config",
+    "ConfigError",
+    "Connection",
+    "ExportConfig",
+    "FeedbackTarget",
+    "FieldFormat",
+    "FieldMapping",
+    "InvalidFieldValue",
+    "Mode",
+    "SegmentSource",
+    "Trigger",
+    "config_schema",
+    "config_to_document",
+    "connection_to_document",
+    "export_to_document",
+    "format_path",
+    "load_config_file",
+    "load_config_text",
+    "parse_config",
+    "parse_connection",
+    "parse_export",
+]
+
 # onRefresh: run once per new snapshot, as soon as it lands (Event Grid), the timer catching up on a
 # lost event; scheduled: at the export's own `schedule` (default EXPORT_SCHEDULE) when there is a
 # new snapshot; manual: on demand only.

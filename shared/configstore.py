@@ -27,6 +27,18 @@ from shared.storage import json_settings
 if TYPE_CHECKING:
     from azure.storage.blob import ContainerClient
 
+__all__ = [
+    "CONFIG_BLOB",
+    "Change",
+    "ConfigSnapshot",
+    "ConfigStore",
+    "ItemKind",
+    "PreconditionFailed",
+    "StoredConfigInvalid",
+    "check_preconditions",
+    "item_etag",
+]
+
 ItemKind = Literal["connections", "exports"]
 _WRITE_ATTEMPTS = 8
 

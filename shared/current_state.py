@@ -36,6 +36,19 @@ if TYPE_CHECKING:
     import numpy as np
     import numpy.typing as npt
 
+__all__ = [
+    "ID",
+    "IS_DELETE",
+    "MODIFIED",
+    "VERSION",
+    "Batch",
+    "ChangeColumns",
+    "CurrentState",
+    "change_columns",
+    "current_state",
+    "keep_current",
+]
+
 ID = "Id"
 IS_DELETE = "IsDelete"
 VERSION = "versionnumber"

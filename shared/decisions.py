@@ -26,6 +26,16 @@ from shared.storage import decision_blob, event_claim_blob, event_claims_prefix,
 if TYPE_CHECKING:
     from azure.storage.blob import ContainerClient
 
+__all__ = [
+    "MAX_REASON_CHARS",
+    "Decision",
+    "DecisionSource",
+    "DecisionStore",
+    "Outcome",
+    "SnapshotClaims",
+    "clip",
+]
+
 Outcome = Literal["queued", "skipped", "error"]
 DecisionSource = Literal["timer", "event"]
 # A reason is shown in an API response and a log line: long enough for any message the app writes,

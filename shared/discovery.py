@@ -12,6 +12,8 @@ from typing import Any
 
 from shared.activecampaign.wire import int_id
 
+__all__ = ["PAGE_MAX", "RESOURCES", "field_views", "list_view", "page_view", "tag_view", "total_of"]
+
 RESOURCES = ("lists", "fields", "tags")
 PAGE_MAX = 100  # ActiveCampaign's largest page
 

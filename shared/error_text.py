@@ -11,6 +11,8 @@ from shared.errors import classify
 from shared.reachability import storage_problem
 from shared.redact import scrub
 
+__all__ = ["describe"]
+
 
 def describe(exc: BaseException) -> str:
     """A one-line account of `exc` for a run record or a log: unexpected ones carry their type."""

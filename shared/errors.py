@@ -22,6 +22,23 @@ from __future__ import annotations
 
 from typing import ClassVar, Literal
 
+__all__ = [
+    "RESET_HINT",
+    "UNEXPECTED_ATTEMPTS",
+    "AccountBusy",
+    "EngineError",
+    "GuardTripped",
+    "Kind",
+    "OwnershipLost",
+    "RunFailed",
+    "StateConflict",
+    "StoredFormatTooNew",
+    "StoredStateCorrupt",
+    "TerminalError",
+    "TransientError",
+    "classify",
+]
+
 Kind = Literal["terminal", "transient", "unexpected"]
 # An unexpected exception is retried this many attempts in all before the run is failed with it.
 UNEXPECTED_ATTEMPTS = 3

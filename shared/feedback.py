@@ -38,6 +38,21 @@ if TYPE_CHECKING:
     from shared.activecampaign import ActiveCampaignClient, ListStatus
     from shared.config import ExportConfig, FeedbackTarget
 
+__all__ = [
+    "FORMAT_VERSION",
+    "KINDS",
+    "FeedbackRefused",
+    "FeedbackResult",
+    "FeedbackState",
+    "FeedbackStateStore",
+    "check_target",
+    "collect",
+    "counts_of",
+    "record_failure",
+    "summary",
+    "write_feedback",
+]
+
 log = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1

@@ -18,6 +18,24 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Literal
 
+__all__ = [
+    "ATTRIBUTES",
+    "COLUMNS",
+    "ENTITY",
+    "FILE_FORMAT",
+    "MODEL_NAME",
+    "ChangedBy",
+    "PartitionEntry",
+    "RefreshKind",
+    "StatusRow",
+    "csv_bytes",
+    "listed_partitions",
+    "model_blob",
+    "model_json",
+    "partition_blob",
+    "refresh_folder",
+]
+
 ENTITY = "ActiveCampaignListStatus"
 MODEL_NAME = "ActiveCampaignFeedback"
 # Column name -> CDM data type (the model.json schema's dataType enumeration).

@@ -14,6 +14,8 @@ from azure.storage.blob import BlobServiceClient, ContainerClient
 
 from shared.config import SegmentSource
 
+__all__ = ["csv_folder_written_at", "last_success_at", "snapshot_landed_at"]
+
 
 def _prefix(folder: str) -> str:
     return f"{folder}/" if folder else ""

@@ -34,7 +34,7 @@ from azure.storage.blob import ContainerClient, ContentSettings
 
 from shared.storage import account_lease_blob, account_waiting_blob, account_waiting_prefix
 
-__all__ = ["ENTRY_GRACE", "AccountTurns", "Holder", "Waiting", "expected_seconds"]
+__all__ = ["ENTRY_GRACE", "AccountTurns", "Holder", "Waiting", "expected_seconds", "later", "utc_now"]
 
 log = logging.getLogger(__name__)
 # How long after its message became visible a waiting run may take to reach the account (a poll of

@@ -12,6 +12,8 @@ import re
 
 from shared.errors import TerminalError
 
+__all__ = ["EXPECTED_FORM", "HostError", "base_url", "split_host_port", "validate_hostname"]
+
 EXPECTED_FORM = "a bare host name such as 'acme.api-us1.com' (no https://, no path)"
 _LABEL = re.compile(r"(?!-)[a-z0-9-]{1,63}(?<!-)")
 _LOOPBACK_NAMES = ("localhost",)

@@ -14,6 +14,17 @@ from datetime import datetime, timedelta
 
 from shared.activecampaign import CONTACTS_PAGE_SIZE, ActiveCampaignClient, ListStatus
 
+__all__ = [
+    "BOUNCED",
+    "STATUS_NAMES",
+    "SUBSCRIBED",
+    "UDATE_RESOLUTION",
+    "UNSUBSCRIBED",
+    "UPDATED_AFTER_MARGIN",
+    "updated_at",
+    "walk",
+]
+
 SUBSCRIBED, UNSUBSCRIBED, BOUNCED = 1, 2, 3
 STATUS_NAMES = {SUBSCRIBED: "subscribed", UNSUBSCRIBED: "unsubscribed", BOUNCED: "bounced"}
 # `filters[updated_after]` is a date in the account's time zone (UTC-12 .. UTC+14): asking from two

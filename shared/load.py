@@ -37,6 +37,22 @@ from shared.outcomes import (
     Failure,
 )
 
+__all__ = [
+    "DONE_STATUSES",
+    "MAX_CONTACTS_PER_REQUEST",
+    "MAX_POLL_INTERVAL",
+    "MAX_REQUEST_BYTES",
+    "MIN_POLL_INTERVAL",
+    "RETRY_STATUSES",
+    "BatchSender",
+    "BulkClient",
+    "Operation",
+    "PollSchedule",
+    "SendOutcome",
+    "judge_batch",
+    "operation",
+]
+
 log = logging.getLogger(__name__)
 
 MAX_CONTACTS_PER_REQUEST = 250

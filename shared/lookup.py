@@ -32,6 +32,22 @@ from shared.state import StateStore
 from shared.storage import RUN_CHANGES, RUN_CHANGES_INDEX
 from shared.sync import email_key, email_keys
 
+__all__ = [
+    "MAX_BUCKET_BITS",
+    "MAX_RUNS",
+    "ROWS_PER_BUCKET",
+    "ROW_WINDOW",
+    "Entry",
+    "build_index",
+    "history",
+    "in_delivered_state",
+    "in_snapshot",
+    "index_name",
+    "log_entries",
+    "lookup",
+    "write_index",
+]
+
 _MAGIC = b"ACXIDX01"
 _HEADER = struct.Struct("<8sII")
 _U64 = struct.Struct("<Q")

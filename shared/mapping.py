@@ -25,6 +25,48 @@ from shared.cdm_types import producer_moment, temporal_type
 from shared.config import FieldFormat, FieldMapping
 from shared.errors import TerminalError
 
+__all__ = [
+    "CHOICE_TYPES",
+    "DATETIME_TYPES",
+    "DATE_TYPES",
+    "DEFAULT_NULL_DATES",
+    "DEFAULT_TIME_ZONE",
+    "DUPLICATE",
+    "FIELD_TOO_LONG",
+    "INVALID_EMAIL",
+    "INVALID_FIELD_VALUE",
+    "MAX_CUSTOM_FIELD_LENGTH",
+    "MAX_DOMAIN_LENGTH",
+    "MAX_EMAIL_LENGTH",
+    "MAX_LOCAL_LENGTH",
+    "MAX_STANDARD_FIELD_LENGTH",
+    "MISSING_EMAIL",
+    "MULTI_TYPES",
+    "NOT_AN_OPTION",
+    "NOT_A_DATE",
+    "NOT_A_DATETIME",
+    "NOT_A_NUMBER",
+    "NUMBER_TYPES",
+    "RAGGED_ROW",
+    "REJECTION_REASONS",
+    "STANDARD_FIELDS",
+    "CheckedBatch",
+    "Contact",
+    "FieldConverter",
+    "FieldInfo",
+    "MappingError",
+    "Rejection",
+    "RowMapper",
+    "StandardField",
+    "compile_input_format",
+    "contact_payload",
+    "field_converters",
+    "normalize_email",
+    "ragged_detail",
+    "resolve_fields",
+    "values_getter",
+]
+
 # Stable rejection reason codes: they appear in run reports and the rejected-rows CSV, so never rename.
 MISSING_EMAIL = "missing_email"
 INVALID_EMAIL = "invalid_email"

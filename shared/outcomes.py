@@ -11,6 +11,23 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
+__all__ = [
+    "BATCH_FAILED",
+    "BATCH_INTERRUPTED",
+    "BATCH_STATUS_CODES",
+    "CONTACT_TOO_LARGE",
+    "FAILURE_CODES",
+    "IMPORT_FAILED",
+    "REJECTED",
+    "REMOVE_FAILED_ROW",
+    "RESUBSCRIBE_FAILED",
+    "SEND_FAILED_ROW",
+    "UNCONFIRMED",
+    "Action",
+    "Failure",
+    "Outcome",
+]
+
 
 class Action(StrEnum):
     """What a planned operation does to a contact (the change log's `action`)."""

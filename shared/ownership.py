@@ -35,6 +35,16 @@ from shared.storage import active_marker_blob, json_settings
 if TYPE_CHECKING:
     from azure.storage.blob import BlobClient, BlobLeaseClient, ContainerClient
 
+__all__ = [
+    "ALREADY_LEASED",
+    "MARKER_LEASE",
+    "START_LEASE_SECONDS",
+    "ActiveMarker",
+    "Heartbeat",
+    "MarkerState",
+    "lease_is_held",
+]
+
 log = logging.getLogger(__name__)
 # Codes storage answers when a lease is no longer ours: renewing again cannot help.
 _GONE = frozenset({"LeaseIdMismatchWithLeaseOperation", "LeaseNotPresentWithLeaseOperation", "LeaseLost"})

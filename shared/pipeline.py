@@ -77,6 +77,24 @@ from shared.sync import (
 )
 from shared.untag import delivered_tags
 
+__all__ = [
+    "ACCOUNT_LEASE",
+    "Preflight",
+    "RunContext",
+    "RunOutcome",
+    "T",
+    "check_guards",
+    "collect_contacts",
+    "feedback_after_run",
+    "last_exported_snapshot_id",
+    "latest_snapshot_id",
+    "plan_run",
+    "preflight",
+    "run_export",
+    "source_typed",
+    "usable_problem",
+]
+
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 ACCOUNT_LEASE = "account"

@@ -43,6 +43,8 @@ from shared.storage import (
     state_blob,
 )
 
+__all__ = ["HISTORY_RUN_FILES", "PERSONAL_RUN_FILES", "RETAINED_RUN_FILES", "Purged", "purge_export", "sweep"]
+
 log = logging.getLogger(__name__)
 
 

@@ -14,6 +14,8 @@ from collections.abc import Iterator
 
 from shared.settings import Settings, StorageConnection
 
+__all__ = ["storage_problem", "storage_refused", "storage_unreachable"]
+
 _HOST_PORT = re.compile(r"host='([^']+)', port=(\d+)")
 _LOOPBACK = ("127.", "localhost", "::1")
 

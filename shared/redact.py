@@ -18,6 +18,19 @@ import urllib.parse
 from collections.abc import Callable
 from typing import Any
 
+__all__ = [
+    "MASK",
+    "MIN_SECRET_LENGTH",
+    "THIRD_PARTY_LOGGERS",
+    "RedactingFilter",
+    "hash_email",
+    "install_redaction",
+    "mask_email",
+    "quiet_third_party_loggers",
+    "register_secret_value",
+    "scrub",
+]
+
 MASK = "***"
 # Shorter values would scrub ordinary words and numbers out of every log line.
 MIN_SECRET_LENGTH = 8

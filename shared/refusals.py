@@ -13,6 +13,8 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 
+__all__ = ["UNRECOGNISED", "category", "describe_errors", "pointer", "positions", "reason"]
+
 # First match wins: "Email already exists" is a duplicate, not an invalid email.
 _CATEGORIES: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
     (name, re.compile(pattern, re.IGNORECASE))

@@ -14,6 +14,17 @@ from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import IO, Any
 
+__all__ = [
+    "FORMULA_TRIGGERS",
+    "REJECTED_HEADER",
+    "UNSUBSCRIBED_HEADER",
+    "RejectedRowsWriter",
+    "RunReport",
+    "add_counts",
+    "neutralise_cell",
+    "unsubscribed_csv",
+]
+
 REJECTED_HEADER = ("partition", "line", "reason", "detail")
 
 

@@ -12,6 +12,8 @@ import itertools
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
+__all__ = ["CsvPage", "csv_page", "csv_rows", "to_csv"]
+
 
 class _ChunkStream(io.RawIOBase):
     """A read-only binary stream over an iterable of byte chunks (a blob download's `chunks()`)."""

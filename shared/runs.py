@@ -55,6 +55,25 @@ from shared.storage import (
 if TYPE_CHECKING:
     from azure.storage.blob import BlobLeaseClient, ContainerClient
 
+__all__ = [
+    "ACTIVE_STATUSES",
+    "DEFAULT_QUEUED_STALE_AFTER",
+    "START_GRACE_SECONDS",
+    "TERMINAL_STATUSES",
+    "ClaimContended",
+    "IllegalTransition",
+    "RecordChanged",
+    "RunActive",
+    "RunOwned",
+    "RunRecord",
+    "RunStatus",
+    "RunStore",
+    "RunSuperseded",
+    "RunTrigger",
+    "new_run_id",
+    "utc_now",
+]
+
 RunStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 RunTrigger = Literal["schedule", "event", "api", "cli"]
 ACTIVE_STATUSES: frozenset[str] = frozenset({"queued", "running"})

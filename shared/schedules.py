@@ -16,6 +16,8 @@ from datetime import UTC, datetime, timedelta
 
 from croniter import croniter
 
+__all__ = ["FORMAT_HINT", "Due", "Schedule", "ScheduleError", "due", "iso", "parse_iso", "validate"]
+
 _NAMES = r"jan|feb|mar|apr|may|jun|jul|aug|sep|oct|nov|dec|sun|mon|tue|wed|thu|fri|sat"
 _ONE_SECOND = timedelta(seconds=1)
 _FIELD = re.compile(r"[0-9a-z*/,\-]+")

@@ -39,6 +39,18 @@ from shared.settings import SETTINGS_READ, Settings, SettingsError
 if TYPE_CHECKING:
     from azure.core.credentials import TokenCredential
 
+__all__ = [
+    "HOST_TAG",
+    "EnvSecrets",
+    "KeyBoundToAnotherHost",
+    "KeyVaultSecrets",
+    "SecretNotFound",
+    "SecretsError",
+    "SecretsProvider",
+    "connection_key",
+    "secrets_from_settings",
+]
+
 # Key Vault's rule for secret names; checked here so a typo fails with a clear message, not a 400.
 _NAME_RE = re.compile(r"[0-9A-Za-z-]{1,127}")
 # azure-core waits 300 s per connect/read by default: a function would hang far past any useful point.

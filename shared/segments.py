@@ -74,6 +74,35 @@ from shared.current_state import ChangeColumns, CurrentState, change_columns, cu
 from shared.errors import TerminalError
 from shared.mapping import normalize_email, ragged_detail
 
+__all__ = [
+    "BATCH_ROWS",
+    "DESCRIBED_BY",
+    "FIELD_SIZE_LIMIT",
+    "HEADER_MAX_BYTES",
+    "LAYOUT_CSV",
+    "LAYOUT_CUSTOMER_INSIGHTS",
+    "LAYOUT_MANIFEST",
+    "MAX_LINE_BYTES",
+    "MODEL_JSON_MAX_BYTES",
+    "MODEL_JSON_MAX_DEPTH",
+    "BlobLocations",
+    "BlobRef",
+    "FormatSettings",
+    "NotWrittenYet",
+    "Partition",
+    "RowBatch",
+    "SegmentError",
+    "SegmentReader",
+    "SegmentSourceLike",
+    "Snapshot",
+    "SourceRow",
+    "data_in_header",
+    "format_settings",
+    "parse_model_json",
+    "read_csv_batches",
+    "read_csv_rows",
+]
+
 FIELD_SIZE_LIMIT = 1024 * 1024
 MAX_LINE_BYTES = 16 * 1024 * 1024
 # Bytes handed to the text layer per read (at most MAX_LINE_BYTES): a line inside one piece is within

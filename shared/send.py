@@ -38,6 +38,16 @@ from shared.state import Checkpoint, CheckpointWriter, DeliveredState, StateStor
 from shared.sync import Plan, SnapshotContacts
 from shared.untag import TagRemoval, plan_untag
 
+__all__ = [
+    "REJOIN_CHECKPOINT_EVERY",
+    "UNSUBSCRIBED",
+    "Cancelled",
+    "Pause",
+    "RunGuard",
+    "SendStage",
+    "planned_operations",
+]
+
 log = logging.getLogger(__name__)
 UNSUBSCRIBED = 2  # ActiveCampaign's contactList status
 REJOIN_CHECKPOINT_EVERY = 25  # rejoiners between checkpoints (a continuation redoes at most these)

@@ -19,6 +19,31 @@ from urllib.parse import urlsplit
 from shared.auth import parse_auth_mode
 from shared.errors import TerminalError
 
+__all__ = [
+    "DEFAULT_ALLOWED_HOST_SUFFIXES",
+    "DEFAULT_APP_CONTAINER",
+    "DEFAULT_BULK_IMPORTS_PER_MINUTE",
+    "DEFAULT_CSV_QUIET_SECONDS",
+    "DEFAULT_EXPORT_SCHEDULE",
+    "DEFAULT_REJECTED_ROWS_RETENTION_DAYS",
+    "DEFAULT_REQUESTS_PER_SECOND",
+    "DEFAULT_REQUEST_SHARE",
+    "DEFAULT_RUNS_KEPT_PER_EXPORT",
+    "DEFAULT_RUNS_QUEUE",
+    "DEFAULT_RUN_LEASE_SECONDS",
+    "DEFAULT_RUN_TIME_BUDGET_SECONDS",
+    "DEFAULT_SECRET_CACHE_SECONDS",
+    "EASY_AUTH_MARKER",
+    "SETTINGS_READ",
+    "Settings",
+    "SettingsError",
+    "StorageConnection",
+    "load_settings",
+    "mask_connection_string",
+    "normalise_origin",
+    "storage_connection",
+]
+
 # How often the timer checks the exports (and the schedule of `scheduled` exports naming none).
 DEFAULT_EXPORT_SCHEDULE = "0 */5 * * * *"
 # How long a plain CSV folder (no model.json marks it complete) must see no new file before its

@@ -30,6 +30,21 @@ from shared.errors import StateConflict, StoredFormatTooNew, StoredStateCorrupt
 from shared.outcomes import Failure
 from shared.storage import checkpoint_blob, state_blob
 
+__all__ = [
+    "CHECKPOINT_FORMAT",
+    "RESET_WHATS",
+    "SNAPSHOT_METADATA",
+    "STATE_FORMAT",
+    "U64",
+    "Checkpoint",
+    "CheckpointWriter",
+    "DeliveredState",
+    "StateError",
+    "StateStore",
+    "build_state",
+    "state_target",
+]
+
 log = logging.getLogger(__name__)
 
 U64 = npt.NDArray[np.uint64]

@@ -18,6 +18,39 @@ if TYPE_CHECKING:
     from azure.storage.blob import BlobServiceClient, ContentSettings
     from azure.storage.queue import QueueServiceClient
 
+__all__ = [
+    "APP_CONTAINER",
+    "CONFIG_BLOB",
+    "RUNS_POISON_QUEUE",
+    "RUNS_QUEUE",
+    "RUN_CANCEL",
+    "RUN_CHANGES",
+    "RUN_CHANGES_INDEX",
+    "RUN_RECORD",
+    "RUN_REJECTED",
+    "RUN_REPORT",
+    "RUN_UNSUBSCRIBED",
+    "SEGMENT_EVENTS_POISON_QUEUE",
+    "SEGMENT_EVENTS_QUEUE",
+    "account_lease_blob",
+    "account_waiting_blob",
+    "account_waiting_prefix",
+    "active_marker_blob",
+    "blob_service",
+    "checkpoint_blob",
+    "decision_blob",
+    "event_claim_blob",
+    "event_claims_prefix",
+    "feedback_state_blob",
+    "json_settings",
+    "parse_run_blob",
+    "poison_queue",
+    "queue_service",
+    "run_blob",
+    "runs_prefix",
+    "state_blob",
+]
+
 # Everything the app keeps (configuration, delivered state, checkpoints, run reports) lives in this
 # container of the AzureWebJobsStorage account. Blob layout: docs/architecture.md.
 APP_CONTAINER = DEFAULT_APP_CONTAINER  # the default of APP_CONTAINER (Settings.app_container)

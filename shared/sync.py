@@ -26,6 +26,22 @@ from shared.outcomes import Action
 from shared.segments import RowBatch, SourceRow
 from shared.state import U64, DeliveredState, build_state
 
+__all__ = [
+    "I64",
+    "EmailTable",
+    "Fingerprinter",
+    "Plan",
+    "PlannedOperation",
+    "SnapshotChanged",
+    "SnapshotCollector",
+    "SnapshotContacts",
+    "advance_state",
+    "email_key",
+    "email_keys",
+    "plan_sync",
+    "planned_rows",
+]
+
 I64 = npt.NDArray[np.int64]
 
 

@@ -38,6 +38,26 @@ from shared.redact import scrub
 if TYPE_CHECKING:
     from shared.settings import Settings
 
+__all__ = [
+    "ATTR_EXPORT",
+    "ATTR_RUN_ID",
+    "ATTR_STATUS",
+    "ATTR_TRIGGER",
+    "CONTACT_COUNTERS",
+    "DURATION_HISTOGRAM",
+    "EMITTED",
+    "FAILED_SHARE_HISTOGRAM",
+    "HOURS_SINCE_SUCCESS_HISTOGRAM",
+    "INSTRUMENTATION_NAME",
+    "REJECTED_SHARE_HISTOGRAM",
+    "RUN_SPAN_NAME",
+    "configure_telemetry",
+    "record_hours_since_success",
+    "record_run_metrics",
+    "record_scrubbed_exception",
+    "run_span",
+]
+
 log = logging.getLogger(__name__)
 
 INSTRUMENTATION_NAME = "activecampaign_export"

@@ -24,6 +24,8 @@ from shared.report import RunReport
 from shared.state import Checkpoint, DeliveredState
 from shared.sync import Plan
 
+__all__ = ["UNTAG_CHECKPOINT_EVERY", "TagRemoval", "Untag", "delivered_tags", "dropped_tags", "plan_untag"]
+
 log = logging.getLogger(__name__)
 
 UNTAG_CHECKPOINT_EVERY = 25  # contacts between checkpoints (a continuation redoes at most these)

@@ -34,6 +34,15 @@ from shared.send import UNSUBSCRIBED, RunGuard
 from shared.state import Checkpoint, CheckpointWriter, DeliveredState, StateStore, build_state
 from shared.sync import I64, EmailTable, Plan, SnapshotContacts, email_key
 
+__all__ = [
+    "WITHDRAWAL",
+    "no_contacts",
+    "plan_withdrawal",
+    "state_after",
+    "walk_unsubscribed",
+    "withdraw_digest",
+]
+
 # What a withdraw run's checkpoint names as its snapshot: it reads none.
 WITHDRAWAL = "withdraw"
 

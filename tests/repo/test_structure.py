@@ -6,9 +6,12 @@ from __future__ import annotations
 
 from tests.support.structure import (
     PACKAGES,
+    ROOT,
     cycles,
     floors,
+    imports_of,
     internal_edges,
+    module_name,
     modules,
 )
 
@@ -60,6 +63,35 @@ def test_no_module_imports_a_private_name_from_another():
         and source.split(".")[0] in ("shared", "functions", "scripts", "sandbox")
     ]
     assert not offenders
+
+
+def test_every_module_declares_its_public_names():
+    missing = [
+        name for package in PACKAGES for name, module in modules(package).items() if module.exports is None
+    ]
+    assert not missing, f"declare __all__ (the names other packages may import) in: {missing}"
+
+
+def test_what_other_packages_import_is_in_all():
+    """As httpx's test_exported_members: a name another package imports from a module of shared/ or
+    functions/ is in that module's __all__, so the public surface is written down in one place."""
+    every = {name: module for package in PACKAGES for name, module in modules(package).items()}
+    outside: list[str] = []
+    for path in sorted(ROOT.rglob("*.py")):
+        if any(part in {".venv", ".venv-iac", "node_modules", "reference"} for part in path.parts):
+            continue
+        importer = module_name(path)
+        for source, imported in imports_of(path, runtime_only=False):
+            module = every.get(source)
+            if module is None or imported is None or imported.startswith("_"):
+                continue
+            if source.split(".")[0] == importer.split(".")[0] or f"{source}.{imported}" in every:
+                continue
+            if imported not in (module.exports or []):
+                outside.append(f"{importer}: from {source} import {imported}")
+    assert not outside, "imported from another package but not in the module's __all__:\n" + "\n".join(
+        outside
+    )
 
 
 def test_all_names_only_what_the_module_has():
