@@ -327,10 +327,16 @@ def run_export(
         # returned by the API and logged.
         status, error = "failed", scrub(str(exc))
     wants_feedback = export is not None and export.feedback is not None and not record.dry_run
-    if export is not None and wants_feedback and status in ("succeeded", "failed"):
-        # After the run's outcome is decided, and never changing it (issue 26).
+    # A run that failed before it held the account (preflight, a missing key) writes it here.
+    if (
+        export is not None
+        and wants_feedback
+        and status in ("succeeded", "failed")
+        and report.feedback is None
+    ):
         report.feedback = feedback_after_run(ctx, export)
-        _restore_report(ctx, report)
+    if report.feedback is not None:
+        _restore_report(ctx, report)  # the stored report was written before the feedback
     report.timings["total_s"] = round(report.timings.get("total_s", 0.0) + ctx.clock() - started, 3)
     report.status = "running" if status == "continue" else status
     report.error = error
@@ -341,19 +347,27 @@ def run_export(
     return RunOutcome(status, report, error)
 
 
-def feedback_after_run(ctx: RunContext, export: ExportConfig, *, full: bool = False) -> dict[str, Any]:
-    """Write the export's feedback folder; a failure is logged, kept for the next try and returned as
-    `{"error": ...}`, never raised (the run's own result stands)."""
+def feedback_after_run(
+    ctx: RunContext, export: ExportConfig, *, full: bool = False, client: ActiveCampaignClient | None = None
+) -> dict[str, Any]:
+    """Write the export's feedback folder (with the run's `client`, or one of its own); a failure is
+    logged, kept for the next try and returned as `{"error": ...}`, never raised (the run's own
+    result stands)."""
     from shared import feedback
 
     app = ctx.app_container()
     try:
         feedback.check_target(export, ctx.segment_blobs, ctx.app_blobs, ctx.settings.app_container)
+        if client is not None:
+            written = feedback.write_feedback(
+                export=export, client=client, customer=ctx.segment_blobs, app=app, full=full
+            )
+            return written.to_dict()
         connection = ctx.config.connections[export.connection]
         key = ctx.secrets.get(connection.api_key_secret, host=connection.hostname)
-        with ctx.client_factory(connection.hostname, key, ctx.settings) as client:
+        with ctx.client_factory(connection.hostname, key, ctx.settings) as own:
             result = feedback.write_feedback(
-                export=export, client=client, customer=ctx.segment_blobs, app=app, full=full
+                export=export, client=own, customer=ctx.segment_blobs, app=app, full=full
             )
         return result.to_dict()
     except Exception as exc:  # any failure: reported, tried again next time
@@ -473,10 +487,10 @@ class _Run:
             if self.record.withdraw:
                 self._with_rotation(client, lambda: client.get_list(self.export.list_id))
                 with self._account_lease():
-                    return self._withdraw(client)
+                    return self._then_feedback(client, lambda: self._withdraw(client))
             checked = self._with_rotation(client, lambda: preflight(client, self.export))
             with self._account_lease():
-                return self._sync(client, checked)
+                return self._then_feedback(client, lambda: self._sync(client, checked))
         except AccountBusy:
             in_line = True  # it keeps its place: the worker re-queues it and writes its message in
             raise
@@ -485,6 +499,23 @@ class _Run:
             client.close()
             if not self.record.dry_run and not in_line:
                 self._leave_line()
+
+    def _then_feedback(
+        self, client: ActiveCampaignClient, run: Callable[[], Literal["succeeded", "failed"]]
+    ) -> Literal["succeeded", "failed"]:
+        """The run, then (still holding the account lease, so its reads share the account's budget
+        with no other run) the export's feedback folder; never changes the run's outcome."""
+        try:
+            result = run()
+        except TerminalError:
+            self._feedback(client)
+            raise
+        self._feedback(client)
+        return result
+
+    def _feedback(self, client: ActiveCampaignClient) -> None:
+        if self.export.feedback is not None and not self.record.dry_run:
+            self.report.feedback = feedback_after_run(self.ctx, self.export, client=client)
 
     def _leave_line(self) -> None:
         """However the attempt ended, the run is no longer in the account's line (a wait puts it back);
