@@ -97,6 +97,32 @@ function withdrawCard(ctx, exportName, exp) {
   );
 }
 
+// The export's feedback folder (issue 26): where it is, when it was last written, what it holds.
+function feedbackCard(exportName, exp) {
+  if (!exp.feedback) return null;
+  const body = h("div", {}, h("p", { class: "hint" }, "Reading the feedback folder's state ..."));
+  getJson(`/api/exports/${enc(exportName)}/feedback`).then(
+    (fb) => {
+      const counts = fb.counts || {};
+      const kinds = ["unsubscribed", "bounced", "subscribed"].map((k) => `${number(counts[k] || 0)} ${k}`).join(", ");
+      replace(
+        body,
+        h("p", {}, `Container ${exp.feedback.container}, folder ${exp.feedback.folder} (a Common Data Model folder Customer Insights can connect to).`),
+        h(
+          "p",
+          {},
+          fb.lastWrittenAt
+            ? `Last written ${when(fb.lastWrittenAt)}: ${(fb.refreshes || []).length} refresh(es) listed, holding ${kinds}.`
+            : "Not written yet: it is written after the export's next run.",
+        ),
+        fb.lastError ? notice("error", "The last feedback write failed; it is tried again after the next run.", fb.lastError) : null,
+      );
+    },
+    (error) => replace(body, errorBox(error, { title: "The feedback folder's state could not be read" })),
+  );
+  return h("section", { class: "card", "aria-labelledby": "feedback-h" }, h("h2", { id: "feedback-h" }, "Feedback folder: opt-outs and bounces"), body);
+}
+
 // The export's page: what it sends where, starting runs, and its runs (with a chart).
 export async function history(main, ctx, exportName) {
   const [exp, { runs }] = await Promise.all([getJson(`/api/exports/${enc(exportName)}`), getJson(`/api/exports/${enc(exportName)}/runs?limit=50`)]);
@@ -171,6 +197,7 @@ export async function history(main, ctx, exportName) {
     ctx.me.admin ? findPerson(exportName, (runId) => runPath(exportName, runId)) : null,
     h("h2", {}, "Runs"),
     listing,
+    feedbackCard(exportName, exp),
     ctx.me.admin ? withdrawCard(ctx, exportName, exp) : null,
   );
   // While a run is going, only the chart and table are redrawn: the controls keep their state and focus.

@@ -879,3 +879,23 @@ def test_withdraw_is_previewed_first_and_done_from_the_preview(
     members = ac_sandbox.state.list_members(1)
     assert {e for e, status in members.items() if status == 1} == set()
     assert set(members) == set(people)
+
+
+def test_the_export_page_shows_its_feedback_folder(
+    serve: StartServe, app_env: AppEnv, ac_sandbox, segments, unique_name: str, shots: Path, downloads: Path
+):
+    write_ci_snapshot(segments, "Vip", profiles(5))
+    served = serve(base_env(app_env.azurite))
+    with httpx.Client(base_url=served.api, timeout=30) as api:
+        connect(api, ac_sandbox.hostname)
+        target = {"container": unique_name + "fb", "folder": "ActiveCampaign/vip"}
+        put_export(api, segments.container_name, trigger="manual", feedback=target)
+        assert run_via_api(api, ac_sandbox)["status"] == "succeeded"
+        with open_console(served, shots, downloads) as console:
+            console.go("#/exports/vip")
+            console.type("Function key", "local-function-key")
+            console.click("Sign in")
+            console.see("Feedback folder: opt-outs and bounces")
+            console.see(f"Container {target['container']}, folder ActiveCampaign/vip")
+            console.see("holding 0 unsubscribed, 0 bounced, 5 subscribed")
+            no_serious_violations(console, "export page with a feedback folder")
