@@ -124,7 +124,13 @@ class Heartbeat:
         return lease
 
     def adopt(self, name: str, lease: BlobLeaseClient) -> None:
-        """Renew from now on a lease acquired elsewhere (a run's marker, leased while it was created)."""
+        """Renew from now on a lease acquired elsewhere (a run's marker, leased while it was created).
+
+        That lease may be shorter than this heartbeat's (a marker is claimed for START_LEASE_SECONDS)
+        and a renewal keeps a lease's duration: it is taken again here, same id, for `lease_seconds`
+        (the holder of a lease may acquire it again with a new duration), or it would lapse between
+        two renewals."""
+        lease.acquire(lease_duration=self.lease_seconds)
         with self._lock:
             self._held[name] = _Held(lease, self._clock())
 
