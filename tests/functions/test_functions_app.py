@@ -22,6 +22,7 @@ EXPECTED_FUNCTIONS = {
     "export_run_cancel",
     "export_run_changes",
     "export_lookup",
+    "export_feedback",
     "export_run_report",
     "export_run_rejected",
     "export_run_unsubscribed",
