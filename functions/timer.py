@@ -21,7 +21,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import azure.functions as func
 
@@ -44,6 +44,7 @@ __all__ = [
     "bp",
     "queue_due_exports",
     "sweep_retention",
+    "write_due_feedback",
 ]
 
 
@@ -64,6 +65,7 @@ def export_schedule(timer: func.TimerRequest) -> None:
     svc = get_services()
     result = queue_due_exports(svc)
     sweep_retention(svc)
+    write_due_feedback(svc)
     log.info(
         "schedule: queued %d export(s) %s; skipped %s",
         len(result.queued),
@@ -75,6 +77,36 @@ def export_schedule(timer: func.TimerRequest) -> None:
         # Every other export was still checked and queued before this.
         details = "; ".join(f"{name}: {error}" for name, error in sorted(result.errors.items()))
         raise RuntimeError(f"the schedule could not check or queue {len(result.errors)} export(s): {details}")
+
+
+def write_due_feedback(svc: Services, now: datetime | None = None) -> dict[str, dict[str, Any]]:
+    """Feedback folders whose `feedbackSchedule` fired (shared/pipeline.feedback_on_schedule), each
+    isolated from the others; never fails the schedule (a failed write is recorded in its state)."""
+    written: dict[str, dict[str, Any]] = {}
+    now = now or datetime.now(UTC)
+    try:
+        config = svc.config.read().config
+    except Exception:
+        log.exception("feedback schedules not checked; they are checked on the next tick")
+        return written
+    scheduled = [e for _, e in sorted(config.exports.items()) if e.feedback and e.feedback_schedule]
+    if not scheduled:
+        return written
+    from shared.pipeline import feedback_on_schedule  # the run engine: only when a folder is due
+
+    ctx = run_context(svc, config)
+    for export in scheduled:
+        try:
+            result = feedback_on_schedule(ctx, export, now)
+        except Exception as exc:  # one export's problem never stops the others
+            log.error("feedback of export %s on its schedule: %s", export.name, clip(scrub(str(exc))))
+            continue
+        if result is not None:
+            written[export.name] = result
+            log.info(
+                "feedback of export %s written on its schedule: %s", export.name, result.get("kind", "failed")
+            )
+    return written
 
 
 def sweep_retention(svc: Services) -> None:

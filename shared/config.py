@@ -163,6 +163,8 @@ class ExportConfig:
     on_invalid_field_value: InvalidFieldValue = "omit"
     # List statuses read back from ActiveCampaign, written as a CDM folder (shared/feedback.py); None: off.
     feedback: FeedbackTarget | None = None
+    # NCRONTAB: the feedback folder is also written on this schedule (for exports that rarely run).
+    feedback_schedule: str | None = None
 
 
 @dataclass(frozen=True)
@@ -325,6 +327,21 @@ def _schedule_errors(doc: object, path: Sequence[_PathPart]) -> list[str]:
     return []
 
 
+def _feedback_schedule_errors(doc: object, path: Sequence[_PathPart]) -> list[str]:
+    if not isinstance(doc, dict) or not isinstance(doc.get("feedbackSchedule"), str):
+        return []
+    from shared.schedules import ScheduleError, validate
+
+    where = format_path([*path, "feedbackSchedule"])
+    if doc.get("feedback") is None:
+        return [f"{where}: a feedback schedule needs a feedback folder: set 'feedback' or remove it"]
+    try:
+        validate(doc["feedbackSchedule"])
+    except ScheduleError as exc:
+        return [f"{where}: {exc}"]
+    return []
+
+
 def _normalised_schedule(value: object) -> str | None:
     if not isinstance(value, str):
         return None
@@ -406,6 +423,7 @@ def _build_export(name: str, doc: Mapping[str, Any]) -> ExportConfig:
             if doc.get("feedback") is not None
             else None
         ),
+        feedback_schedule=_normalised_schedule(doc.get("feedbackSchedule")),
     )
 
 
@@ -540,6 +558,7 @@ def parse_config(doc: object, *, allowed_suffixes: tuple[str, ...], allow_loopba
         for name, item in exports.items():
             errors += _connection_ref_errors(item, ("exports", name), connection_names)
             errors += _schedule_errors(item, ("exports", name))
+            errors += _feedback_schedule_errors(item, ("exports", name))
             errors += _field_format_errors(item, ("exports", name))
     if errors:
         raise ConfigError(sorted(errors))  # by path, so the problems of one item read together
@@ -573,6 +592,7 @@ def parse_export(name: str, doc: object, connections: Collection[str]) -> Export
     errors += _with_control_errors(_schema_errors(doc, "export", ()), doc)
     errors += _connection_ref_errors(doc, (), connections)
     errors += _schedule_errors(doc, ())
+    errors += _feedback_schedule_errors(doc, ())
     errors += _field_format_errors(doc, ())
     if errors:
         raise ConfigError(errors)
@@ -674,6 +694,7 @@ def export_to_document(export: ExportConfig) -> dict[str, Any]:
             if export.feedback is not None
             else None
         ),
+        "feedbackSchedule": export.feedback_schedule,
     }
 
 

@@ -48,7 +48,9 @@ __all__ = [
     "check_target",
     "collect",
     "counts_of",
+    "mark_firing_handled",
     "record_failure",
+    "schedule_due",
     "summary",
     "write_feedback",
 ]
@@ -78,6 +80,8 @@ class FeedbackState:
     last_error_at: str | None = None
     # Rows of the refreshes model.json lists, by status and by who changed it.
     counts: dict[str, int] = field(default_factory=dict)
+    # The newest firing of the export's feedbackSchedule acted on (ISO UTC); None: never checked.
+    handled_firing: str | None = None
 
     def to_bytes(self) -> bytes:
         return json.dumps(
@@ -93,6 +97,7 @@ class FeedbackState:
                 "lastError": self.last_error,
                 "lastErrorAt": self.last_error_at,
                 "counts": self.counts,
+                "handledFiring": self.handled_firing,
             }
         ).encode()
 
@@ -117,6 +122,7 @@ class FeedbackState:
             last_error=doc.get("lastError"),
             last_error_at=doc.get("lastErrorAt"),
             counts={str(k): int(v) for k, v in doc.get("counts", {}).items()},
+            handled_firing=doc.get("handledFiring"),
         )
 
 
@@ -337,6 +343,7 @@ def write_feedback(
             reported=reported,
             last_written_at=written if folder else state.last_written_at,
             counts=held,
+            handled_firing=state.handled_firing,
         ),
         etag,
     )
@@ -350,6 +357,35 @@ def write_feedback(
         requests,
     )
     return FeedbackResult(kind, len(rows), counts, folder, written, requests)
+
+
+def schedule_due(app: ContainerClient, export: ExportConfig, now: datetime) -> bool:
+    """Whether the export's feedbackSchedule fired since the firing last acted on; a schedule seen for
+    the first time is not due (as an export's own schedule: shared/schedules.py) and is remembered."""
+    from shared.schedules import Schedule, due, iso, parse_iso
+
+    if export.feedback is None or export.feedback_schedule is None:
+        return False
+    store = FeedbackStateStore(app, export.name)
+    state, etag = store.load()
+    handled = parse_iso(state.handled_firing) if state.handled_firing else None
+    check = due(Schedule.parse(export.feedback_schedule), now, handled)
+    if handled is None:
+        state.handled_firing = iso(check.fired)
+        store.save(state, etag)
+    return check.due
+
+
+def mark_firing_handled(app: ContainerClient, export: ExportConfig, now: datetime) -> None:
+    """The schedule's newest firing at or before `now` was acted on (written, or its failure recorded)."""
+    from shared.schedules import Schedule, iso
+
+    if export.feedback_schedule is None:
+        return
+    store = FeedbackStateStore(app, export.name)
+    state, etag = store.load()
+    state.handled_firing = iso(Schedule.parse(export.feedback_schedule).last_at_or_before(now))
+    store.save(state, etag)
 
 
 def record_failure(app: ContainerClient, export: str, error: str) -> None:

@@ -86,6 +86,7 @@ __all__ = [
     "check_guards",
     "collect_contacts",
     "feedback_after_run",
+    "feedback_on_schedule",
     "last_exported_snapshot_id",
     "latest_snapshot_id",
     "plan_run",
@@ -375,6 +376,20 @@ def feedback_after_run(
         log.warning("feedback of export %s not written (tried again next time): %s", export.name, error)
         feedback.record_failure(app, export.name, error)
         return {"error": error}
+
+
+def feedback_on_schedule(ctx: RunContext, export: ExportConfig, now: datetime) -> dict[str, Any] | None:
+    """The timer's turn: write the feedback folder when the export's feedbackSchedule fired since the
+    firing last acted on (None: not due). A failed write is recorded like one after a run, and the
+    firing counts as handled: the next firing, or the next run, tries again."""
+    from shared import feedback
+
+    app = ctx.app_container()
+    if not feedback.schedule_due(app, export, now):
+        return None
+    result = feedback_after_run(ctx, export)
+    feedback.mark_firing_handled(app, export, now)
+    return result
 
 
 def _restore_report(ctx: RunContext, report: RunReport) -> None:

@@ -25,6 +25,7 @@ export const EXPORT_FIELDS = [
   "maxContacts",
   "onInvalidFieldValue",
   "feedback",
+  "feedbackSchedule",
 ];
 const STANDARD = [
   ["firstName", "First name"],
