@@ -23,6 +23,9 @@ param location string = resourceGroup().location
 @description('Resource id of an existing storage account holding the segment snapshots (e.g. /subscriptions/<id>/resourceGroups/<group>/providers/Microsoft.Storage/storageAccounts/<name>); it may be in another resource group or subscription. Empty: a new, empty account is created here.')
 param segmentStorageAccountId string = ''
 
+@description('Container of the segment storage account that exports write their feedback folder into (an export\'s feedback.container; it must exist): the app gets Storage Blob Data Contributor on that container only. Empty: no feedback folders.')
+param feedbackContainer string = ''
+
 @description('Containers of the segment storage account that exports read: Event Grid sends their model.json and .csv BlobCreated events to the app, so onRefresh exports run seconds after a refresh.')
 param segmentContainers array = [
   'customer-insights'
@@ -200,6 +203,7 @@ module segmentRbac 'modules/segment-rbac.bicep' = {
   params: {
     storageAccountName: segmentStorageName
     principalId: identity.outputs.principalId
+    feedbackContainerName: feedbackContainer
   }
   dependsOn: [
     segmentStorage

@@ -23,7 +23,12 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
+from azure.core.exceptions import (
+    HttpResponseError,
+    ResourceExistsError,
+    ResourceModifiedError,
+    ResourceNotFoundError,
+)
 from azure.storage.blob import BlobServiceClient, ContainerClient, ContentSettings
 
 from shared import feedback_cdm as cdm
@@ -310,8 +315,15 @@ def write_feedback(
     rows, reported = collect(client, export, list_name, delivered, state, full=full, now=started)
     kind: cdm.RefreshKind = "Full" if full else "Changes"
     container = customer.get_container_client(target.container)
-    with _suppress_exists():
+    try:
         container.create_container()
+    except ResourceExistsError:
+        pass
+    except HttpResponseError as exc:
+        # In Azure the app's role is on this container only (infra/: feedbackContainer), which does
+        # not let it create containers: the container exists or the write below says it does not.
+        if exc.status_code != 403:
+            raise
     folder = None
     history = list(state.history)
     if rows or full:
@@ -423,11 +435,3 @@ def summary(
         "lastError": state.last_error,
         "lastErrorAt": state.last_error_at,
     }
-
-
-class _suppress_exists:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, kind: type[BaseException] | None, *_: object) -> bool:
-        return kind is not None and issubclass(kind, ResourceExistsError)

@@ -506,11 +506,13 @@ def test_identity_roles_are_least_privilege(bicep):
         ("rbac.bicep", "vault", ROLE["key_vault_secrets_officer"]),
         ("rbac.bicep", "appInsights", ROLE["monitoring_metrics_publisher"]),
         ("segment-rbac.bicep", "account", ROLE["storage_blob_data_reader"]),
+        # Issue 26: write access to the feedback container only, and only when one is named.
+        ("segment-rbac.bicep", "feedbackContainer", ROLE["storage_blob_data_contributor"]),
     }
     for a in _role_assignments(bicep):
         if a["principal"] == "principalId":
             assert a["principal_type"] == "ServicePrincipal", a
-            assert not a["conditional"], a
+            assert a["conditional"] == (a["scope"] == "feedbackContainer"), a
 
 
 def test_segment_storage_is_read_only_for_the_app(bicep):
@@ -518,7 +520,11 @@ def test_segment_storage_is_read_only_for_the_app(bicep):
         a for a in _role_assignments(bicep) if a["file"] in ("segment-rbac.bicep", "segment-storage.bicep")
     ]
     for a in segment:
-        if a["principal"] == "principalId":
+        if a["principal"] == "principalId" and a["scope"] == "feedbackContainer":
+            # The feedback folder (issue 26): a container, never the account, never the segments'.
+            assert a["role"] == ROLE["storage_blob_data_contributor"], a
+            assert a["conditional"], a
+        elif a["principal"] == "principalId":
             assert a["role"] == ROLE["storage_blob_data_reader"], a
         else:  # the deployer, to upload test snapshots: optional and never the app
             assert a["principal"] == "deployerPrincipalId", a
