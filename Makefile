@@ -2,20 +2,23 @@
 PY      ?= python3.11
 VENV    := .venv
 VPY     := $(VENV)/bin/python
+APP_STAMP := $(VENV)/.app-installed
 STAMP   := $(VENV)/.installed
 NODE_STAMP := node_modules/.installed
 IAC_VENV := .venv-iac
 IAC_STAMP := $(IAC_VENV)/.installed
 
-.PHONY: setup app iac browser demo serve test test-unit lint typecheck pytest bench screenshots clean
+.PHONY: setup app dev iac browser demo serve test test-unit lint typecheck pytest bench screenshots clean
 
-# Each command installs what it uses: `app` is the app's environment (.venv) and Azurite
-# (node_modules), all that `make demo` and `make serve` need; `iac` the infrastructure checkers,
-# installed only for the tests that run them; `browser` Chromium for the console's browser tests.
-# `make setup` installs everything at once.
-setup: app iac
+# Each command installs what it uses: `app` is the app's runtime (.venv with requirements.txt) and
+# Azurite (node_modules), all that `make demo` and `make serve` need; `dev` adds the test and lint
+# tools (requirements-dev.txt); `iac` the infrastructure checkers, only for the tests that run them;
+# `browser` Chromium for the console's browser tests. `make setup` installs everything at once.
+setup: dev iac
 
-app: $(STAMP) $(NODE_STAMP)
+app: $(APP_STAMP) $(NODE_STAMP)
+
+dev: $(STAMP) $(NODE_STAMP)
 
 iac: $(IAC_STAMP)
 
@@ -24,10 +27,14 @@ iac: $(IAC_STAMP)
 browser:
 	scripts/setup_browser.sh
 
-$(STAMP): requirements.txt requirements-dev.txt
+$(APP_STAMP): requirements.txt
 	scripts/setup_python.sh $(PY)
-	$(PY) -m venv $(VENV)
+	test -x $(VPY) || $(PY) -m venv $(VENV)
 	$(VPY) -m pip install --quiet --upgrade pip
+	$(VPY) -m pip install --quiet -r requirements.txt
+	touch $@
+
+$(STAMP): $(APP_STAMP) requirements-dev.txt
 	$(VPY) -m pip install --quiet -r requirements-dev.txt
 	touch $@
 
@@ -61,7 +68,7 @@ typecheck: $(STAMP)
 # pytest exits 5 when it collected no test: that must fail, never pass quietly. Two workers
 # (pytest-xdist), one per core: each starts its own Azurite, so tests never share storage across
 # workers.
-pytest: app iac browser
+pytest: dev iac browser
 	$(VPY) -m pytest -n 2; rc=$$?; if [ $$rc -eq 5 ]; then echo "pytest collected no tests" >&2; exit 1; fi; exit $$rc
 
 test: lint typecheck pytest
@@ -72,10 +79,10 @@ test-unit: $(STAMP)
 	$(VPY) -m pytest -n 2 -m unit; rc=$$?; if [ $$rc -eq 5 ]; then echo "pytest collected no tests" >&2; exit 1; fi; exit $$rc
 
 # Re-take the web console's screenshots in docs/console/ (its browser tests write them there).
-screenshots: app browser
+screenshots: dev browser
 	CONSOLE_SCREENSHOTS=docs/console $(VPY) -m pytest -q tests/console/test_console_browser.py
 
-bench: app
+bench: dev
 	$(VPY) -m scripts.bench
 
 clean:

@@ -21,9 +21,9 @@ from pathlib import Path
 
 from azure.storage.blob import BlobServiceClient
 
+from scripts.azurite import AZURITE_BIN, connection_string, free_port, wait_for_port
 from scripts.sample_segment import SAMPLE_DIR, upload_sample
 from shared.settings import DEFAULT_APP_CONTAINER
-from tests.fixtures.azurite import AZURITE_BIN, _wait_for_port, connection_string, free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO_API_KEY = "demo-sandbox-key"  # the sandbox's key: a local stand-in, not a real credential
@@ -45,8 +45,8 @@ def azurite() -> Iterator[str]:
         args += [f"--{service}Host", "127.0.0.1", f"--{service}Port", str(port)]
     proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        _wait_for_port(ports[0], proc)
-        _wait_for_port(ports[1], proc)
+        wait_for_port(ports[0], proc)
+        wait_for_port(ports[1], proc)
         yield connection_string(*ports)
     finally:
         _stop(proc)

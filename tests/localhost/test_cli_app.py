@@ -142,7 +142,7 @@ DEAD_STORAGE = (
 def test_storage_that_is_not_running_fails_in_seconds_with_one_line(tmp_path: Path) -> None:
     import time
 
-    from tests.fixtures.azurite import free_port
+    from scripts.azurite import free_port
 
     env = {"AzureWebJobsStorage": DEAD_STORAGE.format(port=free_port())}
     config = tmp_path / "config.json"
@@ -166,7 +166,7 @@ def test_an_activecampaign_that_cannot_be_reached_fails_in_seconds_naming_it(
 ) -> None:
     import time
 
-    from tests.fixtures.azurite import free_port
+    from scripts.azurite import free_port
 
     host = f"127.0.0.1:{free_port()}"
     config = tmp_path / "config.json"

@@ -16,10 +16,10 @@ import httpx
 import pytest
 from azure.storage.blob import BlobServiceClient
 
+from scripts.azurite import DEV_ACCOUNT, free_port
 from scripts.localhost.hostjson import load_host_config, timespan_seconds
 from scripts.localhost.routes import Router, parse_route
 from shared.schedules import Schedule, ScheduleError
-from tests.fixtures.azurite import DEV_ACCOUNT, free_port
 from tests.fixtures.sandbox import SANDBOX_API_KEY, fast_limits
 from tests.fixtures.serve import StartServe, base_env
 from tests.support.app import ROOT, AppEnv
