@@ -140,6 +140,9 @@ class FeedbackTarget:
 
     container: str
     folder: str
+    # Retention: refresh folders older than this many days are deleted (a Full refresh first takes the
+    # place of any model.json still lists). None: kept until the customer deletes them.
+    keep_days: int | None = None
 
 
 @dataclass(frozen=True)
@@ -419,7 +422,9 @@ def _build_export(name: str, doc: Mapping[str, Any]) -> ExportConfig:
         max_rejected_share=float(doc.get("maxRejectedShare", DEFAULT_MAX_REJECTED_SHARE)),
         on_invalid_field_value=doc.get("onInvalidFieldValue", "omit"),
         feedback=(
-            FeedbackTarget(doc["feedback"]["container"], doc["feedback"]["folder"])
+            FeedbackTarget(
+                doc["feedback"]["container"], doc["feedback"]["folder"], doc["feedback"].get("keepDays")
+            )
             if doc.get("feedback") is not None
             else None
         ),
@@ -690,7 +695,11 @@ def export_to_document(export: ExportConfig) -> dict[str, Any]:
         "maxRejectedShare": export.max_rejected_share,
         "onInvalidFieldValue": export.on_invalid_field_value,
         "feedback": (
-            {"container": export.feedback.container, "folder": export.feedback.folder}
+            {
+                "container": export.feedback.container,
+                "folder": export.feedback.folder,
+                "keepDays": export.feedback.keep_days,
+            }
             if export.feedback is not None
             else None
         ),

@@ -19,7 +19,7 @@ import json
 import logging
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -274,6 +274,30 @@ def collect(
     return rows, reported
 
 
+def _delete_expired(
+    container: ContainerClient, folder: str, listed: set[str], now: datetime, keep_days: int
+) -> int:
+    """Delete the partitions model.json no longer lists whose refresh folder is older than `keep_days`."""
+    oldest = now - timedelta(days=keep_days)
+    deleted = 0
+    for item in container.list_blobs(name_starts_with=f"{folder}/{cdm.ENTITY}/"):
+        if item.name in listed:
+            continue
+        parts = item.name.split("/")[-5:-1]
+        try:
+            refreshed = datetime.strptime("/".join(parts), "%Y/%m/%d/%H%M").replace(tzinfo=UTC)
+        except ValueError:
+            continue  # not one of ours
+        if refreshed < oldest:
+            container.delete_blob(item.name)
+            deleted += 1
+    if deleted:
+        log.info(
+            "feedback folder: %d partition(s) past the retention of %d day(s) deleted", deleted, keep_days
+        )
+    return deleted
+
+
 def _chunks(items: Iterable[ListStatus], size: int) -> Iterator[list[ListStatus]]:
     chunk: list[ListStatus] = []
     for item in items:
@@ -308,8 +332,13 @@ def write_feedback(
     store = FeedbackStateStore(app, export.name)
     state, etag = store.load()
     delivered, _ = StateStore(app, export.name).load()
-    full = full or state.last_read_at is None or not any(p.kind == "Full" for p in state.history)
     started = clock()
+    # A listed refresh past the retention period can only go once a new Full refresh replaces it.
+    expired = target.keep_days is not None and any(
+        datetime.fromisoformat(p.refresh_time) < started - timedelta(days=target.keep_days)
+        for p in state.history
+    )
+    full = full or expired or state.last_read_at is None or not any(p.kind == "Full" for p in state.history)
     before = sum(client.request_counts().values())
     list_name = str(client.get_list(export.list_id).get("name", ""))
     rows, reported = collect(client, export, list_name, delivered, state, full=full, now=started)
@@ -345,6 +374,8 @@ def write_feedback(
             cdm.model_json(located, started, export.name), overwrite=True, content_settings=_JSON
         )
         history = listed
+        if target.keep_days is not None:
+            _delete_expired(container, target.folder, {p.blob for p in listed}, started, target.keep_days)
     written = datetime.now(UTC).isoformat()
     counts = counts_of(rows)
     held = counts if full else {k: state.counts.get(k, 0) + v for k, v in counts.items()}

@@ -243,3 +243,50 @@ def test_a_failed_feedback_write_never_fails_the_run_and_is_retried_next_time(
     rows = _refresh_rows(customer, _newest_partition(customer))
     assert ("person1@example.com", "unsubscribed", "person", "vip") in _summary(rows)
     assert again.report.counts()["feedbackFailed"] == 0
+
+
+def test_refresh_folders_past_the_retention_are_replaced_by_a_full_refresh_and_deleted(
+    world: World, customer: ContainerClient
+) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from shared.feedback import write_feedback
+    from tests.client.test_activecampaign import sandbox_client
+
+    feedback = {"container": customer.container_name, "folder": FOLDER, "keepDays": 2}
+    world.reconfigure(mode="mirror", maxRemovalShare=0.6, feedback=feedback)
+    write_ci_snapshot(world.segments, "Vip", profiles(3), time_folder="2026/11/20/0600")
+    assert world.run().status == "succeeded"  # the first, Full, refresh
+    first = _newest_partition(customer)
+    world.sandbox.state.opt_out(1, "person0@example.com")
+    export = world.ctx.config.exports["vip"]
+    now = datetime.now(UTC)
+    with sandbox_client(world.sandbox) as client:
+        day_later = write_feedback(
+            export=export,
+            client=client,
+            customer=world.ctx.segment_blobs,
+            app=world.app,
+            clock=lambda: now + timedelta(days=1),
+        )
+        assert day_later.kind == "Changes"  # within the retention: changes as usual
+        assert first in [b.name for b in customer.list_blobs()]
+        later = write_feedback(
+            export=export,
+            client=client,
+            customer=world.ctx.segment_blobs,
+            app=world.app,
+            clock=lambda: now + timedelta(days=2, hours=12),
+        )
+    # The Full refresh listed was past 2 days: a new Full one replaces it, and the old files go.
+    assert later.kind == "Full"
+    names = [b.name for b in customer.list_blobs()]
+    assert first not in names
+    assert [p["name"].split("-")[0] for p in _model(customer)["entities"][0]["partitions"]] == ["Full"]
+    assert _summary(_refresh_rows(customer, _newest_partition(customer))) == {
+        ("person0@example.com", "unsubscribed", "person", "vip"),
+        ("person1@example.com", "subscribed", "app", "vip"),
+        ("person2@example.com", "subscribed", "app", "vip"),
+    }
+    # The change refresh of day 1 is younger than 2 days at day 2.5: kept until it ages out.
+    assert sum(n.endswith("_Changes.csv") for n in names) == 1
