@@ -12,7 +12,6 @@ import csv
 import io
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +20,7 @@ from azure.storage.blob import BlobServiceClient, ContainerClient
 
 from shared import cdm_types
 from shared.cdm_manifest import ManifestError, folder_path, root_manifest
+from shared.config import SegmentSource
 from shared.current_state import ChangeColumns, change_columns, current_state, keep_current
 from shared.mapping import FieldConverter
 from shared.segments import (
@@ -42,25 +42,6 @@ FNO = FOLDERS / "fno-export-to-data-lake"
 SYNAPSE = FOLDERS / "synapse-link-dataverse"
 
 
-@dataclass(frozen=True)
-class Source:
-    container: str
-    folder: str
-    segment: str
-
-
-@pytest.fixture
-def service(azurite: str) -> BlobServiceClient:
-    return BlobServiceClient.from_connection_string(azurite)
-
-
-@pytest.fixture
-def container(service: BlobServiceClient, unique_name: str) -> ContainerClient:
-    client = service.get_container_client(unique_name)
-    client.create_container()
-    return client
-
-
 def upload_tree(container: ContainerClient, root: Path, prefix: str) -> None:
     for path in sorted(root.rglob("*")):
         if path.is_file():
@@ -80,7 +61,7 @@ def csv_bytes(rows: Sequence[Sequence[str]]) -> bytes:
 def reader(
     service: BlobServiceClient, container: ContainerClient, folder: str, segment: str
 ) -> SegmentReader:
-    return SegmentReader(service, Source(container.container_name, folder, segment))
+    return SegmentReader(service, SegmentSource(container.container_name, folder, segment))
 
 
 def read(

@@ -12,13 +12,13 @@ import csv
 import io
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote, unquote, urlsplit
 
 import pytest
 from azure.storage.blob import BlobServiceClient, ContainerClient
 
+from shared.config import SegmentSource
 from shared.segments import (
     LAYOUT_CUSTOMER_INSIGHTS,
     BlobLocations,
@@ -55,25 +55,6 @@ def csv_bytes(rows: list[list[str]]) -> bytes:
 
 def fake_rows(columns: tuple[str, ...], n: int) -> list[list[str]]:
     return [[f"{column}-{i}" for column in columns] for i in range(1, n + 1)]
-
-
-@dataclass(frozen=True)
-class Source:
-    container: str
-    folder: str
-    segment: str
-
-
-@pytest.fixture
-def service(azurite: str) -> BlobServiceClient:
-    return BlobServiceClient.from_connection_string(azurite)
-
-
-@pytest.fixture
-def container(service: BlobServiceClient, unique_name: str) -> ContainerClient:
-    client = service.get_container_client(unique_name)
-    client.create_container()
-    return client
 
 
 def repointed_path(location: str) -> str:
@@ -120,7 +101,7 @@ def stage(
 def read(
     service: BlobServiceClient, container: ContainerClient, folder: str, segment: str
 ) -> tuple[Snapshot, list[SourceRow]]:
-    reader = SegmentReader(service, Source(container.container_name, folder, segment))
+    reader = SegmentReader(service, SegmentSource(container.container_name, folder, segment))
     snapshot = reader.latest_snapshot()
     assert snapshot is not None
     return snapshot, list(reader.iter_rows(snapshot))
@@ -184,7 +165,7 @@ def test_01_power_bi_dataflow_reads_the_blob_snapshot_it_names(service, containe
 def test_02_reference_entities_are_refused_saying_so(service, container) -> None:
     model = model_of("02_pbi_OrdersProductsCustomersLinked.model.json")
     stage(container, model, "", {})
-    reader = SegmentReader(service, Source(container.container_name, "", "Orders"))
+    reader = SegmentReader(service, SegmentSource(container.container_name, "", "Orders"))
 
     with pytest.raises(
         SegmentError, match=r"entity 'Orders' is a ReferenceEntity: it links to a table of model '"
@@ -287,7 +268,7 @@ def test_06_csv_traits_settings_are_understood() -> None:
 
 def test_06_entity_without_attributes_is_refused_saying_so(service, container) -> None:
     stage(container, model_of("06_cdm_csvtraits.model.json"), "", {})
-    reader = SegmentReader(service, Source(container.container_name, "", "someEntity"))
+    reader = SegmentReader(service, SegmentSource(container.container_name, "", "someEntity"))
     with pytest.raises(SegmentError, match=r"entity 'someEntity' has no 'attributes' \(columns\)"):
         reader.latest_snapshot()
 
@@ -341,7 +322,7 @@ def test_09_real_partitions_with_header_rows_read_as_empty_tables(service, conta
         for name in ("Account", "Address", "EpisodeOfCare")
     }
     staged = stage(container, model, "", data)
-    reader = SegmentReader(service, Source(container.container_name, "", entity))
+    reader = SegmentReader(service, SegmentSource(container.container_name, "", entity))
 
     snapshot, rows = read(service, container, "", entity)
     container.upload_blob("model.json", json.dumps({**staged, "modifiedTime": "later"}), overwrite=True)

@@ -9,7 +9,6 @@ import gzip
 import io
 import json
 from collections.abc import Iterator
-from dataclasses import dataclass
 from itertools import islice
 from urllib.parse import quote, urlsplit
 
@@ -20,6 +19,7 @@ from hypothesis import strategies as st
 
 from scripts import sample_segment
 from shared import segments
+from shared.config import SegmentSource
 from shared.mapping import Rejection, normalize_email
 from shared.segments import (
     BATCH_ROWS,
@@ -37,25 +37,6 @@ from shared.segments import (
 FOLDER = "CustomerInsights_0f1e2d3c/BlobExport"
 SEGMENT = "HighValue"
 COLUMNS = ["CustomerId", "EmailAddress", "Score"]
-
-
-@dataclass(frozen=True)
-class Source:
-    container: str
-    folder: str
-    segment: str
-
-
-@pytest.fixture
-def service(azurite: str) -> BlobServiceClient:
-    return BlobServiceClient.from_connection_string(azurite)
-
-
-@pytest.fixture
-def container(service: BlobServiceClient, unique_name: str) -> ContainerClient:
-    client = service.get_container_client(unique_name)
-    client.create_container()
-    return client
 
 
 def csv_bytes(rows: list[list[str]], *, bom: bool = False) -> bytes:
@@ -103,7 +84,7 @@ def write_model(
 
 
 def reader_for(service: BlobServiceClient, container: ContainerClient, **kw: str) -> SegmentReader:
-    source = Source(container.container_name, kw.get("folder", FOLDER), kw.get("segment", SEGMENT))
+    source = SegmentSource(container.container_name, kw.get("folder", FOLDER), kw.get("segment", SEGMENT))
     return SegmentReader(service, source)
 
 
@@ -426,7 +407,7 @@ def test_no_snapshot_at_all_is_none(service, container):
 
 
 def test_missing_container_is_an_error_naming_it(service, unique_name):
-    reader = SegmentReader(service, Source(unique_name, FOLDER, SEGMENT))
+    reader = SegmentReader(service, SegmentSource(unique_name, FOLDER, SEGMENT))
 
     with pytest.raises(SegmentError, match=f"container '{unique_name}' does not exist"):
         reader.latest_snapshot()
@@ -759,12 +740,12 @@ def test_model_json_that_is_not_json_is_an_error_saying_so(service, container):
 )
 def test_unsafe_folder_or_segment_names_are_refused(service, folder, segment):
     with pytest.raises(SegmentError, match=r"^(folder|segment) "):
-        SegmentReader(service, Source("container", folder, segment))
+        SegmentReader(service, SegmentSource("container", folder, segment))
 
 
 def test_invalid_container_name_is_refused(service):
     with pytest.raises(SegmentError, match="not a valid container name"):
-        SegmentReader(service, Source("../x", FOLDER, SEGMENT))
+        SegmentReader(service, SegmentSource("../x", FOLDER, SEGMENT))
 
 
 # ---------------------------------------------------------------------------------------------
