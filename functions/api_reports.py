@@ -104,6 +104,29 @@ def _next(req: func.HttpRequest, start: int, limit: int, **filters: str) -> str:
     return f"{path}?start={start + limit}&limit={limit}{extra}"
 
 
+def _csv_page(
+    record: RunRecord,
+    what: str,
+    header: list[str],
+    rows: list[list[str]],
+    *,
+    start: int,
+    next_url: str | None,
+) -> func.HttpResponse:
+    """One page of a run's CSV file (`what`: rejected, changes), with the next page's link if any."""
+    headers = {
+        "Cache-Control": "no-store",
+        "Content-Disposition": f'attachment; filename="{record.export}-{record.run_id}-{what}.csv"',
+        "X-Rows-Start": str(start),
+        "X-Rows": str(len(rows)),
+    }
+    if next_url is not None:
+        headers["Link"] = f'<{next_url}>; rel="next"'
+    return func.HttpResponse(
+        to_csv(header, rows), status_code=200, headers=headers, mimetype="text/csv", charset="utf-8"
+    )
+
+
 def _choice(req: func.HttpRequest, name: str, allowed: Iterable[str]) -> str:
     value = str(req.params.get(name, ""))
     known = sorted(allowed)
@@ -137,17 +160,8 @@ def export_run_rejected(req: func.HttpRequest, svc: Services, caller: Caller) ->
     header, rows = page.header, page.rows
     if not caller.is_admin:
         header, rows = header[:CONTRIBUTOR_COLUMNS], [row[:CONTRIBUTOR_COLUMNS] for row in rows]
-    headers = {
-        "Cache-Control": "no-store",
-        "Content-Disposition": f'attachment; filename="{record.export}-{record.run_id}-rejected.csv"',
-        "X-Rows-Start": str(start),
-        "X-Rows": str(len(rows)),
-    }
-    if page.more:
-        headers["Link"] = f'<{_next(req, start, limit)}>; rel="next"'
-    return func.HttpResponse(
-        to_csv(header, rows), status_code=200, headers=headers, mimetype="text/csv", charset="utf-8"
-    )
+    next_url = _next(req, start, limit) if page.more else None
+    return _csv_page(record, "rejected", header, rows, start=start, next_url=next_url)
 
 
 @bp.function_name("export_run_unsubscribed")
@@ -227,17 +241,8 @@ def export_run_changes(req: func.HttpRequest, svc: Services, caller: Caller) -> 
         n = CONTRIBUTOR_CHANGE_COLUMNS
         header = header[:n]
         rows_out = [[mask_email(plain_cell(row[0])), *row[1:n]] for row in rows_out]
-    headers = {
-        "Cache-Control": "no-store",
-        "Content-Disposition": f'attachment; filename="{record.export}-{record.run_id}-changes.csv"',
-        "X-Rows-Start": str(start),
-        "X-Rows": str(len(rows_out)),
-    }
-    if page.more:
-        headers["Link"] = f'<{_next(req, start, limit, action=action, outcome=outcome)}>; rel="next"'
-    return func.HttpResponse(
-        to_csv(header, rows_out), status_code=200, headers=headers, mimetype="text/csv", charset="utf-8"
-    )
+    next_url = _next(req, start, limit, action=action, outcome=outcome) if page.more else None
+    return _csv_page(record, "changes", header, rows_out, start=start, next_url=next_url)
 
 
 def _no_changes(record: RunRecord) -> ApiError:
